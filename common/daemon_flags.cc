@@ -1,0 +1,29 @@
+#include "common/daemon_flags.h"
+
+#include <gflags/gflags.h>
+
+DEFINE_string(host, "127.0.0.1",
+              "Address to listen on; 0.0.0.0 for every interface.");
+DEFINE_int32(port, 0, "gRPC port; 0 picks a free port (see --port_file).");
+DEFINE_string(port_file, "",
+              "If set, the bound port is written to this file once serving.");
+DEFINE_double(shutdown_grace_s, 10,
+              "Seconds in-flight calls may run after SIGTERM before they are "
+              "cancelled.");
+DEFINE_int32(max_message_bytes, 64 << 20,
+             "Largest gRPC message sent or received, in bytes.");
+
+namespace plexus {
+
+DaemonOptions DaemonOptionsFromFlags(const std::string& name) {
+  DaemonOptions o;
+  o.name = name;
+  o.host = FLAGS_host;
+  o.port = FLAGS_port;
+  o.port_file = FLAGS_port_file;
+  o.grace = absl::Seconds(FLAGS_shutdown_grace_s);
+  o.max_message_bytes = FLAGS_max_message_bytes;
+  return o;
+}
+
+}  // namespace plexus

@@ -1,0 +1,15 @@
+// Flags every daemon takes: --host, --port, --port_file, --shutdown_grace_s,
+// --max_message_bytes. Defined once here so that every binary names them the
+// same way.
+#pragma once
+
+#include <string>
+
+#include "common/daemon.h"
+
+namespace plexus {
+
+// Daemon options from the flags above, with `name` for logs.
+DaemonOptions DaemonOptionsFromFlags(const std::string& name);
+
+}  // namespace plexus

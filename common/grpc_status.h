@@ -1,0 +1,14 @@
+// The one place where absl::Status and grpc::Status are converted. Codes map
+// one to one (both follow google.rpc.Code); messages are kept.
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace plexus {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace plexus

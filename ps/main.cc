@@ -1,0 +1,48 @@
+// plexus-ps: one parameter-server shard.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include "common/daemon.h"
+#include "common/daemon_flags.h"
+#include "common/dir_lock.h"
+#include "common/init.h"
+#include "ps/service/ps_service.h"
+
+DEFINE_string(data_dir, "",
+              "Folder for this shard's checkpoints and cold rows (required; "
+              "created if missing; one shard per folder).");
+DEFINE_int32(shard, 0, "This shard's index in the cluster (0-based).");
+
+int main(int argc, char** argv) {
+  plexus::InitProcess(&argc, &argv,
+                      "plexus-ps: a Plexus parameter-server shard.\n"
+                      "Usage: plexus-ps --data_dir=DIR [--port=N] [--shard=I]");
+  if (FLAGS_data_dir.empty()) {
+    LOG(ERROR) << "--data_dir is required";
+    return 1;
+  }
+  if (FLAGS_shard < 0) {
+    LOG(ERROR) << "--shard must be >= 0, got " << FLAGS_shard;
+    return 1;
+  }
+  auto lock = plexus::DirLock::Acquire(FLAGS_data_dir);
+  if (!lock.ok()) {
+    LOG(ERROR) << lock.status().message();
+    return 1;
+  }
+  plexus::ps::PsService service(FLAGS_shard);
+  auto daemon = plexus::Daemon::Start(
+      plexus::DaemonOptionsFromFlags("plexus-ps"), {&service});
+  if (!daemon.ok()) {
+    LOG(ERROR) << daemon.status().message();
+    return 1;
+  }
+  LOG(INFO) << "plexus-ps: shard " << FLAGS_shard << ", data in "
+            << FLAGS_data_dir << ", incarnation " << service.incarnation();
+  absl::Status st = (*daemon)->Run();
+  if (!st.ok()) {
+    LOG(ERROR) << st;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The link rules (cmake/PlexusHelpers.cmake FORBID) stop a module from linking
+# gRPC or the wire types; this stops it from including their headers, which
+# are on the system include path and would otherwise compile.
+set -u
+root="$(cd "$(dirname "$0")/.." && pwd)"
+status=0
+# Folders that hold logic only: no gRPC, no generated wire types.
+for dir in common ps/storage collectives/patterns collectives/algorithms \
+           collectives/rendezvous coordinator/membership coordinator/health \
+           coordinator/scheduling coordinator/checkpoint coordinator/rendezvous; do
+  [ -d "$root/$dir" ] || continue
+  while IFS= read -r hit; do
+    case "$hit" in
+      # The gRPC edge of common/ (plexus::common_grpc).
+      "$root/common/grpc_status."*|"$root/common/daemon"*|"$root/common/health_"*) continue ;;
+    esac
+    echo "include rule broken: $hit"
+    status=1
+  done < <(grep -rnE '#include [<"](grpc|grpcpp|plexus/v1/)' "$root/$dir" \
+             --include='*.h' --include='*.cc' 2>/dev/null)
+done
+[ "$status" = 0 ] && echo "include rules hold"
+exit "$status"

@@ -1,0 +1,220 @@
+// Starts each daemon as a real process on a free port of 127.0.0.1, checks its
+// gRPC health, and stops it with SIGTERM.
+#include <signal.h>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/health_client.h"
+#include "common/process.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/util/test_env.h"
+#include "tools/local/local_cluster.h"
+
+namespace plexus {
+namespace {
+
+using ::plexus::testing::BinDir;
+using ::plexus::testing::TempDir;
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Started {
+  std::unique_ptr<Subprocess> proc;
+  std::string address;
+  std::string log;
+};
+
+Started StartDaemon(const std::string& binary, const TempDir& dir,
+                    const std::string& name,
+                    std::vector<std::string> extra = {}) {
+  Started s;
+  s.log = dir.Sub(name + ".log");
+  std::string port_file = dir.Sub(name + ".port");
+  SubprocessOptions o;
+  o.argv = {BinDir() + "/" + binary, "--data_dir=" + dir.Sub(name + "-data"),
+            "--port=0", "--port_file=" + port_file};
+  o.argv.insert(o.argv.end(), extra.begin(), extra.end());
+  o.log_file = s.log;
+  auto p = Subprocess::Start(o);
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return s;
+  s.proc = std::move(*p);
+  auto port = WaitForPortFile(port_file, absl::Seconds(30), s.proc.get());
+  EXPECT_TRUE(port.ok()) << port.status() << "\n" << Slurp(s.log);
+  if (port.ok()) s.address = "127.0.0.1:" + std::to_string(*port);
+  return s;
+}
+
+class DaemonTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DaemonTest, ServesHealthAndExitsCleanlyOnSigterm) {
+  TempDir dir;
+  // A long grace period: the drain must end when the last call does, not
+  // when the grace period runs out (this test's client keeps its channel).
+  Started d = StartDaemon(GetParam(), dir, "d", {"--shutdown_grace_s=120"});
+  ASSERT_FALSE(d.address.empty());
+  ASSERT_TRUE(WaitUntilServing(d.address, absl::Seconds(30)).ok());
+  EXPECT_NE(Slurp(d.log).find("listening on " + d.address), std::string::npos)
+      << Slurp(d.log);
+
+  // Watch the health stream: SERVING now, NOT_SERVING once SIGTERM arrives.
+  auto channel =
+      grpc::CreateChannel(d.address, grpc::InsecureChannelCredentials());
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub->Watch(&ctx, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse resp;
+  ASSERT_TRUE(stream->Read(&resp));
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  ASSERT_TRUE(d.proc->Signal(SIGTERM).ok());
+  ASSERT_TRUE(stream->Read(&resp));
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  // The drain ends the stream rather than holding it open.
+  EXPECT_FALSE(stream->Read(&resp));
+  EXPECT_TRUE(stream->Finish().ok());
+  auto code = d.proc->Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok()) << code.status() << "\n" << Slurp(d.log);
+  EXPECT_EQ(*code, 0) << Slurp(d.log);
+  EXPECT_NE(Slurp(d.log).find("draining (SIGTERM)"), std::string::npos)
+      << Slurp(d.log);
+  // Gone: new calls fail.
+  EXPECT_FALSE(CheckHealth(d.address, absl::Seconds(2)).ok());
+}
+
+TEST_P(DaemonTest, HelpAndVersionExitZero) {
+  TempDir dir;
+  for (const char* flag : {"--help", "--version"}) {
+    SubprocessOptions o;
+    o.argv = {BinDir() + "/" + GetParam(), flag};
+    o.log_file = dir.Sub(std::string("out") + flag);
+    auto p = Subprocess::Start(o);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 0) << flag;
+    std::string out = Slurp(o.log_file);
+    EXPECT_NE(out.find(GetParam()), std::string::npos) << out;
+    if (std::string(flag) == "--help") {
+      EXPECT_NE(out.find("--data_dir"), std::string::npos) << out;
+      EXPECT_NE(out.find("--port_file"), std::string::npos) << out;
+    }
+  }
+}
+
+TEST_P(DaemonTest, MissingDataDirIsAClearError) {
+  TempDir dir;
+  SubprocessOptions o;
+  o.argv = {BinDir() + "/" + GetParam(), "--port=0"};
+  o.log_file = dir.Sub("log");
+  auto p = Subprocess::Start(o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 1);
+  EXPECT_NE(Slurp(o.log_file).find("--data_dir is required"),
+            std::string::npos);
+}
+
+TEST_P(DaemonTest,
+       SecondDaemonOnTheSameDataDirExitsOneAndLeavesTheFirstServing) {
+  TempDir dir;
+  Started first = StartDaemon(GetParam(), dir, "d");
+  ASSERT_FALSE(first.address.empty());
+  SubprocessOptions o;
+  o.argv = {BinDir() + "/" + GetParam(), "--data_dir=" + dir.Sub("d-data"),
+            "--port=0"};
+  o.log_file = dir.Sub("second.log");
+  auto second = Subprocess::Start(o);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*(*second)->Wait(absl::Seconds(30)), 1);
+  EXPECT_NE(Slurp(o.log_file).find("is in use by another process"),
+            std::string::npos)
+      << Slurp(o.log_file);
+  auto h = CheckHealth(first.address, absl::Seconds(5));
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(*h, Health::kServing);
+}
+
+TEST_P(DaemonTest, BadFailpointSpecExitsOne) {
+  TempDir dir;
+  SubprocessOptions o;
+  o.argv = {BinDir() + "/" + GetParam(), "--data_dir=" + dir.Sub("data"),
+            "--failpoints=x=explode"};
+  o.log_file = dir.Sub("log");
+  auto p = Subprocess::Start(o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 1);
+  EXPECT_NE(Slurp(o.log_file).find("unknown action"), std::string::npos)
+      << Slurp(o.log_file);
+}
+
+INSTANTIATE_TEST_SUITE_P(Daemons, DaemonTest,
+                         ::testing::Values("plexus-ps", "plexus-coordinator"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+TEST(LocalCluster, StartsEveryProcessAndStopsThemCleanly) {
+  TempDir dir;
+  local::LocalClusterOptions o;
+  o.bin_dir = BinDir();
+  o.root_dir = dir.Sub("cluster");
+  o.num_ps = 2;
+  auto cluster = local::LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ASSERT_EQ((*cluster)->members().size(), 3u);
+  for (const auto& m : (*cluster)->members()) {
+    auto h = CheckHealth(m.address, absl::Seconds(5));
+    ASSERT_TRUE(h.ok()) << m.role << " " << h.status();
+    EXPECT_EQ(*h, Health::kServing);
+  }
+  auto state = local::ReadState(local::StatePath(o.root_dir));
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->size(), 3u);
+  EXPECT_EQ((*state)[2].role, "ps");
+  EXPECT_EQ((*state)[2].index, 1);
+  EXPECT_EQ((*state)[2].address, (*cluster)->members()[2].address);
+  EXPECT_TRUE((*cluster)->Stop(absl::Seconds(30)).ok());
+}
+
+TEST(PlexusCli, LocalUpStatusDown) {
+  TempDir dir;
+  auto run = [&](std::vector<std::string> args, const std::string& log) {
+    SubprocessOptions o;
+    o.argv = {BinDir() + "/plexus"};
+    o.argv.insert(o.argv.end(), args.begin(), args.end());
+    o.log_file = dir.Sub(log);
+    auto p = Subprocess::Start(o);
+    EXPECT_TRUE(p.ok());
+    return p.ok() ? *(*p)->Wait(absl::Seconds(60)) : -1;
+  };
+  std::string root = dir.Sub("c");
+  ASSERT_EQ(run({"local", "up", "--dir", root, "--ps", "1"}, "up"), 0)
+      << Slurp(dir.Sub("up"));
+  EXPECT_EQ(run({"local", "status", "--dir", root}, "status"), 0)
+      << Slurp(dir.Sub("status"));
+  EXPECT_NE(Slurp(dir.Sub("status")).find("SERVING"), std::string::npos);
+  // A second `up` on the same folder refuses while the first runs.
+  EXPECT_EQ(run({"local", "up", "--dir", root}, "up2"), 1);
+  EXPECT_NE(Slurp(dir.Sub("up2")).find("already runs"), std::string::npos);
+  EXPECT_EQ(run({"local", "down", "--dir", root}, "down"), 0)
+      << Slurp(dir.Sub("down"));
+  EXPECT_EQ(run({"local", "status", "--dir", root}, "status2"), 1);
+  // Unimplemented subcommands say so and do nothing.
+  EXPECT_EQ(run({"job", "submit"}, "job"), 3);
+  EXPECT_NE(Slurp(dir.Sub("job")).find("not implemented yet"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace plexus

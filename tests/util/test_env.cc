@@ -1,0 +1,32 @@
+#include "tests/util/test_env.h"
+
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <glog/logging.h>
+
+namespace plexus::testing {
+
+std::string BinDir() {
+  const char* d = std::getenv("PLEXUS_BIN_DIR");
+  CHECK(d != nullptr && *d != '\0')
+      << "PLEXUS_BIN_DIR is not set; run the tests through ctest";
+  return d;
+}
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl =
+      std::string(base && *base ? base : "/tmp") + "/plexus-test-XXXXXX";
+  CHECK(mkdtemp(tmpl.data()) != nullptr) << "mkdtemp " << tmpl;
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+}  // namespace plexus::testing

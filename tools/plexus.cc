@@ -1,0 +1,217 @@
+// plexus: the command line. Starts and stops local clusters, checks health,
+// and (as the issues land) submits jobs and inspects checkpoints.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/health_client.h"
+#include "common/init.h"
+#include "tools/local/local_cluster.h"
+
+namespace {
+
+namespace local = plexus::local;
+
+constexpr int kExitUnimplemented = 3;
+
+// The folder holding this binary (where plexus-ps and plexus-coordinator are
+// installed next to it).
+std::string SelfDir() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : p.parent_path().string();
+}
+
+int Fail(const absl::Status& st) {
+  std::cerr << "plexus: " << st.message() << "\n";
+  return 1;
+}
+
+int NotYet(const std::string& what, const std::string& issue) {
+  std::cerr << "plexus " << what << ": not implemented yet (" << issue
+            << "); nothing was done.\n";
+  return kExitUnimplemented;
+}
+
+// Whether a process runs (a zombie waiting for its parent to reap it does not).
+bool Alive(pid_t pid) {
+  if (kill(pid, 0) != 0 && errno != EPERM) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  size_t paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() ||
+         line[paren + 2] != 'Z';
+}
+
+int LocalUp(const std::string& dir, const std::string& bin_dir, int num_ps,
+            double timeout_s) {
+  if (auto st = local::ReadState(local::StatePath(dir)); st.ok()) {
+    for (const auto& m : *st) {
+      if (Alive(m.pid)) {
+        return Fail(absl::FailedPreconditionError(absl::StrCat(
+            "a local cluster already runs from ", dir, " (", m.role, " pid ",
+            m.pid, "); run `plexus local down --dir ", dir, "` first")));
+      }
+    }
+  }
+  local::LocalClusterOptions o;
+  o.bin_dir = bin_dir.empty() ? SelfDir() : bin_dir;
+  o.root_dir = std::filesystem::absolute(dir).string();
+  o.num_ps = num_ps;
+  o.kill_with_parent = false;
+  o.start_timeout = absl::Seconds(timeout_s);
+  std::cout << "starting a local cluster in " << o.root_dir
+            << ": coordinator + " << num_ps << " PS shard(s)" << std::endl;
+  auto cluster = local::LocalCluster::Start(o);
+  if (!cluster.ok()) return Fail(cluster.status());
+  for (const auto& m : (*cluster)->members()) {
+    std::printf("  %-12s %-3d %-22s pid %-7d log %s\n", m.role.c_str(), m.index,
+                m.address.c_str(), m.pid, m.log_file.c_str());
+  }
+  std::cout << "all processes serving; stop with `plexus local down --dir "
+            << dir << "`" << std::endl;
+  // The processes run in their own sessions and outlive this command: release
+  // them without killing (~Subprocess would SIGKILL them).
+  (*cluster)->Detach();
+  return 0;
+}
+
+int LocalStatus(const std::string& dir) {
+  auto members = local::ReadState(local::StatePath(dir));
+  if (!members.ok()) return Fail(members.status());
+  int bad = 0;
+  std::printf("%-12s %-5s %-22s %-8s %s\n", "ROLE", "INDEX", "ADDRESS", "PID",
+              "HEALTH");
+  for (const auto& m : *members) {
+    std::string health = "down";
+    if (Alive(m.pid)) {
+      auto h = plexus::CheckHealth(m.address, absl::Seconds(2));
+      health = !h.ok() ? std::string(h.status().message())
+               : *h == plexus::Health::kServing ? "SERVING"
+                                                : "NOT_SERVING";
+    }
+    if (health != "SERVING") ++bad;
+    std::printf("%-12s %-5d %-22s %-8d %s\n", m.role.c_str(), m.index,
+                m.address.c_str(), m.pid, health.c_str());
+  }
+  return bad == 0 ? 0 : 1;
+}
+
+int LocalDown(const std::string& dir, double grace_s) {
+  auto members = local::ReadState(local::StatePath(dir));
+  if (!members.ok()) return Fail(members.status());
+  for (const auto& m : *members) {
+    if (Alive(m.pid)) kill(m.pid, SIGTERM);
+  }
+  // The daemons are not our children (they outlived `local up`): watch their
+  // pids until they are gone.
+  absl::Time deadline = absl::Now() + absl::Seconds(grace_s);
+  int killed = 0;
+  for (const auto& m : *members) {
+    absl::Duration step = absl::Milliseconds(1);
+    while (Alive(m.pid) && absl::Now() < deadline) {
+      absl::SleepFor(step);
+      step = std::min(step * 2, absl::Milliseconds(50));
+    }
+    if (Alive(m.pid)) {
+      kill(m.pid, SIGKILL);
+      ++killed;
+      std::cerr << "plexus: " << m.role << " " << m.index << " (pid " << m.pid
+                << ") ignored SIGTERM for " << grace_s << " s; killed\n";
+    } else {
+      std::cout << "stopped " << m.role << " " << m.index << " (pid " << m.pid
+                << ")\n";
+    }
+  }
+  std::error_code ec;
+  std::filesystem::remove(local::StatePath(dir), ec);
+  return killed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "plexus: run and inspect Plexus parameter-server / collective clusters"};
+  app.set_version_flag("--version", plexus::VersionString("plexus"));
+  app.require_subcommand(1);
+
+  // local up|down|status
+  auto* localcmd =
+      app.add_subcommand("local", "A cluster of processes on this machine");
+  localcmd->require_subcommand(1);
+  std::string dir = "plexus-local", bin_dir;
+  int num_ps = 1;
+  double timeout_s = 30, grace_s = 15;
+  auto* up = localcmd->add_subcommand("up",
+                                      "Start a coordinator and PS shards, wait "
+                                      "until all serve, print endpoints");
+  up->add_option("--dir", dir, "Folder for data, logs and state")
+      ->capture_default_str();
+  up->add_option("--ps", num_ps, "Number of PS shards")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  up->add_option("--bin-dir", bin_dir,
+                 "Folder with plexus-ps and plexus-coordinator (default: next "
+                 "to this binary)");
+  up->add_option("--timeout", timeout_s, "Seconds to wait for health")
+      ->capture_default_str();
+  auto* status = localcmd->add_subcommand(
+      "status", "Health of each process of a local cluster");
+  status->add_option("--dir", dir, "Folder given to `local up`")
+      ->capture_default_str();
+  auto* down = localcmd->add_subcommand(
+      "down", "SIGTERM every process, SIGKILL after the grace period");
+  down->add_option("--dir", dir, "Folder given to `local up`")
+      ->capture_default_str();
+  down->add_option("--grace", grace_s, "Seconds to wait before SIGKILL")
+      ->capture_default_str();
+
+  // health ADDRESS
+  auto* health = app.add_subcommand("health", "Check a daemon's gRPC health");
+  std::string address;
+  health->add_option("address", address, "host:port")->required();
+
+  // Skeletons for what later issues implement.
+  auto* job = app.add_subcommand(
+      "job", "Submit, watch and cancel jobs (not implemented yet)");
+  job->add_subcommand("submit", "Submit a job");
+  job->add_subcommand("status", "Show a job's progress");
+  job->add_subcommand("cancel", "Cancel a job");
+  auto* cstatus = app.add_subcommand(
+      "status", "Table of cluster processes (not implemented yet)");
+  auto* ckpt = app.add_subcommand(
+      "checkpoint", "List and inspect checkpoints (not implemented yet)");
+  ckpt->add_subcommand("list", "List checkpoints");
+  ckpt->add_subcommand("inspect", "Show a checkpoint's manifest");
+  auto* bench =
+      app.add_subcommand("bench", "Run the benchmarks (not implemented yet)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (up->parsed()) return LocalUp(dir, bin_dir, num_ps, timeout_s);
+  if (status->parsed()) return LocalStatus(dir);
+  if (down->parsed()) return LocalDown(dir, grace_s);
+  if (health->parsed()) {
+    auto h = plexus::CheckHealth(address, absl::Seconds(5));
+    if (!h.ok()) return Fail(h.status());
+    bool ok = *h == plexus::Health::kServing;
+    std::cout << address << ": " << (ok ? "SERVING" : "NOT_SERVING") << "\n";
+    return ok ? 0 : 1;
+  }
+  if (job->parsed()) return NotYet("job", "coordinator issue");
+  if (cstatus->parsed()) return NotYet("status", "coordinator issue");
+  if (ckpt->parsed()) return NotYet("checkpoint", "checkpoints issue");
+  if (bench->parsed()) return NotYet("bench", "collectives and PS issues");
+  return 0;
+}
