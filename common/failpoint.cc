@@ -27,7 +27,9 @@ enum class Kind { kOff, kCrash, kHang, kError };
 
 struct Action {
   Kind kind = Kind::kOff;
-  int64_t skip = 0;  // hits to pass before acting
+  int64_t skip = 0;       // hits to pass before acting
+  int64_t max_fires = 0;  // turn off after acting this often; 0: never
+  std::string text;       // as configured, for Active()
   absl::StatusCode code = absl::StatusCode::kOk;
   std::string message;
 };
@@ -92,7 +94,31 @@ class Registry {
     Point& p = it->second;
     int64_t hit = p.hits++;
     if (hit < p.action.skip) return absl::OkStatus();
-    switch (p.action.kind) {
+    if (p.action.max_fires > 0 && --p.action.max_fires == 0) {
+      // This is the last firing: the point turns itself off, keeping the
+      // action for this one evaluation.
+      Action last = p.action;
+      p.action = Action();
+      internal::g_enabled_count.fetch_sub(1);
+      return Fire(name, p, last);
+    }
+    return Fire(name, p, p.action);
+  }
+
+  std::vector<std::string> Active() {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> out;
+    for (const auto& [name, p] : points_) {
+      if (p.action.kind != Kind::kOff)
+        out.push_back(name + "=" + p.action.text);
+    }
+    return out;
+  }
+
+ private:
+  absl::Status Fire(absl::string_view name, Point& p, const Action& action)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    switch (action.kind) {
       case Kind::kOff:
         return absl::OkStatus();
       case Kind::kCrash:
@@ -102,11 +128,10 @@ class Registry {
         _exit(137);  // not reached
       case Kind::kError:
         LOG(WARNING) << "failpoint " << name << ": error "
-                     << absl::StatusCodeToString(p.action.code);
-        return absl::Status(p.action.code,
-                            p.action.message.empty()
-                                ? absl::StrCat("failpoint ", name)
-                                : p.action.message);
+                     << absl::StatusCodeToString(action.code);
+        return absl::Status(action.code, action.message.empty()
+                                             ? absl::StrCat("failpoint ", name)
+                                             : action.message);
       case Kind::kHang: {
         LOG(WARNING) << "failpoint " << name << ": hanging";
         uint64_t seen = p.releases;
@@ -123,7 +148,6 @@ class Registry {
     return absl::OkStatus();
   }
 
- private:
   absl::Mutex mu_;
   // std::map: references to points stay valid while a thread hangs on one.
   std::map<std::string, Point> points_ ABSL_GUARDED_BY(mu_);
@@ -146,6 +170,15 @@ absl::StatusOr<absl::StatusCode> ParseCode(absl::string_view s) {
 absl::StatusOr<Action> ParseAction(absl::string_view text) {
   Action a;
   absl::string_view s = absl::StripAsciiWhitespace(text);
+  a.text = std::string(s);
+  if (size_t at = s.rfind('@'); at != absl::string_view::npos &&
+                                s.find(')', at) == absl::string_view::npos) {
+    if (!absl::SimpleAtoi(s.substr(at + 1), &a.max_fires) || a.max_fires < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("failpoint: bad fire count in '", text, "'"));
+    }
+    s = s.substr(0, at);
+  }
   if (size_t star = s.find('*'); star != absl::string_view::npos) {
     if (!absl::SimpleAtoi(s.substr(0, star), &a.skip) || a.skip < 0) {
       return absl::InvalidArgumentError(
@@ -171,8 +204,8 @@ absl::StatusOr<Action> ParseAction(absl::string_view text) {
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("failpoint: unknown action '", text,
-                     "' (want off, crash, hang, error(CODE[,message]), "
-                     "optionally N*action)"));
+                     "' (want off, crash, hang or error(CODE[,message]), "
+                     "optionally N*action and action@M)"));
   }
   return a;
 }
@@ -221,6 +254,7 @@ void Release(absl::string_view name) { GetRegistry().Release(name); }
 int64_t HitCount(absl::string_view name) {
   return GetRegistry().HitCount(name);
 }
+std::vector<std::string> Active() { return GetRegistry().Active(); }
 bool WaitUntilHanging(absl::string_view name, absl::Duration timeout) {
   return GetRegistry().WaitUntilHanging(name, timeout);
 }

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -46,6 +47,8 @@ void ClearAll();
 void Release(absl::string_view name);
 // How many times `name` was evaluated while configured (fired or passed).
 int64_t HitCount(absl::string_view name);
+// Every point that is on, as "name=action" in the spec grammar, sorted.
+std::vector<std::string> Active();
 // Blocks until at least one thread hangs at `name`, or `timeout` passes.
 // Returns whether one does.
 bool WaitUntilHanging(absl::string_view name, absl::Duration timeout);

@@ -18,6 +18,10 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // that wakes up is fenced out.
   uint64_t epoch() const { return epoch_; }
 
+  grpc::Status SetFailpoint(grpc::ServerContext* ctx,
+                            const v1::SetFailpointRequest* request,
+                            v1::SetFailpointResponse* response) override;
+
  private:
   const uint64_t epoch_;
 };

@@ -19,6 +19,10 @@ class PsService final : public v1::ParameterServer::Service {
   int shard() const { return shard_; }
   uint64_t incarnation() const { return incarnation_; }
 
+  grpc::Status SetFailpoint(grpc::ServerContext* ctx,
+                            const v1::SetFailpointRequest* request,
+                            v1::SetFailpointResponse* response) override;
+
  private:
   const int shard_;
   const uint64_t incarnation_;

@@ -52,6 +52,26 @@ TEST_F(FailpointTest, SkipCountPassesTheFirstHits) {
   EXPECT_EQ(HitCount("test.skip"), 4);
 }
 
+TEST_F(FailpointTest, FireCountTurnsThePointOffAfterwards) {
+  ASSERT_TRUE(Set("test.once", "1*error(UNAVAILABLE)@2").ok());
+  EXPECT_TRUE(Guarded("test.once").ok());
+  EXPECT_EQ(Guarded("test.once").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Guarded("test.once").code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(Guarded("test.once").ok());
+  EXPECT_TRUE(Active().empty());
+  EXPECT_EQ(Set("p", "crash@0").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set("p", "crash@x").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(FailpointTest, ActiveListsWhatIsOn) {
+  ASSERT_TRUE(Configure("b.x=hang;a.y=2*error(ABORTED,msg@home)").ok());
+  EXPECT_EQ(Active(), (std::vector<std::string>{"a.y=2*error(ABORTED,msg@home)",
+                                                "b.x=hang"}));
+  EXPECT_EQ(Guarded("a.y").code(), absl::StatusCode::kOk);
+  Clear("b.x");
+  EXPECT_EQ(Active().size(), 1u);
+}
+
 TEST_F(FailpointTest, ClearTurnsAPointOff) {
   ASSERT_TRUE(Set("test.clear", "error(INTERNAL)").ok());
   Clear("test.clear");

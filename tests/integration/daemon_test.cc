@@ -11,6 +11,8 @@
 #include "common/health_client.h"
 #include "common/process.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "plexus/v1/coordinator.grpc.pb.h"
+#include "plexus/v1/ps.grpc.pb.h"
 #include "tests/util/test_env.h"
 #include "tools/local/local_cluster.h"
 
@@ -153,6 +155,58 @@ TEST_P(DaemonTest, BadFailpointSpecExitsOne) {
   EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 1);
   EXPECT_NE(Slurp(o.log_file).find("unknown action"), std::string::npos)
       << Slurp(o.log_file);
+}
+
+// Calls SetFailpoint on whichever service `binary` serves.
+grpc::Status SetFailpointOn(const std::string& binary,
+                            const std::string& address, const std::string& name,
+                            const std::string& action,
+                            v1::SetFailpointResponse* resp) {
+  auto channel =
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  v1::SetFailpointRequest req;
+  req.set_name(name);
+  req.set_action(action);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (binary == "plexus-ps") {
+    return v1::ParameterServer::NewStub(channel)->SetFailpoint(&ctx, req, resp);
+  }
+  return v1::Coordinator::NewStub(channel)->SetFailpoint(&ctx, req, resp);
+}
+
+TEST_P(DaemonTest, FailpointRpcIsOffUnlessEnabled) {
+  TempDir dir;
+  Started d = StartDaemon(GetParam(), dir, "d");
+  ASSERT_FALSE(d.address.empty());
+  v1::SetFailpointResponse resp;
+  EXPECT_EQ(
+      SetFailpointOn(GetParam(), d.address, "x.y", "crash", &resp).error_code(),
+      grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST_P(DaemonTest, FailpointRpcArmsAndClearsPoints) {
+  TempDir dir;
+  Started d = StartDaemon(GetParam(), dir, "d", {"--failpoint_rpc"});
+  ASSERT_FALSE(d.address.empty());
+  v1::SetFailpointResponse resp;
+  ASSERT_TRUE(
+      SetFailpointOn(GetParam(), d.address, "x.y", "2*error(ABORTED)", &resp)
+          .ok());
+  ASSERT_EQ(resp.active_size(), 1);
+  EXPECT_EQ(resp.active(0), "x.y=2*error(ABORTED)");
+  // A bad action is refused and changes nothing.
+  resp.Clear();
+  EXPECT_EQ(SetFailpointOn(GetParam(), d.address, "x.y", "explode", &resp)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  resp.Clear();
+  ASSERT_TRUE(SetFailpointOn(GetParam(), d.address, "x.y", "", &resp).ok());
+  EXPECT_EQ(resp.active_size(), 0);
+  // Still serving.
+  auto h = CheckHealth(d.address, absl::Seconds(5));
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(*h, Health::kServing);
 }
 
 INSTANTIATE_TEST_SUITE_P(Daemons, DaemonTest,
