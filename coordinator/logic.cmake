@@ -1,0 +1,8 @@
+# The coordinator's logic modules: pure state machines driven by an injected
+# Clock, no gRPC and no wire types (coordinator/service translates).
+
+plexus_cc_library(NAME coordinator_membership
+  SRCS membership/json.cc membership/cluster_spec.cc membership/membership.cc
+  DEPS plexus::common absl::status absl::statusor absl::strings
+       absl::synchronization absl::time
+  FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
