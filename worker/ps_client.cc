@@ -1,0 +1,684 @@
+#include "plexus/worker/ps_client.h"
+
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/error_info.h"
+#include "common/grpc_status.h"
+#include "common/hash.h"
+#include "common/shard_map.h"
+#include "common/status.h"
+#include "common/thread_pool.h"
+#include "plexus/v1/ps.grpc.pb.h"
+
+namespace plexus::worker {
+namespace {
+
+constexpr int64_t kHeadroomBytes = 64 << 10;
+
+// A map the client made for a standalone set of shards.
+class StaticMapSource : public ShardMapSource {
+ public:
+  explicit StaticMapSource(v1::ShardMap map) : map_(std::move(map)) {}
+  absl::StatusOr<v1::ShardMap> Fetch() override {
+    absl::MutexLock lock(&mu_);
+    return map_;
+  }
+  // Places a dense variable (standalone mode owns placement).
+  absl::StatusOr<v1::ShardMap> Place(const std::string& name, int64_t rows) {
+    absl::MutexLock lock(&mu_);
+    PLEXUS_RETURN_IF_ERROR(PlaceDenseVariable(name, rows, &map_));
+    return map_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  v1::ShardMap map_ ABSL_GUARDED_BY(mu_);
+};
+
+bool IsStaleMap(const absl::Status& st) {
+  if (st.code() != absl::StatusCode::kFailedPrecondition) return false;
+  auto info = GetErrorInfo(st);
+  return info.has_value() &&
+         info->reason() == v1::ErrorInfo::REASON_STALE_SHARD_MAP;
+}
+
+void SetF32Tensor(int64_t rows, int64_t cols, const float* data,
+                  v1::Tensor* t) {
+  t->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  t->mutable_spec()->add_shape(rows);
+  t->mutable_spec()->add_shape(cols);
+  t->set_data(data, static_cast<size_t>(rows * cols) * sizeof(float));
+}
+
+absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out) {
+  if (t.spec().dtype() != v1::DTYPE_FLOAT32 ||
+      t.data().size() != static_cast<size_t>(elems) * sizeof(float)) {
+    return absl::InternalError(absl::StrCat(
+        "shard returned ", t.data().size(), " bytes of dtype ",
+        v1::DType_Name(t.spec().dtype()), ", expected ", elems, " fp32"));
+  }
+  std::memcpy(out, t.data().data(), t.data().size());
+  return absl::OkStatus();
+}
+
+// The state of an asynchronous call, shared by the future and the task that
+// completes it (either may go first).
+struct CallState {
+  absl::Notification done;
+  absl::Status status;  // written once, before done is notified
+  void Done(absl::Status st) {
+    status = std::move(st);
+    done.Notify();
+  }
+};
+
+class Future : public PsFuture {
+ public:
+  explicit Future(std::shared_ptr<CallState> state)
+      : state_(std::move(state)) {}
+  absl::Status Wait(absl::Time deadline) override {
+    if (!state_->done.WaitForNotificationWithDeadline(deadline)) {
+      return absl::DeadlineExceededError("PS call still running");
+    }
+    return state_->status;
+  }
+  absl::Status Wait() override {
+    state_->done.WaitForNotification();
+    return state_->status;
+  }
+
+ private:
+  std::shared_ptr<CallState> state_;
+};
+
+// The sparse rows of one request grouped by shard: unique ids and, for each
+// position of the caller's ids, where its row is in the unique list.
+struct SparsePlan {
+  std::vector<std::vector<uint64_t>> ids;  // per shard, unique
+  // For caller position i: shard and index into ids[shard].
+  std::vector<std::pair<uint32_t, uint32_t>> where;
+};
+
+SparsePlan PlanSparse(const ShardRouter& router, const std::string& table,
+                      absl::Span<const uint64_t> ids) {
+  SparsePlan plan;
+  plan.ids.resize(router.num_shards());
+  plan.where.resize(ids.size());
+  uint64_t th = HashName(table);
+  absl::flat_hash_map<uint64_t, std::pair<uint32_t, uint32_t>> seen;
+  seen.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto [it, fresh] = seen.try_emplace(ids[i]);
+    if (fresh) {
+      uint32_t s = router.ShardOfRow(th, ids[i]);
+      it->second = {s, static_cast<uint32_t>(plan.ids[s].size())};
+      plan.ids[s].push_back(ids[i]);
+    }
+    plan.where[i] = it->second;
+  }
+  return plan;
+}
+
+class PsClientImpl : public PsClient {
+ public:
+  PsClientImpl(PsClientOptions options, CallerIdentity identity,
+               std::unique_ptr<StaticMapSource> own_source)
+      : options_(std::move(options)),
+        identity_(std::move(identity)),
+        own_source_(std::move(own_source)),
+        source_(own_source_ ? own_source_.get() : options_.map_source),
+        pool_(options_.num_threads > 0 ? options_.num_threads : 8) {}
+
+  absl::Status Init() {
+    PLEXUS_RETURN_IF_ERROR(RefreshMap());
+    if (own_source_ != nullptr) PLEXUS_RETURN_IF_ERROR(InstallMap());
+    return absl::OkStatus();
+  }
+
+  // ---- admin ----
+
+  absl::Status CreateTable(const v1::TableConfig& config) override {
+    auto router = Router();
+    return ForEachShard(router->num_shards(), [&](uint32_t s) {
+      v1::CreateTableRequest req;
+      FillHeader(req.mutable_header(), *router, {});
+      *req.mutable_config() = config;
+      v1::CreateTableResponse resp;
+      return Call(s,
+                  [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+                    return stub->CreateTable(c, req, &resp);
+                  });
+    });
+  }
+
+  absl::Status CreateVariable(const v1::VariableConfig& config,
+                              absl::Span<const float> initial) override {
+    if (config.spec().shape_size() < 1 || config.spec().shape(0) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "variable ", config.name(), ": shape must have rank >= 1"));
+    }
+    int64_t rows = config.spec().shape(0);
+    int64_t row_elems = RowElems(config.spec());
+    if (!initial.empty() &&
+        static_cast<int64_t>(initial.size()) != rows * row_elems) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "variable ", config.name(), ": initial value has ", initial.size(),
+          " elements, the shape needs ", rows * row_elems));
+    }
+    if (own_source_ != nullptr) {
+      PLEXUS_ASSIGN_OR_RETURN(auto map,
+                              own_source_->Place(config.name(), rows));
+      SetRouter(std::make_shared<ShardRouter>(std::move(map)));
+      PLEXUS_RETURN_IF_ERROR(InstallMap());
+    }
+    auto router = Router();
+    PLEXUS_ASSIGN_OR_RETURN(auto pieces,
+                            router->SplitDense(config.name(), 0, rows));
+    return ForEach(pieces.size(), [&](size_t i) {
+      const DensePiece& p = pieces[i];
+      v1::CreateVariableRequest req;
+      FillHeader(req.mutable_header(), *router, {});
+      *req.mutable_config() = config;
+      req.mutable_rows()->set_row_begin(p.row_begin);
+      req.mutable_rows()->set_row_end(p.row_end);
+      if (!initial.empty()) {
+        Tensor3(p.row_end - p.row_begin, config.spec(),
+                initial.data() + p.row_begin * row_elems,
+                req.mutable_initial_value());
+      }
+      v1::CreateVariableResponse resp;
+      return Call(p.shard,
+                  [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+                    return stub->CreateVariable(c, req, &resp);
+                  });
+    });
+  }
+
+  // ---- sparse ----
+
+  absl::Status PullSparse(const std::string& table,
+                          absl::Span<const uint64_t> ids, int64_t dim,
+                          absl::Span<float> out,
+                          const StepOptions& step) override {
+    if (dim <= 0 || out.size() != ids.size() * static_cast<size_t>(dim)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("PullSparse: out has ", out.size(), " floats for ",
+                       ids.size(), " ids of dim ", dim));
+    }
+    return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
+      SparsePlan plan = PlanSparse(*router, table, ids);
+      // Unique rows per shard, pulled in chunks that fit a message.
+      std::vector<std::vector<float>> rows(router->num_shards());
+      std::vector<std::tuple<uint32_t, size_t, size_t>>
+          work;  // shard, begin, end
+      size_t per_chunk = RowsPerMessage(dim);
+      for (uint32_t s = 0; s < router->num_shards(); ++s) {
+        rows[s].resize(plan.ids[s].size() * dim);
+        for (size_t b = 0; b < plan.ids[s].size(); b += per_chunk) {
+          work.emplace_back(s, b, std::min(plan.ids[s].size(), b + per_chunk));
+        }
+      }
+      PLEXUS_RETURN_IF_ERROR(ForEach(work.size(), [&](size_t w) {
+        auto [s, b, e] = work[w];
+        v1::PullRequest req;
+        FillHeader(req.mutable_header(), *router, step);
+        req.set_value_dtype(v1::DTYPE_FLOAT32);
+        v1::SparseLookup* l = req.add_sparse();
+        l->set_table(table);
+        l->set_create_missing(true);
+        for (size_t k = b; k < e; ++k) l->add_ids(plan.ids[s][k]);
+        v1::PullResponse resp;
+        PLEXUS_RETURN_IF_ERROR(Call(
+            s, [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+              return stub->Pull(c, req, &resp);
+            }));
+        if (resp.sparse_size() != 1) {
+          return absl::InternalError("shard answered a pull with no rows");
+        }
+        return CopyF32(resp.sparse(0).values(),
+                       static_cast<int64_t>(e - b) * dim,
+                       rows[s].data() + b * dim);
+      }));
+      for (size_t i = 0; i < ids.size(); ++i) {
+        auto [s, k] = plan.where[i];
+        std::memcpy(out.data() + i * dim, rows[s].data() + size_t{k} * dim,
+                    dim * sizeof(float));
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::StatusOr<PushResult> PushSparse(const std::string& table,
+                                        absl::Span<const uint64_t> ids,
+                                        int64_t dim,
+                                        absl::Span<const float> grads,
+                                        const StepOptions& step) override {
+    if (dim <= 0 || grads.size() != ids.size() * static_cast<size_t>(dim)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("PushSparse: grads has ", grads.size(), " floats for ",
+                       ids.size(), " ids of dim ", dim));
+    }
+    PushResult total;
+    absl::Status st =
+        WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
+          total = PushResult();
+          SparsePlan plan = PlanSparse(*router, table, ids);
+          // Duplicate ids are summed here, so each shard gets one row per id.
+          std::vector<std::vector<float>> sums(router->num_shards());
+          for (uint32_t s = 0; s < router->num_shards(); ++s) {
+            sums[s].assign(plan.ids[s].size() * dim, 0.0f);
+          }
+          for (size_t i = 0; i < ids.size(); ++i) {
+            auto [s, k] = plan.where[i];
+            float* dst = sums[s].data() + size_t{k} * dim;
+            const float* src = grads.data() + i * dim;
+            for (int64_t j = 0; j < dim; ++j) dst[j] += src[j];
+          }
+          std::vector<std::tuple<uint32_t, size_t, size_t, uint32_t, uint32_t>>
+              work;
+          size_t per_chunk = RowsPerMessage(dim);
+          for (uint32_t s = 0; s < router->num_shards(); ++s) {
+            size_t n = plan.ids[s].size();
+            uint32_t chunks =
+                static_cast<uint32_t>((n + per_chunk - 1) / per_chunk);
+            for (uint32_t c = 0; c < chunks; ++c) {
+              work.emplace_back(s, c * per_chunk,
+                                std::min(n, (c + 1) * per_chunk), c, chunks);
+            }
+          }
+          absl::Mutex mu;
+          return ForEach(work.size(), [&](size_t w) {
+            auto [s, b, e, chunk, chunks] = work[w];
+            v1::PushRequest req;
+            FillHeader(req.mutable_header(), *router, step);
+            req.set_push_seq(step.push_seq);
+            req.set_chunk_index(chunk);
+            req.set_num_chunks(chunks);
+            v1::SparseUpdate* u = req.add_sparse();
+            u->set_table(table);
+            for (size_t k = b; k < e; ++k) u->add_ids(plan.ids[s][k]);
+            SetF32Tensor(static_cast<int64_t>(e - b), dim,
+                         sums[s].data() + b * dim, u->mutable_grads());
+            v1::PushResponse resp;
+            PLEXUS_RETURN_IF_ERROR(Call(s, [&](v1::ParameterServer::Stub* stub,
+                                               grpc::ClientContext* c) {
+              return stub->Push(c, req, &resp);
+            }));
+            absl::MutexLock lock(&mu);
+            Accumulate(resp.outcome(), resp.rows_applied(),
+                       resp.rows_not_admitted(), resp.skipped_non_finite(),
+                       &total);
+            return absl::OkStatus();
+          });
+        });
+    if (!st.ok()) return st;
+    return total;
+  }
+
+  // ---- dense ----
+
+  absl::Status PullDense(const std::string& variable, absl::Span<float> out,
+                         const StepOptions& step) override {
+    return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
+      PLEXUS_ASSIGN_OR_RETURN(auto pieces,
+                              DensePieces(*router, variable, out.size()));
+      int64_t row_elems = RowElemsOf(*router, variable, out.size());
+      return ForEach(pieces.size(), [&](size_t i) {
+        const DensePiece& p = pieces[i];
+        v1::PullRequest req;
+        FillHeader(req.mutable_header(), *router, step);
+        req.set_value_dtype(v1::DTYPE_FLOAT32);
+        v1::DenseSliceRef* d = req.add_dense();
+        d->set_variable(variable);
+        d->mutable_rows()->set_row_begin(p.row_begin);
+        d->mutable_rows()->set_row_end(p.row_end);
+        v1::PullResponse resp;
+        PLEXUS_RETURN_IF_ERROR(
+            Call(p.shard,
+                 [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+                   return stub->Pull(c, req, &resp);
+                 }));
+        if (resp.dense_size() != 1) {
+          return absl::InternalError(
+              "shard answered a dense pull with no slice");
+        }
+        return CopyF32(resp.dense(0).tensor(),
+                       (p.row_end - p.row_begin) * row_elems,
+                       out.data() + p.row_begin * row_elems);
+      });
+    });
+  }
+
+  absl::StatusOr<PushResult> PushDense(const std::string& variable,
+                                       absl::Span<const float> grads,
+                                       const StepOptions& step) override {
+    PushResult total;
+    absl::Status st =
+        WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
+          total = PushResult();
+          PLEXUS_ASSIGN_OR_RETURN(auto pieces,
+                                  DensePieces(*router, variable, grads.size()));
+          int64_t row_elems = RowElemsOf(*router, variable, grads.size());
+          absl::Mutex mu;
+          return ForEach(pieces.size(), [&](size_t i) {
+            const Piece& p = pieces[i];
+            v1::PushRequest req;
+            FillHeader(req.mutable_header(), *router, step);
+            req.set_push_seq(step.push_seq);
+            req.set_chunk_index(p.chunk);
+            req.set_num_chunks(p.num_chunks);
+            v1::DenseSliceData* d = req.add_dense();
+            d->set_variable(variable);
+            d->mutable_rows()->set_row_begin(p.row_begin);
+            d->mutable_rows()->set_row_end(p.row_end);
+            SetF32Tensor(p.row_end - p.row_begin, row_elems,
+                         grads.data() + p.row_begin * row_elems,
+                         d->mutable_tensor());
+            v1::PushResponse resp;
+            PLEXUS_RETURN_IF_ERROR(Call(
+                p.shard,
+                [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+                  return stub->Push(c, req, &resp);
+                }));
+            absl::MutexLock lock(&mu);
+            Accumulate(resp.outcome(), resp.rows_applied(),
+                       resp.rows_not_admitted(), resp.skipped_non_finite(),
+                       &total);
+            return absl::OkStatus();
+          });
+        });
+    if (!st.ok()) return st;
+    return total;
+  }
+
+  std::unique_ptr<PsFuture> PullSparseAsync(const std::string& table,
+                                            absl::Span<const uint64_t> ids,
+                                            int64_t dim, absl::Span<float> out,
+                                            const StepOptions& step) override {
+    // The caller keeps ids/out alive until the future completes; the table
+    // name is copied.
+    auto state = std::make_shared<CallState>();
+    async_pool_.Schedule([this, state, table, ids, dim, out, step] {
+      state->Done(PullSparse(table, ids, dim, out, step));
+    });
+    return std::make_unique<Future>(state);
+  }
+
+  std::unique_ptr<PsFuture> PushSparseAsync(const std::string& table,
+                                            absl::Span<const uint64_t> ids,
+                                            int64_t dim,
+                                            absl::Span<const float> grads,
+                                            const StepOptions& step) override {
+    auto state = std::make_shared<CallState>();
+    async_pool_.Schedule([this, state, table, ids, dim, grads, step] {
+      state->Done(PushSparse(table, ids, dim, grads, step).status());
+    });
+    return std::make_unique<Future>(state);
+  }
+
+  v1::ShardMap shard_map() const override { return Router()->map(); }
+
+  absl::StatusOr<std::vector<v1::GetShardInfoResponse>> ShardInfo() override {
+    auto router = Router();
+    std::vector<v1::GetShardInfoResponse> out(router->num_shards());
+    PLEXUS_RETURN_IF_ERROR(ForEachShard(router->num_shards(), [&](uint32_t s) {
+      v1::GetShardInfoRequest req;
+      return Call(s,
+                  [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+                    return stub->GetShardInfo(c, req, &out[s]);
+                  });
+    }));
+    return out;
+  }
+
+ private:
+  struct Piece : DensePiece {
+    uint32_t chunk = 0;
+    uint32_t num_chunks = 1;
+  };
+
+  static int64_t RowElems(const v1::TensorSpec& spec) {
+    int64_t n = 1;
+    for (int i = 1; i < spec.shape_size(); ++i) n *= spec.shape(i);
+    return n;
+  }
+
+  int64_t RowElemsOf(const ShardRouter& router, const std::string& variable,
+                     size_t total_elems) const {
+    int64_t rows = router.DenseRows(variable).value_or(1);
+    return rows == 0 ? 0 : static_cast<int64_t>(total_elems) / rows;
+  }
+
+  // Dense pieces per shard, each further split by rows to fit a message.
+  absl::StatusOr<std::vector<Piece>> DensePieces(const ShardRouter& router,
+                                                 const std::string& variable,
+                                                 size_t total_elems) const {
+    PLEXUS_ASSIGN_OR_RETURN(int64_t rows, router.DenseRows(variable));
+    if (rows == 0 ? total_elems != 0 : total_elems % rows != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "variable ", variable, " has ", rows, " rows; a buffer of ",
+          total_elems, " elements is not a whole number of rows"));
+    }
+    int64_t row_elems =
+        rows == 0 ? 1 : static_cast<int64_t>(total_elems) / rows;
+    int64_t per_chunk = std::max<int64_t>(
+        1, (options_.max_message_bytes - kHeadroomBytes) /
+               std::max<int64_t>(1, row_elems * int64_t{sizeof(float)}));
+    PLEXUS_ASSIGN_OR_RETURN(auto slices, router.SplitDense(variable, 0, rows));
+    std::vector<Piece> pieces;
+    for (const DensePiece& s : slices) {
+      int64_t n = s.row_end - s.row_begin;
+      uint32_t chunks = static_cast<uint32_t>((n + per_chunk - 1) / per_chunk);
+      for (uint32_t c = 0; c < chunks; ++c) {
+        Piece p;
+        p.shard = s.shard;
+        p.row_begin = s.row_begin + c * per_chunk;
+        p.row_end = std::min(s.row_end, p.row_begin + per_chunk);
+        p.chunk = c;
+        p.num_chunks = chunks;
+        pieces.push_back(p);
+      }
+    }
+    return pieces;
+  }
+
+  size_t RowsPerMessage(int64_t dim) const {
+    int64_t row_bytes = dim * int64_t{sizeof(float)} + 16;  // + id and framing
+    return static_cast<size_t>(std::max<int64_t>(
+        1, (options_.max_message_bytes - kHeadroomBytes) / row_bytes));
+  }
+
+  static void Tensor3(int64_t rows, const v1::TensorSpec& spec,
+                      const float* data, v1::Tensor* t) {
+    t->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+    t->mutable_spec()->add_shape(rows);
+    for (int i = 1; i < spec.shape_size(); ++i)
+      t->mutable_spec()->add_shape(spec.shape(i));
+    t->set_data(data,
+                static_cast<size_t>(rows * RowElems(spec)) * sizeof(float));
+  }
+
+  static void Accumulate(v1::PushOutcome outcome, int64_t applied,
+                         int64_t not_admitted, int64_t skipped, PushResult* r) {
+    r->rows_applied += applied;
+    r->rows_not_admitted += not_admitted;
+    r->skipped_non_finite += skipped;
+    if (outcome == v1::PUSH_OUTCOME_DUPLICATE) ++r->duplicate_pieces;
+    if (outcome == v1::PUSH_OUTCOME_AGGREGATED) ++r->aggregated_pieces;
+  }
+
+  void FillHeader(v1::RequestHeader* h, const ShardRouter& router,
+                  const StepOptions& step) const {
+    h->set_job_id(identity_.job_id);
+    h->set_coordinator_epoch(identity_.coordinator_epoch);
+    h->set_worker_id(identity_.worker_id);
+    h->set_worker_incarnation(identity_.worker_incarnation);
+    h->set_step_id(step.step_id);
+    h->set_closure_id(step.closure_id);
+    h->set_shard_map_version(router.version());
+    h->set_sent_unix_ms(absl::ToUnixMillis(absl::Now()));
+  }
+
+  std::shared_ptr<const ShardRouter> Router() const {
+    absl::MutexLock lock(&mu_);
+    return router_;
+  }
+  void SetRouter(std::shared_ptr<const ShardRouter> r) {
+    absl::MutexLock lock(&mu_);
+    router_ = std::move(r);
+  }
+
+  absl::Status RefreshMap() {
+    PLEXUS_ASSIGN_OR_RETURN(v1::ShardMap map, source_->Fetch(),
+                            "fetching the shard map");
+    PLEXUS_RETURN_IF_ERROR(ValidateShardMap(map));
+    SetRouter(std::make_shared<ShardRouter>(std::move(map)));
+    return absl::OkStatus();
+  }
+
+  // Standalone mode: the client is the map's owner and installs it.
+  absl::Status InstallMap() {
+    auto router = Router();
+    return ForEachShard(router->num_shards(), [&](uint32_t s) {
+      v1::UpdateShardMapRequest req;
+      FillHeader(req.mutable_header(), *router, {});
+      *req.mutable_shard_map() = router->map();
+      req.set_shard_index(s);
+      v1::UpdateShardMapResponse resp;
+      return Call(s,
+                  [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+                    return stub->UpdateShardMap(c, req, &resp);
+                  });
+    });
+  }
+
+  // Runs `op` with the current map; on a stale-map error refreshes the map
+  // and runs it again (pushes are exactly-once per key, so a piece that was
+  // applied before the refresh is acknowledged as a duplicate).
+  absl::Status WithMapRetry(
+      const std::function<absl::Status(std::shared_ptr<const ShardRouter>)>&
+          op) {
+    for (int attempt = 0;; ++attempt) {
+      absl::Status st = op(Router());
+      if (!IsStaleMap(st) || attempt >= 3) return st;
+      LOG(INFO) << "PS client: shard map is stale (" << st.message()
+                << "); refreshing";
+      PLEXUS_RETURN_IF_ERROR(RefreshMap());
+    }
+  }
+
+  v1::ParameterServer::Stub* Stub(uint32_t shard) {
+    auto router = Router();
+    const std::string& address = router->map().shards(shard).address();
+    absl::MutexLock lock(&mu_);
+    auto& stub = stubs_[address];
+    if (stub == nullptr) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(
+          static_cast<int>(options_.max_message_bytes));
+      args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+      stub = v1::ParameterServer::NewStub(grpc::CreateCustomChannel(
+          address, grpc::InsecureChannelCredentials(), args));
+    }
+    return stub.get();
+  }
+
+  // One RPC to one shard, retried on UNAVAILABLE with jittered exponential
+  // backoff until the client's timeout.
+  absl::Status Call(
+      uint32_t shard,
+      const std::function<grpc::Status(v1::ParameterServer::Stub*,
+                                       grpc::ClientContext*)>& rpc) {
+    absl::Time deadline = absl::Now() + options_.timeout;
+    absl::Duration backoff = options_.initial_backoff;
+    while (true) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+      absl::Status st = FromGrpcStatus(rpc(Stub(shard), &ctx));
+      if (st.code() != absl::StatusCode::kUnavailable) {
+        return Annotate(st, st.ok() ? "" : absl::StrCat("PS shard ", shard));
+      }
+      absl::Duration wait;
+      {
+        absl::MutexLock lock(&mu_);
+        wait = backoff * absl::Uniform(rng_, 0.5, 1.5);
+      }
+      if (absl::Now() + wait >= deadline) {
+        return Annotate(
+            st, absl::StrCat("PS shard ", shard, " (gave up after ",
+                             absl::FormatDuration(options_.timeout), ")"));
+      }
+      absl::SleepFor(wait);  // backoff between retries of an unavailable shard
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+  }
+
+  absl::Status ForEachShard(uint32_t n,
+                            const std::function<absl::Status(uint32_t)>& fn) {
+    return ForEach(n, [&](size_t i) { return fn(static_cast<uint32_t>(i)); });
+  }
+
+  // Runs fn(0..n-1) in parallel on the pool; returns the first error.
+  absl::Status ForEach(size_t n,
+                       const std::function<absl::Status(size_t)>& fn) {
+    if (n == 0) return absl::OkStatus();
+    if (n == 1) return fn(0);
+    absl::BlockingCounter done(static_cast<int>(n));
+    absl::Mutex mu;
+    absl::Status first;
+    for (size_t i = 0; i < n; ++i) {
+      pool_.Schedule([&, i] {
+        absl::Status st = fn(i);
+        if (!st.ok()) {
+          absl::MutexLock lock(&mu);
+          if (first.ok()) first = st;
+        }
+        done.DecrementCount();
+      });
+    }
+    done.Wait();
+    return first;
+  }
+
+  const PsClientOptions options_;
+  const CallerIdentity identity_;
+  const std::unique_ptr<StaticMapSource> own_source_;
+  ShardMapSource* const source_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const ShardRouter> router_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<v1::ParameterServer::Stub>>
+      stubs_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  // Last: their threads finish before the rest is destroyed. Async calls run
+  // on their own pool, so they never wait for a slot they occupy.
+  ThreadPool pool_;
+  ThreadPool async_pool_{4};
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(
+    const PsClientOptions& options, const CallerIdentity& identity) {
+  std::unique_ptr<StaticMapSource> own;
+  if (options.map_source == nullptr) {
+    PLEXUS_ASSIGN_OR_RETURN(v1::ShardMap map, MakeShardMap(1, options.shards),
+                            "PS client");
+    own = std::make_unique<StaticMapSource>(std::move(map));
+  }
+  auto client =
+      std::make_unique<PsClientImpl>(options, identity, std::move(own));
+  PLEXUS_RETURN_IF_ERROR(client->Init(), "connecting to the PS shards");
+  return client;
+}
+
+}  // namespace plexus::worker
