@@ -6,3 +6,9 @@ plexus_cc_library(NAME coordinator_membership
   DEPS plexus::common absl::status absl::statusor absl::strings
        absl::synchronization absl::time
   FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
+
+plexus_cc_library(NAME coordinator_health
+  SRCS health/failure_detector.cc
+  DEPS plexus::common absl::status absl::statusor absl::strings
+       absl::synchronization absl::time glog::glog
+  FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
