@@ -1,0 +1,378 @@
+#include "collectives/transport/ucx/ucx_transport.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "collectives/transport/ucx/ucx_status.h"
+#include "collectives/transport/ucx/ucx_transport_impl.h"
+#include "common/status.h"
+#include "glog/logging.h"
+
+namespace plexus::collectives::ucx {
+namespace {
+
+// Tag layout: bit 63 control, bits 44..62 source rank, 32..43 op sequence
+// (mod 4096), 0..31 the algorithm's sub-tag.
+constexpr uint64_t kControlBit = uint64_t{1} << 63;
+constexpr int kRankShift = 44;
+constexpr int kMaxRanks = 1 << 19;
+constexpr absl::Duration kCloseTimeout = absl::Seconds(1);
+
+std::string AddrKey(int rank) { return absl::StrCat("ucx/addr/", rank); }
+
+}  // namespace
+
+UcxRequest::~UcxRequest() {
+  if (ucp_req != nullptr) {
+    ucp_request_cancel(transport->worker_, ucp_req);
+    ucp_request_free(ucp_req);
+  }
+}
+
+UcxTransport::UcxTransport(int rank, int size,
+                           const UcxTransportOptions& options)
+    : rank_(rank), size_(size), options_(options) {}
+
+absl::Status UcxTransport::Init(Store* store) {
+  ucp_config_t* config = nullptr;
+  PLEXUS_RETURN_IF_ERROR(
+      FromUcs(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
+  if (std::getenv("UCX_KEEPALIVE_INTERVAL") == nullptr) {
+    std::string ka =
+        absl::StrCat(absl::ToInt64Milliseconds(options_.keepalive), "ms");
+    ucs_status_t st =
+        ucp_config_modify(config, "KEEPALIVE_INTERVAL", ka.c_str());
+    if (st != UCS_OK) LOG(WARNING) << "UCX: cannot set KEEPALIVE_INTERVAL";
+  }
+  ucp_params_t params{};
+  params.field_mask =
+      UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+  params.features = UCP_FEATURE_TAG;
+  if (options_.progress == UcxTransportOptions::Progress::kBlocking) {
+    params.features |= UCP_FEATURE_WAKEUP;
+  }
+  params.mt_workers_shared = 0;
+  ucs_status_t st = ucp_init(&params, config, &context_);
+  ucp_config_release(config);
+  PLEXUS_RETURN_IF_ERROR(FromUcs(st, "ucp_init"));
+
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  PLEXUS_RETURN_IF_ERROR(
+      FromUcs(ucp_worker_create(context_, &wp, &worker_), "ucp_worker_create"));
+  if (options_.progress == UcxTransportOptions::Progress::kBlocking) {
+    PLEXUS_RETURN_IF_ERROR(FromUcs(ucp_worker_get_efd(worker_, &worker_fd_),
+                                   "ucp_worker_get_efd"));
+  }
+  abort_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (abort_fd_ < 0) return absl::InternalError("eventfd failed");
+
+  ucp_address_t* addr = nullptr;
+  size_t addr_len = 0;
+  PLEXUS_RETURN_IF_ERROR(
+      FromUcs(ucp_worker_get_address(worker_, &addr, &addr_len),
+              "ucp_worker_get_address"));
+  absl::Status set = store->Set(
+      AddrKey(rank_), std::string(reinterpret_cast<char*>(addr), addr_len));
+  ucp_worker_release_address(worker_, addr);
+  PLEXUS_RETURN_IF_ERROR(set, "publishing the UCX address");
+
+  const absl::Time deadline = absl::Now() + options_.connect_timeout;
+  for (int p = 0; p < size_; ++p) {
+    auto peer = std::make_unique<Peer>();
+    peer->self = this;
+    peer->rank = p;
+    peers_.push_back(std::move(peer));
+  }
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    PLEXUS_ASSIGN_OR_RETURN(std::string remote,
+                            store->Get(AddrKey(p), deadline),
+                            absl::StrCat("waiting for rank ", p, "'s address"));
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = reinterpret_cast<const ucp_address_t*>(remote.data());
+    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_handler.cb = &UcxTransport::OnEpError;
+    ep.err_handler.arg = peers_[p].get();
+    PLEXUS_RETURN_IF_ERROR(FromUcs(ucp_ep_create(worker_, &ep, &peers_[p]->ep),
+                                   absl::StrCat("connecting to rank ", p)));
+  }
+  notice_payload_.assign(size_, 0);
+  for (int p = 0; p < size_; ++p) notice_payload_[p] = p;
+  PostControlRecv();
+  return status();
+}
+
+UcxTransport::~UcxTransport() {
+  if (control_req_ != nullptr) {
+    ucp_request_cancel(worker_, control_req_);
+    ucp_request_free(control_req_);
+  }
+  // Force-close: a flush would talk to peers that may already be gone (and
+  // wire up endpoints never used). Completed sends are already delivered or
+  // in the receiver's hands (rendezvous sends complete on the receiver's ack).
+  std::vector<void*> closing;
+  for (auto& peer : peers_) {
+    if (peer->ep == nullptr) continue;
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* req = ucp_ep_close_nbx(peer->ep, &p);
+    if (UCS_PTR_IS_PTR(req)) closing.push_back(req);
+  }
+  const absl::Time deadline = absl::Now() + kCloseTimeout;
+  for (void* req : closing) {
+    while (ucp_request_check_status(req) == UCS_INPROGRESS &&
+           absl::Now() < deadline) {
+      ucp_worker_progress(worker_);
+    }
+    ucp_request_free(req);
+  }
+  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (context_ != nullptr) ucp_cleanup(context_);
+  if (abort_fd_ >= 0) close(abort_fd_);
+}
+
+uint64_t UcxTransport::EncodeTag(int src, Tag tag) const {
+  return (static_cast<uint64_t>(src) << kRankShift) |
+         (static_cast<uint64_t>(tag.op & 0xFFF) << 32) | tag.sub;
+}
+
+absl::Status UcxTransport::CheckPeer(int peer) const {
+  if (peer < 0 || peer >= size_ || peer == rank_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank_, ": bad peer rank ", peer));
+  }
+  return status();
+}
+
+absl::Status UcxTransport::status() const {
+  if (!has_error_.load(std::memory_order_acquire)) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  return error_;
+}
+
+absl::Status UcxTransport::Fail(absl::Status error) {
+  absl::MutexLock lock(&mu_);
+  if (error_.ok()) {
+    error_ = std::move(error);
+    has_error_.store(true, std::memory_order_release);
+  }
+  return error_;
+}
+
+void UcxTransport::Abort(const absl::Status& why) {
+  (void)Fail(why);
+  uint64_t one = 1;
+  if (abort_fd_ >= 0) {
+    ssize_t n = write(abort_fd_, &one, sizeof(one));
+    (void)n;
+  }
+}
+
+void UcxTransport::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
+  Peer* peer = static_cast<Peer*>(arg);
+  peer->self->PeerLost(
+      peer->rank,
+      FromUcs(status, absl::StrCat("endpoint to rank ", peer->rank)),
+      peer->self->rank_);
+}
+
+void UcxTransport::PeerLost(int peer, const absl::Status& why,
+                            int reported_by) {
+  if (peer < 0 || peer >= size_ || peers_[peer]->failed) return;
+  peers_[peer]->failed = true;
+  if (reported_by == rank_) {
+    (void)Fail(absl::UnavailableError(absl::StrCat(
+        "rank ", rank_, ": peer rank ", peer, " failed: ", why.message())));
+    notices_to_send_.push_back(peer);
+  } else {
+    (void)Fail(absl::UnavailableError(
+        absl::StrCat("rank ", rank_, ": peer rank ", peer,
+                     " failed (reported by rank ", reported_by, ")")));
+  }
+}
+
+void UcxTransport::PostControlRecv() {
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+  p.datatype = ucp_dt_make_contig(1);
+  void* req = ucp_tag_recv_nbx(worker_, &control_buf_, sizeof(control_buf_),
+                               kControlBit, kControlBit, &p);
+  if (UCS_PTR_IS_ERR(req)) {
+    (void)Fail(FromUcs(UCS_PTR_STATUS(req), "posting the control receive"));
+    return;
+  }
+  control_req_ = req;
+}
+
+void UcxTransport::PollControl() {
+  if (control_req_ != nullptr) {
+    ucp_tag_recv_info_t info{};
+    ucs_status_t st = ucp_tag_recv_request_test(control_req_, &info);
+    if (st != UCS_INPROGRESS) {
+      ucp_request_free(control_req_);
+      control_req_ = nullptr;
+      if (st == UCS_OK) {
+        int from =
+            static_cast<int>((info.sender_tag & ~kControlBit) >> kRankShift);
+        PeerLost(static_cast<int>(control_buf_), absl::OkStatus(), from);
+        PostControlRecv();
+      }
+    }
+  }
+  while (!notices_to_send_.empty()) {
+    int failed = notices_to_send_.back();
+    notices_to_send_.pop_back();
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_ || peers_[p]->failed) continue;
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+      param.datatype = ucp_dt_make_contig(1);
+      void* req = ucp_tag_send_nbx(
+          peers_[p]->ep, &notice_payload_[failed], sizeof(int64_t),
+          kControlBit | (static_cast<uint64_t>(rank_) << kRankShift), &param);
+      if (UCS_PTR_IS_PTR(req)) ucp_request_free(req);
+    }
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxTransport::ISend(int peer, Tag tag,
+                                                             const void* data,
+                                                             size_t bytes) {
+  PLEXUS_RETURN_IF_ERROR(CheckPeer(peer));
+  auto req = std::make_unique<UcxRequest>();
+  req->transport = this;
+  req->peer = peer;
+  req->bytes = bytes;
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+  p.datatype = ucp_dt_make_contig(1);
+  void* r = ucp_tag_send_nbx(peers_[peer]->ep, data, bytes,
+                             EncodeTag(rank_, tag), &p);
+  if (UCS_PTR_IS_ERR(r)) {
+    return Fail(FromUcs(UCS_PTR_STATUS(r),
+                        absl::StrCat("rank ", rank_, ": send to rank ", peer)));
+  }
+  req->ucp_req = r;
+  req->done = (r == nullptr);
+  return req;
+}
+
+absl::StatusOr<std::unique_ptr<Request>> UcxTransport::IRecv(int peer, Tag tag,
+                                                             void* data,
+                                                             size_t bytes) {
+  PLEXUS_RETURN_IF_ERROR(CheckPeer(peer));
+  auto req = std::make_unique<UcxRequest>();
+  req->transport = this;
+  req->peer = peer;
+  req->bytes = bytes;
+  req->is_recv = true;
+  // NO_IMM_CMPL: always get a request, whose test fills in the length.
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+  p.datatype = ucp_dt_make_contig(1);
+  void* r = ucp_tag_recv_nbx(worker_, data, bytes, EncodeTag(peer, tag),
+                             ~uint64_t{0}, &p);
+  if (UCS_PTR_IS_ERR(r)) {
+    return Fail(
+        FromUcs(UCS_PTR_STATUS(r),
+                absl::StrCat("rank ", rank_, ": receive from rank ", peer)));
+  }
+  req->ucp_req = r;
+  req->done = (r == nullptr);
+  return req;
+}
+
+bool UcxTransport::Poll(UcxRequest* req, absl::Status* error) {
+  if (req->done) return true;
+  ucs_status_t st = req->is_recv
+                        ? ucp_tag_recv_request_test(req->ucp_req, &req->info)
+                        : ucp_request_check_status(req->ucp_req);
+  if (st == UCS_INPROGRESS) return false;
+  ucp_request_free(req->ucp_req);
+  req->ucp_req = nullptr;
+  req->done = true;
+  const std::string what = absl::StrCat(
+      "rank ", rank_, ": ", req->is_recv ? "receive from" : "send to", " rank ",
+      req->peer);
+  if (st != UCS_OK) {
+    *error = FromUcs(st, what);
+    if (absl::IsUnavailable(*error)) PeerLost(req->peer, *error, rank_);
+  } else if (req->is_recv && req->info.length != req->bytes) {
+    *error = absl::InvalidArgumentError(absl::StrCat(
+        what, ": got ", req->info.length, " bytes, expected ", req->bytes));
+  }
+  return true;
+}
+
+void UcxTransport::Progress(absl::Time deadline) {
+  if (ucp_worker_progress(worker_) != 0 ||
+      options_.progress == UcxTransportOptions::Progress::kBusyPoll) {
+    PollControl();
+    return;
+  }
+  PollControl();
+  ucs_status_t st = ucp_worker_arm(worker_);
+  if (st == UCS_ERR_BUSY) return;
+  if (st != UCS_OK) {
+    (void)Fail(FromUcs(st, "ucp_worker_arm"));
+    return;
+  }
+  // Wake at least every 100 ms so that UCX's keepalive (run from progress)
+  // notices dead peers while we sleep.
+  absl::Duration left = std::clamp(deadline - absl::Now(), absl::ZeroDuration(),
+                                   absl::Milliseconds(100));
+  pollfd fds[2] = {{worker_fd_, POLLIN, 0}, {abort_fd_, POLLIN, 0}};
+  poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+}
+
+absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
+                                absl::Time deadline) {
+  while (true) {
+    if (has_error_.load(std::memory_order_acquire)) return status();
+    bool all_done = true;
+    UcxRequest* pending = nullptr;
+    for (Request* r : requests) {
+      if (r == nullptr) continue;
+      auto* req = static_cast<UcxRequest*>(r);
+      absl::Status error;
+      if (!Poll(req, &error)) {
+        all_done = false;
+        if (pending == nullptr) pending = req;
+      } else if (!error.ok()) {
+        return Fail(error);
+      }
+    }
+    if (all_done) return absl::OkStatus();
+    if (absl::Now() >= deadline) {
+      return Fail(absl::DeadlineExceededError(absl::StrCat(
+          "rank ", rank_, ": deadline exceeded waiting for ",
+          pending->is_recv ? "a receive from" : "a send to", " rank ",
+          pending->peer, " (", pending->bytes, " bytes)")));
+    }
+    Progress(deadline);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> NewUcxTransport(
+    Store* store, int rank, int size, const UcxTransportOptions& options) {
+  if (size < 1 || size > kMaxRanks || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad rank ", rank, " / size ", size));
+  }
+  auto t = std::make_unique<UcxTransport>(rank, size, options);
+  PLEXUS_RETURN_IF_ERROR(t->Init(store), absl::StrCat("rank ", rank, ": UCX"));
+  return t;
+}
+
+}  // namespace plexus::collectives::ucx

@@ -1,0 +1,43 @@
+// The UCX (UCP) host transport: one ucp worker per communicator, worker
+// addresses exchanged through the rendezvous Store, tag matching for messages,
+// and UCX choosing shared memory, CMA or TCP per peer.
+//
+// Progress: kBusyPoll spins on ucp_worker_progress (lowest latency, burns a
+// core per rank); kBlocking sleeps on the worker's event fd between
+// completions (ucp_worker_arm), so ranks may outnumber cores.
+//
+// Lost peers: endpoints use UCP_ERR_HANDLING_MODE_PEER and UCX keepalive
+// (UCX_KEEPALIVE_INTERVAL, default set here to `keepalive`). A rank that sees a
+// peer fail records UNAVAILABLE naming it and tells every other rank through a
+// control message, so ranks that were waiting on someone else fail with the
+// same culprit instead of waiting out their deadline.
+//
+// Thread safety: see Transport.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "collectives/rendezvous/store.h"
+#include "collectives/transport/transport.h"
+
+namespace plexus::collectives::ucx {
+
+struct UcxTransportOptions {
+  enum class Progress { kBusyPoll, kBlocking };
+  // How waiting threads make progress. Default: busy polling.
+  Progress progress = Progress::kBusyPoll;
+  // How long to wait for every rank's address in the store. Default 60 s.
+  absl::Duration connect_timeout = absl::Seconds(60);
+  // UCX keepalive interval used to notice dead peers, unless the UCX_
+  // KEEPALIVE_INTERVAL environment variable says otherwise. Default 200 ms.
+  absl::Duration keepalive = absl::Milliseconds(200);
+};
+
+// Connects rank `rank` of `size` through `store` (borrowed for the call only;
+// keys "ucx/addr/<rank>"). Every rank must call it with the same size.
+absl::StatusOr<std::unique_ptr<Transport>> NewUcxTransport(
+    Store* store, int rank, int size, const UcxTransportOptions& options);
+
+}  // namespace plexus::collectives::ucx

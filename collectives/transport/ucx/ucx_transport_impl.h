@@ -1,0 +1,101 @@
+// Private: the UCX transport's implementation class. Include ucx_transport.h.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "collectives/transport/transport.h"
+#include "collectives/transport/ucx/ucx_transport.h"
+
+namespace plexus::collectives::ucx {
+
+class UcxTransport;
+
+// A posted ucp tag operation. `ucp_req` is null once complete.
+class UcxRequest : public Request {
+ public:
+  ~UcxRequest() override;
+
+  UcxTransport* transport = nullptr;
+  void* ucp_req = nullptr;
+  int peer = -1;
+  bool is_recv = false;
+  size_t bytes = 0;
+  bool done = false;
+  ucp_tag_recv_info_t info{};
+};
+
+class UcxTransport : public Transport {
+ public:
+  UcxTransport(int rank, int size, const UcxTransportOptions& options);
+  ~UcxTransport() override;
+
+  // Creates context, worker and endpoints; publishes and reads addresses.
+  absl::Status Init(Store* store);
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  absl::StatusOr<std::unique_ptr<Request>> ISend(int peer, Tag tag,
+                                                 const void* data,
+                                                 size_t bytes) override;
+  absl::StatusOr<std::unique_ptr<Request>> IRecv(int peer, Tag tag, void* data,
+                                                 size_t bytes) override;
+  absl::Status Wait(absl::Span<Request* const> requests,
+                    absl::Time deadline) override;
+  absl::Status status() const override;
+  void Abort(const absl::Status& why) override;
+
+ private:
+  friend class UcxRequest;
+  struct Peer {
+    UcxTransport* self = nullptr;
+    int rank = -1;
+    ucp_ep_h ep = nullptr;
+    bool failed = false;
+  };
+
+  static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
+  uint64_t EncodeTag(int src, Tag tag) const;
+  absl::Status CheckPeer(int peer) const;
+  // Records `error` as sticky (first one wins); returns the sticky error.
+  absl::Status Fail(absl::Status error);
+  // Marks `peer` failed, records the sticky error and queues notices.
+  void PeerLost(int peer, const absl::Status& why, int reported_by);
+  // Reaps the control receive, sends queued failure notices.
+  void PollControl();
+  void PostControlRecv();
+  // Checks one request; fills its final state. Returns false if in progress.
+  bool Poll(UcxRequest* req, absl::Status* error);
+  // One progress round; may block on the event fd until `deadline`.
+  void Progress(absl::Time deadline);
+
+  // Constant after Init.
+  const int rank_;
+  const int size_;
+  const UcxTransportOptions options_;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  int worker_fd_ = -1;
+  int abort_fd_ = -1;  // eventfd written by Abort
+  std::vector<std::unique_ptr<Peer>> peers_;
+
+  // Used by the driving thread only.
+  void* control_req_ = nullptr;
+  int64_t control_buf_ = -1;
+  std::vector<int> notices_to_send_;  // ranks found failed, not yet announced
+  std::vector<int64_t> notice_payload_;
+
+  // Shared with Abort().
+  std::atomic<bool> has_error_{false};
+  mutable absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace plexus::collectives::ucx
