@@ -3,12 +3,13 @@
 
 plexus_cc_library(NAME coordinator_membership
   SRCS membership/json.cc membership/cluster_spec.cc membership/membership.cc
+       membership/names.cc
   DEPS plexus::common absl::status absl::statusor absl::strings
        absl::synchronization absl::time
   FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
 
 plexus_cc_library(NAME coordinator_health
   SRCS health/failure_detector.cc
-  DEPS plexus::common absl::status absl::statusor absl::strings
+  DEPS plexus::coordinator_membership plexus::common absl::status absl::statusor absl::strings
        absl::synchronization absl::time glog::glog
   FORBID gRPC::grpc++ gRPC::grpc plexus_proto)

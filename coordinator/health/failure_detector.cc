@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/membership/names.h"
 #include "glog/logging.h"
 
 namespace plexus::coordinator::health {
@@ -25,6 +26,11 @@ absl::string_view LivenessName(Liveness liveness) {
 namespace {
 bool IsFinal(Liveness l) {
   return l == Liveness::kDead || l == Liveness::kLeft;
+}
+
+absl::Status StaleError(absl::string_view message) {
+  return WithReason(absl::FailedPreconditionError(message),
+                    ErrorReason::kStaleIncarnation);
 }
 }  // namespace
 
@@ -76,17 +82,17 @@ absl::Status FailureDetector::Heartbeat(uint64_t worker_id,
   absl::MutexLock lock(&mu_);
   auto it = processes_.find(worker_id);
   if (it == processes_.end()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "heartbeat from worker id ", worker_id, ", which is not registered"));
+    return StaleError(absl::StrCat("heartbeat from worker id ", worker_id,
+                                   ", which is not registered"));
   }
   ProcessHealth& p = it->second;
   if (p.incarnation != incarnation) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return StaleError(absl::StrCat(
         "heartbeat from stale incarnation ", incarnation, " of worker id ",
         worker_id, " (current ", p.incarnation, "); register again"));
   }
   if (IsFinal(p.liveness)) {
-    return absl::FailedPreconditionError(
+    return StaleError(
         absl::StrCat("worker id ", worker_id, " incarnation ", incarnation,
                      " is ", LivenessName(p.liveness), "; register again"));
   }

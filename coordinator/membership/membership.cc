@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "coordinator/membership/names.h"
 
 namespace plexus::coordinator::membership {
 
@@ -133,9 +134,12 @@ absl::StatusOr<Registration> Membership::Register(const RegisterRequest& req) {
   result.restarts = record->restarts;
   if (max_restarts_ >= 0 &&
       record->restarts > static_cast<uint32_t>(max_restarts_)) {
-    result.budget_status = absl::ResourceExhaustedError(absl::StrCat(
-        DescribeProcess(*record), " exceeded its restart budget: restarted ",
-        record->restarts, " times, at most ", max_restarts_, " allowed"));
+    result.budget_status = WithReason(
+        absl::ResourceExhaustedError(absl::StrCat(
+            DescribeProcess(*record),
+            " exceeded its restart budget: restarted ", record->restarts,
+            " times, at most ", max_restarts_, " allowed")),
+        ErrorReason::kRestartBudgetExceeded);
   }
   return result;
 }
@@ -145,21 +149,27 @@ absl::Status Membership::CheckCurrent(uint64_t worker_id,
   absl::MutexLock lock(&mu_);
   auto it = processes_.find(worker_id);
   if (it == processes_.end()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "worker id ", worker_id, " is not registered; register again"));
+    return WithReason(
+        absl::FailedPreconditionError(absl::StrCat(
+            "worker id ", worker_id, " is not registered; register again")),
+        ErrorReason::kStaleIncarnation);
   }
   const ProcessRecord& r = it->second;
   if (r.incarnation != incarnation) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "stale incarnation ", incarnation, " of ", DescribeProcess(r),
-        " (current ", r.incarnation, "); register again"));
+    return WithReason(
+        absl::FailedPreconditionError(absl::StrCat(
+            "stale incarnation ", incarnation, " of ", DescribeProcess(r),
+            " (current ", r.incarnation, "); register again")),
+        ErrorReason::kStaleIncarnation);
   }
   if (r.state != ProcessState::kAlive) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(DescribeProcess(r), " incarnation ", incarnation, " is ",
-                     ProcessStateName(r.state),
-                     r.reason.empty() ? "" : absl::StrCat(" (", r.reason, ")"),
-                     "; register again"));
+    return WithReason(
+        absl::FailedPreconditionError(absl::StrCat(
+            DescribeProcess(r), " incarnation ", incarnation, " is ",
+            ProcessStateName(r.state),
+            r.reason.empty() ? "" : absl::StrCat(" (", r.reason, ")"),
+            "; register again")),
+        ErrorReason::kStaleIncarnation);
   }
   return absl::OkStatus();
 }

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "common/clock.h"
+#include "coordinator/membership/names.h"
 
 namespace plexus::coordinator::health {
 namespace {
@@ -128,6 +129,7 @@ TEST_F(FailureDetectorTest, DeadProcessComesBackWithNewIncarnation) {
   absl::Status stale = detector_.Heartbeat(1, 100, {});
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(stale.message()), HasSubstr("stale incarnation"));
+  EXPECT_EQ(GetReason(stale), ErrorReason::kStaleIncarnation);
   // An older incarnation cannot be tracked over a newer one.
   detector_.Track(1, 150);
   EXPECT_EQ(detector_.Get(1)->incarnation, 200u);

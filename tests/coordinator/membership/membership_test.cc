@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "common/clock.h"
+#include "coordinator/membership/names.h"
 
 namespace plexus::coordinator::membership {
 namespace {
@@ -61,6 +62,7 @@ TEST_F(MembershipTest, ReturningProcessGetsNewIncarnationAndOldIsStale) {
   absl::Status stale = m.CheckCurrent(first.worker_id, first.incarnation);
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(stale.message()), HasSubstr("stale incarnation"));
+  EXPECT_EQ(GetReason(stale), ErrorReason::kStaleIncarnation);
   EXPECT_TRUE(m.IsCurrent(second.worker_id, second.incarnation));
   // A late MarkDead for the old incarnation changes nothing.
   EXPECT_FALSE(m.MarkDead(first.worker_id, first.incarnation, "late"));
@@ -108,6 +110,8 @@ TEST_F(MembershipTest, RestartBudgetExceededNamesTheWorker) {
   absl::StatusOr<Registration> over = m.Register(Worker(1, "node-7"));
   ASSERT_TRUE(over.ok());  // the registration itself succeeds
   EXPECT_EQ(over->budget_status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(GetReason(over->budget_status),
+            ErrorReason::kRestartBudgetExceeded);
   EXPECT_THAT(std::string(over->budget_status.message()),
               HasSubstr("worker 1 (id"));
   EXPECT_THAT(std::string(over->budget_status.message()), HasSubstr("node-7"));
