@@ -1,0 +1,438 @@
+#include "ps/storage/engine_impl.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace plexus::ps {
+namespace {
+
+// Sums sync contributions (given in the fixed order) into one piece and
+// divides by n. Sparse: by id, in order of first appearance.
+GradPiece SumSparse(const std::vector<GradPiece>& pieces, int64_t dim,
+                    float inv_n) {
+  GradPiece out;
+  absl::flat_hash_map<uint64_t, int64_t> index;
+  for (const GradPiece& p : pieces) {
+    for (size_t i = 0; i < p.ids.size(); ++i) {
+      auto [it, inserted] =
+          index.try_emplace(p.ids[i], static_cast<int64_t>(out.ids.size()));
+      const float* g = p.grads.data() + static_cast<int64_t>(i) * dim;
+      if (inserted) {
+        out.ids.push_back(p.ids[i]);
+        out.grads.insert(out.grads.end(), g, g + dim);
+      } else {
+        float* d = out.grads.data() + it->second * dim;
+        for (int64_t j = 0; j < dim; ++j) d[j] += g[j];
+      }
+    }
+  }
+  for (float& g : out.grads) g *= inv_n;
+  return out;
+}
+
+GradPiece SumDense(const std::vector<GradPiece>& pieces, int64_t width,
+                   float inv_n, std::vector<bool>* mask) {
+  GradPiece out;
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (const GradPiece& p : pieces) {
+    if (p.rows.empty()) continue;
+    lo = std::min(lo, p.rows.begin);
+    hi = std::max(hi, p.rows.end);
+  }
+  if (lo >= hi) return out;
+  out.rows = {lo, hi};
+  out.grads.assign(static_cast<size_t>((hi - lo) * width), 0.0f);
+  mask->assign(static_cast<size_t>(hi - lo), false);
+  for (const GradPiece& p : pieces) {
+    float* d = out.grads.data() + (p.rows.begin - lo) * width;
+    const int64_t n = p.rows.size() * width;
+    for (int64_t i = 0; i < n; ++i) d[i] += p.grads[i];
+    for (int64_t r = p.rows.begin; r < p.rows.end; ++r) (*mask)[r - lo] = true;
+  }
+  for (float& g : out.grads) g *= inv_n;
+  return out;
+}
+
+}  // namespace
+
+EngineImpl::EngineImpl(const EngineOptions& options) : options_(options) {}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(
+    const EngineOptions& options) {
+  if (options.table_stripes < 1 || options.variable_stripes < 1) {
+    return absl::InvalidArgumentError("engine: stripe counts must be >= 1");
+  }
+  return std::make_unique<EngineImpl>(options);
+}
+
+absl::StatusOr<bool> EngineImpl::CreateVariable(
+    const CreateVariableOptions& options) {
+  PLEXUS_ASSIGN_OR_RETURN(
+      auto var, DenseVariable::Create(options, options_.variable_stripes));
+  std::shared_ptr<DenseVariable> shared = std::move(var);
+  absl::MutexLock lock(&registry_mu_);
+  const std::string& name = options.config.name;
+  if (tables_.contains(name)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("'", name, "' is already a sparse table"));
+  }
+  auto it = variables_.find(name);
+  if (it != variables_.end()) {
+    if (it->second->config() == options.config &&
+        it->second->rows() == shared->rows()) {
+      return false;
+    }
+    return absl::AlreadyExistsError(absl::StrCat(
+        "variable ", name, " exists with a different config or slice"));
+  }
+  if (shutdown_) shared->consistency().Shutdown();
+  variables_.emplace(name, std::move(shared));
+  return true;
+}
+
+absl::StatusOr<bool> EngineImpl::CreateTable(
+    const CreateTableOptions& options) {
+  PLEXUS_RETURN_IF_ERROR(ValidateTableConfig(options.config));
+  PLEXUS_ASSIGN_OR_RETURN(auto optimizer,
+                          CreateOptimizer(options.config.optimizer),
+                          absl::StrCat("table ", options.config.name));
+  absl::MutexLock lock(&registry_mu_);
+  const std::string& name = options.config.name;
+  if (variables_.contains(name)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("'", name, "' is already a dense variable"));
+  }
+  auto it = tables_.find(name);
+  if (it != tables_.end()) {
+    if (it->second->config() == options.config) return false;
+    return absl::AlreadyExistsError(
+        absl::StrCat("table ", name, " exists with a different config"));
+  }
+  auto table = std::make_shared<SparseTable>(
+      options.config, std::move(optimizer), options_.table_stripes);
+  if (shutdown_) table->consistency().Shutdown();
+  tables_.emplace(name, std::move(table));
+  return true;
+}
+
+absl::Status EngineImpl::DeleteVariable(absl::string_view name) {
+  std::shared_ptr<DenseVariable> victim;
+  {
+    absl::MutexLock lock(&registry_mu_);
+    auto it = variables_.find(name);
+    if (it == variables_.end()) {
+      return absl::NotFoundError(absl::StrCat("no variable named ", name));
+    }
+    victim = std::move(it->second);
+    variables_.erase(it);
+  }
+  victim->consistency().Shutdown();  // wake its waiters
+  return absl::OkStatus();
+}
+
+absl::Status EngineImpl::DeleteTable(absl::string_view name) {
+  std::shared_ptr<SparseTable> victim;
+  {
+    absl::MutexLock lock(&registry_mu_);
+    auto it = tables_.find(name);
+    if (it == tables_.end()) {
+      return absl::NotFoundError(absl::StrCat("no table named ", name));
+    }
+    victim = std::move(it->second);
+    tables_.erase(it);
+  }
+  victim->consistency().Shutdown();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<DenseVariable>> EngineImpl::FindVariable(
+    absl::string_view name) const {
+  absl::ReaderMutexLock lock(&registry_mu_);
+  auto it = variables_.find(name);
+  if (it == variables_.end()) {
+    return absl::NotFoundError(absl::StrCat("no variable named '", name, "'"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<SparseTable>> EngineImpl::FindTable(
+    absl::string_view name) const {
+  absl::ReaderMutexLock lock(&registry_mu_);
+  auto it = tables_.find(name);
+  if (it == tables_.end()) {
+    return absl::NotFoundError(absl::StrCat("no table named '", name, "'"));
+  }
+  return it->second;
+}
+
+void EngineImpl::NoteStep(uint64_t step) {
+  uint64_t cur = newest_step_.load(std::memory_order_relaxed);
+  while (step > cur && !newest_step_.compare_exchange_weak(
+                           cur, step, std::memory_order_relaxed)) {
+  }
+}
+
+absl::StatusOr<PushResult> EngineImpl::Push(
+    const PushOptions& options, absl::Span<const DenseGradient> dense,
+    absl::Span<const SparseGradient> sparse) {
+  auto result = PushImpl(options, dense, sparse);
+  if (!result.ok()) rejected_pushes_.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+absl::StatusOr<PushResult> EngineImpl::PushImpl(
+    const PushOptions& options, absl::Span<const DenseGradient> dense,
+    absl::Span<const SparseGradient> sparse) {
+  // 1. Resolve and validate every item; nothing changes until all pass.
+  std::vector<std::shared_ptr<DenseVariable>> vars;
+  std::vector<std::shared_ptr<SparseTable>> tables;
+  std::vector<GradPiece> dense_pieces, sparse_pieces;
+  bool non_finite = false;
+  auto fail_non_finite = [&](absl::Status s) {
+    if (non_finite)
+      non_finite_rejected_.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  };
+  for (const DenseGradient& g : dense) {
+    PLEXUS_ASSIGN_OR_RETURN(auto var, FindVariable(g.variable));
+    auto piece = var->Prepare(g, &non_finite);
+    if (!piece.ok()) return fail_non_finite(piece.status());
+    if (var->consistency().is_sync()) {
+      PLEXUS_RETURN_IF_ERROR(var->consistency().CheckSyncPush(options.step_id),
+                             absl::StrCat("variable ", g.variable));
+    }
+    vars.push_back(std::move(var));
+    dense_pieces.push_back(*std::move(piece));
+  }
+  for (const SparseGradient& g : sparse) {
+    PLEXUS_ASSIGN_OR_RETURN(auto table, FindTable(g.table));
+    auto piece = table->Prepare(g, &non_finite);
+    if (!piece.ok()) return fail_non_finite(piece.status());
+    if (table->consistency().is_sync()) {
+      PLEXUS_RETURN_IF_ERROR(
+          table->consistency().CheckSyncPush(options.step_id),
+          absl::StrCat("table ", g.table));
+    }
+    tables.push_back(std::move(table));
+    sparse_pieces.push_back(*std::move(piece));
+  }
+  // 2. Fencing and exactly-once.
+  PLEXUS_RETURN_IF_ERROR(
+      keys_.CheckIncarnation(options.worker_id, options.worker_incarnation));
+  PushResult result;
+  if (options.exactly_once) {
+    UpdateKey key;
+    key.job_id = options.job_id;
+    key.by_closure = options.closure_id != 0;
+    key.owner = key.by_closure ? options.closure_id : options.worker_id;
+    key.step_id = key.by_closure ? 0 : options.step_id;
+    key.push_seq = options.push_seq;
+    key.chunk_index = options.chunk_index;
+    if (!keys_.Insert(key, options.step_id)) {
+      duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
+      result.outcome = PushOutcome::kDuplicate;
+      return result;
+    }
+  }
+  NoteStep(options.step_id);
+  // 3. Apply (or aggregate).
+  const uint64_t step = options.step_id;
+  const uint64_t closure =
+      options.closure_id != 0 ? options.closure_id : options.worker_id;
+  for (size_t i = 0; i < vars.size(); ++i) {
+    DenseVariable& var = *vars[i];
+    GradPiece& piece = dense_pieces[i];
+    result.skipped_non_finite += piece.skipped_non_finite;
+    result.rows_applied += piece.rows.size();
+    ConsistencyState& cs = var.consistency();
+    if (cs.is_sync()) {
+      result.outcome = PushOutcome::kAggregated;
+      PLEXUS_ASSIGN_OR_RETURN(
+          auto done, cs.AddSyncContribution(
+                         step, closure, options.push_seq, options.chunk_index,
+                         options.num_chunks, std::move(piece)));
+      if (done.has_value()) {
+        std::vector<bool> mask;
+        GradPiece sum =
+            SumDense(*done, var.width(), 1.0f / cs.config().num_workers, &mask);
+        var.Apply(sum, &mask);
+        cs.MarkApplied(step);
+      }
+      continue;
+    }
+    var.Apply(piece, nullptr);
+    if (cs.config().mode == ConsistencyMode::kBoundedStaleness) {
+      cs.RecordProgress(options.worker_id, step);
+    }
+    cs.MarkApplied(step);
+  }
+  for (size_t i = 0; i < tables.size(); ++i) {
+    SparseTable& table = *tables[i];
+    GradPiece& piece = sparse_pieces[i];
+    result.skipped_non_finite += piece.skipped_non_finite;
+    ConsistencyState& cs = table.consistency();
+    if (cs.is_sync()) {
+      result.outcome = PushOutcome::kAggregated;
+      result.rows_applied += piece.num_rows();
+      PLEXUS_ASSIGN_OR_RETURN(
+          auto done, cs.AddSyncContribution(
+                         step, closure, options.push_seq, options.chunk_index,
+                         options.num_chunks, std::move(piece)));
+      if (done.has_value()) {
+        GradPiece sum = SumSparse(*done, table.config().dim,
+                                  1.0f / cs.config().num_workers);
+        table.Apply(sum, step);
+        cs.MarkApplied(step);
+      }
+    } else {
+      auto stats = table.Apply(piece, step);
+      result.rows_applied += stats.applied;
+      result.rows_not_admitted += stats.not_admitted;
+      if (cs.config().mode == ConsistencyMode::kBoundedStaleness) {
+        cs.RecordProgress(options.worker_id, step);
+      }
+      cs.MarkApplied(step);
+    }
+    const TableConfig& c = table.config();
+    if (c.ttl_steps > 0 || c.capacity_rows > 0) {
+      table.Evict(newest_step_.load(std::memory_order_relaxed));
+    }
+  }
+  if (result.skipped_non_finite > 0) {
+    non_finite_skipped_.fetch_add(result.skipped_non_finite,
+                                  std::memory_order_relaxed);
+  }
+  return result;
+}
+
+absl::StatusOr<PullResult> EngineImpl::Pull(
+    const PullOptions& options, absl::Span<const DenseRead> dense,
+    absl::Span<const SparseRead> sparse) {
+  if (options.value_dtype != DType::kUnspecified &&
+      !IsTransferDType(options.value_dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("value dtype ", DTypeName(options.value_dtype),
+                     " is not float32, float16 or bfloat16"));
+  }
+  std::vector<std::shared_ptr<DenseVariable>> vars;
+  std::vector<RowRange> ranges;
+  std::vector<std::shared_ptr<SparseTable>> tables;
+  for (const DenseRead& r : dense) {
+    PLEXUS_ASSIGN_OR_RETURN(auto var, FindVariable(r.variable));
+    PLEXUS_ASSIGN_OR_RETURN(RowRange range, var->Resolve(r.rows));
+    ranges.push_back(range);
+    vars.push_back(std::move(var));
+  }
+  for (const SparseRead& r : sparse) {
+    PLEXUS_ASSIGN_OR_RETURN(auto table, FindTable(r.table));
+    tables.push_back(std::move(table));
+  }
+  NoteStep(options.step_id);
+  for (auto& v : vars) {
+    PLEXUS_RETURN_IF_ERROR(
+        v->consistency().WaitForPull(options.step_id, options.deadline),
+        absl::StrCat("variable ", v->config().name));
+  }
+  for (auto& t : tables) {
+    PLEXUS_RETURN_IF_ERROR(
+        t->consistency().WaitForPull(options.step_id, options.deadline),
+        absl::StrCat("table ", t->config().name));
+  }
+  PullResult result;
+  result.dense.resize(vars.size());
+  for (size_t i = 0; i < vars.size(); ++i) {
+    const DType dtype = options.value_dtype == DType::kUnspecified
+                            ? vars[i]->config().storage_dtype
+                            : options.value_dtype;
+    vars[i]->Read(ranges[i], dtype, &result.dense[i]);
+  }
+  result.sparse.resize(tables.size());
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const DType dtype = options.value_dtype == DType::kUnspecified
+                            ? tables[i]->config().storage_dtype
+                            : options.value_dtype;
+    tables[i]->Read(sparse[i].ids, sparse[i].create_missing, options.step_id,
+                    dtype, &result.sparse[i]);
+  }
+  return result;
+}
+
+void EngineImpl::TrimAppliedKeys(uint64_t step_id) { keys_.TrimUpTo(step_id); }
+
+int64_t EngineImpl::RunEviction() {
+  std::vector<std::shared_ptr<SparseTable>> tables;
+  {
+    absl::ReaderMutexLock lock(&registry_mu_);
+    for (const auto& [name, t] : tables_) tables.push_back(t);
+  }
+  int64_t n = 0;
+  for (auto& t : tables) n += t->Evict(newest_step_.load());
+  return n;
+}
+
+void EngineImpl::Shutdown() {
+  absl::MutexLock lock(&registry_mu_);
+  shutdown_ = true;
+  for (auto& [name, v] : variables_) v->consistency().Shutdown();
+  for (auto& [name, t] : tables_) t->consistency().Shutdown();
+}
+
+absl::StatusOr<VariableInfo> EngineImpl::DescribeVariable(
+    absl::string_view name) const {
+  PLEXUS_ASSIGN_OR_RETURN(auto v, FindVariable(name));
+  return v->Info();
+}
+
+absl::StatusOr<TableInfo> EngineImpl::DescribeTable(
+    absl::string_view name) const {
+  PLEXUS_ASSIGN_OR_RETURN(auto t, FindTable(name));
+  return t->Info();
+}
+
+std::vector<VariableInfo> EngineImpl::ListVariables() const {
+  std::vector<std::shared_ptr<DenseVariable>> vars;
+  {
+    absl::ReaderMutexLock lock(&registry_mu_);
+    for (const auto& [name, v] : variables_) vars.push_back(v);
+  }
+  std::vector<VariableInfo> out;
+  for (auto& v : vars) out.push_back(v->Info());
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.config.name < b.config.name;
+  });
+  return out;
+}
+
+std::vector<TableInfo> EngineImpl::ListTables() const {
+  std::vector<std::shared_ptr<SparseTable>> tables;
+  {
+    absl::ReaderMutexLock lock(&registry_mu_);
+    for (const auto& [name, t] : tables_) tables.push_back(t);
+  }
+  std::vector<TableInfo> out;
+  for (auto& t : tables) out.push_back(t->Info());
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.config.name < b.config.name;
+  });
+  return out;
+}
+
+EngineCounters EngineImpl::counters() const {
+  EngineCounters c;
+  c.duplicate_pushes = duplicate_pushes_.load();
+  c.rejected_pushes = rejected_pushes_.load();
+  c.non_finite_rejected = non_finite_rejected_.load();
+  c.non_finite_skipped = non_finite_skipped_.load();
+  c.applied_keys = keys_.size();
+  return c;
+}
+
+absl::StatusOr<RowSnapshot> EngineImpl::ReadRow(absl::string_view table,
+                                                uint64_t id) const {
+  PLEXUS_ASSIGN_OR_RETURN(auto t, FindTable(table));
+  return t->ReadRow(id);
+}
+
+}  // namespace plexus::ps

@@ -1,0 +1,294 @@
+// The parameter-server storage engine of one shard: dense variable slices and
+// sparse embedding tables, server-side optimizers, consistency modes and
+// exactly-once pushes. No gRPC, no protos: ps/service translates ps.proto to
+// these calls one to one (Push <-> Push, Pull <-> Pull, Create* <-> Create*).
+//
+// Data model
+//  * A dense variable of shape [R, d1, d2...] is split on axis 0; this shard
+//    holds rows [begin, end) (whole-variable coordinates). Row width is
+//    d1*d2*..., values in the storage dtype, optimizer slots in fp32, plus per
+//    row an update count (Adam's bias correction).
+//  * A sparse table holds rows of `dim` elements keyed by uint64 ids, created
+//    on first touch (subject to admission). A row is its value (storage
+//    dtype), its optimizer slots (fp32), hit count, last-touched step, update
+//    count and version (bumped by every applied update). Rows live in striped
+//    hash maps, one mutex per stripe: there is no global lock on the data
+//    path.
+//  * Variables and tables share one namespace per shard.
+//
+// Pushes (Push) are all-or-nothing: every item of a request is validated
+// (names, shapes, dtypes, byte lengths, ids/grad lengths, NaN/Inf under the
+// reject policy) before anything changes; any error leaves the engine as it
+// was, except for the error counters. Duplicate sparse ids in one item are
+// summed before the optimizer runs once per distinct id.
+//
+// Consistency, per variable/table:
+//  * kAsync: applied on arrival; pulls never wait.
+//  * kSync: the pushes of one step t are aggregated per closure (closure_id,
+//    or worker_id when closure_id is 0); once num_workers closures have
+//    contributed (every chunk of their push), the contributions are summed in
+//    ascending closure-id order (bitwise deterministic), divided by
+//    num_workers and applied once. A pull at step t waits until step t-1 is
+//    applied (every step <= t-1 that was created for this target). Each
+//    closure sends its step's gradient for a target as one logical push
+//    (possibly chunked); a push for an already-applied step is
+//    FAILED_PRECONDITION.
+//  * kBoundedStaleness (bound s): applied on arrival; each worker's progress
+//    is the last step it pushed. A pull at step t waits while the slowest
+//    tracked worker's progress is < t - s - 1 (it is then working on a step
+//    older than t - s). With num_workers = N > 0, fewer than N workers seen
+//    counts as progress 0.
+// Waits end at PullOptions::deadline (DEADLINE_EXCEEDED) or at Shutdown()
+// (UNAVAILABLE).
+//
+// Exactly-once: the update key of a push piece is (job_id, closure_id,
+// push_seq, chunk_index) when closure_id != 0, else (job_id, worker_id,
+// step_id, push_seq, chunk_index). A second push with an applied key returns
+// PushOutcome::kDuplicate and is not applied (duplicate counter +1). A push
+// whose worker_incarnation is older than the newest seen for worker_id is
+// FAILED_PRECONDITION (rejected counter +1). The record of keys grows until
+// TrimAppliedKeys(C) drops the keys of steps <= C (called when checkpoint C is
+// published).
+//
+// Thread safety: every method may be called from any number of threads at
+// once. Calls on different rows/stripes proceed in parallel.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "ps/storage/config.h"
+#include "ps/storage/tensor.h"
+
+namespace plexus::ps {
+
+// ---- creation ----
+
+struct CreateVariableOptions {
+  // The whole variable's configuration.
+  VariableConfig config;
+  // Rows this shard holds; empty: all rows [0, shape[0]).
+  RowRange rows;
+  // Initial values of exactly `rows`, shape [rows, shape[1:]...]; dtype
+  // kUnspecified (the default): use config.initializer.
+  TensorView initial_value;
+};
+
+struct CreateTableOptions {
+  TableConfig config;
+};
+
+// ---- data plane ----
+
+// Who and when, for pushes. Mirrors plexus.v1.RequestHeader + PushRequest.
+struct PushOptions {
+  std::string job_id;
+  // 0: unregistered client (no incarnation check).
+  uint64_t worker_id = 0;
+  uint64_t worker_incarnation = 0;
+  // Steps start at 1; 0: not part of a step (then async only: a sync target
+  // refuses it with INVALID_ARGUMENT).
+  uint64_t step_id = 0;
+  // 0: not run as a closure.
+  uint64_t closure_id = 0;
+  uint32_t push_seq = 0;
+  uint32_t chunk_index = 0;
+  // 0 or 1: not split.
+  uint32_t num_chunks = 0;
+  // If false, no update key is recorded or checked (benchmarks, tools).
+  bool exactly_once = true;
+};
+
+// A dense gradient for rows `rows` of `variable`: shape
+// [rows.size(), shape[1:]...]. The rows must lie inside this shard's slice.
+struct DenseGradient {
+  absl::string_view variable;
+  RowRange rows;
+  TensorView grad;
+};
+
+// Sparse gradients: ids[i]'s gradient is row i of `grads`, shape
+// [ids.size(), dim]. Duplicate ids are summed.
+struct SparseGradient {
+  absl::string_view table;
+  absl::Span<const uint64_t> ids;
+  TensorView grads;
+};
+
+enum class PushOutcome { kApplied, kDuplicate, kAggregated };
+
+struct PushResult {
+  // kDuplicate: nothing applied. kAggregated: at least one item went into a
+  // sync aggregation (and maybe completed and applied its step).
+  PushOutcome outcome = PushOutcome::kApplied;
+  // Dense rows + distinct sparse ids applied or aggregated; 0 for duplicates.
+  int64_t rows_applied = 0;
+  // Sparse rows dropped because not yet admitted.
+  int64_t rows_not_admitted = 0;
+  // Sparse rows / dense items skipped under NonFinitePolicy::kSkip.
+  int64_t skipped_non_finite = 0;
+};
+
+struct PullOptions {
+  // Step of the pull (for sync / bounded-staleness waits); 0: never wait.
+  uint64_t step_id = 0;
+  // Wait bound for consistency waits; DEADLINE_EXCEEDED after it.
+  absl::Time deadline = absl::InfiniteFuture();
+  // dtype of returned values; kUnspecified: each target's storage dtype.
+  DType value_dtype = DType::kUnspecified;
+};
+
+// Rows of a dense variable to read; empty `rows`: this shard's whole slice.
+struct DenseRead {
+  absl::string_view variable;
+  RowRange rows;
+};
+
+// Sparse rows to read. Missing rows are created (subject to admission) when
+// create_missing, else their initializer value is returned and their position
+// listed in SparseValues::missing_positions.
+struct SparseRead {
+  absl::string_view table;
+  absl::Span<const uint64_t> ids;
+  bool create_missing = false;
+};
+
+struct DenseValues {
+  RowRange rows;
+  DType dtype = DType::kFloat32;
+  // [rows, shape[1:]...]
+  std::vector<int64_t> shape;
+  std::string data;
+};
+
+struct SparseValues {
+  DType dtype = DType::kFloat32;
+  // [ids.size(), dim]
+  std::vector<int64_t> shape;
+  std::string data;
+  std::vector<uint32_t> missing_positions;
+};
+
+struct PullResult {
+  std::vector<DenseValues> dense;    // one per DenseRead, in order
+  std::vector<SparseValues> sparse;  // one per SparseRead, in order
+};
+
+// ---- introspection ----
+
+struct VariableInfo {
+  VariableConfig config;
+  RowRange rows;
+  int64_t memory_bytes = 0;
+  uint64_t last_applied_step_id = 0;
+  int64_t updates_applied = 0;
+};
+
+struct TableInfo {
+  TableConfig config;
+  int64_t rows_in_memory = 0;
+  // Values, slots and bookkeeping (an estimate of the hash-map overhead
+  // included).
+  int64_t memory_bytes = 0;
+  int64_t rows_evicted = 0;
+  uint64_t last_applied_step_id = 0;
+  int64_t updates_applied = 0;
+  // Pushed rows dropped by admission, since creation.
+  int64_t rows_not_admitted = 0;
+};
+
+// Engine-wide counters since creation.
+struct EngineCounters {
+  int64_t duplicate_pushes = 0;
+  // Pushes refused for any reason (bad input, stale incarnation, ...).
+  int64_t rejected_pushes = 0;
+  // Pushes refused or items/rows skipped because of NaN/Inf.
+  int64_t non_finite_rejected = 0;
+  int64_t non_finite_skipped = 0;
+  // Update keys currently held by the exactly-once record.
+  int64_t applied_keys = 0;
+};
+
+// A raw view of one sparse row, for tests and checkpoint writers.
+struct RowSnapshot {
+  std::vector<float> value;               // dim, converted to fp32
+  std::vector<std::vector<float>> slots;  // num_slots x dim
+  uint64_t hit_count = 0;
+  uint64_t last_step = 0;
+  uint64_t version = 0;
+  int64_t update_count = 0;
+};
+
+struct EngineOptions {
+  // Stripes (mutex + hash map) per sparse table; more stripes, less
+  // contention. Default 64.
+  int table_stripes = 64;
+  // Row-range stripes per dense variable slice. Default 16.
+  int variable_stripes = 16;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // Creates this shard's slice of a dense variable. Returns true if created,
+  // false if it already exists with an identical config and slice;
+  // ALREADY_EXISTS if the name is taken by anything else. INVALID_ARGUMENT
+  // for a bad config, slice or initial value (before any allocation).
+  virtual absl::StatusOr<bool> CreateVariable(
+      const CreateVariableOptions& options) = 0;
+  // Creates this shard's part of a sparse table; as CreateVariable.
+  virtual absl::StatusOr<bool> CreateTable(
+      const CreateTableOptions& options) = 0;
+  // NOT_FOUND if there is no variable (resp. table) of that name.
+  virtual absl::Status DeleteVariable(absl::string_view name) = 0;
+  virtual absl::Status DeleteTable(absl::string_view name) = 0;
+
+  // Applies (or aggregates) gradients; see the file comment.
+  virtual absl::StatusOr<PushResult> Push(
+      const PushOptions& options, absl::Span<const DenseGradient> dense,
+      absl::Span<const SparseGradient> sparse) = 0;
+
+  // Reads dense slices and sparse rows, waiting as the consistency modes say.
+  virtual absl::StatusOr<PullResult> Pull(
+      const PullOptions& options, absl::Span<const DenseRead> dense,
+      absl::Span<const SparseRead> sparse) = 0;
+
+  // Drops the exactly-once keys of steps <= step_id (keys pushed with
+  // step_id 0 are kept until Trim with UINT64_MAX).
+  virtual void TrimAppliedKeys(uint64_t step_id) = 0;
+
+  // Evicts from every table the rows untouched for ttl_steps, counted from
+  // the newest step the engine has seen, and rows beyond capacity. Pushes run
+  // this for the tables they touch; the service may also call it
+  // periodically. Returns the number of rows evicted.
+  virtual int64_t RunEviction() = 0;
+
+  // Wakes every waiting Pull with UNAVAILABLE; later waits fail at once.
+  virtual void Shutdown() = 0;
+
+  virtual absl::StatusOr<VariableInfo> DescribeVariable(
+      absl::string_view name) const = 0;
+  virtual absl::StatusOr<TableInfo> DescribeTable(
+      absl::string_view name) const = 0;
+  // Sorted by name.
+  virtual std::vector<VariableInfo> ListVariables() const = 0;
+  virtual std::vector<TableInfo> ListTables() const = 0;
+  virtual EngineCounters counters() const = 0;
+
+  // The stored row `id` of `table`; NOT_FOUND if the table or row is absent.
+  virtual absl::StatusOr<RowSnapshot> ReadRow(absl::string_view table,
+                                              uint64_t id) const = 0;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(
+    const EngineOptions& options = {});
+
+}  // namespace plexus::ps

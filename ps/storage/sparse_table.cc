@@ -1,0 +1,357 @@
+#include "ps/storage/sparse_table.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/hash.h"
+#include "common/status.h"
+#include "ps/storage/initializer.h"
+
+namespace plexus::ps {
+namespace {
+
+bool AllFinite(const float* p, int64_t n) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
+  return ok;
+}
+
+}  // namespace
+
+SparseTable::SparseTable(const TableConfig& config,
+                         std::unique_ptr<Optimizer> optimizer, int stripes)
+    : config_(config),
+      optimizer_(std::move(optimizer)),
+      name_hash_(HashName(config.name)),
+      num_slots_(optimizer_->num_slots()),
+      value_floats_(config.storage_dtype == DType::kFloat32
+                        ? config.dim
+                        : (config.dim + 1) / 2),
+      index_by_step_(config.ttl_steps > 0 ||
+                     (config.capacity_rows > 0 &&
+                      config.eviction_policy == EvictionPolicy::kLru)),
+      index_by_hits_(config.capacity_rows > 0 &&
+                     config.eviction_policy == EvictionPolicy::kLfu),
+      stripes_(new Stripe[std::max(1, stripes)]),
+      num_stripes_(std::max(1, stripes)),
+      consistency_(config.consistency) {}
+
+int SparseTable::StripeOf(uint64_t id) const {
+  return static_cast<int>(Mix64(id ^ 0x5bd1e9955bd1e995ULL) %
+                          static_cast<uint64_t>(num_stripes_));
+}
+
+void SparseTable::GroupByStripe(absl::Span<const uint64_t> ids,
+                                std::vector<int>* begin,
+                                std::vector<int32_t>* order) const {
+  std::vector<int> stripe(ids.size());
+  begin->assign(num_stripes_ + 1, 0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    stripe[i] = StripeOf(ids[i]);
+    ++(*begin)[stripe[i] + 1];
+  }
+  for (int s = 0; s < num_stripes_; ++s) (*begin)[s + 1] += (*begin)[s];
+  std::vector<int> next(begin->begin(), begin->end() - 1);
+  order->resize(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    (*order)[next[stripe[i]]++] = static_cast<int32_t>(i);
+  }
+}
+
+int64_t SparseTable::BytesPerRow() const {
+  int64_t b = static_cast<int64_t>(sizeof(Row)) + 8 + 1 +  // map slot
+              4 * (value_floats_ + num_slots_ * config_.dim);
+  if (index_by_step_) b += 48;
+  if (index_by_hits_) b += 48;
+  return b;
+}
+
+absl::StatusOr<GradPiece> SparseTable::Prepare(const SparseGradient& g,
+                                               bool* non_finite) const {
+  const int64_t n = static_cast<int64_t>(g.ids.size());
+  const int64_t dim = config_.dim;
+  const int64_t shape[2] = {n, dim};
+  PLEXUS_RETURN_IF_ERROR(CheckTensor(g.grads, shape, "grads"),
+                         absl::StrCat("table ", config_.name));
+  std::vector<float> raw(static_cast<size_t>(n * dim));
+  ToFloat(g.grads.dtype, g.grads.data.data(), n * dim, raw.data());
+  GradPiece piece;
+  absl::flat_hash_map<uint64_t, int32_t> index;
+  index.reserve(static_cast<size_t>(n));
+  piece.ids.reserve(static_cast<size_t>(n));
+  piece.grads.reserve(static_cast<size_t>(n * dim));
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = raw.data() + i * dim;
+    if (!AllFinite(row, dim)) {
+      *non_finite = true;
+      if (config_.non_finite_policy == NonFinitePolicy::kReject) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("table ", config_.name, ": gradient of id ", g.ids[i],
+                         " holds NaN or Inf"));
+      }
+      ++piece.skipped_non_finite;
+      continue;
+    }
+    auto [it, inserted] =
+        index.try_emplace(g.ids[i], static_cast<int32_t>(piece.ids.size()));
+    if (inserted) {
+      piece.ids.push_back(g.ids[i]);
+      piece.grads.insert(piece.grads.end(), row, row + dim);
+    } else {
+      float* dst = piece.grads.data() + int64_t{it->second} * dim;
+      for (int64_t j = 0; j < dim; ++j) dst[j] += row[j];
+    }
+  }
+  return piece;
+}
+
+SparseTable::Row SparseTable::NewRow(uint64_t id) const {
+  const int64_t dim = config_.dim;
+  Row row;
+  row.data.reset(new float[value_floats_ + num_slots_ * dim]);
+  float* slots = row.data.get() + value_floats_;
+  for (int k = 0; k < num_slots_; ++k) {
+    const float v = optimizer_->slot_initial_value(k);
+    for (int64_t j = 0; j < dim; ++j) slots[k * dim + j] = v;
+  }
+  if (config_.storage_dtype == DType::kFloat32) {
+    InitializeRow(config_.initializer, name_hash_, id, row.data.get(), dim);
+  } else {
+    std::vector<float> tmp(static_cast<size_t>(dim));
+    InitializeRow(config_.initializer, name_hash_, id, tmp.data(), dim);
+    ValueFromFloat(tmp.data(), row);
+  }
+  return row;
+}
+
+void SparseTable::ValueToFloat(const Row& row, float* out) const {
+  ToFloat(config_.storage_dtype, row.data.get(), config_.dim, out);
+}
+
+void SparseTable::ValueFromFloat(const float* in, Row& row) const {
+  FromFloat(config_.storage_dtype, in, config_.dim, row.data.get());
+}
+
+void SparseTable::Touch(Stripe& s, uint64_t id, Row& row, uint64_t step) {
+  if (index_by_step_ && step > row.last_step) {
+    s.by_step.erase({row.last_step, id});
+    s.by_step.insert({step, id});
+  }
+  if (index_by_hits_) {
+    s.by_hits.erase({row.hit_count, id});
+    s.by_hits.insert({row.hit_count + 1, id});
+  }
+  ++row.hit_count;
+  row.last_step = std::max(row.last_step, step);
+}
+
+SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
+  auto it = s.rows.find(id);
+  if (it != s.rows.end()) return &it->second;
+  if (config_.admission_min_hit_count > 1) {
+    uint32_t& hits = s.pending_hits[id];
+    if (++hits < config_.admission_min_hit_count) return nullptr;
+    s.pending_hits.erase(id);
+  }
+  auto [pos, inserted] = s.rows.emplace(id, NewRow(id));
+  if (index_by_step_) s.by_step.insert({0, id});
+  if (index_by_hits_) s.by_hits.insert({0, id});
+  num_rows_.fetch_add(1, std::memory_order_relaxed);
+  return &pos->second;
+}
+
+void SparseTable::EraseRow(Stripe& s, uint64_t id) {
+  auto it = s.rows.find(id);
+  if (it == s.rows.end()) return;
+  if (index_by_step_) s.by_step.erase({it->second.last_step, id});
+  if (index_by_hits_) s.by_hits.erase({it->second.hit_count, id});
+  s.rows.erase(it);
+  num_rows_.fetch_sub(1, std::memory_order_relaxed);
+  rows_evicted_.fetch_add(1, std::memory_order_relaxed);
+}
+
+SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
+                                           uint64_t step) {
+  ApplyStats stats;
+  const int64_t dim = config_.dim;
+  std::vector<int> begin;
+  std::vector<int32_t> order;
+  GroupByStripe(piece.ids, &begin, &order);
+  const bool fp32 = config_.storage_dtype == DType::kFloat32;
+  std::vector<float> tmp(fp32 ? 0 : static_cast<size_t>(dim));
+  std::vector<float*> slots(static_cast<size_t>(std::max(1, num_slots_)));
+  for (int s = 0; s < num_stripes_; ++s) {
+    if (begin[s] == begin[s + 1]) continue;
+    Stripe& stripe = stripes_[s];
+    absl::MutexLock lock(&stripe.mu);
+    for (int k = begin[s]; k < begin[s + 1]; ++k) {
+      const int32_t pos = order[k];
+      const uint64_t id = piece.ids[pos];
+      Row* row = FindOrAdmit(stripe, id);
+      if (row == nullptr) {
+        ++stats.not_admitted;
+        continue;
+      }
+      float* base = row->data.get();
+      for (int j = 0; j < num_slots_; ++j) {
+        slots[j] = base + value_floats_ + j * dim;
+      }
+      const float* g = piece.grads.data() + int64_t{pos} * dim;
+      ++row->update_count;
+      if (fp32) {
+        optimizer_->Apply(base, slots.data(), g, dim, row->update_count);
+      } else {
+        ValueToFloat(*row, tmp.data());
+        optimizer_->Apply(tmp.data(), slots.data(), g, dim, row->update_count);
+        ValueFromFloat(tmp.data(), *row);
+      }
+      ++row->version;
+      Touch(stripe, id, *row, step);
+      ++stats.applied;
+    }
+  }
+  rows_not_admitted_.fetch_add(stats.not_admitted, std::memory_order_relaxed);
+  return stats;
+}
+
+void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
+                       uint64_t step, DType dtype, SparseValues* out) {
+  const int64_t dim = config_.dim;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int esize = DTypeSize(dtype);
+  out->dtype = dtype;
+  out->shape = {n, dim};
+  out->data.resize(static_cast<size_t>(n * dim * esize));
+  out->missing_positions.clear();
+  std::vector<int> begin;
+  std::vector<int32_t> order;
+  GroupByStripe(ids, &begin, &order);
+  std::vector<float> tmp(static_cast<size_t>(dim));
+  char* dst = out->data.data();
+  for (int s = 0; s < num_stripes_; ++s) {
+    if (begin[s] == begin[s + 1]) continue;
+    Stripe& stripe = stripes_[s];
+    absl::MutexLock lock(&stripe.mu);
+    for (int k = begin[s]; k < begin[s + 1]; ++k) {
+      const int32_t pos = order[k];
+      const uint64_t id = ids[pos];
+      Row* row = nullptr;
+      if (create_missing) {
+        row = FindOrAdmit(stripe, id);
+      } else {
+        auto it = stripe.rows.find(id);
+        if (it != stripe.rows.end()) row = &it->second;
+      }
+      char* at = dst + int64_t{pos} * dim * esize;
+      if (row == nullptr) {
+        InitializeRow(config_.initializer, name_hash_, id, tmp.data(), dim);
+        FromFloat(dtype, tmp.data(), dim, at);
+        out->missing_positions.push_back(static_cast<uint32_t>(pos));
+        continue;
+      }
+      Touch(stripe, id, *row, step);
+      if (dtype == config_.storage_dtype) {
+        std::memcpy(at, row->data.get(), static_cast<size_t>(dim * esize));
+      } else {
+        ValueToFloat(*row, tmp.data());
+        FromFloat(dtype, tmp.data(), dim, at);
+      }
+    }
+  }
+  std::sort(out->missing_positions.begin(), out->missing_positions.end());
+}
+
+int64_t SparseTable::Evict(uint64_t newest_step) {
+  int64_t evicted = 0;
+  if (config_.ttl_steps > 0 && newest_step > config_.ttl_steps) {
+    const uint64_t threshold = newest_step - config_.ttl_steps;
+    for (int s = 0; s < num_stripes_; ++s) {
+      Stripe& stripe = stripes_[s];
+      absl::MutexLock lock(&stripe.mu);
+      while (!stripe.by_step.empty() &&
+             stripe.by_step.begin()->first < threshold) {
+        EraseRow(stripe, stripe.by_step.begin()->second);
+        ++evicted;
+      }
+    }
+  }
+  const int64_t cap = config_.capacity_rows;
+  while (cap > 0 && num_rows_.load(std::memory_order_relaxed) > cap) {
+    // Candidates: the `excess` oldest (or least hit) of each stripe; the
+    // globally smallest `excess` of them are the victims.
+    const int64_t excess = num_rows_.load(std::memory_order_relaxed) - cap;
+    struct Candidate {
+      uint64_t key;
+      uint64_t id;
+      int stripe;
+    };
+    std::vector<Candidate> cands;
+    for (int s = 0; s < num_stripes_; ++s) {
+      Stripe& stripe = stripes_[s];
+      absl::MutexLock lock(&stripe.mu);
+      const auto& index = index_by_hits_ ? stripe.by_hits : stripe.by_step;
+      int64_t taken = 0;
+      for (auto it = index.begin(); it != index.end() && taken < excess;
+           ++it, ++taken) {
+        cands.push_back({it->first, it->second, s});
+      }
+    }
+    if (cands.empty()) break;
+    const size_t k = std::min<size_t>(cands.size(), excess);
+    std::partial_sort(cands.begin(), cands.begin() + k, cands.end(),
+                      [](const Candidate& a, const Candidate& b) {
+                        return std::tie(a.key, a.id) < std::tie(b.key, b.id);
+                      });
+    for (size_t i = 0; i < k; ++i) {
+      Stripe& stripe = stripes_[cands[i].stripe];
+      absl::MutexLock lock(&stripe.mu);
+      auto it = stripe.rows.find(cands[i].id);
+      if (it == stripe.rows.end()) continue;
+      const uint64_t key =
+          index_by_hits_ ? it->second.hit_count : it->second.last_step;
+      if (key != cands[i].key) continue;  // touched meanwhile: spared
+      EraseRow(stripe, cands[i].id);
+      ++evicted;
+    }
+  }
+  return evicted;
+}
+
+TableInfo SparseTable::Info() const {
+  TableInfo info;
+  info.config = config_;
+  info.rows_in_memory = num_rows_.load(std::memory_order_relaxed);
+  info.memory_bytes = info.rows_in_memory * BytesPerRow() +
+                      static_cast<int64_t>(sizeof(Stripe)) * num_stripes_;
+  info.rows_evicted = rows_evicted_.load(std::memory_order_relaxed);
+  info.rows_not_admitted = rows_not_admitted_.load(std::memory_order_relaxed);
+  info.last_applied_step_id = consistency_.last_applied_step();
+  info.updates_applied = consistency_.updates_applied();
+  return info;
+}
+
+absl::StatusOr<RowSnapshot> SparseTable::ReadRow(uint64_t id) const {
+  Stripe& stripe = stripes_[StripeOf(id)];
+  absl::MutexLock lock(&stripe.mu);
+  auto it = stripe.rows.find(id);
+  if (it == stripe.rows.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("table ", config_.name, " has no row ", id));
+  }
+  const Row& row = it->second;
+  RowSnapshot snap;
+  snap.value.resize(static_cast<size_t>(config_.dim));
+  ValueToFloat(row, snap.value.data());
+  for (int k = 0; k < num_slots_; ++k) {
+    const float* p = row.data.get() + value_floats_ + k * config_.dim;
+    snap.slots.emplace_back(p, p + config_.dim);
+  }
+  snap.hit_count = row.hit_count;
+  snap.last_step = row.last_step;
+  snap.version = row.version;
+  snap.update_count = row.update_count;
+  return snap;
+}
+
+}  // namespace plexus::ps

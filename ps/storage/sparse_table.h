@@ -1,0 +1,118 @@
+// Private to ps/storage. One sparse embedding table on one shard.
+//
+// Rows live in `stripes` hash maps, each with its own mutex; a row belongs to
+// stripe Mix64(id ^ salt) % stripes (independent of the shard routing hash).
+// An operation on many ids groups them by stripe and locks each stripe once,
+// never two at a time, so there is no lock ordering to get wrong.
+//
+// Row memory: one fp32 block per row, the value first (dim fp32, or dim
+// 16-bit values packed into ceil(dim/2) floats) then num_slots*dim fp32
+// slots. Every field of a row is plain data, so rows serialise as bytes.
+//
+// Thread safety: every public method may be called concurrently.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "ps/storage/consistency.h"
+#include "ps/storage/engine.h"
+#include "ps/storage/optimizer.h"
+
+namespace plexus::ps {
+
+class SparseTable {
+ public:
+  SparseTable(const TableConfig& config, std::unique_ptr<Optimizer> optimizer,
+              int stripes);
+
+  const TableConfig& config() const { return config_; }
+  ConsistencyState& consistency() { return consistency_; }
+
+  // Validates `g` (shape [ids, dim], dtype, bytes) and converts it to fp32
+  // with duplicate ids summed. Non-finite rows: INVALID_ARGUMENT under
+  // kReject (sets *non_finite), dropped and counted under kSkip. Changes
+  // nothing.
+  absl::StatusOr<GradPiece> Prepare(const SparseGradient& g,
+                                    bool* non_finite) const;
+
+  struct ApplyStats {
+    int64_t applied = 0;
+    int64_t not_admitted = 0;
+  };
+  // Applies `piece` (distinct ids, fp32 grads) through the
+  // optimizer at `step`, creating admitted rows.
+  ApplyStats Apply(const GradPiece& piece, uint64_t step);
+
+  // Reads `ids` into `out` (shape [ids, dim], dtype `dtype`).
+  void Read(absl::Span<const uint64_t> ids, bool create_missing, uint64_t step,
+            DType dtype, SparseValues* out);
+
+  // Evicts rows untouched since newest_step - ttl_steps and rows beyond the
+  // capacity. Returns the number evicted.
+  int64_t Evict(uint64_t newest_step);
+
+  TableInfo Info() const;
+  absl::StatusOr<RowSnapshot> ReadRow(uint64_t id) const;
+
+ private:
+  struct Row {
+    uint64_t hit_count = 0;
+    uint64_t last_step = 0;
+    uint64_t version = 0;
+    int64_t update_count = 0;
+    std::unique_ptr<float[]> data;
+  };
+  struct Stripe {
+    absl::Mutex mu;
+    absl::flat_hash_map<uint64_t, Row> rows ABSL_GUARDED_BY(mu);
+    // Admission: touches of ids that have no row yet.
+    absl::flat_hash_map<uint64_t, uint32_t> pending_hits ABSL_GUARDED_BY(mu);
+    // (last_step or hit_count, id): eviction order, kept only when the table
+    // evicts (ttl or capacity).
+    absl::btree_set<std::pair<uint64_t, uint64_t>> by_step ABSL_GUARDED_BY(mu);
+    absl::btree_set<std::pair<uint64_t, uint64_t>> by_hits ABSL_GUARDED_BY(mu);
+  };
+
+  int StripeOf(uint64_t id) const;
+  // Groups positions 0..n-1 of `ids` by stripe: order[] lists positions,
+  // stripe s owning order[begin[s] .. begin[s+1]).
+  void GroupByStripe(absl::Span<const uint64_t> ids, std::vector<int>* begin,
+                     std::vector<int32_t>* order) const;
+  Row NewRow(uint64_t id) const;
+  // Updates hit count / last step (and the eviction indexes).
+  void Touch(Stripe& s, uint64_t id, Row& row, uint64_t step)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Looks up or creates (if admitted) the row. Null if not admitted.
+  Row* FindOrAdmit(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  void EraseRow(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  void ValueToFloat(const Row& row, float* out) const;
+  void ValueFromFloat(const float* in, Row& row) const;
+  int64_t BytesPerRow() const;
+
+  // Constant after construction.
+  const TableConfig config_;
+  const std::unique_ptr<Optimizer> optimizer_;
+  const uint64_t name_hash_;
+  const int num_slots_;
+  const int64_t value_floats_;  // floats holding the value
+  const bool index_by_step_;    // ttl or LRU
+  const bool index_by_hits_;    // LFU
+  const std::unique_ptr<Stripe[]> stripes_;
+  const int num_stripes_;
+  ConsistencyState consistency_;
+
+  std::atomic<int64_t> num_rows_{0};
+  std::atomic<int64_t> rows_evicted_{0};
+  std::atomic<int64_t> rows_not_admitted_{0};
+};
+
+}  // namespace plexus::ps
