@@ -133,6 +133,8 @@ struct TableConfig {
   ConsistencyConfig consistency;
   // A pushed-to row is created once its id has been seen this many times
   // (pushes and pulls with create_missing count); 0 or 1: on first touch.
+  // The pending counts are bounded (64 Ki ids per stripe); when a stripe's
+  // fill up they are forgotten and counting starts over.
   uint32_t admission_min_hit_count = 0;
   // Rows not touched for this many steps (counted from the newest step the
   // engine has seen) are evicted; 0: never.

@@ -6,8 +6,9 @@
 
 namespace plexus::ps {
 
-ConsistencyState::ConsistencyState(const ConsistencyConfig& config)
-    : config_(config) {}
+ConsistencyState::ConsistencyState(const ConsistencyConfig& config,
+                                   uint64_t applied_step)
+    : config_(config), last_applied_step_(applied_step) {}
 
 bool ConsistencyState::Contribution::complete() const {
   for (const auto& [seq, c] : chunks) {

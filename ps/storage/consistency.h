@@ -40,7 +40,9 @@ struct GradPiece {
 
 class ConsistencyState {
  public:
-  explicit ConsistencyState(const ConsistencyConfig& config);
+  // Steps <= applied_step count as applied (a target created or restored in
+  // the middle of a job).
+  ConsistencyState(const ConsistencyConfig& config, uint64_t applied_step);
 
   const ConsistencyConfig& config() const { return config_; }
   bool is_sync() const { return config_.mode == ConsistencyMode::kSync; }

@@ -53,7 +53,7 @@ DenseVariable::DenseVariable(const CreateVariableOptions& options,
       num_slots_(optimizer_->num_slots()),
       rows_per_stripe_(std::max<int64_t>(
           1, (rows.size() + std::max(1, stripes) - 1) / std::max(1, stripes))),
-      consistency_(options.config.consistency),
+      consistency_(options.config.consistency, options.applied_step),
       stripe_mu_(new absl::Mutex[static_cast<size_t>(std::max<int64_t>(
           1, (rows.size() + rows_per_stripe_ - 1) / rows_per_stripe_))]) {
   const int64_t n = rows.size() * width;

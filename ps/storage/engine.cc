@@ -1,6 +1,7 @@
 #include "ps/storage/engine_impl.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -111,7 +112,8 @@ absl::StatusOr<bool> EngineImpl::CreateTable(
         absl::StrCat("table ", name, " exists with a different config"));
   }
   auto table = std::make_shared<SparseTable>(
-      options.config, std::move(optimizer), options_.table_stripes);
+      options.config, std::move(optimizer), options_.table_stripes,
+      options.applied_step);
   if (shutdown_) table->consistency().Shutdown();
   tables_.emplace(name, std::move(table));
   return true;
@@ -222,20 +224,28 @@ absl::StatusOr<PushResult> EngineImpl::PushImpl(
   PLEXUS_RETURN_IF_ERROR(
       keys_.CheckIncarnation(options.worker_id, options.worker_incarnation));
   PushResult result;
+  std::optional<UpdateKey> key;
   if (options.exactly_once) {
-    UpdateKey key;
-    key.job_id = options.job_id;
-    key.by_closure = options.closure_id != 0;
-    key.owner = key.by_closure ? options.closure_id : options.worker_id;
-    key.step_id = key.by_closure ? 0 : options.step_id;
-    key.push_seq = options.push_seq;
-    key.chunk_index = options.chunk_index;
-    if (!keys_.Insert(key, options.step_id)) {
+    key.emplace();
+    key->job_id = options.job_id;
+    key->by_closure = options.closure_id != 0;
+    key->owner = key->by_closure ? options.closure_id : options.worker_id;
+    key->step_id = key->by_closure ? 0 : options.step_id;
+    key->push_seq = options.push_seq;
+    key->chunk_index = options.chunk_index;
+    if (!keys_.Insert(*key, options.step_id)) {
       duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
       result.outcome = PushOutcome::kDuplicate;
       return result;
     }
   }
+  // A sync step can complete between the check above and the aggregation
+  // below only if more closures than num_workers push it; that late piece is
+  // refused and its key forgotten (earlier items of the request stay).
+  auto refuse = [&](absl::Status s) {
+    if (key.has_value()) keys_.Erase(*key);
+    return s;
+  };
   NoteStep(options.step_id);
   // 3. Apply (or aggregate).
   const uint64_t step = options.step_id;
@@ -249,14 +259,14 @@ absl::StatusOr<PushResult> EngineImpl::PushImpl(
     ConsistencyState& cs = var.consistency();
     if (cs.is_sync()) {
       result.outcome = PushOutcome::kAggregated;
-      PLEXUS_ASSIGN_OR_RETURN(
-          auto done, cs.AddSyncContribution(
-                         step, closure, options.push_seq, options.chunk_index,
-                         options.num_chunks, std::move(piece)));
-      if (done.has_value()) {
+      auto done = cs.AddSyncContribution(step, closure, options.push_seq,
+                                         options.chunk_index,
+                                         options.num_chunks, std::move(piece));
+      if (!done.ok()) return refuse(done.status());
+      if (done->has_value()) {
         std::vector<bool> mask;
-        GradPiece sum =
-            SumDense(*done, var.width(), 1.0f / cs.config().num_workers, &mask);
+        GradPiece sum = SumDense(**done, var.width(),
+                                 1.0f / cs.config().num_workers, &mask);
         var.Apply(sum, &mask);
         cs.MarkApplied(step);
       }
@@ -276,12 +286,12 @@ absl::StatusOr<PushResult> EngineImpl::PushImpl(
     if (cs.is_sync()) {
       result.outcome = PushOutcome::kAggregated;
       result.rows_applied += piece.num_rows();
-      PLEXUS_ASSIGN_OR_RETURN(
-          auto done, cs.AddSyncContribution(
-                         step, closure, options.push_seq, options.chunk_index,
-                         options.num_chunks, std::move(piece)));
-      if (done.has_value()) {
-        GradPiece sum = SumSparse(*done, table.config().dim,
+      auto done = cs.AddSyncContribution(step, closure, options.push_seq,
+                                         options.chunk_index,
+                                         options.num_chunks, std::move(piece));
+      if (!done.ok()) return refuse(done.status());
+      if (done->has_value()) {
+        GradPiece sum = SumSparse(**done, table.config().dim,
                                   1.0f / cs.config().num_workers);
         table.Apply(sum, step);
         cs.MarkApplied(step);
@@ -356,6 +366,19 @@ absl::StatusOr<PullResult> EngineImpl::Pull(
     tables[i]->Read(sparse[i].ids, sparse[i].create_missing, options.step_id,
                     dtype, &result.sparse[i]);
   }
+  return result;
+}
+
+absl::StatusOr<PushPullResult> EngineImpl::PushPull(
+    const PushOptions& push_options, absl::Span<const DenseGradient> push_dense,
+    absl::Span<const SparseGradient> push_sparse,
+    const PullOptions& pull_options, absl::Span<const DenseRead> pull_dense,
+    absl::Span<const SparseRead> pull_sparse) {
+  PushPullResult result;
+  PLEXUS_ASSIGN_OR_RETURN(result.push,
+                          Push(push_options, push_dense, push_sparse));
+  PLEXUS_ASSIGN_OR_RETURN(result.pull,
+                          Pull(pull_options, pull_dense, pull_sparse));
   return result;
 }
 

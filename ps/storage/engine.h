@@ -79,10 +79,17 @@ struct CreateVariableOptions {
   // Initial values of exactly `rows`, shape [rows, shape[1:]...]; dtype
   // kUnspecified (the default): use config.initializer.
   TensorView initial_value;
+  // Steps <= applied_step count as applied: in sync mode a pull at step
+  // applied_step + 1 does not wait (a variable created or restored in the
+  // middle of a job). Not part of the config (ignored by the idempotency
+  // comparison). Default 0.
+  uint64_t applied_step = 0;
 };
 
 struct CreateTableOptions {
   TableConfig config;
+  // As CreateVariableOptions::applied_step.
+  uint64_t applied_step = 0;
 };
 
 // ---- data plane ----
@@ -181,6 +188,11 @@ struct PullResult {
   std::vector<SparseValues> sparse;  // one per SparseRead, in order
 };
 
+struct PushPullResult {
+  PushResult push;
+  PullResult pull;
+};
+
 // ---- introspection ----
 
 struct VariableInfo {
@@ -260,6 +272,16 @@ class Engine {
   virtual absl::StatusOr<PullResult> Pull(
       const PullOptions& options, absl::Span<const DenseRead> dense,
       absl::Span<const SparseRead> sparse) = 0;
+
+  // Push then Pull in one call (PushPull RPC): the pulled values reflect the
+  // push for async targets; sync targets wait as Pull does. A duplicate push
+  // still returns the pull. A failed push returns its error without pulling.
+  virtual absl::StatusOr<PushPullResult> PushPull(
+      const PushOptions& push_options,
+      absl::Span<const DenseGradient> push_dense,
+      absl::Span<const SparseGradient> push_sparse,
+      const PullOptions& pull_options, absl::Span<const DenseRead> pull_dense,
+      absl::Span<const SparseRead> pull_sparse) = 0;
 
   // Drops the exactly-once keys of steps <= step_id (keys pushed with
   // step_id 0 are kept until Trim with UINT64_MAX).

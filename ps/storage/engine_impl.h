@@ -38,6 +38,12 @@ class EngineImpl final : public Engine {
   absl::StatusOr<PullResult> Pull(const PullOptions& options,
                                   absl::Span<const DenseRead> dense,
                                   absl::Span<const SparseRead> sparse) override;
+  absl::StatusOr<PushPullResult> PushPull(
+      const PushOptions& push_options,
+      absl::Span<const DenseGradient> push_dense,
+      absl::Span<const SparseGradient> push_sparse,
+      const PullOptions& pull_options, absl::Span<const DenseRead> pull_dense,
+      absl::Span<const SparseRead> pull_sparse) override;
   void TrimAppliedKeys(uint64_t step_id) override;
   int64_t RunEviction() override;
   void Shutdown() override;

@@ -20,7 +20,8 @@ bool AllFinite(const float* p, int64_t n) {
 }  // namespace
 
 SparseTable::SparseTable(const TableConfig& config,
-                         std::unique_ptr<Optimizer> optimizer, int stripes)
+                         std::unique_ptr<Optimizer> optimizer, int stripes,
+                         uint64_t applied_step)
     : config_(config),
       optimizer_(std::move(optimizer)),
       name_hash_(HashName(config.name)),
@@ -35,7 +36,7 @@ SparseTable::SparseTable(const TableConfig& config,
                      config.eviction_policy == EvictionPolicy::kLfu),
       stripes_(new Stripe[std::max(1, stripes)]),
       num_stripes_(std::max(1, stripes)),
-      consistency_(config.consistency) {}
+      consistency_(config.consistency, applied_step) {}
 
 int SparseTable::StripeOf(uint64_t id) const {
   return static_cast<int>(Mix64(id ^ 0x5bd1e9955bd1e995ULL) %
@@ -150,6 +151,10 @@ SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
   auto it = s.rows.find(id);
   if (it != s.rows.end()) return &it->second;
   if (config_.admission_min_hit_count > 1) {
+    if (s.pending_hits.size() >= kMaxPendingPerStripe &&
+        !s.pending_hits.contains(id)) {
+      s.pending_hits.clear();  // bound the memory: counting starts over
+    }
     uint32_t& hits = s.pending_hits[id];
     if (++hits < config_.admission_min_hit_count) return nullptr;
     s.pending_hits.erase(id);

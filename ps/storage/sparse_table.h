@@ -32,7 +32,7 @@ namespace plexus::ps {
 class SparseTable {
  public:
   SparseTable(const TableConfig& config, std::unique_ptr<Optimizer> optimizer,
-              int stripes);
+              int stripes, uint64_t applied_step);
 
   const TableConfig& config() const { return config_; }
   ConsistencyState& consistency() { return consistency_; }
@@ -74,13 +74,16 @@ class SparseTable {
   struct Stripe {
     absl::Mutex mu;
     absl::flat_hash_map<uint64_t, Row> rows ABSL_GUARDED_BY(mu);
-    // Admission: touches of ids that have no row yet.
+    // Admission: touches of ids that have no row yet. At most
+    // kMaxPendingPerStripe entries; beyond that the counts start over.
     absl::flat_hash_map<uint64_t, uint32_t> pending_hits ABSL_GUARDED_BY(mu);
     // (last_step or hit_count, id): eviction order, kept only when the table
     // evicts (ttl or capacity).
     absl::btree_set<std::pair<uint64_t, uint64_t>> by_step ABSL_GUARDED_BY(mu);
     absl::btree_set<std::pair<uint64_t, uint64_t>> by_hits ABSL_GUARDED_BY(mu);
   };
+
+  static constexpr size_t kMaxPendingPerStripe = size_t{1} << 16;
 
   int StripeOf(uint64_t id) const;
   // Groups positions 0..n-1 of `ids` by stripe: order[] lists positions,

@@ -192,3 +192,47 @@ TEST(Consistency, ShutdownWakesWaiters) {
 
 }  // namespace
 }  // namespace plexus::ps
+
+namespace plexus::ps {
+namespace {
+
+TEST(Consistency, SyncTargetCreatedMidJobStartsAfterItsAppliedStep) {
+  auto e = testing::NewEngine();
+  TableConfig c = testing::SimpleTable("t", 1);
+  c.consistency = {.mode = ConsistencyMode::kSync, .num_workers = 1};
+  ASSERT_TRUE(e->CreateTable({c, /*applied_step=*/41}).ok());
+  EXPECT_TRUE(PullAt(*e, "t", 1, 42, absl::ZeroDuration()).ok());
+  EXPECT_EQ(testing::PushRows(*e, "t", {1}, {1},
+                              {.step_id = 41, .exactly_once = false})
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(testing::PushRows(*e, "t", {1}, {1},
+                                {.step_id = 42, .exactly_once = false})
+                  .ok());
+  EXPECT_TRUE(PullAt(*e, "t", 1, 43, absl::ZeroDuration()).ok());
+}
+
+TEST(Consistency, PushPullReflectsThePush) {
+  auto e = testing::NewEngine();
+  ASSERT_TRUE(e->CreateTable({testing::SimpleTable("t", 1)}).ok());
+  std::vector<uint64_t> ids = {4};
+  auto g = testing::F32({1, 1}, {2});
+  SparseGradient sg{"t", ids, g.view()};
+  SparseRead sr{"t", ids, false};
+  PushOptions po{.worker_id = 1, .step_id = 1};
+  auto r = e->PushPull(po, {}, {&sg, 1}, {}, {}, {&sr, 1});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->push.outcome, PushOutcome::kApplied);
+  EXPECT_EQ(testing::Decode(DType::kFloat32, r->pull.sparse[0].data),
+            std::vector<float>{-1});
+  // The duplicate still returns the pull.
+  r = e->PushPull(po, {}, {&sg, 1}, {}, {}, {&sr, 1});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->push.outcome, PushOutcome::kDuplicate);
+  EXPECT_EQ(testing::Decode(DType::kFloat32, r->pull.sparse[0].data),
+            std::vector<float>{-1});
+}
+
+}  // namespace
+}  // namespace plexus::ps
