@@ -181,25 +181,34 @@ void UcxTransport::Abort(const absl::Status& why) {
 
 void UcxTransport::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
   Peer* peer = static_cast<Peer*>(arg);
-  peer->self->PeerLost(
+  peer->self->MarkLost(
       peer->rank,
-      FromUcs(status, absl::StrCat("endpoint to rank ", peer->rank)),
-      peer->self->rank_);
+      FromUcs(status, absl::StrCat("endpoint to rank ", peer->rank)));
 }
 
-void UcxTransport::PeerLost(int peer, const absl::Status& why,
-                            int reported_by) {
-  if (peer < 0 || peer >= size_ || peers_[peer]->failed) return;
+void UcxTransport::MarkLost(int peer, const absl::Status& why) {
+  if (peers_[peer]->failed) return;
   peers_[peer]->failed = true;
-  if (reported_by == rank_) {
-    (void)Fail(absl::UnavailableError(absl::StrCat(
-        "rank ", rank_, ": peer rank ", peer, " failed: ", why.message())));
-    notices_to_send_.push_back(peer);
-  } else {
-    (void)Fail(absl::UnavailableError(
-        absl::StrCat("rank ", rank_, ": peer rank ", peer,
-                     " failed (reported by rank ", reported_by, ")")));
+  peers_[peer]->error = why;
+}
+
+absl::Status UcxTransport::FailForPeer(int peer, const absl::Status& why) {
+  MarkLost(peer, why);
+  absl::Status s = Fail(absl::UnavailableError(absl::StrCat(
+      "rank ", rank_, ": peer rank ", peer, " failed: ", why.message())));
+  notices_to_send_.push_back(peer);
+  PollControl();
+  // Push the notices out (fire and forget) before the caller gives up.
+  for (int i = 0; i < 100 && ucp_worker_progress(worker_) != 0; ++i) {
   }
+  return s;
+}
+
+void UcxTransport::NoticeReceived(int peer, int reported_by) {
+  if (peer < 0 || peer >= size_) return;
+  (void)Fail(absl::UnavailableError(
+      absl::StrCat("rank ", rank_, ": peer rank ", peer,
+                   " failed (reported by rank ", reported_by, ")")));
 }
 
 void UcxTransport::PostControlRecv() {
@@ -225,7 +234,7 @@ void UcxTransport::PollControl() {
       if (st == UCS_OK) {
         int from =
             static_cast<int>((info.sender_tag & ~kControlBit) >> kRankShift);
-        PeerLost(static_cast<int>(control_buf_), absl::OkStatus(), from);
+        NoticeReceived(static_cast<int>(control_buf_), from);
         PostControlRecv();
       }
     }
@@ -234,7 +243,7 @@ void UcxTransport::PollControl() {
     int failed = notices_to_send_.back();
     notices_to_send_.pop_back();
     for (int p = 0; p < size_; ++p) {
-      if (p == rank_ || peers_[p]->failed) continue;
+      if (p == rank_ || p == failed || peers_[p]->failed) continue;
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
       param.datatype = ucp_dt_make_contig(1);
@@ -250,6 +259,7 @@ absl::StatusOr<std::unique_ptr<Request>> UcxTransport::ISend(int peer, Tag tag,
                                                              const void* data,
                                                              size_t bytes) {
   PLEXUS_RETURN_IF_ERROR(CheckPeer(peer));
+  if (peers_[peer]->failed) return FailForPeer(peer, peers_[peer]->error);
   auto req = std::make_unique<UcxRequest>();
   req->transport = this;
   req->peer = peer;
@@ -272,6 +282,7 @@ absl::StatusOr<std::unique_ptr<Request>> UcxTransport::IRecv(int peer, Tag tag,
                                                              void* data,
                                                              size_t bytes) {
   PLEXUS_RETURN_IF_ERROR(CheckPeer(peer));
+  if (peers_[peer]->failed) return FailForPeer(peer, peers_[peer]->error);
   auto req = std::make_unique<UcxRequest>();
   req->transport = this;
   req->peer = peer;
@@ -307,7 +318,7 @@ bool UcxTransport::Poll(UcxRequest* req, absl::Status* error) {
       req->peer);
   if (st != UCS_OK) {
     *error = FromUcs(st, what);
-    if (absl::IsUnavailable(*error)) PeerLost(req->peer, *error, rank_);
+    if (absl::IsUnavailable(*error)) *error = FailForPeer(req->peer, *error);
   } else if (req->is_recv && req->info.length != req->bytes) {
     *error = absl::InvalidArgumentError(absl::StrCat(
         what, ": got ", req->info.length, " bytes, expected ", req->bytes));
@@ -347,6 +358,9 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
       auto* req = static_cast<UcxRequest*>(r);
       absl::Status error;
       if (!Poll(req, &error)) {
+        if (peers_[req->peer]->failed) {
+          return FailForPeer(req->peer, peers_[req->peer]->error);
+        }
         all_done = false;
         if (pending == nullptr) pending = req;
       } else if (!error.ok()) {

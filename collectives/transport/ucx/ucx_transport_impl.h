@@ -58,7 +58,8 @@ class UcxTransport : public Transport {
     UcxTransport* self = nullptr;
     int rank = -1;
     ucp_ep_h ep = nullptr;
-    bool failed = false;
+    bool failed = false;  // endpoint error seen (may be a clean exit)
+    absl::Status error;   // why, when failed
   };
 
   static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
@@ -66,8 +67,14 @@ class UcxTransport : public Transport {
   absl::Status CheckPeer(int peer) const;
   // Records `error` as sticky (first one wins); returns the sticky error.
   absl::Status Fail(absl::Status error);
-  // Marks `peer` failed, records the sticky error and queues notices.
-  void PeerLost(int peer, const absl::Status& why, int reported_by);
+  // Endpoint error: marks `peer` lost. Not yet an error of ours: a peer that
+  // finished its part and closed looks the same. It becomes one when we wait
+  // on a request involving that peer (FailForPeer).
+  void MarkLost(int peer, const absl::Status& why);
+  // Records the sticky UNAVAILABLE naming `peer` and tells every other rank.
+  absl::Status FailForPeer(int peer, const absl::Status& why);
+  // A notice from `reported_by` that `peer` failed: sticky UNAVAILABLE.
+  void NoticeReceived(int peer, int reported_by);
   // Reaps the control receive, sends queued failure notices.
   void PollControl();
   void PostControlRecv();

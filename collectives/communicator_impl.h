@@ -1,0 +1,114 @@
+// Private: the Communicator implementation. Include
+// plexus/collectives/communicator.h.
+//
+// One thread per communicator runs submitted operations in order; it alone
+// drives the transport. Submission validates arguments in the caller's thread
+// (INVALID_ARGUMENT, not sticky) and refuses work once an error is recorded
+// (FAILED_PRECONDITION with the first error).
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "collectives/algorithms/algorithms.h"
+#include "collectives/transport/transport.h"
+#include "plexus/collectives/communicator.h"
+
+namespace plexus::collectives {
+
+class WorkImpl : public Work {
+ public:
+  explicit WorkImpl(Algorithm algorithm) : algorithm_(algorithm) {}
+  absl::Status Wait(absl::Time deadline) override;
+  bool Done() const override { return done_.HasBeenNotified(); }
+  Algorithm algorithm() const override { return algorithm_; }
+  // Completes the work; called once.
+  void Finish(absl::Status status);
+
+ private:
+  const Algorithm algorithm_;
+  absl::Status status_;  // written once before done_ is notified
+  absl::Notification done_;
+};
+
+class CommunicatorImpl : public Communicator {
+ public:
+  CommunicatorImpl(std::unique_ptr<Transport> transport,
+                   const CommunicatorOptions& options, Algorithm forced);
+  ~CommunicatorImpl() override;
+
+  // Measures alpha and beta (collective: every rank calls it, before Start).
+  absl::Status Calibrate();
+  // Starts the operation thread.
+  void Start();
+
+  int rank() const override { return transport_->rank(); }
+  int size() const override { return transport_->size(); }
+  std::shared_ptr<Work> AllReduceAsync(const void* send, void* recv,
+                                       size_t count, DataType type, ReduceOp op,
+                                       const OpOptions& opts) override;
+  std::shared_ptr<Work> ReduceScatterAsync(const void* send, void* recv,
+                                           size_t recv_count, DataType type,
+                                           ReduceOp op,
+                                           const OpOptions& opts) override;
+  std::shared_ptr<Work> AllGatherAsync(const void* send, void* recv,
+                                       size_t send_count, DataType type,
+                                       const OpOptions& opts) override;
+  std::shared_ptr<Work> BroadcastAsync(void* buf, size_t count, DataType type,
+                                       int root,
+                                       const OpOptions& opts) override;
+  std::shared_ptr<Work> ReduceAsync(const void* send, void* recv, size_t count,
+                                    DataType type, ReduceOp op, int root,
+                                    const OpOptions& opts) override;
+  std::shared_ptr<Work> BarrierAsync(const OpOptions& opts) override;
+  void Abort() override;
+  absl::Status status() const override;
+  Algorithm SelectAllReduce(size_t bytes) const override;
+  CostModel cost_model() const override { return cost_model_; }
+
+ private:
+  using Body = std::function<absl::Status(const AlgoContext&)>;
+  struct Op {
+    std::string name;
+    Body body;
+    absl::Time deadline;
+    std::shared_ptr<WorkImpl> work;
+  };
+
+  // Queues `body`, or returns finished work if the communicator is broken.
+  std::shared_ptr<Work> Submit(std::string name, Algorithm algorithm,
+                               const OpOptions& opts, Body body);
+  static std::shared_ptr<Work> Failed(absl::Status status);
+  void Loop();
+  // Runs one operation on the calling thread (the loop, or Calibrate before
+  // the loop starts).
+  absl::Status Run(const Body& body, absl::Time deadline);
+  absl::Status CheckRoot(int root) const;
+
+  // Constant after construction (cost_model_ may change in Calibrate, before
+  // any operation is submitted).
+  const std::unique_ptr<Transport> transport_;
+  const CommunicatorOptions options_;
+  const Algorithm forced_;
+  CostModel cost_model_;
+
+  // Used by the loop thread only.
+  uint32_t next_op_ = 0;
+
+  mutable absl::Mutex mu_;
+  std::deque<Op> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool running_ ABSL_GUARDED_BY(mu_) = false;  // an operation is in flight
+  absl::Status error_ ABSL_GUARDED_BY(mu_);    // sticky
+
+  std::thread loop_;  // started by Start()
+};
+
+}  // namespace plexus::collectives

@@ -1,0 +1,83 @@
+// Options and vocabulary types of the public collectives API (see
+// communicator.h): data types, reductions, algorithms, progress modes, and the
+// per-communicator and per-operation options.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace plexus::collectives {
+
+enum class DataType { kFloat32, kFloat64, kFloat16, kBFloat16, kInt32, kInt64 };
+// Bytes per element.
+size_t DataTypeSize(DataType type);
+absl::string_view DataTypeName(DataType type);
+
+// kAvg sums, then divides by the group size (integer division for integers).
+enum class ReduceOp { kSum, kAvg, kMin, kMax, kProd };
+absl::string_view ReduceOpName(ReduceOp op);
+
+// kAuto lets the cost model choose. Forcing applies to all-reduce; the other
+// operations have one algorithm each (ring reduce-scatter and all-gather, tree
+// broadcast and reduce, recursive-doubling barrier).
+enum class Algorithm { kAuto, kRing, kTree, kRecursiveDoubling };
+absl::string_view AlgorithmName(Algorithm algorithm);
+// "ring", "tree", "rd" (or "recursive_doubling"), "auto"; nullopt otherwise.
+std::optional<Algorithm> ParseAlgorithm(absl::string_view name);
+
+// How a waiting rank makes progress: kBusyPoll spins (lowest latency, one core
+// per rank); kBlocking sleeps on the transport's event fd (use it when ranks
+// outnumber cores).
+enum class ProgressMode { kBusyPoll, kBlocking };
+
+// Alpha-beta-gamma cost model: a message of S bytes costs alpha + S * beta,
+// reducing S bytes costs S * gamma. Defaults are this project's 2-core
+// machine over UCX shared memory.
+struct CostModel {
+  double alpha_us = 2.0;              // per message, microseconds
+  double beta_us_per_byte = 1e-4;     // 10 GB/s
+  double gamma_us_per_byte = 1.6e-4;  // a[i] += b[i] at ~6 GB/s
+};
+
+struct CommunicatorOptions {
+  // Progress mode of the transport. Default: busy polling.
+  ProgressMode progress = ProgressMode::kBusyPoll;
+  // Deadline of an operation submitted without one, counted from submission.
+  // Default 60 s.
+  absl::Duration default_timeout = absl::Seconds(60);
+  // How long Create waits for every rank to appear in the store. Default 60 s.
+  absl::Duration connect_timeout = absl::Seconds(60);
+  // Forces the all-reduce algorithm. kAuto (default): the environment
+  // variable PLEXUS_COLL_ALGO (ring, tree, rd) if set, else the cost model.
+  Algorithm algorithm = Algorithm::kAuto;
+  // Fixed reduction order: results are bitwise identical run to run. Turns
+  // off calibration (the algorithm then depends only on size and group size).
+  // Default off. (Every algorithm here reduces in a fixed order; what varies
+  // without this is which algorithm a calibration picks.)
+  bool deterministic = false;
+  // Cost model constants used for algorithm selection.
+  CostModel cost_model;
+  // Measure alpha and beta at creation (a few small and one 1 MiB all-reduce;
+  // rank 0's figures are used by all). Default off; ignored when
+  // deterministic.
+  bool calibrate = false;
+  // Pipelining granularity: messages are cut into pieces of at most this many
+  // bytes so that sending, receiving and reducing overlap. Default 256 KiB.
+  size_t pipeline_bytes = 256 * 1024;
+  // Name used in logs. Default "comm".
+  std::string name = "comm";
+};
+
+struct OpOptions {
+  // When the operation fails with DEADLINE_EXCEEDED. InfiniteFuture (default)
+  // means submission time + CommunicatorOptions::default_timeout.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Per-operation algorithm override for all-reduce (kAuto: communicator's).
+  Algorithm algorithm = Algorithm::kAuto;
+};
+
+}  // namespace plexus::collectives
