@@ -13,3 +13,9 @@ plexus_cc_library(NAME coordinator_health
   DEPS plexus::coordinator_membership plexus::common absl::status absl::statusor absl::strings
        absl::synchronization absl::time glog::glog
   FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
+
+plexus_cc_library(NAME coordinator_scheduling
+  SRCS scheduling/scheduler.cc
+  DEPS plexus::coordinator_membership plexus::common absl::status
+       absl::statusor absl::strings absl::synchronization absl::time
+  FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
