@@ -1,6 +1,7 @@
 #include "ps/storage/applied_keys.h"
 
 #include "absl/strings/str_cat.h"
+#include "ps/storage/lock.h"
 
 namespace plexus::ps {
 
@@ -13,7 +14,7 @@ AppliedKeys::Stripe& AppliedKeys::StripeOf(const UpdateKey& key) {
 absl::Status AppliedKeys::CheckIncarnation(uint64_t worker,
                                            uint64_t incarnation) {
   if (worker == 0) return absl::OkStatus();
-  absl::MutexLock lock(&incarnation_mu_);
+  MutexLock lock(&incarnation_mu_);
   uint64_t& newest = incarnations_[worker];
   if (incarnation < newest) {
     return absl::FailedPreconditionError(
@@ -26,7 +27,7 @@ absl::Status AppliedKeys::CheckIncarnation(uint64_t worker,
 
 bool AppliedKeys::Insert(const UpdateKey& key, uint64_t step) {
   Stripe& s = StripeOf(key);
-  absl::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   const bool inserted = s.keys.try_emplace(key, step).second;
   if (inserted) size_.fetch_add(1, std::memory_order_relaxed);
   return inserted;
@@ -34,14 +35,14 @@ bool AppliedKeys::Insert(const UpdateKey& key, uint64_t step) {
 
 void AppliedKeys::Erase(const UpdateKey& key) {
   Stripe& s = StripeOf(key);
-  absl::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   if (s.keys.erase(key) > 0) size_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void AppliedKeys::TrimUpTo(uint64_t step) {
   for (int i = 0; i < kStripes; ++i) {
     Stripe& s = stripes_[i];
-    absl::MutexLock lock(&s.mu);
+    MutexLock lock(&s.mu);
     for (auto it = s.keys.begin(); it != s.keys.end();) {
       if (it->second <= step) {
         s.keys.erase(it++);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "ps/storage/lock.h"
 
 namespace plexus::ps {
 
@@ -22,7 +23,7 @@ absl::Status ConsistencyState::CheckSyncPush(uint64_t step) const {
     return absl::InvalidArgumentError(
         "a push to a synchronous target needs a step id");
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = pending_.find(step);
   if ((it == pending_.end() && step <= last_applied_step_) ||
       (it != pending_.end() && it->second.applying)) {
@@ -36,7 +37,7 @@ absl::StatusOr<std::optional<std::vector<GradPiece>>>
 ConsistencyState::AddSyncContribution(uint64_t step, uint64_t closure,
                                       uint32_t push_seq, uint32_t chunk_index,
                                       uint32_t num_chunks, GradPiece piece) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto found = pending_.find(step);
   if ((found == pending_.end() && step <= last_applied_step_) ||
       (found != pending_.end() && found->second.applying)) {
@@ -70,14 +71,14 @@ ConsistencyState::AddSyncContribution(uint64_t step, uint64_t closure,
 }
 
 void ConsistencyState::MarkApplied(uint64_t step) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (is_sync()) pending_.erase(step);
   last_applied_step_ = std::max(last_applied_step_, step);
   ++updates_applied_;
 }
 
 void ConsistencyState::RecordProgress(uint64_t worker, uint64_t step) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   uint64_t& p = progress_[worker];
   p = std::max(p, step);
 }
@@ -108,11 +109,16 @@ bool ConsistencyState::PullReady(uint64_t step) const {
 
 absl::Status ConsistencyState::WaitForPull(uint64_t step, absl::Time deadline) {
   if (config_.mode == ConsistencyMode::kAsync) return absl::OkStatus();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
+  // absl evaluates the condition inside Await, possibly in another thread's
+  // Unlock, with mu_ held: tell TSan (lock.h) around it.
   auto ready = [this, step]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return PullReady(step);
+    TsanAcquire(&mu_);
+    const bool ready = PullReady(step);
+    TsanRelease(&mu_);
+    return ready;
   };
-  mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
   if (shutdown_) return absl::UnavailableError("engine is shutting down");
   if (!PullReady(step)) {
     return absl::DeadlineExceededError(absl::StrCat(
@@ -123,17 +129,17 @@ absl::Status ConsistencyState::WaitForPull(uint64_t step, absl::Time deadline) {
 }
 
 void ConsistencyState::Shutdown() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   shutdown_ = true;
 }
 
 uint64_t ConsistencyState::last_applied_step() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return last_applied_step_;
 }
 
 int64_t ConsistencyState::updates_applied() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return updates_applied_;
 }
 

@@ -7,6 +7,7 @@
 #include "common/hash.h"
 #include "common/status.h"
 #include "ps/storage/initializer.h"
+#include "ps/storage/lock.h"
 
 namespace plexus::ps {
 
@@ -155,7 +156,7 @@ void DenseVariable::Apply(const GradPiece& piece,
   while (r < end) {
     const int64_t stripe = r / rows_per_stripe_;
     const int64_t stop = std::min(end, (stripe + 1) * rows_per_stripe_);
-    absl::MutexLock lock(&stripe_mu_[stripe]);
+    MutexLock lock(&stripe_mu_[stripe]);
     if (mask == nullptr) {
       ApplySegment(r, stop, piece.grads.data() + (r - base) * width_);
     } else {
@@ -190,7 +191,7 @@ void DenseVariable::Read(RowRange rr, DType dtype, DenseValues* out) const {
     const int64_t off = r * width_;
     const int64_t n = (stop - r) * width_;
     char* dst = out->data.data() + (r - base) * width_ * esize;
-    absl::MutexLock lock(&stripe_mu_[stripe]);
+    MutexLock lock(&stripe_mu_[stripe]);
     if (dtype == config_.storage_dtype) {
       const void* src = dtype == DType::kFloat32
                             ? static_cast<const void*>(values32_.data() + off)

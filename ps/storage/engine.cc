@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "ps/storage/lock.h"
 
 namespace plexus::ps {
 namespace {
@@ -73,7 +74,7 @@ absl::StatusOr<bool> EngineImpl::CreateVariable(
   PLEXUS_ASSIGN_OR_RETURN(
       auto var, DenseVariable::Create(options, options_.variable_stripes));
   std::shared_ptr<DenseVariable> shared = std::move(var);
-  absl::MutexLock lock(&registry_mu_);
+  MutexLock lock(&registry_mu_);
   const std::string& name = options.config.name;
   if (tables_.contains(name)) {
     return absl::AlreadyExistsError(
@@ -99,7 +100,7 @@ absl::StatusOr<bool> EngineImpl::CreateTable(
   PLEXUS_ASSIGN_OR_RETURN(auto optimizer,
                           CreateOptimizer(options.config.optimizer),
                           absl::StrCat("table ", options.config.name));
-  absl::MutexLock lock(&registry_mu_);
+  MutexLock lock(&registry_mu_);
   const std::string& name = options.config.name;
   if (variables_.contains(name)) {
     return absl::AlreadyExistsError(
@@ -122,7 +123,7 @@ absl::StatusOr<bool> EngineImpl::CreateTable(
 absl::Status EngineImpl::DeleteVariable(absl::string_view name) {
   std::shared_ptr<DenseVariable> victim;
   {
-    absl::MutexLock lock(&registry_mu_);
+    MutexLock lock(&registry_mu_);
     auto it = variables_.find(name);
     if (it == variables_.end()) {
       return absl::NotFoundError(absl::StrCat("no variable named ", name));
@@ -137,7 +138,7 @@ absl::Status EngineImpl::DeleteVariable(absl::string_view name) {
 absl::Status EngineImpl::DeleteTable(absl::string_view name) {
   std::shared_ptr<SparseTable> victim;
   {
-    absl::MutexLock lock(&registry_mu_);
+    MutexLock lock(&registry_mu_);
     auto it = tables_.find(name);
     if (it == tables_.end()) {
       return absl::NotFoundError(absl::StrCat("no table named ", name));
@@ -151,7 +152,7 @@ absl::Status EngineImpl::DeleteTable(absl::string_view name) {
 
 absl::StatusOr<std::shared_ptr<DenseVariable>> EngineImpl::FindVariable(
     absl::string_view name) const {
-  absl::ReaderMutexLock lock(&registry_mu_);
+  ReaderMutexLock lock(&registry_mu_);
   auto it = variables_.find(name);
   if (it == variables_.end()) {
     return absl::NotFoundError(absl::StrCat("no variable named '", name, "'"));
@@ -161,7 +162,7 @@ absl::StatusOr<std::shared_ptr<DenseVariable>> EngineImpl::FindVariable(
 
 absl::StatusOr<std::shared_ptr<SparseTable>> EngineImpl::FindTable(
     absl::string_view name) const {
-  absl::ReaderMutexLock lock(&registry_mu_);
+  ReaderMutexLock lock(&registry_mu_);
   auto it = tables_.find(name);
   if (it == tables_.end()) {
     return absl::NotFoundError(absl::StrCat("no table named '", name, "'"));
@@ -225,7 +226,9 @@ absl::StatusOr<PushResult> EngineImpl::PushImpl(
       keys_.CheckIncarnation(options.worker_id, options.worker_incarnation));
   PushResult result;
   std::optional<UpdateKey> key;
-  if (options.exactly_once) {
+  const bool keyed = options.closure_id != 0 ||
+                     (options.worker_id != 0 && options.step_id != 0);
+  if (options.exactly_once && keyed) {
     key.emplace();
     key->job_id = options.job_id;
     key->by_closure = options.closure_id != 0;
@@ -387,7 +390,7 @@ void EngineImpl::TrimAppliedKeys(uint64_t step_id) { keys_.TrimUpTo(step_id); }
 int64_t EngineImpl::RunEviction() {
   std::vector<std::shared_ptr<SparseTable>> tables;
   {
-    absl::ReaderMutexLock lock(&registry_mu_);
+    ReaderMutexLock lock(&registry_mu_);
     for (const auto& [name, t] : tables_) tables.push_back(t);
   }
   int64_t n = 0;
@@ -396,7 +399,7 @@ int64_t EngineImpl::RunEviction() {
 }
 
 void EngineImpl::Shutdown() {
-  absl::MutexLock lock(&registry_mu_);
+  MutexLock lock(&registry_mu_);
   shutdown_ = true;
   for (auto& [name, v] : variables_) v->consistency().Shutdown();
   for (auto& [name, t] : tables_) t->consistency().Shutdown();
@@ -417,7 +420,7 @@ absl::StatusOr<TableInfo> EngineImpl::DescribeTable(
 std::vector<VariableInfo> EngineImpl::ListVariables() const {
   std::vector<std::shared_ptr<DenseVariable>> vars;
   {
-    absl::ReaderMutexLock lock(&registry_mu_);
+    ReaderMutexLock lock(&registry_mu_);
     for (const auto& [name, v] : variables_) vars.push_back(v);
   }
   std::vector<VariableInfo> out;
@@ -431,7 +434,7 @@ std::vector<VariableInfo> EngineImpl::ListVariables() const {
 std::vector<TableInfo> EngineImpl::ListTables() const {
   std::vector<std::shared_ptr<SparseTable>> tables;
   {
-    absl::ReaderMutexLock lock(&registry_mu_);
+    ReaderMutexLock lock(&registry_mu_);
     for (const auto& [name, t] : tables_) tables.push_back(t);
   }
   std::vector<TableInfo> out;

@@ -48,7 +48,8 @@
 // whose worker_incarnation is older than the newest seen for worker_id is
 // FAILED_PRECONDITION (rejected counter +1). The record of keys grows until
 // TrimAppliedKeys(C) drops the keys of steps <= C (called when checkpoint C is
-// published).
+// published). A push with neither a closure id nor (worker id and step id) has
+// no key (an unregistered client) and is always applied.
 //
 // Thread safety: every method may be called from any number of threads at
 // once. Calls on different rows/stripes proceed in parallel.

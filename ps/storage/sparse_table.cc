@@ -7,6 +7,7 @@
 #include "common/hash.h"
 #include "common/status.h"
 #include "ps/storage/initializer.h"
+#include "ps/storage/lock.h"
 
 namespace plexus::ps {
 namespace {
@@ -189,7 +190,7 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
   for (int s = 0; s < num_stripes_; ++s) {
     if (begin[s] == begin[s + 1]) continue;
     Stripe& stripe = stripes_[s];
-    absl::MutexLock lock(&stripe.mu);
+    MutexLock lock(&stripe.mu);
     for (int k = begin[s]; k < begin[s + 1]; ++k) {
       const int32_t pos = order[k];
       const uint64_t id = piece.ids[pos];
@@ -237,7 +238,7 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
   for (int s = 0; s < num_stripes_; ++s) {
     if (begin[s] == begin[s + 1]) continue;
     Stripe& stripe = stripes_[s];
-    absl::MutexLock lock(&stripe.mu);
+    MutexLock lock(&stripe.mu);
     for (int k = begin[s]; k < begin[s + 1]; ++k) {
       const int32_t pos = order[k];
       const uint64_t id = ids[pos];
@@ -269,11 +270,15 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
 
 int64_t SparseTable::Evict(uint64_t newest_step) {
   int64_t evicted = 0;
-  if (config_.ttl_steps > 0 && newest_step > config_.ttl_steps) {
+  uint64_t swept = ttl_swept_step_.load(std::memory_order_relaxed);
+  if (config_.ttl_steps > 0 && newest_step > config_.ttl_steps &&
+      newest_step > swept &&
+      ttl_swept_step_.compare_exchange_strong(swept, newest_step,
+                                              std::memory_order_relaxed)) {
     const uint64_t threshold = newest_step - config_.ttl_steps;
     for (int s = 0; s < num_stripes_; ++s) {
       Stripe& stripe = stripes_[s];
-      absl::MutexLock lock(&stripe.mu);
+      MutexLock lock(&stripe.mu);
       while (!stripe.by_step.empty() &&
              stripe.by_step.begin()->first < threshold) {
         EraseRow(stripe, stripe.by_step.begin()->second);
@@ -282,7 +287,11 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
     }
   }
   const int64_t cap = config_.capacity_rows;
-  while (cap > 0 && num_rows_.load(std::memory_order_relaxed) > cap) {
+  // Rows touched between choosing and erasing are spared; a few rounds then
+  // give up until the next call rather than chase a hot table.
+  for (int round = 0;
+       round < 4 && cap > 0 && num_rows_.load(std::memory_order_relaxed) > cap;
+       ++round) {
     // Candidates: the `excess` oldest (or least hit) of each stripe; the
     // globally smallest `excess` of them are the victims.
     const int64_t excess = num_rows_.load(std::memory_order_relaxed) - cap;
@@ -294,7 +303,7 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
     std::vector<Candidate> cands;
     for (int s = 0; s < num_stripes_; ++s) {
       Stripe& stripe = stripes_[s];
-      absl::MutexLock lock(&stripe.mu);
+      MutexLock lock(&stripe.mu);
       const auto& index = index_by_hits_ ? stripe.by_hits : stripe.by_step;
       int64_t taken = 0;
       for (auto it = index.begin(); it != index.end() && taken < excess;
@@ -310,7 +319,7 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
                       });
     for (size_t i = 0; i < k; ++i) {
       Stripe& stripe = stripes_[cands[i].stripe];
-      absl::MutexLock lock(&stripe.mu);
+      MutexLock lock(&stripe.mu);
       auto it = stripe.rows.find(cands[i].id);
       if (it == stripe.rows.end()) continue;
       const uint64_t key =
@@ -338,7 +347,7 @@ TableInfo SparseTable::Info() const {
 
 absl::StatusOr<RowSnapshot> SparseTable::ReadRow(uint64_t id) const {
   Stripe& stripe = stripes_[StripeOf(id)];
-  absl::MutexLock lock(&stripe.mu);
+  MutexLock lock(&stripe.mu);
   auto it = stripe.rows.find(id);
   if (it == stripe.rows.end()) {
     return absl::NotFoundError(

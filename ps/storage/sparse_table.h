@@ -56,8 +56,8 @@ class SparseTable {
   void Read(absl::Span<const uint64_t> ids, bool create_missing, uint64_t step,
             DType dtype, SparseValues* out);
 
-  // Evicts rows untouched since newest_step - ttl_steps and rows beyond the
-  // capacity. Returns the number evicted.
+  // Evicts rows untouched since newest_step - ttl_steps (once per newest
+  // step) and rows beyond the capacity. Returns the number evicted.
   int64_t Evict(uint64_t newest_step);
 
   TableInfo Info() const;
@@ -113,6 +113,8 @@ class SparseTable {
   const int num_stripes_;
   ConsistencyState consistency_;
 
+  // Newest step a TTL sweep ran for (sweeps run once per step).
+  std::atomic<uint64_t> ttl_swept_step_{0};
   std::atomic<int64_t> num_rows_{0};
   std::atomic<int64_t> rows_evicted_{0};
   std::atomic<int64_t> rows_not_admitted_{0};
