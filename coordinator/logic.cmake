@@ -19,3 +19,9 @@ plexus_cc_library(NAME coordinator_scheduling
   DEPS plexus::coordinator_membership plexus::common absl::status
        absl::statusor absl::strings absl::synchronization absl::time
   FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
+
+plexus_cc_library(NAME coordinator_rendezvous
+  SRCS rendezvous/rendezvous.cc
+  DEPS plexus::coordinator_membership plexus::common absl::status
+       absl::statusor absl::strings absl::synchronization absl::time
+  FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
