@@ -236,3 +236,60 @@ TEST(Consistency, PushPullReflectsThePush) {
 
 }  // namespace
 }  // namespace plexus::ps
+
+namespace plexus::ps {
+namespace {
+
+TEST(Consistency, SyncSparseMeanOverClosuresWithOverlappingIds) {
+  auto e = testing::NewEngine();
+  TableConfig c = testing::SimpleTable("t", 1, 1.0);
+  c.consistency = {.mode = ConsistencyMode::kSync, .num_workers = 2};
+  ASSERT_TRUE(e->CreateTable({c}).ok());
+  // Closure 7 touches ids 1 (twice: summed) and 2; closure 3 touches 2 and 3.
+  ASSERT_TRUE(testing::PushRows(*e, "t", {1, 2, 1}, {1, 2, 3},
+                                {.step_id = 1, .closure_id = 7})
+                  .ok());
+  ASSERT_TRUE(testing::PushRows(*e, "t", {2, 3}, {4, 6},
+                                {.step_id = 1, .closure_id = 3})
+                  .ok());
+  // Mean over the two closures: id 1: 4/2, id 2: (4 + 2)/2, id 3: 6/2.
+  EXPECT_EQ(testing::PullRows(*e, "t", {1, 2, 3}),
+            (std::vector<float>{-2, -3, -3}));
+  // An empty contribution counts as a closure's push (no rows to send).
+  {
+    auto empty = testing::F32({0, 1}, {});
+    SparseGradient none{"t", {}, empty.view()};
+    ASSERT_TRUE(e->Push({.step_id = 2, .closure_id = 8}, {}, {&none, 1}).ok());
+  }
+  ASSERT_TRUE(
+      testing::PushRows(*e, "t", {3}, {2}, {.step_id = 2, .closure_id = 9})
+          .ok());
+  EXPECT_EQ(testing::PullRows(*e, "t", {3}), std::vector<float>{-4});
+  EXPECT_TRUE(PullAt(*e, "t", 3, 3, absl::ZeroDuration()).ok());
+}
+
+TEST(Consistency, BoundedStalenessTracksEveryWorkerSeenWhenUnset) {
+  auto e = testing::NewEngine();
+  TableConfig c = testing::SimpleTable("t", 1);
+  c.consistency = {.mode = ConsistencyMode::kBoundedStaleness,
+                   .num_workers = 0,
+                   .staleness_bound = 0};
+  ASSERT_TRUE(e->CreateTable({c}).ok());
+  auto push = [&](uint64_t worker, uint64_t step) {
+    return testing::PushRows(
+        *e, "t", {1}, {1},
+        {.worker_id = worker, .step_id = step, .exactly_once = false});
+  };
+  ASSERT_TRUE(push(1, 1).ok());
+  ASSERT_TRUE(push(2, 1).ok());
+  ASSERT_TRUE(push(1, 2).ok());
+  // s = 0: a pull at step 3 needs every seen worker at step 2.
+  EXPECT_EQ(PullAt(*e, "t", 1, 3, kShort).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(PullAt(*e, "t", 1, 2, absl::ZeroDuration()).ok());
+  ASSERT_TRUE(push(2, 2).ok());
+  EXPECT_TRUE(PullAt(*e, "t", 1, 3, absl::ZeroDuration()).ok());
+}
+
+}  // namespace
+}  // namespace plexus::ps

@@ -101,6 +101,16 @@ TEST_F(ExactlyOnce, RecordIsTrimmedUpToACheckpointStep) {
             PushOutcome::kDuplicate);
 }
 
+TEST_F(ExactlyOnce, UnkeyedPushesAreAlwaysApplied) {
+  // No closure id and no (worker id, step id): an unregistered client.
+  EXPECT_EQ(Push({})->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(Push({})->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(Push({.worker_id = 4})->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(Push({.worker_id = 4})->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(Value(), -4.0f);
+  EXPECT_EQ(e_->counters().applied_keys, 0);
+}
+
 TEST_F(ExactlyOnce, ConcurrentCopiesApplyOnce) {
   constexpr int kThreads = 8;
   std::atomic<int> applied{0}, duplicates{0};

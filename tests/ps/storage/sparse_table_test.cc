@@ -252,6 +252,50 @@ TEST(SparseTable, ConcurrentPushesAndPullsLoseNothing) {
   }
 }
 
+TEST(SparseTable, AcceptsSixteenBitGradients) {
+  auto e = NewEngine();
+  ASSERT_TRUE(e->CreateTable({SimpleTable("t", 2, 1.0)}).ok());
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    std::vector<float> g = {0.5f, -2.0f};
+    testing::OwnedTensor t{dtype, {1, 2}, std::string(4, '\0')};
+    FromFloat(dtype, g.data(), 2, t.bytes.data());
+    std::vector<uint64_t> ids = {dtype == DType::kFloat16 ? 1u : 2u};
+    SparseGradient sg{"t", ids, t.view()};
+    ASSERT_TRUE(e->Push({}, {}, {&sg, 1}).ok());
+  }
+  EXPECT_EQ(PullRows(*e, "t", {1, 2}),
+            (std::vector<float>{-0.5f, 2.0f, -0.5f, 2.0f}));
+}
+
+TEST(SparseTable, RunEvictionAndMemoryShrink) {
+  auto e = NewEngine();
+  TableConfig c = SimpleTable("t", 16);
+  c.ttl_steps = 2;
+  ASSERT_TRUE(e->CreateTable({c}).ok());
+  std::vector<uint64_t> ids(50);
+  for (int i = 0; i < 50; ++i) ids[i] = i;
+  ASSERT_TRUE(PushRows(*e, "t", ids, std::vector<float>(50 * 16, 1.0f),
+                       {.step_id = 1, .exactly_once = false})
+                  .ok());
+  const int64_t full = e->DescribeTable("t")->memory_bytes;
+  // A pull at step 9 moves the engine's newest step; eviction then drops all.
+  SparseRead r{"t", {}, false};
+  ASSERT_TRUE(e->Pull({.step_id = 9}, {}, {&r, 1}).ok());
+  EXPECT_EQ(e->RunEviction(), 50);
+  EXPECT_EQ(e->DescribeTable("t")->rows_in_memory, 0);
+  EXPECT_LT(e->DescribeTable("t")->memory_bytes, full);
+}
+
+TEST(SparseTable, DeleteTableFreesTheName) {
+  auto e = NewEngine();
+  ASSERT_TRUE(e->CreateTable({SimpleTable("t", 2)}).ok());
+  ASSERT_TRUE(PushRows(*e, "t", {1}, {1, 1}).ok());
+  ASSERT_TRUE(e->DeleteTable("t").ok());
+  EXPECT_EQ(e->DescribeTable("t").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(*e->CreateTable({SimpleTable("t", 4)}));
+  EXPECT_EQ(e->DescribeTable("t")->rows_in_memory, 0);
+}
+
 TEST(SparseTable, PullCreateMissingCreatesRows) {
   auto e = NewEngine();
   ASSERT_TRUE(e->CreateTable({SimpleTable("t", 2)}).ok());
