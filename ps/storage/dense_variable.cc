@@ -208,6 +208,35 @@ void DenseVariable::Read(RowRange rr, DType dtype, DenseValues* out) const {
   }
 }
 
+DenseSnapshot DenseVariable::Snapshot() const {
+  DenseSnapshot snap;
+  snap.rows = rows_;
+  const int64_t n = rows_.size() * width_;
+  snap.values.resize(static_cast<size_t>(n));
+  snap.slots.assign(num_slots_, std::vector<float>(static_cast<size_t>(n)));
+  snap.update_count.resize(static_cast<size_t>(rows_.size()));
+  for (int64_t r = 0; r < rows_.size();) {
+    const int64_t stripe = r / rows_per_stripe_;
+    const int64_t stop =
+        std::min(rows_.size(), (stripe + 1) * rows_per_stripe_);
+    const int64_t off = r * width_, len = (stop - r) * width_;
+    MutexLock lock(&stripe_mu_[stripe]);
+    if (config_.storage_dtype == DType::kFloat32) {
+      std::copy_n(values32_.data() + off, len, snap.values.data() + off);
+    } else {
+      ToFloat(config_.storage_dtype, values16_.data() + off, len,
+              snap.values.data() + off);
+    }
+    for (int k = 0; k < num_slots_; ++k) {
+      std::copy_n(slots_[k].data() + off, len, snap.slots[k].data() + off);
+    }
+    std::copy_n(update_count_.data() + r, stop - r,
+                snap.update_count.data() + r);
+    r = stop;
+  }
+  return snap;
+}
+
 VariableInfo DenseVariable::Info() const {
   VariableInfo info;
   info.config = config_;

@@ -48,6 +48,8 @@ class DenseVariable {
   void Read(RowRange r, DType dtype, DenseValues* out) const;
 
   VariableInfo Info() const;
+  // See Engine::ReadVariable.
+  DenseSnapshot Snapshot() const;
 
  private:
   DenseVariable(const CreateVariableOptions& options, RowRange rows,

@@ -461,4 +461,18 @@ absl::StatusOr<RowSnapshot> EngineImpl::ReadRow(absl::string_view table,
   return t->ReadRow(id);
 }
 
+absl::Status EngineImpl::ForEachRow(
+    absl::string_view table,
+    const std::function<void(uint64_t, const RowSnapshot&)>& fn) const {
+  PLEXUS_ASSIGN_OR_RETURN(auto t, FindTable(table));
+  t->ForEachRow(fn);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DenseSnapshot> EngineImpl::ReadVariable(
+    absl::string_view variable) const {
+  PLEXUS_ASSIGN_OR_RETURN(auto v, FindVariable(variable));
+  return v->Snapshot();
+}
+
 }  // namespace plexus::ps

@@ -56,6 +56,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -115,7 +116,8 @@ struct PushOptions {
 };
 
 // A dense gradient for rows `rows` of `variable`: shape
-// [rows.size(), shape[1:]...]. The rows must lie inside this shard's slice.
+// [rows.size(), shape[1:]...]. The rows must lie inside this shard's slice;
+// {0, 0} means the whole slice.
 struct DenseGradient {
   absl::string_view variable;
   RowRange rows;
@@ -239,6 +241,14 @@ struct RowSnapshot {
   int64_t update_count = 0;
 };
 
+// A raw view of a dense slice, for tests and checkpoint writers.
+struct DenseSnapshot {
+  RowRange rows;
+  std::vector<float> values;              // rows x width
+  std::vector<std::vector<float>> slots;  // num_slots x (rows x width)
+  std::vector<int64_t> update_count;      // per row
+};
+
 struct EngineOptions {
   // Stripes (mutex + hash map) per sparse table; more stripes, less
   // contention. Default 64.
@@ -309,6 +319,20 @@ class Engine {
   // The stored row `id` of `table`; NOT_FOUND if the table or row is absent.
   virtual absl::StatusOr<RowSnapshot> ReadRow(absl::string_view table,
                                               uint64_t id) const = 0;
+
+  // Visits every row of `table` (for checkpoint writers), one stripe at a
+  // time with that stripe locked: concurrent updates to other stripes go on,
+  // so the visit is not a global cut. `fn` must not call into the engine.
+  // NOT_FOUND if no such table.
+  virtual absl::Status ForEachRow(
+      absl::string_view table,
+      const std::function<void(uint64_t id, const RowSnapshot& row)>& fn)
+      const = 0;
+
+  // The whole slice of `variable`: values (fp32), slots and per-row update
+  // counts. NOT_FOUND if no such variable.
+  virtual absl::StatusOr<DenseSnapshot> ReadVariable(
+      absl::string_view variable) const = 0;
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(

@@ -56,6 +56,12 @@ class EngineImpl final : public Engine {
   EngineCounters counters() const override;
   absl::StatusOr<RowSnapshot> ReadRow(absl::string_view table,
                                       uint64_t id) const override;
+  absl::Status ForEachRow(
+      absl::string_view table,
+      const std::function<void(uint64_t, const RowSnapshot&)>& fn)
+      const override;
+  absl::StatusOr<DenseSnapshot> ReadVariable(
+      absl::string_view variable) const override;
 
  private:
   absl::StatusOr<std::shared_ptr<DenseVariable>> FindVariable(

@@ -353,7 +353,19 @@ absl::StatusOr<RowSnapshot> SparseTable::ReadRow(uint64_t id) const {
     return absl::NotFoundError(
         absl::StrCat("table ", config_.name, " has no row ", id));
   }
-  const Row& row = it->second;
+  return SnapshotOf(it->second);
+}
+
+void SparseTable::ForEachRow(
+    const std::function<void(uint64_t, const RowSnapshot&)>& fn) const {
+  for (int s = 0; s < num_stripes_; ++s) {
+    Stripe& stripe = stripes_[s];
+    MutexLock lock(&stripe.mu);
+    for (const auto& [id, row] : stripe.rows) fn(id, SnapshotOf(row));
+  }
+}
+
+RowSnapshot SparseTable::SnapshotOf(const Row& row) const {
   RowSnapshot snap;
   snap.value.resize(static_cast<size_t>(config_.dim));
   ValueToFloat(row, snap.value.data());

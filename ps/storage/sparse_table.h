@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -62,6 +63,9 @@ class SparseTable {
 
   TableInfo Info() const;
   absl::StatusOr<RowSnapshot> ReadRow(uint64_t id) const;
+  // See Engine::ForEachRow.
+  void ForEachRow(
+      const std::function<void(uint64_t, const RowSnapshot&)>& fn) const;
 
  private:
   struct Row {
@@ -98,6 +102,7 @@ class SparseTable {
   Row* FindOrAdmit(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void EraseRow(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void ValueToFloat(const Row& row, float* out) const;
+  RowSnapshot SnapshotOf(const Row& row) const;
   void ValueFromFloat(const float* in, Row& row) const;
   int64_t BytesPerRow() const;
 

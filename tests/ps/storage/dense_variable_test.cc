@@ -1,6 +1,8 @@
 // Dense variable slices through the engine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -132,6 +134,36 @@ TEST(DenseVariable, ConcurrentPushesToOverlappingRanges) {
   }
   auto v = PullDense(*e, "w");
   for (int r = 0; r < 64; ++r) EXPECT_EQ(v[4 * r], -0.25f * hits[r]) << r;
+}
+
+}  // namespace
+}  // namespace plexus::ps
+
+namespace plexus::ps {
+namespace {
+
+TEST(DenseVariable, ReadVariableReturnsValuesSlotsAndCounts) {
+  auto e = testing::NewEngine({.variable_stripes = 2});
+  VariableConfig c = testing::SimpleVariable("w", {6, 1});
+  c.storage_dtype = DType::kFloat16;
+  c.optimizer = {.kind = OptimizerConfig::Kind::kAdagrad,
+                 .learning_rate = 1,
+                 .initial_accumulator_value = 0.25,
+                 .epsilon = 0};
+  ASSERT_TRUE(e->CreateVariable({.config = c, .rows = {2, 6}}).ok());
+  auto g = testing::F32({2, 1}, {1, 1});
+  DenseGradient dg{"w", {3, 5}, g.view()};
+  ASSERT_TRUE(e->Push({}, {&dg, 1}, {}).ok());
+  auto snap = e->ReadVariable("w");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->rows, (RowRange{2, 6}));
+  EXPECT_EQ(snap->update_count, (std::vector<int64_t>{0, 1, 1, 0}));
+  ASSERT_EQ(snap->slots.size(), 1u);
+  EXPECT_EQ(snap->slots[0], (std::vector<float>{0.25f, 1.25f, 1.25f, 0.25f}));
+  EXPECT_EQ(snap->values[0], 0.0f);
+  EXPECT_EQ(snap->values[1], HalfToFloat(FloatToHalf(-1 / std::sqrt(1.25f))));
+  EXPECT_EQ(e->ReadVariable("nope").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // concurrent updates.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -308,6 +310,35 @@ TEST(SparseTable, PullCreateMissingCreatesRows) {
   EXPECT_EQ(e->DescribeTable("t")->rows_in_memory, 2);
   EXPECT_EQ(e->ReadRow("t", 1)->hit_count, 2u);
   EXPECT_EQ(e->ReadRow("t", 1)->last_step, 3u);
+}
+
+}  // namespace
+}  // namespace plexus::ps
+
+namespace plexus::ps {
+namespace {
+
+TEST(SparseTable, ForEachRowVisitsEveryRowWithItsSlots) {
+  auto e = testing::NewEngine({.table_stripes = 5});
+  TableConfig c = testing::SimpleTable("t", 2);
+  c.optimizer = {.kind = OptimizerConfig::Kind::kMomentum,
+                 .learning_rate = 1,
+                 .momentum = 0.5};
+  ASSERT_TRUE(e->CreateTable({c}).ok());
+  std::vector<uint64_t> ids = {3, 10, 99, 1000};
+  ASSERT_TRUE(
+      testing::PushRows(*e, "t", ids, std::vector<float>(8, 2.0f)).ok());
+  std::vector<uint64_t> seen;
+  ASSERT_TRUE(e->ForEachRow("t", [&](uint64_t id, const RowSnapshot& row) {
+                 seen.push_back(id);
+                 EXPECT_EQ(row.value, (std::vector<float>{-2, -2}));
+                 ASSERT_EQ(row.slots.size(), 1u);
+                 EXPECT_EQ(row.slots[0], (std::vector<float>{2, 2}));
+               }).ok());
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, ids);
+  EXPECT_EQ(e->ForEachRow("nope", [](uint64_t, const RowSnapshot&) {}).code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace
