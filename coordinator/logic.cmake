@@ -25,3 +25,10 @@ plexus_cc_library(NAME coordinator_rendezvous
   DEPS plexus::coordinator_membership plexus::common absl::status
        absl::statusor absl::strings absl::synchronization absl::time
   FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
+
+plexus_cc_library(NAME coordinator_state
+  SRCS state/codec.cc state/state_store.cc
+  DEPS plexus::coordinator_membership plexus::coordinator_scheduling
+       plexus::common absl::status absl::statusor absl::strings
+       absl::synchronization absl::time RocksDB::rocksdb-shared
+  FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
