@@ -159,11 +159,37 @@ int Main(int argc, char** argv) {
               static_cast<long long>(f.ids), f.threads);
   std::printf("memcpy: %.2f GB/s (%.0f M fp32/s)\n\n", memcpy_gbps,
               memcpy_gbps * 1e9 / 4 / 1e6);
-  std::printf("%-9s %14s %16s %16s %16s\n", "optimizer", "sparse rows/s",
-              "sparse Melem/s", "dense Melem/s", "raw Melem/s");
 
   std::vector<Result> results;
   std::mt19937_64 rng(1);
+
+  // Sparse pull (no optimizer involved): random existing rows, fp32 out.
+  double pull_rows_per_s = 0;
+  {
+    auto engine = *CreateEngine();
+    TableConfig tc;
+    tc.name = "emb";
+    tc.dim = f.dim;
+    tc.optimizer = Optimizers()[0].config;
+    tc.consistency = {.mode = ConsistencyMode::kAsync};
+    if (!engine->CreateTable({tc}).ok()) return 1;
+    std::vector<uint64_t> all(static_cast<size_t>(f.ids));
+    for (int64_t i = 0; i < f.ids; ++i) all[i] = static_cast<uint64_t>(i);
+    SparseRead create{"emb", all, true};
+    if (!engine->Pull({}, {}, {&create, 1}).ok()) return 1;
+    std::uniform_int_distribution<uint64_t> pick(0, f.ids - 1);
+    std::vector<uint64_t> ids(static_cast<size_t>(f.batch));
+    for (auto& id : ids) id = pick(rng);
+    pull_rows_per_s = Rate(f.seconds, static_cast<double>(f.batch), [&] {
+      SparseRead r{"emb", ids, false};
+      if (!engine->Pull({}, {}, {&r, 1}).ok()) std::abort();
+    });
+  }
+  std::printf("sparse pull: %.0f rows/s (%.2f GB/s of fp32 values)\n\n",
+              pull_rows_per_s,
+              pull_rows_per_s * static_cast<double>(f.dim) * 4 / 1e9);
+  std::printf("%-9s %14s %16s %16s %16s\n", "optimizer", "sparse rows/s",
+              "sparse Melem/s", "dense Melem/s", "raw Melem/s");
   for (const Named& opt : Optimizers()) {
     Result r;
     r.optimizer = opt.name;
@@ -260,7 +286,9 @@ int Main(int argc, char** argv) {
         "{\n  \"benchmark\": \"engine_bench\",\n  \"dim\": ", f.dim,
         ",\n  \"batch\": ", f.batch, ",\n  \"ids\": ", f.ids,
         ",\n  \"threads\": ", f.threads,
-        ",\n  \"memcpy_gb_per_s\": ", memcpy_gbps, ",\n  \"optimizers\": [\n");
+        ",\n  \"memcpy_gb_per_s\": ", memcpy_gbps,
+        ",\n  \"sparse_pull_rows_per_s\": ", pull_rows_per_s,
+        ",\n  \"optimizers\": [\n");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
       absl::StrAppend(&j, "    {\"optimizer\": \"", r.optimizer,
