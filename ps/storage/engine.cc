@@ -188,6 +188,11 @@ absl::StatusOr<PushResult> EngineImpl::Push(
 absl::StatusOr<PushResult> EngineImpl::PushImpl(
     const PushOptions& options, absl::Span<const DenseGradient> dense,
     absl::Span<const SparseGradient> sparse) {
+  if (options.num_chunks > 1 && options.chunk_index >= options.num_chunks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_index ", options.chunk_index, " >= num_chunks ",
+                     options.num_chunks));
+  }
   // 1. Resolve and validate every item; nothing changes until all pass.
   std::vector<std::shared_ptr<DenseVariable>> vars;
   std::vector<std::shared_ptr<SparseTable>> tables;

@@ -251,7 +251,14 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
       }
       char* at = dst + int64_t{pos} * dim * esize;
       if (row == nullptr) {
+        // The value the row would have once created (rounded to storage).
         InitializeRow(config_.initializer, name_hash_, id, tmp.data(), dim);
+        if (config_.storage_dtype != DType::kFloat32) {
+          Row probe;
+          probe.data.reset(new float[value_floats_]);
+          ValueFromFloat(tmp.data(), probe);
+          ValueToFloat(probe, tmp.data());
+        }
         FromFloat(dtype, tmp.data(), dim, at);
         out->missing_positions.push_back(static_cast<uint32_t>(pos));
         continue;

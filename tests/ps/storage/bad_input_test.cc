@@ -197,6 +197,17 @@ TEST_F(BadInput, BadConfigsAreRefusedAtCreation) {
   ExpectUnchanged();
 }
 
+TEST_F(BadInput, ChunkIndexOutOfRange) {
+  EXPECT_EQ(
+      PushRows(
+          *e_, "t", {1}, {1, 1},
+          {.worker_id = 1, .step_id = 1, .chunk_index = 2, .num_chunks = 2})
+          .status()
+          .code(),
+      kInvalid);
+  ExpectUnchanged();
+}
+
 TEST_F(BadInput, SyncTargetNeedsAStep) {
   TableConfig c = SimpleTable("s", 2);
   c.consistency = {.mode = ConsistencyMode::kSync, .num_workers = 1};

@@ -208,9 +208,20 @@ TEST(SparseTable, SixteenBitStorageRoundsValues) {
                                                     : BFloat16ToFloat(bits);
       EXPECT_EQ(v[j], want);
     }
-    // Pulled as fp32 on request.
-    auto f = e->Pull({.value_dtype = DType::kFloat32}, {}, {&r, 1});
-    EXPECT_EQ(f->sparse[0].data.size(), 12u);
+    // Pulled as fp32 on request; a missing row reads as it will be stored.
+    std::vector<uint64_t> two = {1, 2};
+    SparseRead r2{"t", two, false};
+    c.initializer = {.kind = InitializerConfig::Kind::kConstant, .value = 0.1};
+    ASSERT_TRUE(e->DeleteTable("t").ok());
+    ASSERT_TRUE(e->CreateTable({c}).ok());
+    ASSERT_TRUE(PushRows(*e, "t", {1}, {0, 0, 0}).ok());
+    auto f = e->Pull({.value_dtype = DType::kFloat32}, {}, {&r2, 1});
+    ASSERT_TRUE(f.ok());
+    EXPECT_EQ(f->sparse[0].data.size(), 24u);
+    auto fv = Decode(DType::kFloat32, f->sparse[0].data);
+    EXPECT_EQ(f->sparse[0].missing_positions, std::vector<uint32_t>{1});
+    EXPECT_EQ(fv[0], fv[3]) << "created and missing rows read alike";
+    EXPECT_NE(fv[0], 0.1f) << "0.1 is not representable in 16 bits";
   }
 }
 
