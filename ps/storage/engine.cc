@@ -71,6 +71,17 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(
 
 absl::StatusOr<bool> EngineImpl::CreateVariable(
     const CreateVariableOptions& options) {
+  {
+    // Repeating a create (idempotent retry) must not allocate a second copy.
+    ReaderMutexLock lock(&registry_mu_);
+    auto it = variables_.find(options.config.name);
+    if (it != variables_.end() && it->second->config() == options.config &&
+        (it->second->rows() == options.rows ||
+         (options.rows == RowRange{} &&
+          it->second->rows() == RowRange{0, options.config.shape[0]}))) {
+      return false;
+    }
+  }
   PLEXUS_ASSIGN_OR_RETURN(
       auto var, DenseVariable::Create(options, options_.variable_stripes));
   std::shared_ptr<DenseVariable> shared = std::move(var);

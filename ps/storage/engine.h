@@ -19,8 +19,11 @@
 // Pushes (Push) are all-or-nothing: every item of a request is validated
 // (names, shapes, dtypes, byte lengths, ids/grad lengths, NaN/Inf under the
 // reject policy) before anything changes; any error leaves the engine as it
-// was, except for the error counters. Duplicate sparse ids in one item are
-// summed before the optimizer runs once per distinct id.
+// was, except for the error counters. (One exception: a sync piece arriving
+// after its step completed, which needs more closures than num_workers, is
+// refused after earlier items of the same request were applied.) Duplicate
+// sparse ids in one item are summed before the optimizer runs once per
+// distinct id.
 //
 // Consistency, per variable/table:
 //  * kAsync: applied on arrival; pulls never wait.
@@ -29,10 +32,11 @@
 //    contributed (every chunk of their push), the contributions are summed in
 //    ascending closure-id order (bitwise deterministic), divided by
 //    num_workers and applied once. A pull at step t waits until step t-1 is
-//    applied (every step <= t-1 that was created for this target). Each
-//    closure sends its step's gradient for a target as one logical push
-//    (possibly chunked); a push for an already-applied step is
-//    FAILED_PRECONDITION.
+//    applied and no step < t is pending (steps <= applied_step given at
+//    creation count as applied). Each of the num_workers closures sends its
+//    step's gradient for every sync target as one logical push (possibly
+//    chunked; an empty push counts), else the step never completes. A push
+//    for an already-applied step is FAILED_PRECONDITION.
 //  * kBoundedStaleness (bound s): applied on arrival; each worker's progress
 //    is the last step it pushed. A pull at step t waits while the slowest
 //    tracked worker's progress is < t - s - 1 (it is then working on a step
