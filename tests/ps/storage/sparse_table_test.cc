@@ -354,3 +354,46 @@ TEST(SparseTable, ForEachRowVisitsEveryRowWithItsSlots) {
 
 }  // namespace
 }  // namespace plexus::ps
+
+namespace plexus::ps {
+namespace {
+
+// Pushes, pulls and capacity eviction from several threads: the table stays
+// within its capacity and every surviving row is consistent.
+TEST(SparseTable, ConcurrentEvictionKeepsCapacity) {
+  auto e = testing::NewEngine({.table_stripes = 4});
+  TableConfig c = testing::SimpleTable("t", 4, 0.25);
+  c.capacity_rows = 64;
+  c.eviction_policy = EvictionPolicy::kLru;
+  c.ttl_steps = 50;
+  ASSERT_TRUE(e->CreateTable({c}).ok());
+  constexpr int kThreads = 4, kSteps = 200;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int s = 1; s <= kSteps; ++s) {
+        std::vector<uint64_t> ids = {static_cast<uint64_t>(t * 1000 + s % 97),
+                                     static_cast<uint64_t>(500 + s % 13)};
+        ASSERT_TRUE(testing::PushRows(*e, "t", ids, std::vector<float>(8, 1),
+                                      {.step_id = static_cast<uint64_t>(s),
+                                       .exactly_once = false})
+                        .ok());
+        if (s % 7 == 0) testing::PullRows(*e, "t", ids);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  e->RunEviction();
+  auto info = e->DescribeTable("t");
+  EXPECT_LE(info->rows_in_memory, 64);
+  EXPECT_GT(info->rows_evicted, 0);
+  int64_t visited = 0;
+  ASSERT_TRUE(e->ForEachRow("t", [&](uint64_t, const RowSnapshot& row) {
+                 ++visited;
+                 EXPECT_EQ(row.value[0], -0.25f * row.update_count);
+               }).ok());
+  EXPECT_EQ(visited, info->rows_in_memory);
+}
+
+}  // namespace
+}  // namespace plexus::ps
