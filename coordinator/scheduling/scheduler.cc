@@ -52,6 +52,7 @@ struct Scheduler::Closure {
   ClosureState state = ClosureState::kQueued;
   uint32_t attempts = 0;
   uint32_t failures = 0;
+  uint32_t min_valid_attempt = 0;
   std::string result;
   absl::Status error;
   // Worker running it; 0: none.
@@ -326,6 +327,10 @@ Scheduler::Closure* Scheduler::PickClosure(const Worker& w) {
       continue;
     }
     Closure& c = *it->second;
+    if (dispatch_limit_.has_value() && c.step_id > *dispatch_limit_) {
+      ++i;
+      continue;
+    }
     if (CanRun(w, c.function) &&
         (c.avoid_worker != w.id || !AnotherWorkerCanRun(c, w.id))) {
       queue_.erase(queue_.begin() + i);
@@ -534,7 +539,7 @@ absl::StatusOr<NextTaskResult> Scheduler::NextTask(uint64_t worker_id,
     }
     if (clock_->Now() >= deadline) {
       result.retry_after = options_.retry_after;
-      if (paused_) {
+      if (paused_ || dispatch_limit_.has_value()) {
         result.no_task_reason = NoTaskReason::kPaused;
       } else if (RunningJobIdsLocked().empty()) {
         result.no_task_reason = NoTaskReason::kNoJob;
@@ -561,7 +566,7 @@ absl::StatusOr<ReportDisposition> Scheduler::ReportResult(
   bool this_attempt = c.state == ClosureState::kRunning &&
                       c.running_on == w->id && c.attempts == report.attempt;
   ReportDisposition disposition = ReportDisposition::kDuplicate;
-  if (IsFinal(c.state)) {
+  if (IsFinal(c.state) || report.attempt < c.min_valid_attempt) {
     disposition = ReportDisposition::kDuplicate;
   } else if (report.handed_back) {
     if (this_attempt) {
@@ -742,6 +747,54 @@ void Scheduler::Pause(absl::string_view reason) {
   Changed();
 }
 
+void Scheduler::SetDispatchLimit(std::optional<uint64_t> max_step_id) {
+  absl::MutexLock lock(&mu_);
+  dispatch_limit_ = max_step_id;
+  Changed();
+}
+
+absl::StatusOr<uint64_t> Scheduler::RequeueStepsAfter(absl::string_view job_id,
+                                                      uint64_t step_id) {
+  absl::MutexLock lock(&mu_);
+  Job* job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
+  }
+  if (job->state == JobState::kFailed || job->state == JobState::kCancelled) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is ", JobStateName(job->state)));
+  }
+  uint64_t n = 0;
+  // Walk backwards so that push_front leaves the queue in step order.
+  for (auto id = job->closure_ids.rbegin(); id != job->closure_ids.rend();
+       ++id) {
+    Closure& c = *closures_[*id];
+    if (c.step_id <= step_id) continue;
+    if (c.state == ClosureState::kSucceeded) {
+      --job->counts[ClosureState::kSucceeded];
+      ++job->counts[ClosureState::kQueued];
+      ++job->unfinished_steps[c.step_id];
+      c.state = ClosureState::kQueued;
+      c.result.clear();
+      queue_.push_front(c.id);
+    } else if (c.state == ClosureState::kRunning) {
+      Requeue(c, /*failure=*/false, absl::AbortedError("restored"), 0);
+      --job->requeues;  // counted below
+    } else {
+      continue;
+    }
+    c.min_valid_attempt = c.attempts + 1;
+    ++job->requeues;
+    ++n;
+  }
+  if (n > 0 && job->state == JobState::kSucceeded) {
+    job->state = JobState::kRunning;
+    job->finished_at = absl::InfiniteFuture();
+  }
+  Changed();
+  return n;
+}
+
 void Scheduler::Resume() {
   absl::MutexLock lock(&mu_);
   paused_ = false;
@@ -776,6 +829,7 @@ SchedulerSnapshot Scheduler::Snapshot() const {
       cr.state = c.state;
       cr.attempts = c.attempts;
       cr.failures = c.failures;
+      cr.min_valid_attempt = c.min_valid_attempt;
       cr.result = c.result;
       cr.error = c.error;
       r.closures.push_back(std::move(cr));
@@ -832,6 +886,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Restore(
           cr.state == ClosureState::kRunning ? ClosureState::kQueued : cr.state;
       c->attempts = cr.attempts;
       c->failures = cr.failures;
+      c->min_valid_attempt = cr.min_valid_attempt;
       c->result = cr.result;
       c->error = cr.error;
       j.closure_ids.push_back(c->id);

@@ -67,8 +67,9 @@ struct SchedulerOptions {
   // What NextTask tells a worker to wait before asking again when it returns
   // no task.
   absl::Duration retry_after = absl::Milliseconds(200);
-  // Closures one job may hold; more is INVALID_ARGUMENT.
-  uint64_t max_closures_per_job = uint64_t{1} << 24;
+  // Closures one job may hold; more is INVALID_ARGUMENT. Each costs about
+  // 300 bytes plus its argument and result bytes.
+  uint64_t max_closures_per_job = uint64_t{1} << 22;
 };
 
 // One closure to schedule.
@@ -153,7 +154,7 @@ struct Task {
 enum class NoTaskReason {
   kNone = 0,        // a task is returned
   kQueueEmpty = 1,  // nothing this worker can run now
-  kPaused = 2,      // Pause() in effect
+  kPaused = 2,      // Pause() in effect, or only steps past the limit left
   kNoJob = 3,       // no job is running
   kDraining = 4,    // this worker was told to drain: ask no more
 };
@@ -230,6 +231,8 @@ struct ClosureRecord {
   ClosureState state = ClosureState::kQueued;
   uint32_t attempts = 0;
   uint32_t failures = 0;
+  // Reports of attempts below this are DUPLICATE (set by RequeueStepsAfter).
+  uint32_t min_valid_attempt = 0;
   std::string result;
   absl::Status error;
 };
@@ -344,6 +347,18 @@ class Scheduler {
   void Pause(absl::string_view reason);
   void Resume();
 
+  // Hands out no closure of a step above `max_step_id` (a checkpoint at step
+  // C stops dispatch past C); nullopt lifts the limit.
+  void SetDispatchLimit(std::optional<uint64_t> max_step_id);
+
+  // After a restore to step C: every closure of the job with a step > C runs
+  // again. Succeeded ones are queued again (their results dropped); running
+  // ones are re-queued and their current attempt's report will be DUPLICATE;
+  // a job that had succeeded runs again. Returns the closures re-queued.
+  // NOT_FOUND: unknown job; FAILED_PRECONDITION: failed or cancelled job.
+  absl::StatusOr<uint64_t> RequeueStepsAfter(absl::string_view job_id,
+                                             uint64_t step_id);
+
   // Wakes every waiter so it re-reads the clock (for FakeClock in tests;
   // harmless otherwise).
   void Tick();
@@ -404,6 +419,7 @@ class Scheduler {
   std::deque<uint64_t> queue_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<uint64_t> dispatch_limit_ ABSL_GUARDED_BY(mu_);
   std::string pause_reason_ ABSL_GUARDED_BY(mu_);
 };
 

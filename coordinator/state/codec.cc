@@ -268,6 +268,7 @@ std::string EncodeScheduler(const SchedulerSnapshot& s) {
       w.U64(static_cast<uint64_t>(c.state));
       w.U64(c.attempts);
       w.U64(c.failures);
+      w.U64(c.min_valid_attempt);
       w.Str(c.result);
       w.Status(c.error);
     }
@@ -332,6 +333,7 @@ absl::StatusOr<SchedulerSnapshot> DecodeScheduler(absl::string_view bytes) {
       cr.state = static_cast<scheduling::ClosureState>(cstate);
       PLEXUS_ASSIGN_OR_RETURN(cr.attempts, r.U32());
       PLEXUS_ASSIGN_OR_RETURN(cr.failures, r.U32());
+      PLEXUS_ASSIGN_OR_RETURN(cr.min_valid_attempt, r.U32());
       PLEXUS_ASSIGN_OR_RETURN(cr.result, r.Str());
       PLEXUS_ASSIGN_OR_RETURN(cr.error, r.Status());
       j.closures.push_back(std::move(cr));

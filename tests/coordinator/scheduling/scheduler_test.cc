@@ -612,3 +612,54 @@ TEST_F(SchedulerTest, SnapshotRestoreRequeuesRunningAndAcceptsTheirReports) {
 
 }  // namespace
 }  // namespace plexus::coordinator::scheduling
+
+namespace plexus::coordinator::scheduling {
+namespace {
+
+TEST_F(SchedulerTest, DispatchLimitHoldsBackLaterSteps) {
+  ASSERT_TRUE(scheduler_->AddWorker(1, 10, {"train"}).ok());
+  ASSERT_TRUE(scheduler_->SubmitJob(Loop("j", 4)).ok());
+  scheduler_->SetDispatchLimit(2);
+  Succeed(1, 10, *Poll(1, 10).task);
+  Succeed(1, 10, *Poll(1, 10).task);
+  NextTaskResult held = Poll(1, 10);
+  EXPECT_FALSE(held.task.has_value());
+  EXPECT_EQ(held.no_task_reason, NoTaskReason::kPaused);
+  EXPECT_EQ(scheduler_->GetJobStatus("j")->completed_through_step_id, 2u);
+  scheduler_->SetDispatchLimit(std::nullopt);
+  EXPECT_EQ(Poll(1, 10).task->step_id, 3u);
+}
+
+TEST_F(SchedulerTest, RequeueStepsAfterARestoreRerunsThemOnce) {
+  ASSERT_TRUE(scheduler_->AddWorker(1, 10, {"train"}).ok());
+  ASSERT_TRUE(scheduler_->AddWorker(2, 20, {"train"}).ok());
+  ASSERT_TRUE(scheduler_->SubmitJob(Loop("j", 4)).ok());
+  for (int i = 0; i < 3; ++i) Succeed(1, 10, *Poll(1, 10).task);  // 1..3
+  Task running = *Poll(2, 20).task;                               // step 4
+  absl::StatusOr<uint64_t> n = scheduler_->RequeueStepsAfter("j", 1);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 3u);
+  absl::StatusOr<JobStatus> s = scheduler_->GetJobStatus("j");
+  EXPECT_EQ(s->completed_through_step_id, 1u);
+  EXPECT_EQ(s->closures_queued, 3u);
+  // The attempt that ran against the pre-restore state does not count.
+  EXPECT_EQ(Succeed(2, 20, running), ReportDisposition::kDuplicate);
+  std::vector<uint64_t> steps;
+  for (int i = 0; i < 3; ++i) {
+    Task t = *Poll(1, 10).task;
+    steps.push_back(t.step_id);
+    EXPECT_EQ(Succeed(1, 10, t), ReportDisposition::kAccepted);
+  }
+  EXPECT_EQ(steps, (std::vector<uint64_t>{2, 3, 4}));
+  absl::StatusOr<JobStatus> done = scheduler_->Join("j", clock_.Now());
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->closures_succeeded, 4u);
+  // A finished job runs again after a restore to an earlier step.
+  EXPECT_EQ(*scheduler_->RequeueStepsAfter("j", 3), 1u);
+  EXPECT_EQ(scheduler_->GetJobStatus("j")->state, JobState::kRunning);
+  EXPECT_EQ(scheduler_->RequeueStepsAfter("nope", 1).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace plexus::coordinator::scheduling

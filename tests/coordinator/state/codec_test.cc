@@ -68,6 +68,7 @@ SchedulerSnapshot SampleScheduler() {
                    .state = scheduling::ClosureState::kSucceeded,
                    .attempts = 2,
                    .failures = 1,
+                   .min_valid_attempt = 2,
                    .result = "r"};
   ClosureRecord c2{.closure_id = 2,
                    .function_name = "train",
@@ -147,6 +148,7 @@ void ExpectSame(const SchedulerSnapshot& a, const SchedulerSnapshot& b) {
       EXPECT_EQ(p.state, q.state);
       EXPECT_EQ(p.attempts, q.attempts);
       EXPECT_EQ(p.failures, q.failures);
+      EXPECT_EQ(p.min_valid_attempt, q.min_valid_attempt);
       EXPECT_EQ(p.result, q.result);
       EXPECT_EQ(p.error, q.error);
     }
