@@ -13,9 +13,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/admin_http.h"
 #include "common/health_service.h"
+#include "common/metrics.h"
 #include "common/process.h"
 #include "common/status.h"
+#include "plexus/config.h"
 
 namespace plexus {
 namespace {
@@ -42,19 +45,45 @@ class InflightCalls {
   int n_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Counts a call while it is in flight and records it in the metrics when it
+// ends: plexus_rpc_requests_total{method,code} and
+// plexus_rpc_duration_seconds{method}.
 class CountingInterceptor : public grpc::experimental::Interceptor {
  public:
-  explicit CountingInterceptor(InflightCalls* calls) : calls_(calls) {
+  CountingInterceptor(InflightCalls* calls, const char* method)
+      : calls_(calls),
+        method_(method ? method : "unknown"),
+        start_(absl::Now()) {
     calls_->Add(1);
   }
-  ~CountingInterceptor() override { calls_->Add(-1); }
+  ~CountingInterceptor() override {
+    calls_->Add(-1);
+    Metrics()
+        ->GetCounter("plexus_rpc_requests_total",
+                     "RPCs served, by method and code.",
+                     {{"method", method_}, {"code", code_}})
+        ->Increment();
+    Metrics()
+        ->GetHistogram("plexus_rpc_duration_seconds",
+                       "Time from a call's arrival to its status, by method.",
+                       {{"method", method_}})
+        ->Observe(absl::ToDoubleSeconds(absl::Now() - start_));
+  }
   void Intercept(
       grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      code_ = absl::StatusCodeToString(static_cast<absl::StatusCode>(
+          methods->GetSendStatus().error_code()));
+    }
     methods->Proceed();
   }
 
  private:
   InflightCalls* const calls_;
+  const std::string method_;
+  const absl::Time start_;
+  std::string code_ = "CANCELLED";  // no status sent: the call was cancelled
 };
 
 class CountingInterceptorFactory
@@ -63,7 +92,7 @@ class CountingInterceptorFactory
   explicit CountingInterceptorFactory(InflightCalls* calls) : calls_(calls) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new CountingInterceptor(calls_);
+    return new CountingInterceptor(calls_, info->method());
   }
 
  private:
@@ -80,6 +109,16 @@ class DaemonImpl : public Daemon {
         health_(std::move(health)),
         server_(std::move(server)),
         port_(port) {
+    Metrics()
+        ->GetGauge("plexus_build_info", "Build of this binary (value 1).",
+                   {{"binary", options_.name},
+                    {"version", PLEXUS_VERSION},
+                    {"commit", PLEXUS_GIT_COMMIT}})
+        ->Set(1);
+    Metrics()
+        ->GetGauge("plexus_process_start_time_seconds",
+                   "When this process started, seconds since the Unix epoch.")
+        ->Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
     signal_thread_ = std::thread([this] { WaitForSignal(); });
   }
 
@@ -89,6 +128,23 @@ class DaemonImpl : public Daemon {
   }
 
   int port() const override { return port_; }
+  int admin_port() const override { return admin_ ? admin_->port() : 0; }
+
+  absl::Status StartAdmin() {
+    if (options_.admin_port < 0) return absl::OkStatus();
+    PLEXUS_ASSIGN_OR_RETURN(
+        admin_, AdminHttpServer::Start(options_.host, options_.admin_port,
+                                       [this] { return health_->serving(); }));
+    if (!options_.admin_port_file.empty()) {
+      PLEXUS_RETURN_IF_ERROR(
+          WriteFileAtomically(options_.admin_port_file,
+                              absl::StrCat(admin_->port(), "\n")),
+          "writing --admin_port_file");
+    }
+    LOG(INFO) << options_.name << ": admin HTTP (/metrics, /healthz) on "
+              << options_.host << ":" << admin_->port();
+    return absl::OkStatus();
+  }
   std::string address() const override {
     return absl::StrCat(options_.host, ":", port_);
   }
@@ -156,6 +212,7 @@ class DaemonImpl : public Daemon {
   const std::unique_ptr<HealthService> health_;
   const std::unique_ptr<grpc::Server> server_;
   const int port_;
+  std::unique_ptr<AdminHttpServer> admin_;
   std::atomic<bool> stopping_{false};
   // Written once, by whoever sets stopping_ first, before stop_ is notified.
   const char* stop_reason_ = "";
@@ -208,6 +265,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   health->SetServing(true);
   auto daemon = std::make_unique<DaemonImpl>(
       options, std::move(inflight), std::move(health), std::move(server), port);
+  PLEXUS_RETURN_IF_ERROR(daemon->StartAdmin());
   if (!options.port_file.empty()) {
     PLEXUS_RETURN_IF_ERROR(
         WriteFileAtomically(options.port_file, absl::StrCat(port, "\n")),

@@ -2,10 +2,12 @@
 //
 // Start() binds the given address (port 0 picks a free port), serves the given
 // services plus the standard gRPC health service, logs where it listens and
-// writes the port to --port_file (atomically) for launchers. Run() blocks until
-// SIGTERM or SIGINT (or Shutdown()), then drains: health turns NOT_SERVING, new
-// calls are refused with UNAVAILABLE, in-flight calls get up to the grace
-// period to finish, and Run() returns OK so main() exits 0.
+// writes the port to --port_file (atomically) for launchers. It also serves
+// /metrics and /healthz on a plaintext admin HTTP port, and records every RPC
+// in the metrics (plexus_rpc_requests_total, plexus_rpc_duration_seconds).
+// Run() blocks until SIGTERM or SIGINT (or Shutdown()), then drains: health
+// turns NOT_SERVING, new calls are refused with UNAVAILABLE, in-flight calls
+// get up to the grace period to finish, and Run() returns OK so main() exits 0.
 //
 // Thread safety: SetServing() and Shutdown() may be called from any thread;
 // Start() and Run() from main().
@@ -37,6 +39,11 @@ struct DaemonOptions {
   absl::Duration grace = absl::Seconds(10);
   // Largest message accepted or sent, in bytes. Default 64 MiB.
   int max_message_bytes = 64 << 20;
+  // Plaintext admin HTTP port (/metrics, /healthz) on `host`; 0 picks a free
+  // one, -1 turns it off. Default 0.
+  int admin_port = 0;
+  // If not empty, the bound admin port is written here once serving.
+  std::string admin_port_file;
 };
 
 class Daemon {
@@ -53,6 +60,8 @@ class Daemon {
   virtual int port() const = 0;
   // "host:port" the server listens on.
   virtual std::string address() const = 0;
+  // The admin HTTP port; 0 when it is off.
+  virtual int admin_port() const = 0;
   // Sets the overall health status.
   virtual void SetServing(bool serving) = 0;
   // Blocks until a termination signal or Shutdown(), then drains (see above).

@@ -10,6 +10,11 @@ DEFINE_string(port_file, "",
 DEFINE_double(shutdown_grace_s, 10,
               "Seconds in-flight calls may run after SIGTERM before they are "
               "cancelled.");
+DEFINE_int32(admin_port, 0,
+             "Plaintext admin HTTP port for /metrics and /healthz; 0 picks a "
+             "free port, -1 turns it off.");
+DEFINE_string(admin_port_file, "",
+              "If set, the bound admin port is written to this file.");
 DEFINE_int32(max_message_bytes, 64 << 20,
              "Largest gRPC message sent or received, in bytes.");
 
@@ -23,6 +28,8 @@ DaemonOptions DaemonOptionsFromFlags(const std::string& name) {
   o.port_file = FLAGS_port_file;
   o.grace = absl::Seconds(FLAGS_shutdown_grace_s);
   o.max_message_bytes = FLAGS_max_message_bytes;
+  o.admin_port = FLAGS_admin_port;
+  o.admin_port_file = FLAGS_admin_port_file;
   return o;
 }
 

@@ -1,6 +1,6 @@
-// Flags every daemon takes: --host, --port, --port_file, --shutdown_grace_s,
-// --max_message_bytes. Defined once here so that every binary names them the
-// same way.
+// Flags every daemon takes: --host, --port, --port_file, --admin_port,
+// --admin_port_file, --shutdown_grace_s, --max_message_bytes. Defined once here
+// so that every binary names them the same way.
 #pragma once
 
 #include <string>

@@ -92,6 +92,11 @@ void HealthService::Shutdown() {
   }
 }
 
+bool HealthService::serving() {
+  absl::MutexLock lock(&mu_);
+  return status_ == Response::SERVING;
+}
+
 grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* ctx,
                                                const Request* request,
                                                Response* response) {

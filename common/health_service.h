@@ -30,6 +30,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   void SetServing(bool serving);
   // NOT_SERVING for good: watchers are told, then their streams end OK.
   void Shutdown();
+  // Whether the overall status is SERVING.
+  bool serving();
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx,
                                   const Request* request,

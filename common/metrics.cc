@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <charconv>
 #include <cmath>
 
 #include "absl/strings/ascii.h"
@@ -28,7 +29,11 @@ bool ValidName(const std::string& s) {
 std::string FormatValue(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  return absl::StrCat(v);
+  // Shortest text that reads back as the same double (never 1.79563e+09
+  // for a timestamp).
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
 }
 
 std::string EscapeLabelValue(const std::string& v) {

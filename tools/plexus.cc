@@ -75,8 +75,11 @@ int LocalUp(const std::string& dir, const std::string& bin_dir, int num_ps,
   auto cluster = local::LocalCluster::Start(o);
   if (!cluster.ok()) return Fail(cluster.status());
   for (const auto& m : (*cluster)->members()) {
-    std::printf("  %-12s %-3d %-22s pid %-7d log %s\n", m.role.c_str(), m.index,
-                m.address.c_str(), m.pid, m.log_file.c_str());
+    std::printf(
+        "  %-12s %-3d %-22s metrics http://127.0.0.1:%d/metrics  pid %-7d log "
+        "%s\n",
+        m.role.c_str(), m.index, m.address.c_str(), m.admin_port, m.pid,
+        m.log_file.c_str());
   }
   std::cout << "all processes serving; stop with `plexus local down --dir "
             << dir << "`" << std::endl;

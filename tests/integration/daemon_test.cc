@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <fstream>
 #include <sstream>
@@ -92,6 +93,35 @@ TEST_P(DaemonTest, ServesHealthAndExitsCleanlyOnSigterm) {
       << Slurp(d.log);
   // Gone: new calls fail.
   EXPECT_FALSE(CheckHealth(d.address, absl::Seconds(2)).ok());
+}
+
+TEST_P(DaemonTest, ServesMetricsAndHealthzOnTheAdminPort) {
+  TempDir dir;
+  std::string admin_file = dir.Sub("admin.port");
+  Started d =
+      StartDaemon(GetParam(), dir, "d", {"--admin_port_file=" + admin_file});
+  ASSERT_FALSE(d.address.empty());
+  auto admin = WaitForPortFile(admin_file, absl::Seconds(30), d.proc.get());
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  ASSERT_TRUE(WaitUntilServing(d.address, absl::Seconds(30)).ok());
+  httplib::Client http("127.0.0.1", *admin);
+  auto healthz = http.Get("/healthz");
+  ASSERT_TRUE(healthz);
+  EXPECT_EQ(healthz->status, 200);
+  EXPECT_EQ(healthz->body, "SERVING\n");
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(
+      metrics->body.find("plexus_build_info{binary=\"" + GetParam() + "\""),
+      std::string::npos)
+      << metrics->body;
+  // The health check above is an RPC, so it was counted.
+  EXPECT_NE(metrics->body.find("plexus_rpc_requests_total{method=\"/"
+                               "grpc.health.v1.Health/Check\",code=\"OK\"}"),
+            std::string::npos)
+      << metrics->body;
+  EXPECT_EQ(http.Get("/nothing")->status, 404);
 }
 
 TEST_P(DaemonTest, HelpAndVersionExitZero) {
@@ -231,6 +261,10 @@ TEST(LocalCluster, StartsEveryProcessAndStopsThemCleanly) {
     auto h = CheckHealth(m.address, absl::Seconds(5));
     ASSERT_TRUE(h.ok()) << m.role << " " << h.status();
     EXPECT_EQ(*h, Health::kServing);
+    httplib::Client http("127.0.0.1", m.admin_port);
+    auto healthz = http.Get("/healthz");
+    ASSERT_TRUE(healthz) << m.role << " admin port " << m.admin_port;
+    EXPECT_EQ(healthz->status, 200);
   }
   auto state = local::ReadState(local::StatePath(o.root_dir));
   ASSERT_TRUE(state.ok()) << state.status();
@@ -238,6 +272,7 @@ TEST(LocalCluster, StartsEveryProcessAndStopsThemCleanly) {
   EXPECT_EQ((*state)[2].role, "ps");
   EXPECT_EQ((*state)[2].index, 1);
   EXPECT_EQ((*state)[2].address, (*cluster)->members()[2].address);
+  EXPECT_EQ((*state)[2].admin_port, (*cluster)->members()[2].admin_port);
   EXPECT_TRUE((*cluster)->Stop(absl::Seconds(30)).ok());
 }
 

@@ -59,13 +59,16 @@ absl::Status LocalCluster::StartMember(const LocalClusterOptions& options,
                        : absl::StrCat(options.root_dir, "/", role);
   m.log_file = m.dir + "/log";
   std::string port_file = m.dir + "/port";
+  std::string admin_file = m.dir + "/admin_port";
   std::error_code ec;
   std::filesystem::create_directories(m.dir, ec);
   std::filesystem::remove(port_file, ec);
+  std::filesystem::remove(admin_file, ec);
   std::string binary = options.bin_dir + "/plexus-" + role;
   SubprocessOptions so;
-  so.argv = {binary, "--data_dir=" + m.dir + "/data", "--port=0",
-             "--port_file=" + port_file};
+  so.argv = {binary,           "--data_dir=" + m.dir + "/data",
+             "--port=0",       "--port_file=" + port_file,
+             "--admin_port=0", "--admin_port_file=" + admin_file};
   so.argv.insert(so.argv.end(), args.begin(), args.end());
   so.argv.insert(so.argv.end(), options.extra_flags.begin(),
                  options.extra_flags.end());
@@ -77,6 +80,10 @@ absl::Status LocalCluster::StartMember(const LocalClusterOptions& options,
   PLEXUS_ASSIGN_OR_RETURN(
       int port, WaitForPortFile(port_file, options.start_timeout, proc.get()),
       absl::StrCat(role, " ", index, " (log: ", m.log_file, ")"));
+  // The admin port file is written before the gRPC one.
+  PLEXUS_ASSIGN_OR_RETURN(
+      m.admin_port, WaitForPortFile(admin_file, absl::Seconds(1), proc.get()),
+      absl::StrCat(role, " ", index, " admin port"));
   m.pid = proc->pid();
   m.address = absl::StrCat("127.0.0.1:", port);
   members_.push_back(m);
@@ -121,7 +128,7 @@ absl::Status WriteState(const std::string& path,
   std::string out;
   for (const Member& m : members) {
     absl::StrAppend(&out, m.role, " ", m.index, " ", m.pid, " ", m.address, " ",
-                    m.dir, " ", m.log_file, "\n");
+                    m.admin_port, " ", m.dir, " ", m.log_file, "\n");
   }
   return WriteFileAtomically(path, out);
 }
@@ -139,8 +146,8 @@ absl::StatusOr<std::vector<Member>> ReadState(const std::string& path) {
     if (line.empty()) continue;
     std::istringstream ss(line);
     Member m;
-    if (!(ss >> m.role >> m.index >> m.pid >> m.address >> m.dir >>
-          m.log_file)) {
+    if (!(ss >> m.role >> m.index >> m.pid >> m.address >> m.admin_port >>
+          m.dir >> m.log_file)) {
       return absl::DataLossError(
           absl::StrCat("malformed line in ", path, ": '", line, "'"));
     }

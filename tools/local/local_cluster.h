@@ -6,8 +6,8 @@
 // --port_file), its own data folder and one log file under the cluster's root
 // folder:
 //
-//   <root>/coordinator/{data/,log,port}
-//   <root>/ps-<i>/{data/,log,port}
+//   <root>/coordinator/{data/,log,port,admin_port}
+//   <root>/ps-<i>/{data/,log,port,admin_port}
 //   <root>/cluster.state          what `plexus local status|down` read
 //
 // Thread safety: a LocalCluster is used by one thread at a time.
@@ -47,7 +47,8 @@ struct Member {
   std::string role;  // "coordinator" or "ps"
   int index = 0;     // shard index for "ps", 0 otherwise
   pid_t pid = 0;
-  std::string address;   // "127.0.0.1:port"
+  std::string address;   // "127.0.0.1:port" (gRPC)
+  int admin_port = 0;    // plaintext HTTP: /metrics, /healthz
   std::string dir;       // the member's folder under the root
   std::string log_file;  // stdout and stderr
 };
@@ -86,7 +87,8 @@ class LocalCluster {
   std::vector<std::unique_ptr<Subprocess>> processes_;
 };
 
-// The state file: one member a line, "role index pid address dir log".
+// The state file: one member a line, "role index pid address admin_port dir
+// log" (paths without spaces).
 absl::Status WriteState(const std::string& path,
                         const std::vector<Member>& members);
 absl::StatusOr<std::vector<Member>> ReadState(const std::string& path);
