@@ -52,12 +52,5 @@ TEST(GrpcStatus, ErrorInfoTravelsInTheDetails) {
   EXPECT_FALSE(GetErrorInfo(absl::InternalError("x")).has_value());
 }
 
-TEST(GrpcStatus, UnknownWireCodeReadsAsUnknown) {
-  grpc::Status g(static_cast<grpc::StatusCode>(99), "odd");
-  absl::Status st = FromGrpcStatus(g);
-  EXPECT_EQ(st.code(), absl::StatusCode::kUnknown);
-  EXPECT_EQ(st.message(), "odd");
-}
-
 }  // namespace
 }  // namespace plexus
