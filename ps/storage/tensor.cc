@@ -163,6 +163,7 @@ float BFloat16ToFloat(uint16_t b) {
 }
 
 void ToFloat(DType dtype, const void* src, int64_t n, float* dst) {
+  if (n <= 0) return;  // src may be null for an empty tensor
   const auto* p = static_cast<const unsigned char*>(src);
   switch (dtype) {
     case DType::kFloat32:
@@ -188,6 +189,7 @@ void ToFloat(DType dtype, const void* src, int64_t n, float* dst) {
 }
 
 void FromFloat(DType dtype, const float* src, int64_t n, void* dst) {
+  if (n <= 0) return;
   auto* p = static_cast<unsigned char*>(dst);
   switch (dtype) {
     case DType::kFloat32:

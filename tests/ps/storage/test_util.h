@@ -24,7 +24,9 @@ inline OwnedTensor F32(std::vector<int64_t> shape,
                        const std::vector<float>& values) {
   OwnedTensor t{DType::kFloat32, std::move(shape), std::string()};
   t.bytes.resize(values.size() * 4);
-  std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
+  if (!values.empty()) {
+    std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
+  }
   return t;
 }
 
