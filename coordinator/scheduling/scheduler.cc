@@ -59,6 +59,8 @@ struct Scheduler::Closure {
   uint64_t running_on = 0;
   // Worker whose attempt failed last; another one is preferred. 0: none.
   uint64_t avoid_worker = 0;
+  // When the running attempt exceeds its time budget.
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 struct Scheduler::Job {
@@ -119,8 +121,46 @@ Scheduler::Scheduler(SchedulerOptions options, Clock* clock)
 Scheduler::~Scheduler() = default;
 
 void Scheduler::Changed() {
-  UpdateStarvation(clock_->Now());
+  absl::Time now = clock_->Now();
+  ExpireClosures(now);
+  UpdateStarvation(now);
   cv_.SignalAll();
+}
+
+void Scheduler::ExpireClosures(absl::Time now) {
+  std::vector<uint64_t> expired;
+  for (const auto& [id, w] : workers_) {
+    if (w->running_closure == 0) continue;
+    const Closure& c = *closures_[w->running_closure];
+    if (c.deadline <= now) expired.push_back(c.id);
+  }
+  for (uint64_t id : expired) {
+    Closure& c = *closures_[id];
+    uint64_t worker = c.running_on;
+    Requeue(c, /*failure=*/true,
+            absl::DeadlineExceededError(
+                absl::StrCat("closure ", c.id, " (step ", c.step_id,
+                             ") ran past its time budget of ",
+                             absl::FormatDuration(c.job->spec.closure_timeout),
+                             " on worker id ", worker)),
+            worker);
+  }
+}
+
+absl::Time Scheduler::NextTimeout() const {
+  absl::MutexLock lock(&mu_);
+  absl::Time next = absl::InfiniteFuture();
+  for (const auto& [id, w] : workers_) {
+    if (w->running_closure != 0) {
+      next = std::min(next, closures_.at(w->running_closure)->deadline);
+    }
+  }
+  for (const auto& [id, job] : jobs_) {
+    if (job->no_worker_since != absl::InfiniteFuture()) {
+      next = std::min(next, job->no_worker_since + job->spec.no_worker_timeout);
+    }
+  }
+  return next;
 }
 
 void Scheduler::Tick() {
@@ -351,6 +391,7 @@ Task Scheduler::MakeTask(const Closure& c) const {
   t.attempt = c.attempts;
   t.replica_index = c.replica;
   t.replicas_per_step = c.replicas;
+  t.time_budget = c.job->spec.closure_timeout;
   return t;
 }
 
@@ -531,6 +572,9 @@ absl::StatusOr<NextTaskResult> Scheduler::NextTask(uint64_t worker_id,
         c->state = ClosureState::kRunning;
         ++c->attempts;
         c->running_on = w->id;
+        c->deadline = job.spec.closure_timeout > absl::ZeroDuration()
+                          ? clock_->Now() + job.spec.closure_timeout
+                          : absl::InfiniteFuture();
         w->running_closure = c->id;
         result.task = MakeTask(*c);
         Changed();

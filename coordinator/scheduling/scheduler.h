@@ -107,6 +107,10 @@ struct JobSpec {
   absl::Duration no_worker_timeout = absl::ZeroDuration();
   // 0: SchedulerOptions::max_attempts.
   uint32_t max_attempts = 0;
+  // Time budget of one attempt of a closure: past it the attempt counts as
+  // failed (DEADLINE_EXCEEDED) and the closure is re-queued; a late success
+  // report from it is still accepted if it comes first. 0: none.
+  absl::Duration closure_timeout = absl::ZeroDuration();
 };
 
 enum class JobState {
@@ -149,6 +153,8 @@ struct Task {
   uint32_t attempt = 0;
   uint32_t replica_index = 0;
   uint32_t replicas_per_step = 1;
+  // JobSpec::closure_timeout; 0: none.
+  absl::Duration time_budget = absl::ZeroDuration();
 };
 
 enum class NoTaskReason {
@@ -359,9 +365,14 @@ class Scheduler {
   absl::StatusOr<uint64_t> RequeueStepsAfter(absl::string_view job_id,
                                              uint64_t step_id);
 
-  // Wakes every waiter so it re-reads the clock (for FakeClock in tests;
-  // harmless otherwise).
+  // Applies closure time budgets at clock->Now() and wakes every waiter so
+  // it re-reads the clock. The service calls it periodically (or at
+  // NextTimeout()); tests call it after FakeClock::Advance.
   void Tick();
+
+  // The earliest instant at which Tick() could expire a closure or a Join
+  // could give up for lack of workers; InfiniteFuture when none.
+  absl::Time NextTimeout() const;
 
   SchedulerSnapshot Snapshot() const;
 
@@ -385,6 +396,7 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateJobState(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateStarvation(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireClosures(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t CapableWorkers(const Job& job) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool CanRun(const Worker& w, const std::string& function) const;

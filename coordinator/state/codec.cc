@@ -251,6 +251,7 @@ std::string EncodeScheduler(const SchedulerSnapshot& s) {
     }
     w.Duration(j.spec.no_worker_timeout);
     w.U64(j.spec.max_attempts);
+    w.Duration(j.spec.closure_timeout);
     w.U64(static_cast<uint64_t>(j.state));
     w.Status(j.error);
     w.U64(j.requeues);
@@ -311,6 +312,7 @@ absl::StatusOr<SchedulerSnapshot> DecodeScheduler(absl::string_view bytes) {
     }
     PLEXUS_ASSIGN_OR_RETURN(j.spec.no_worker_timeout, r.Duration());
     PLEXUS_ASSIGN_OR_RETURN(j.spec.max_attempts, r.U32());
+    PLEXUS_ASSIGN_OR_RETURN(j.spec.closure_timeout, r.Duration());
     PLEXUS_ASSIGN_OR_RETURN(uint64_t state, r.U64());
     if (!ValidJobState(state)) return r.Error("bad job state");
     j.state = static_cast<scheduling::JobState>(state);

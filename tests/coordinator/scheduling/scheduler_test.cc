@@ -663,3 +663,51 @@ TEST_F(SchedulerTest, RequeueStepsAfterARestoreRerunsThemOnce) {
 
 }  // namespace
 }  // namespace plexus::coordinator::scheduling
+
+namespace plexus::coordinator::scheduling {
+namespace {
+
+TEST_F(SchedulerTest, ClosurePastItsTimeBudgetIsRequeued) {
+  ASSERT_TRUE(scheduler_->AddWorker(1, 10, {"train"}).ok());
+  ASSERT_TRUE(scheduler_->AddWorker(2, 20, {"train"}).ok());
+  JobSpec spec = Loop("j", 1);
+  spec.closure_timeout = absl::Seconds(10);
+  ASSERT_TRUE(scheduler_->SubmitJob(spec).ok());
+  absl::Time start = clock_.Now();
+  Task slow = *Poll(1, 10).task;
+  EXPECT_EQ(slow.time_budget, absl::Seconds(10));
+  EXPECT_EQ(scheduler_->NextTimeout(), start + absl::Seconds(10));
+  clock_.Advance(absl::Seconds(9));
+  scheduler_->Tick();
+  EXPECT_FALSE(Poll(2, 20).task.has_value());
+  clock_.Advance(absl::Seconds(1));
+  scheduler_->Tick();
+  NextTaskResult retry = Poll(2, 20);
+  ASSERT_TRUE(retry.task.has_value());
+  EXPECT_EQ(retry.task->closure_id, slow.closure_id);
+  EXPECT_EQ(retry.task->attempt, 2u);
+  EXPECT_EQ(scheduler_->GetJobStatus("j")->requeues, 1u);
+  // The slow attempt finishes first after all: its result wins.
+  EXPECT_EQ(Succeed(1, 10, slow, "slow"), ReportDisposition::kAccepted);
+  EXPECT_EQ(Succeed(2, 20, *retry.task, "fast"), ReportDisposition::kDuplicate);
+  EXPECT_EQ(scheduler_->Fetch(slow.closure_id, clock_.Now())->result, "slow");
+  EXPECT_EQ(scheduler_->NextTimeout(), absl::InfiniteFuture());
+}
+
+TEST_F(SchedulerTest, TimeBudgetFailuresCountTowardsMaxAttempts) {
+  ASSERT_TRUE(scheduler_->AddWorker(1, 10, {"train"}).ok());
+  JobSpec spec = Loop("j", 1);
+  spec.closure_timeout = absl::Seconds(1);
+  ASSERT_TRUE(scheduler_->SubmitJob(spec).ok());
+  for (int i = 0; i < 3; ++i) {  // max_attempts is 3
+    ASSERT_TRUE(Poll(1, 10).task.has_value());
+    clock_.Advance(absl::Seconds(1));
+    scheduler_->Tick();
+  }
+  absl::StatusOr<JobStatus> joined = scheduler_->Join("j", clock_.Now());
+  EXPECT_EQ(joined.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(joined.status().message()), HasSubstr("time budget"));
+}
+
+}  // namespace
+}  // namespace plexus::coordinator::scheduling

@@ -57,6 +57,7 @@ SchedulerSnapshot SampleScheduler() {
                             .replicas_per_step = 1};
   loop.spec.no_worker_timeout = absl::Seconds(30);
   loop.spec.max_attempts = 4;
+  loop.spec.closure_timeout = absl::Minutes(2);
   loop.state = scheduling::JobState::kRunning;
   loop.requeues = 1;
   loop.max_step_id = 6;
@@ -129,6 +130,7 @@ void ExpectSame(const SchedulerSnapshot& a, const SchedulerSnapshot& b) {
     EXPECT_TRUE(x.spec.work == y.spec.work);
     EXPECT_EQ(x.spec.no_worker_timeout, y.spec.no_worker_timeout);
     EXPECT_EQ(x.spec.max_attempts, y.spec.max_attempts);
+    EXPECT_EQ(x.spec.closure_timeout, y.spec.closure_timeout);
     EXPECT_EQ(x.state, y.state);
     EXPECT_EQ(x.error, y.error);
     EXPECT_EQ(x.requeues, y.requeues);
