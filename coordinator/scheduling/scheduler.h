@@ -22,8 +22,12 @@
 //   * A worker that dies (RemoveWorker, or AddWorker with a newer incarnation)
 //     has its in-flight closure re-queued with its attempt count kept; the
 //     closure prefers another worker for its next attempt when one can run it.
-//   * A closure that failed max_attempts times (retryable errors and worker
-//     deaths; hand-backs do not count) fails permanently.
+//   * A closure that failed max_attempts times (retryable errors, worker
+//     deaths, attempts past the job's closure_timeout; hand-backs do not
+//     count) fails permanently.
+//   * Checkpoints and restores: SetDispatchLimit(C) holds back steps > C;
+//     RequeueStepsAfter(job, C) runs every step > C again (reports of the
+//     attempts that ran before it are DUPLICATE). Pause/Resume stop dispatch.
 //   * Join waits for every closure of a job: OK once all succeeded; the job's
 //     error once it failed; CANCELLED once cancelled; UNAVAILABLE once no live
 //     worker could run its pending closures for no_worker_timeout (the job is
@@ -32,8 +36,11 @@
 //
 // Time. Deadlines are instants of the injected Clock. Waiting uses real
 // condition-variable timeouts computed from it, and every state change wakes
-// waiters; with a FakeClock, tests call Tick() after advancing the clock so
-// waiters re-read it. Nothing here sleeps.
+// waiters; the service calls Tick() every so often (NextTimeout() says when it
+// matters) to apply closure time budgets, and tests with a FakeClock call it
+// after advancing the clock so waiters re-read it. Nothing here sleeps.
+//
+// Persistence: Snapshot()/Restore(); coordinator/state stores them.
 //
 // Thread safety: every method may be called from any thread; NextTask, Join
 // and Fetch block (up to their deadline) without holding up other calls.
