@@ -73,8 +73,8 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
       grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      code_ = absl::StatusCodeToString(static_cast<absl::StatusCode>(
-          methods->GetSendStatus().error_code()));
+      code_ = absl::StatusCodeToString(
+          static_cast<absl::StatusCode>(methods->GetSendStatus().error_code()));
     }
     methods->Proceed();
   }
@@ -170,6 +170,7 @@ class DaemonImpl : public Daemon {
       server_->Shutdown(absl::ToChronoTime(deadline));
     });
     shutting_down.WaitForNotification();
+    if (options_.on_drain) options_.on_drain();
     int left = inflight_->WaitForZero(deadline);
     if (left > 0) {
       LOG(WARNING) << options_.name << ": " << left

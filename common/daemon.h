@@ -13,6 +13,7 @@
 // Start() and Run() from main().
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,9 @@ struct DaemonOptions {
   int admin_port = 0;
   // If not empty, the bound admin port is written here once serving.
   std::string admin_port_file;
+  // Called when a drain starts, after health turns NOT_SERVING and new calls
+  // are refused: wake calls that wait (e.g. consistency waits) so they end.
+  std::function<void()> on_drain;
 };
 
 class Daemon {

@@ -30,9 +30,16 @@ int main(int argc, char** argv) {
     LOG(ERROR) << lock.status().message();
     return 1;
   }
-  plexus::ps::PsService service(FLAGS_shard);
-  auto daemon = plexus::Daemon::Start(
-      plexus::DaemonOptionsFromFlags("plexus-ps"), {&service});
+  auto engine = plexus::ps::CreateEngine();
+  if (!engine.ok()) {
+    LOG(ERROR) << engine.status();
+    return 1;
+  }
+  plexus::DaemonOptions options = plexus::DaemonOptionsFromFlags("plexus-ps");
+  plexus::ps::PsService service(FLAGS_shard, std::move(*engine),
+                                options.max_message_bytes);
+  options.on_drain = [&service] { service.Drain(); };
+  auto daemon = plexus::Daemon::Start(options, {&service});
   if (!daemon.ok()) {
     LOG(ERROR) << daemon.status().message();
     return 1;

@@ -1,18 +1,492 @@
 #include "ps/service/ps_service.h"
 
-#include "common/failpoint_rpc.h"
+#include <glog/logging.h>
 
+#include "absl/strings/str_cat.h"
+#include "common/error_info.h"
+#include "common/failpoint.h"
+#include "common/failpoint_rpc.h"
+#include "common/grpc_status.h"
+#include "common/hash.h"
 #include "common/incarnation.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "plexus/config.h"
+#include "ps/service/convert.h"
 
 namespace plexus::ps {
+namespace {
 
-PsService::PsService(int shard)
-    : shard_(shard), incarnation_(NewIncarnationId()) {}
+using google::protobuf::RepeatedPtrField;
+
+// Room for everything in a response besides tensor bytes.
+constexpr int64_t kHeadroomBytes = 64 << 10;
+
+absl::Time DeadlineOf(grpc::ServerContext* ctx) {
+  auto d = ctx->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
+PushOptions PushOptionsOf(const v1::RequestHeader& h, uint32_t push_seq,
+                          uint32_t chunk_index, uint32_t num_chunks) {
+  PushOptions o;
+  o.job_id = h.job_id();
+  o.worker_id = h.worker_id();
+  o.worker_incarnation = h.worker_incarnation();
+  o.step_id = h.step_id();
+  o.closure_id = h.closure_id();
+  o.push_seq = push_seq;
+  o.chunk_index = chunk_index;
+  o.num_chunks = num_chunks;
+  return o;
+}
+
+void CountPush(const absl::StatusOr<PushResult>& r) {
+  if (!r.ok()) {
+    Metrics()
+        ->GetCounter("plexus_ps_rejected_pushes_total",
+                     "Pushes refused (bad input, stale sender, ...), by code.",
+                     {{"code", absl::StatusCodeToString(r.status().code())}})
+        ->Increment();
+    return;
+  }
+  const char* outcome = r->outcome == PushOutcome::kDuplicate    ? "duplicate"
+                        : r->outcome == PushOutcome::kAggregated ? "aggregated"
+                                                                 : "applied";
+  Metrics()
+      ->GetCounter("plexus_ps_pushes_total", "Pushes acknowledged, by outcome.",
+                   {{"outcome", outcome}})
+      ->Increment();
+  Metrics()
+      ->GetCounter("plexus_ps_push_rows_total",
+                   "Rows applied or aggregated by pushes.")
+      ->Increment(static_cast<double>(r->rows_applied));
+}
+
+}  // namespace
+
+PsService::PsService(int shard, std::unique_ptr<Engine> engine,
+                     int64_t max_message_bytes)
+    : configured_shard_(shard),
+      incarnation_(NewIncarnationId()),
+      max_message_bytes_(max_message_bytes),
+      started_unix_ms_(absl::ToUnixMillis(absl::Now())),
+      engine_(std::move(engine)) {
+  Metrics()->AddCollector([this] { CollectMetrics(); });
+}
+
+void PsService::Drain() { engine_->Shutdown(); }
+
+void PsService::FillHeader(v1::ResponseHeader* h) const {
+  absl::MutexLock lock(&mu_);
+  h->set_server_incarnation(incarnation_);
+  h->set_shard_map_version(router_ ? router_->version() : 0);
+  h->set_coordinator_epoch(coordinator_epoch_);
+  h->set_server_time_unix_ms(absl::ToUnixMillis(absl::Now()));
+}
+
+absl::Status PsService::CheckMapVersion(const v1::RequestHeader& h) const {
+  absl::MutexLock lock(&mu_);
+  uint64_t current = router_ ? router_->version() : 0;
+  if (h.shard_map_version() == 0 || h.shard_map_version() == current) {
+    return absl::OkStatus();
+  }
+  v1::ErrorInfo info;
+  info.set_reason(v1::ErrorInfo::REASON_STALE_SHARD_MAP);
+  info.set_current_shard_map_version(current);
+  return WithErrorInfo(absl::FailedPreconditionError(absl::StrCat(
+                           "shard map version ", h.shard_map_version(),
+                           " is not this shard's current version ", current)),
+                       info);
+}
+
+absl::Status PsService::CheckOwnership(
+    const std::string& table,
+    const google::protobuf::RepeatedField<uint64_t>& ids) const {
+  std::shared_ptr<const ShardRouter> router;
+  int shard;
+  {
+    absl::MutexLock lock(&mu_);
+    router = router_;
+    shard = shard_index_;
+  }
+  if (router == nullptr || shard < 0) return absl::OkStatus();
+  uint64_t th = HashName(table);
+  for (uint64_t id : ids) {
+    if (router->ShardOfRow(th, id) != static_cast<uint32_t>(shard)) {
+      v1::ErrorInfo info;
+      info.set_reason(v1::ErrorInfo::REASON_STALE_SHARD_MAP);
+      info.set_current_shard_map_version(router->version());
+      info.set_resource(table);
+      return WithErrorInfo(
+          absl::FailedPreconditionError(absl::StrCat(
+              "row ", id, " of table ", table, " belongs to shard ",
+              router->ShardOfRow(th, id), ", not shard ", shard,
+              " (shard map version ", router->version(), ")")),
+          info);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PsService::DoPush(
+    const v1::RequestHeader& h, uint32_t push_seq, uint32_t chunk_index,
+    uint32_t num_chunks, const RepeatedPtrField<v1::DenseSliceData>& dense,
+    const RepeatedPtrField<v1::SparseUpdate>& sparse, PushResult* result) {
+  PLEXUS_RETURN_IF_ERROR(CheckMapVersion(h));
+  std::vector<DenseGradient> dg;
+  dg.reserve(dense.size());
+  for (const auto& d : dense) {
+    PLEXUS_ASSIGN_OR_RETURN(TensorView v, ViewOf(d.tensor()),
+                            absl::StrCat("variable ", d.variable()));
+    dg.push_back({d.variable(), FromProto(d.rows()), v});
+  }
+  std::vector<SparseGradient> sg;
+  sg.reserve(sparse.size());
+  for (const auto& s : sparse) {
+    PLEXUS_RETURN_IF_ERROR(CheckOwnership(s.table(), s.ids()));
+    PLEXUS_ASSIGN_OR_RETURN(TensorView v, ViewOf(s.grads()),
+                            absl::StrCat("table ", s.table()));
+    sg.push_back(
+        {s.table(), absl::MakeConstSpan(s.ids().data(), s.ids().size()), v});
+  }
+  absl::StatusOr<PushResult> r = engine_->Push(
+      PushOptionsOf(h, push_seq, chunk_index, num_chunks), dg, sg);
+  CountPush(r);
+  if (!r.ok()) return r.status();
+  // The update is applied (or known duplicate) but not yet acknowledged.
+  PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.apply.after_write_before_ack"));
+  *result = *r;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PullResult> PsService::DoPull(
+    grpc::ServerContext* ctx, const v1::RequestHeader& h, v1::DType value_dtype,
+    const RepeatedPtrField<v1::DenseSliceRef>& dense,
+    const RepeatedPtrField<v1::SparseLookup>& sparse) {
+  PLEXUS_RETURN_IF_ERROR(CheckMapVersion(h));
+  PullOptions o;
+  o.step_id = h.step_id();
+  o.deadline = DeadlineOf(ctx);
+  PLEXUS_ASSIGN_OR_RETURN(o.value_dtype, FromProto(value_dtype));
+  std::vector<DenseRead> dr;
+  for (const auto& d : dense) dr.push_back({d.variable(), FromProto(d.rows())});
+  std::vector<SparseRead> sr;
+  for (const auto& s : sparse) {
+    PLEXUS_RETURN_IF_ERROR(CheckOwnership(s.table(), s.ids()));
+    sr.push_back({s.table(),
+                  absl::MakeConstSpan(s.ids().data(), s.ids().size()),
+                  s.create_missing()});
+  }
+  PLEXUS_ASSIGN_OR_RETURN(PullResult r, engine_->Pull(o, dr, sr));
+  int64_t bytes = 0;
+  for (const auto& d : r.dense) bytes += static_cast<int64_t>(d.data.size());
+  for (const auto& s : r.sparse) bytes += static_cast<int64_t>(s.data.size());
+  if (bytes > max_message_bytes_ - kHeadroomBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the pull would return ", bytes,
+                     " bytes, over this shard's message limit of ",
+                     max_message_bytes_, "; split the request"));
+  }
+  return r;
+}
+
+void PsService::FillResponse(const PullResult& pull,
+                             const RepeatedPtrField<v1::SparseLookup>& lookups,
+                             RepeatedPtrField<v1::DenseSliceData>* dense,
+                             RepeatedPtrField<v1::SparseRows>* sparse,
+                             const RepeatedPtrField<v1::DenseSliceRef>& refs) {
+  for (size_t i = 0; i < pull.dense.size(); ++i) {
+    const DenseValues& v = pull.dense[i];
+    v1::DenseSliceData* d = dense->Add();
+    d->set_variable(refs[static_cast<int>(i)].variable());
+    ToProto(v.rows, d->mutable_rows());
+    d->mutable_tensor()->mutable_spec()->set_dtype(ToProto(v.dtype));
+    for (int64_t s : v.shape) d->mutable_tensor()->mutable_spec()->add_shape(s);
+    d->mutable_tensor()->set_data(v.data);
+  }
+  for (size_t i = 0; i < pull.sparse.size(); ++i) {
+    const SparseValues& v = pull.sparse[i];
+    const v1::SparseLookup& l = lookups[static_cast<int>(i)];
+    v1::SparseRows* s = sparse->Add();
+    s->set_table(l.table());
+    *s->mutable_ids() = l.ids();
+    s->mutable_values()->mutable_spec()->set_dtype(ToProto(v.dtype));
+    for (int64_t d : v.shape) s->mutable_values()->mutable_spec()->add_shape(d);
+    s->mutable_values()->set_data(v.data);
+    for (uint32_t p : v.missing_positions) s->add_missing_positions(p);
+  }
+}
+
+grpc::Status PsService::Pull(grpc::ServerContext* ctx,
+                             const v1::PullRequest* req,
+                             v1::PullResponse* resp) {
+  auto r = DoPull(ctx, req->header(), req->value_dtype(), req->dense(),
+                  req->sparse());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  FillResponse(*r, req->sparse(), resp->mutable_dense(), resp->mutable_sparse(),
+               req->dense());
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::Push(grpc::ServerContext* ctx,
+                             const v1::PushRequest* req,
+                             v1::PushResponse* resp) {
+  PushResult r;
+  absl::Status st = DoPush(req->header(), req->push_seq(), req->chunk_index(),
+                           req->num_chunks(), req->dense(), req->sparse(), &r);
+  if (!st.ok()) return ToGrpcStatus(st);
+  resp->set_outcome(ToProto(r.outcome));
+  resp->set_rows_applied(r.rows_applied);
+  resp->set_rows_not_admitted(r.rows_not_admitted);
+  resp->set_skipped_non_finite(r.skipped_non_finite);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::PushPull(grpc::ServerContext* ctx,
+                                 const v1::PushPullRequest* req,
+                                 v1::PushPullResponse* resp) {
+  PushResult r;
+  absl::Status st =
+      DoPush(req->header(), req->push_seq(), req->chunk_index(),
+             req->num_chunks(), req->push_dense(), req->push_sparse(), &r);
+  if (!st.ok()) return ToGrpcStatus(st);
+  auto pull = DoPull(ctx, req->header(), req->value_dtype(), req->pull_dense(),
+                     req->pull_sparse());
+  if (!pull.ok()) return ToGrpcStatus(pull.status());
+  resp->set_outcome(ToProto(r.outcome));
+  resp->set_rows_applied(r.rows_applied);
+  resp->set_rows_not_admitted(r.rows_not_admitted);
+  resp->set_skipped_non_finite(r.skipped_non_finite);
+  FillResponse(*pull, req->pull_sparse(), resp->mutable_dense(),
+               resp->mutable_sparse(), req->pull_dense());
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::CreateVariable(grpc::ServerContext* ctx,
+                                       const v1::CreateVariableRequest* req,
+                                       v1::CreateVariableResponse* resp) {
+  auto config = FromProto(req->config());
+  if (!config.ok()) return ToGrpcStatus(config.status());
+  CreateVariableOptions o;
+  o.config = *config;
+  o.rows = FromProto(req->rows());
+  if (req->has_initial_value()) {
+    auto v = ViewOf(req->initial_value());
+    if (!v.ok()) return ToGrpcStatus(Annotate(v.status(), "initial_value"));
+    o.initial_value = *v;
+  }
+  auto created = engine_->CreateVariable(o);
+  if (!created.ok()) return ToGrpcStatus(created.status());
+  if (*created) {
+    absl::MutexLock lock(&mu_);
+    variable_configs_[req->config().name()] = req->config();
+    LOG(INFO) << "created variable " << req->config().name() << " rows ["
+              << o.rows.begin << ", " << o.rows.end << ")";
+  }
+  resp->set_created(*created);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::CreateTable(grpc::ServerContext* ctx,
+                                    const v1::CreateTableRequest* req,
+                                    v1::CreateTableResponse* resp) {
+  auto config = FromProto(req->config());
+  if (!config.ok()) return ToGrpcStatus(config.status());
+  CreateTableOptions o;
+  o.config = *config;
+  auto created = engine_->CreateTable(o);
+  if (!created.ok()) return ToGrpcStatus(created.status());
+  if (*created) {
+    absl::MutexLock lock(&mu_);
+    table_configs_[req->config().name()] = req->config();
+    LOG(INFO) << "created table " << req->config().name() << " dim "
+              << req->config().dim();
+  }
+  resp->set_created(*created);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+void PsService::FillVariableInfo(const VariableInfo& info,
+                                 v1::VariableInfo* out) const {
+  absl::MutexLock lock(&mu_);
+  auto it = variable_configs_.find(info.config.name);
+  if (it != variable_configs_.end()) *out->mutable_config() = it->second;
+  ToProto(info.rows, out->mutable_rows());
+  out->set_memory_bytes(info.memory_bytes);
+  out->set_last_applied_step_id(info.last_applied_step_id);
+  out->set_updates_applied(info.updates_applied);
+}
+
+void PsService::FillTableInfo(const TableInfo& info, v1::TableInfo* out) const {
+  absl::MutexLock lock(&mu_);
+  auto it = table_configs_.find(info.config.name);
+  if (it != table_configs_.end()) *out->mutable_config() = it->second;
+  out->set_rows_in_memory(info.rows_in_memory);
+  out->set_memory_bytes(info.memory_bytes);
+  out->set_rows_evicted(info.rows_evicted);
+  out->set_last_applied_step_id(info.last_applied_step_id);
+  out->set_updates_applied(info.updates_applied);
+}
+
+grpc::Status PsService::Describe(grpc::ServerContext* ctx,
+                                 const v1::DescribeRequest* req,
+                                 v1::DescribeResponse* resp) {
+  if (auto v = engine_->DescribeVariable(req->name()); v.ok()) {
+    FillVariableInfo(*v, resp->mutable_variable());
+  } else if (auto t = engine_->DescribeTable(req->name()); t.ok()) {
+    FillTableInfo(*t, resp->mutable_table());
+  } else {
+    return ToGrpcStatus(absl::NotFoundError(
+        absl::StrCat("no variable or table named '", req->name(), "'")));
+  }
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::ListVariables(grpc::ServerContext* ctx,
+                                      const v1::ListVariablesRequest* req,
+                                      v1::ListVariablesResponse* resp) {
+  for (const auto& v : engine_->ListVariables()) {
+    FillVariableInfo(v, resp->add_variables());
+  }
+  for (const auto& t : engine_->ListTables())
+    FillTableInfo(t, resp->add_tables());
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::DeleteVariable(grpc::ServerContext* ctx,
+                                       const v1::DeleteVariableRequest* req,
+                                       v1::DeleteVariableResponse* resp) {
+  absl::Status st = engine_->DeleteVariable(req->name());
+  if (!st.ok()) return ToGrpcStatus(st);
+  {
+    absl::MutexLock lock(&mu_);
+    variable_configs_.erase(req->name());
+  }
+  LOG(INFO) << "deleted variable " << req->name();
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::DeleteTable(grpc::ServerContext* ctx,
+                                    const v1::DeleteTableRequest* req,
+                                    v1::DeleteTableResponse* resp) {
+  absl::Status st = engine_->DeleteTable(req->name());
+  if (!st.ok()) return ToGrpcStatus(st);
+  {
+    absl::MutexLock lock(&mu_);
+    table_configs_.erase(req->name());
+  }
+  LOG(INFO) << "deleted table " << req->name();
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::GetShardInfo(grpc::ServerContext* ctx,
+                                     const v1::GetShardInfoRequest* req,
+                                     v1::GetShardInfoResponse* resp) {
+  int64_t memory = 0;
+  for (const auto& v : engine_->ListVariables()) {
+    FillVariableInfo(v, resp->add_variables());
+    memory += v.memory_bytes;
+  }
+  for (const auto& t : engine_->ListTables()) {
+    FillTableInfo(t, resp->add_tables());
+    memory += t.memory_bytes;
+  }
+  EngineCounters c = engine_->counters();
+  {
+    absl::MutexLock lock(&mu_);
+    resp->set_shard_index(shard_index_ >= 0 ? shard_index_ : configured_shard_);
+    if (router_ != nullptr && shard_index_ >= 0) {
+      resp->set_address(router_->map().shards(shard_index_).address());
+    }
+  }
+  resp->set_state(v1::SHARD_STATE_SERVING);
+  resp->set_max_message_bytes(max_message_bytes_);
+  resp->set_memory_bytes(memory);
+  resp->set_duplicate_pushes(c.duplicate_pushes);
+  resp->set_rejected_pushes(c.rejected_pushes);
+  resp->set_started_unix_ms(started_unix_ms_);
+  resp->mutable_build()->set_version(PLEXUS_VERSION);
+  resp->mutable_build()->set_git_commit(PLEXUS_GIT_COMMIT);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::UpdateShardMap(grpc::ServerContext* ctx,
+                                       const v1::UpdateShardMapRequest* req,
+                                       v1::UpdateShardMapResponse* resp) {
+  absl::Status st = ValidateShardMap(req->shard_map());
+  if (!st.ok()) return ToGrpcStatus(st);
+  if (req->shard_index() >= req->shard_map().num_shards()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("shard_index ", req->shard_index(), " is not in a map of ",
+                     req->shard_map().num_shards(), " shards")));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    uint64_t current = router_ ? router_->version() : 0;
+    if (req->shard_map().version() < current) {
+      return ToGrpcStatus(absl::FailedPreconditionError(
+          absl::StrCat("shard map version ", req->shard_map().version(),
+                       " is older than the installed version ", current)));
+    }
+    if (req->shard_map().version() > current ||
+        static_cast<int>(req->shard_index()) != shard_index_) {
+      router_ = std::make_shared<ShardRouter>(req->shard_map());
+      shard_index_ = static_cast<int>(req->shard_index());
+      LOG(INFO) << "installed shard map version " << router_->version() << " ("
+                << router_->num_shards() << " shards); this is shard "
+                << shard_index_;
+    }
+    coordinator_epoch_ =
+        std::max(coordinator_epoch_, req->header().coordinator_epoch());
+  }
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
 
 grpc::Status PsService::SetFailpoint(grpc::ServerContext* ctx,
                                      const v1::SetFailpointRequest* request,
                                      v1::SetFailpointResponse* response) {
+  FillHeader(response->mutable_header());
   return HandleSetFailpoint(*request, response);
+}
+
+void PsService::CollectMetrics() {
+  for (const auto& t : engine_->ListTables()) {
+    Labels l = {{"table", t.config.name}};
+    Metrics()
+        ->GetGauge("plexus_ps_table_rows", "Rows in memory per table.", l)
+        ->Set(static_cast<double>(t.rows_in_memory));
+    Metrics()
+        ->GetGauge("plexus_ps_table_memory_bytes",
+                   "Memory per table: values, slots, bookkeeping.", l)
+        ->Set(static_cast<double>(t.memory_bytes));
+  }
+  for (const auto& v : engine_->ListVariables()) {
+    Metrics()
+        ->GetGauge("plexus_ps_variable_memory_bytes",
+                   "Memory per dense variable slice: values and slots.",
+                   {{"variable", v.config.name}})
+        ->Set(static_cast<double>(v.memory_bytes));
+  }
+  EngineCounters c = engine_->counters();
+  Metrics()
+      ->GetGauge("plexus_ps_applied_keys",
+                 "Update keys held by the exactly-once record.")
+      ->Set(static_cast<double>(c.applied_keys));
 }
 
 }  // namespace plexus::ps

@@ -1,0 +1,173 @@
+// The worker's PS client against real plexus-ps processes on 127.0.0.1.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "common/error_info.h"
+#include "common/grpc_status.h"
+#include "plexus/v1/ps.grpc.pb.h"
+#include "plexus/worker/ps_client.h"
+#include "tests/util/test_env.h"
+#include "tools/local/local_cluster.h"
+
+namespace plexus {
+namespace {
+
+using ::plexus::testing::BinDir;
+using ::plexus::testing::TempDir;
+using worker::PsClient;
+
+class PsClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    local::LocalClusterOptions o;
+    o.bin_dir = BinDir();
+    o.root_dir = dir_.Sub("cluster");
+    o.num_ps = 2;
+    auto c = local::LocalCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+    for (const auto& m : cluster_->members()) {
+      if (m.role == "ps") shards_.push_back(m.address);
+    }
+    worker::PsClientOptions co;
+    co.shards = shards_;
+    co.timeout = absl::Seconds(30);
+    auto client = PsClient::Connect(
+        co, {.job_id = "job", .worker_id = 3, .worker_incarnation = 1});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
+  }
+
+  static v1::TableConfig SgdTable(const std::string& name, int64_t dim) {
+    v1::TableConfig t;
+    t.set_name(name);
+    t.set_dim(dim);
+    t.mutable_optimizer()->mutable_sgd()->set_learning_rate(0.5);
+    t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+    return t;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<local::LocalCluster> cluster_;
+  std::vector<std::string> shards_;
+  std::unique_ptr<PsClient> client_;
+};
+
+TEST_F(PsClientTest, SparsePushThenPullAcrossShards) {
+  const int64_t dim = 4;
+  ASSERT_TRUE(client_->CreateTable(SgdTable("emb", dim)).ok());
+  // Creating again with the same config is fine.
+  ASSERT_TRUE(client_->CreateTable(SgdTable("emb", dim)).ok());
+  std::vector<uint64_t> ids(200);
+  std::iota(ids.begin(), ids.end(), 1000);
+  ids.push_back(1000);  // a duplicate id: its gradients are summed
+  std::vector<float> grads(ids.size() * dim);
+  for (size_t i = 0; i < grads.size(); ++i)
+    grads[i] = static_cast<float>(i % 7);
+  auto pushed = client_->PushSparse(
+      "emb", ids, dim, grads, {.step_id = 1, .closure_id = 0, .push_seq = 0});
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_EQ(pushed->rows_applied, 200);
+
+  std::vector<float> out(ids.size() * dim);
+  ASSERT_TRUE(client_->PullSparse("emb", ids, dim, absl::MakeSpan(out)).ok());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    for (int64_t j = 0; j < dim; ++j) {
+      float g = grads[i * dim + j];
+      if (ids[i] == 1000) g = grads[j] + grads[200 * dim + j];
+      EXPECT_FLOAT_EQ(out[i * dim + j], -0.5f * g) << "id " << ids[i];
+    }
+  }
+  // Both shards hold rows.
+  auto info = client_->ShardInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  ASSERT_EQ(info->size(), 2u);
+  for (const auto& s : *info) {
+    ASSERT_EQ(s.tables_size(), 1);
+    EXPECT_GT(s.tables(0).rows_in_memory(), 50);
+  }
+}
+
+TEST_F(PsClientTest, ARepeatedPushIsAppliedOnce) {
+  const int64_t dim = 2;
+  ASSERT_TRUE(client_->CreateTable(SgdTable("t", dim)).ok());
+  std::vector<uint64_t> ids = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<float> grads(ids.size() * dim, 1.0f);
+  worker::StepOptions step{.step_id = 5, .closure_id = 0, .push_seq = 0};
+  auto first = client_->PushSparse("t", ids, dim, grads, step);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->duplicate_pieces, 0);
+  auto again = client_->PushSparse("t", ids, dim, grads, step);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_GT(again->duplicate_pieces, 0);
+  EXPECT_EQ(again->rows_applied, 0);
+  std::vector<float> out(ids.size() * dim);
+  ASSERT_TRUE(client_->PullSparse("t", ids, dim, absl::MakeSpan(out)).ok());
+  for (float v : out) EXPECT_FLOAT_EQ(v, -0.5f);
+}
+
+TEST_F(PsClientTest, DenseVariableIsSlicedAcrossShards) {
+  v1::VariableConfig v;
+  v.set_name("w");
+  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  v.mutable_spec()->add_shape(10);
+  v.mutable_spec()->add_shape(3);
+  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
+  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  std::vector<float> init(30);
+  std::iota(init.begin(), init.end(), 0.0f);
+  ASSERT_TRUE(client_->CreateVariable(v, init).ok());
+  std::vector<float> out(30);
+  ASSERT_TRUE(client_->PullDense("w", absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, init);
+  std::vector<float> grad(30, 2.0f);
+  auto pushed = client_->PushDense("w", grad, {.step_id = 1});
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_EQ(pushed->rows_applied, 10);
+  ASSERT_TRUE(client_->PullDense("w", absl::MakeSpan(out)).ok());
+  for (int i = 0; i < 30; ++i) EXPECT_FLOAT_EQ(out[i], init[i] - 2.0f);
+  // A buffer of the wrong size is refused before anything is sent.
+  std::vector<float> wrong(7);
+  EXPECT_EQ(client_->PullDense("w", absl::MakeSpan(wrong)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PsClientTest, AStaleShardMapVersionIsRefusedWithTheCurrentOne) {
+  auto stub = v1::ParameterServer::NewStub(
+      grpc::CreateChannel(shards_[0], grpc::InsecureChannelCredentials()));
+  v1::PullRequest req;
+  req.mutable_header()->set_shard_map_version(99);
+  v1::PullResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status st = FromGrpcStatus(stub->Pull(&ctx, req, &resp));
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  auto info = GetErrorInfo(st);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->reason(), v1::ErrorInfo::REASON_STALE_SHARD_MAP);
+  EXPECT_EQ(info->current_shard_map_version(), client_->shard_map().version());
+}
+
+TEST_F(PsClientTest, AsyncPullsCompleteThroughTheirFutures) {
+  const int64_t dim = 8;
+  ASSERT_TRUE(client_->CreateTable(SgdTable("a", dim)).ok());
+  std::vector<uint64_t> ids = {10, 20, 30};
+  std::vector<float> out1(ids.size() * dim, 1.0f), out2(ids.size() * dim, 1.0f);
+  auto f1 = client_->PullSparseAsync("a", ids, dim, absl::MakeSpan(out1));
+  auto f2 = client_->PullSparseAsync("a", ids, dim, absl::MakeSpan(out2));
+  ASSERT_TRUE(f1->Wait().ok());
+  ASSERT_TRUE(f2->Wait(absl::Now() + absl::Seconds(30)).ok());
+  for (float v : out1) EXPECT_EQ(v, 0.0f);
+  EXPECT_EQ(out1, out2);
+}
+
+TEST_F(PsClientTest, UnknownTableIsNotFound) {
+  std::vector<uint64_t> ids = {1};
+  std::vector<float> out(4);
+  EXPECT_EQ(client_->PullSparse("missing", ids, 4, absl::MakeSpan(out)).code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace plexus
