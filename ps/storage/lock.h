@@ -77,6 +77,17 @@ class ABSL_SCOPED_LOCKABLE ReaderMutexLock {
   absl::Mutex* const mu_;
 };
 
+// mu->TryLock() / mu->Unlock() with the TSan edges; prefer the scoped locks.
+inline bool TryLock(absl::Mutex* mu) ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true, mu) {
+  if (!mu->TryLock()) return false;
+  TsanAcquire(mu);
+  return true;
+}
+inline void Unlock(absl::Mutex* mu) ABSL_UNLOCK_FUNCTION(mu) {
+  TsanRelease(mu);
+  mu->Unlock();
+}
+
 // mu->AwaitWithDeadline(cond, deadline) with the TSan edges of the unlock and
 // relock it does inside. REQUIRES: *mu held (exclusively).
 inline bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,

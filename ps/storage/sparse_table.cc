@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/container/inlined_vector.h"
+
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
 #include "common/status.h"
@@ -177,6 +179,32 @@ void SparseTable::EraseRow(Stripe& s, uint64_t id) {
   rows_evicted_.fetch_add(1, std::memory_order_relaxed);
 }
 
+template <typename Fn>
+void SparseTable::VisitStripes(const std::vector<int>& begin, Fn&& fn) {
+  // Start at a per-thread rotating stripe and skip busy stripes on the first
+  // pass, so concurrent batches do not walk the stripes in lockstep (each
+  // waiting for the other, paying a wake-up per stripe).
+  thread_local uint32_t rotation = 0;
+  const int start = static_cast<int>(rotation++ % num_stripes_);
+  absl::InlinedVector<int, 16> busy;
+  for (int i = 0; i < num_stripes_; ++i) {
+    const int s = (start + i) % num_stripes_;
+    if (begin[s] == begin[s + 1]) continue;
+    Stripe& stripe = stripes_[s];
+    if (!TryLock(&stripe.mu)) {
+      busy.push_back(s);
+      continue;
+    }
+    fn(stripe, begin[s], begin[s + 1]);
+    Unlock(&stripe.mu);
+  }
+  for (int s : busy) {
+    Stripe& stripe = stripes_[s];
+    MutexLock lock(&stripe.mu);
+    fn(stripe, begin[s], begin[s + 1]);
+  }
+}
+
 SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
                                            uint64_t step) {
   ApplyStats stats;
@@ -187,11 +215,8 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
   const bool fp32 = config_.storage_dtype == DType::kFloat32;
   std::vector<float> tmp(fp32 ? 0 : static_cast<size_t>(dim));
   std::vector<float*> slots(static_cast<size_t>(std::max(1, num_slots_)));
-  for (int s = 0; s < num_stripes_; ++s) {
-    if (begin[s] == begin[s + 1]) continue;
-    Stripe& stripe = stripes_[s];
-    MutexLock lock(&stripe.mu);
-    for (int k = begin[s]; k < begin[s + 1]; ++k) {
+  VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
+    for (int k = from; k < to; ++k) {
       const int32_t pos = order[k];
       const uint64_t id = piece.ids[pos];
       Row* row = FindOrAdmit(stripe, id);
@@ -216,7 +241,7 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
       Touch(stripe, id, *row, step);
       ++stats.applied;
     }
-  }
+  });
   rows_not_admitted_.fetch_add(stats.not_admitted, std::memory_order_relaxed);
   return stats;
 }
@@ -235,11 +260,8 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
   GroupByStripe(ids, &begin, &order);
   std::vector<float> tmp(static_cast<size_t>(dim));
   char* dst = out->data.data();
-  for (int s = 0; s < num_stripes_; ++s) {
-    if (begin[s] == begin[s + 1]) continue;
-    Stripe& stripe = stripes_[s];
-    MutexLock lock(&stripe.mu);
-    for (int k = begin[s]; k < begin[s + 1]; ++k) {
+  VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
+    for (int k = from; k < to; ++k) {
       const int32_t pos = order[k];
       const uint64_t id = ids[pos];
       Row* row = nullptr;
@@ -271,7 +293,7 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
         FromFloat(dtype, tmp.data(), dim, at);
       }
     }
-  }
+  });
   std::sort(out->missing_positions.begin(), out->missing_positions.end());
 }
 

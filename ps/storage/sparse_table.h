@@ -94,6 +94,10 @@ class SparseTable {
   // stripe s owning order[begin[s] .. begin[s+1]).
   void GroupByStripe(absl::Span<const uint64_t> ids, std::vector<int>* begin,
                      std::vector<int32_t>* order) const;
+  // Calls fn(stripe, from, to) with each stripe that owns ids (order[from,
+  // to)) locked, one stripe at a time, in an order that avoids convoys.
+  template <typename Fn>
+  void VisitStripes(const std::vector<int>& begin, Fn&& fn);
   Row NewRow(uint64_t id) const;
   // Updates hit count / last step (and the eviction indexes).
   void Touch(Stripe& s, uint64_t id, Row& row, uint64_t step)
