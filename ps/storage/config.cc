@@ -92,7 +92,14 @@ absl::Status ValidateOptimizer(const OptimizerConfig& c) {
     case K::kAdagrad:
       PLEXUS_RETURN_IF_ERROR(NonNegative("optimizer.initial_accumulator_value",
                                          c.initial_accumulator_value));
-      return NonNegative("optimizer.epsilon", c.epsilon);
+      PLEXUS_RETURN_IF_ERROR(NonNegative("optimizer.epsilon", c.epsilon));
+      if (c.initial_accumulator_value == 0 && c.epsilon == 0) {
+        // A zero gradient on a fresh row would compute 0 / 0.
+        return absl::InvalidArgumentError(
+            "optimizer: adagrad needs initial_accumulator_value > 0 or "
+            "epsilon > 0");
+      }
+      return absl::OkStatus();
     case K::kAdamW:
       PLEXUS_RETURN_IF_ERROR(
           NonNegative("optimizer.weight_decay", c.weight_decay));

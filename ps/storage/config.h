@@ -62,7 +62,8 @@ struct OptimizerConfig {
   bool nesterov = false;
   // kAdagrad, kFtrl: >= 0.
   double initial_accumulator_value = 0;
-  // kAdagrad: >= 0. kAdam, kAdamW, kRmsProp: > 0.
+  // kAdagrad: >= 0 (not both it and initial_accumulator_value 0).
+  // kAdam, kAdamW, kRmsProp: > 0.
   double epsilon = 0;
   // kAdam, kAdamW: in [0, 1).
   double beta1 = 0;

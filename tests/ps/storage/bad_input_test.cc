@@ -125,6 +125,22 @@ TEST_F(BadInput, SkipPolicyDropsOnlyNonFiniteRows) {
             absl::StatusCode::kNotFound);
 }
 
+TEST_F(BadInput, SkipPolicyDropsANonFiniteDenseItem) {
+  VariableConfig c = SimpleVariable("ws", {2}, 1.0);
+  c.non_finite_policy = NonFinitePolicy::kSkip;
+  ASSERT_TRUE(e_->CreateVariable({.config = c}).ok());
+  auto bad = F32({2}, {1, NAN});
+  auto good = F32({2}, {1, 1});
+  DenseGradient items[2] = {{"ws", {0, 2}, bad.view()},
+                            {"ws", {0, 2}, good.view()}};
+  auto r = e_->Push({.exactly_once = false}, items, {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->skipped_non_finite, 1);
+  EXPECT_EQ(r->rows_applied, 2);
+  EXPECT_EQ(PullDense(*e_, "ws"), (std::vector<float>{-1, -1}));
+  EXPECT_EQ(e_->counters().non_finite_skipped, 1);
+}
+
 TEST_F(BadInput, BatchIsAllOrNothing) {
   // A valid sparse item plus an invalid dense item: nothing applied.
   auto good = F32({1, 2}, {5, 5});

@@ -233,6 +233,7 @@ TEST(OptimizerValidation, RejectsOutOfRangeHyperParameters) {
       {.kind = K::kAdagrad,
        .learning_rate = 0.1,
        .initial_accumulator_value = -1},
+      {.kind = K::kAdagrad, .learning_rate = 0.1},  // acc 0, eps 0: 0 / 0
       {.kind = K::kAdam,
        .learning_rate = 0.1,
        .epsilon = 1e-8,
