@@ -216,6 +216,7 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
   std::vector<float> tmp(fp32 ? 0 : static_cast<size_t>(dim));
   std::vector<float*> slots(static_cast<size_t>(std::max(1, num_slots_)));
   VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
+    stripe.mu.AssertHeld();  // VisitStripes holds it (for the analysis)
     for (int k = from; k < to; ++k) {
       const int32_t pos = order[k];
       const uint64_t id = piece.ids[pos];
@@ -261,6 +262,7 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
   std::vector<float> tmp(static_cast<size_t>(dim));
   char* dst = out->data.data();
   VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
+    stripe.mu.AssertHeld();  // VisitStripes holds it (for the analysis)
     for (int k = from; k < to; ++k) {
       const int32_t pos = order[k];
       const uint64_t id = ids[pos];
