@@ -293,3 +293,32 @@ TEST(Consistency, BoundedStalenessTracksEveryWorkerSeenWhenUnset) {
 
 }  // namespace
 }  // namespace plexus::ps
+
+namespace plexus::ps {
+namespace {
+
+// The same contributions arriving in different orders give the same bits.
+TEST(Consistency, SyncResultDoesNotDependOnArrivalOrder) {
+  const std::vector<float> g = {1e-3f, 7.0f, -3.3e-4f, 1e5f, 0.1f};
+  auto run = [&](const std::vector<int>& order) {
+    auto e = testing::NewEngine();
+    TableConfig c = testing::SimpleTable("t", 1, 0.1);
+    c.consistency = {.mode = ConsistencyMode::kSync,
+                     .num_workers = static_cast<uint32_t>(g.size())};
+    EXPECT_TRUE(e->CreateTable({c}).ok());
+    for (int i : order) {
+      EXPECT_TRUE(
+          testing::PushRows(
+              *e, "t", {1}, {g[i]},
+              {.step_id = 1, .closure_id = static_cast<uint64_t>(i + 1)})
+              .ok());
+    }
+    return testing::PullRows(*e, "t", {1})[0];
+  };
+  const float a = run({0, 1, 2, 3, 4});
+  EXPECT_EQ(a, run({4, 3, 2, 1, 0}));
+  EXPECT_EQ(a, run({2, 0, 4, 1, 3}));
+}
+
+}  // namespace
+}  // namespace plexus::ps
