@@ -72,3 +72,32 @@ TEST(JsonTest, LimitsDepth) {
 
 }  // namespace
 }  // namespace plexus::coordinator::membership
+
+namespace plexus::coordinator::membership {
+namespace {
+
+// Random bytes and every prefix of a valid document: an error or a value,
+// never a crash (run under ASan in the sanitizer builds).
+TEST(JsonTest, ArbitraryInputNeverCrashes) {
+  const std::string doc =
+      R"({"cluster": {"worker": ["a:1", "b:2"], "ps": []}, "x": [1.5e3, true, null, "\u00e9\ud83d\ude00"]})";
+  for (size_t n = 0; n <= doc.size(); ++n) (void)ParseJson(doc.substr(0, n));
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  const char alphabet[] = "{}[]\",:\\u0123456789eE+-.truefalsnl \t\n\x01\xff";
+  for (int i = 0; i < 5000; ++i) {
+    std::string input;
+    for (int j = 0; j < 40; ++j) {
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      input.push_back(alphabet[state % (sizeof(alphabet) - 1)]);
+    }
+    absl::StatusOr<Json> j = ParseJson(input);
+    if (!j.ok()) {
+      EXPECT_EQ(j.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace plexus::coordinator::membership
