@@ -31,6 +31,7 @@ class InflightCalls {
   void Add(int delta) {
     absl::MutexLock lock(&mu_);
     n_ += delta;
+    gauge_->Set(n_);
   }
   // Waits until no call is in flight or `deadline` passes; returns the count.
   int WaitForZero(absl::Time deadline) {
@@ -43,6 +44,8 @@ class InflightCalls {
  private:
   absl::Mutex mu_;
   int n_ ABSL_GUARDED_BY(mu_) = 0;
+  Gauge* const gauge_ =
+      Metrics()->GetGauge("plexus_rpc_in_flight", "RPCs being served now.");
 };
 
 // Counts a call while it is in flight and records it in the metrics when it
