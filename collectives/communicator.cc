@@ -10,6 +10,9 @@
 #include "glog/logging.h"
 
 namespace plexus::collectives {
+namespace {
+constexpr absl::Duration kIdleProgress = absl::Milliseconds(50);
+}  // namespace
 
 absl::Status WorkImpl::Wait(absl::Time deadline) {
   if (!done_.WaitForNotificationWithDeadline(deadline)) {
@@ -151,11 +154,17 @@ void CommunicatorImpl::Loop() {
     absl::Status error;
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
+      const absl::Condition has_work(
           +[](CommunicatorImpl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
             return !c->queue_.empty() || c->stopping_;
           },
-          this));
+          this);
+      // While idle, progress the transport now and then (keepalives).
+      while (!mu_.AwaitWithTimeout(has_work, kIdleProgress)) {
+        mu_.Unlock();
+        transport_->ProgressIdle();
+        mu_.Lock();
+      }
       if (queue_.empty()) return;
       op = std::move(queue_.front());
       queue_.pop_front();

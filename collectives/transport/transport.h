@@ -64,6 +64,11 @@ class Transport {
   virtual absl::Status Wait(absl::Span<Request* const> requests,
                             absl::Time deadline) = 0;
 
+  // One round of progress without waiting for anything: the owner's thread
+  // calls it periodically while idle, so that the transport answers its
+  // peers' keepalives between operations.
+  virtual void ProgressIdle() = 0;
+
   // The sticky error, or OK.
   virtual absl::Status status() const = 0;
 

@@ -22,6 +22,7 @@ constexpr uint64_t kControlBit = uint64_t{1} << 63;
 constexpr int kRankShift = 44;
 constexpr int kMaxRanks = 1 << 19;
 constexpr absl::Duration kCloseTimeout = absl::Seconds(1);
+constexpr absl::Duration kNoticeGrace = absl::Milliseconds(250);
 
 std::string AddrKey(int rank) { return absl::StrCat("ucx/addr/", rank); }
 
@@ -42,7 +43,8 @@ absl::Status UcxTransport::Init(Store* store) {
   ucp_config_t* config = nullptr;
   PLEXUS_RETURN_IF_ERROR(
       FromUcs(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
-  if (std::getenv("UCX_KEEPALIVE_INTERVAL") == nullptr) {
+  if (options_.keepalive > absl::ZeroDuration() &&
+      std::getenv("UCX_KEEPALIVE_INTERVAL") == nullptr) {
     std::string ka =
         absl::StrCat(absl::ToInt64Milliseconds(options_.keepalive), "ms");
     ucs_status_t st =
@@ -194,6 +196,15 @@ void UcxTransport::MarkLost(int peer, const absl::Status& why) {
 
 absl::Status UcxTransport::FailForPeer(int peer, const absl::Status& why) {
   MarkLost(peer, why);
+  // A peer that closes its endpoints after failing itself looks lost too. Give
+  // the others a moment to report the rank that actually failed: a notice
+  // proves its sender alive, and its culprit wins over ours.
+  const absl::Time grace = absl::Now() + kNoticeGrace;
+  while (!has_error_.load(std::memory_order_acquire) && absl::Now() < grace) {
+    ucp_worker_progress(worker_);
+    PollControl();
+  }
+  if (has_error_.load(std::memory_order_acquire)) return status();
   absl::Status s = Fail(absl::UnavailableError(absl::StrCat(
       "rank ", rank_, ": peer rank ", peer, " failed: ", why.message())));
   notices_to_send_.push_back(peer);
@@ -324,6 +335,12 @@ bool UcxTransport::Poll(UcxRequest* req, absl::Status* error) {
         what, ": got ", req->info.length, " bytes, expected ", req->bytes));
   }
   return true;
+}
+
+void UcxTransport::ProgressIdle() {
+  while (ucp_worker_progress(worker_) != 0) {
+  }
+  PollControl();
 }
 
 void UcxTransport::Progress(absl::Time deadline) {

@@ -6,11 +6,19 @@
 // core per rank); kBlocking sleeps on the worker's event fd between
 // completions (ucp_worker_arm), so ranks may outnumber cores.
 //
-// Lost peers: endpoints use UCP_ERR_HANDLING_MODE_PEER and UCX keepalive
-// (UCX_KEEPALIVE_INTERVAL, default set here to `keepalive`). A rank that sees a
-// peer fail records UNAVAILABLE naming it and tells every other rank through a
-// control message, so ranks that were waiting on someone else fail with the
-// same culprit instead of waiting out their deadline.
+// Lost peers: endpoints use UCP_ERR_HANDLING_MODE_PEER, so UCX reports a
+// peer whose process died (shared memory and CMA check the process, TCP sees
+// the reset) within well under a second here. A peer that merely closed its
+// endpoint after finishing looks the same, so a lost peer becomes an error
+// only when we wait on a request involving it; then this rank records
+// UNAVAILABLE naming it and tells every other rank through a control message,
+// so ranks that were waiting on someone else fail with the same culprit
+// instead of waiting out their deadline.
+//
+// UCX keepalive declares a peer dead when it does not progress its worker for
+// a few intervals: a short interval turns a rank busy computing (or stopped)
+// into a "failed" one. The communicator's thread progresses while idle, and
+// the interval stays UCX's default (20 s) unless `keepalive` says otherwise.
 //
 // Thread safety: see Transport.
 #pragma once
@@ -30,9 +38,9 @@ struct UcxTransportOptions {
   Progress progress = Progress::kBusyPoll;
   // How long to wait for every rank's address in the store. Default 60 s.
   absl::Duration connect_timeout = absl::Seconds(60);
-  // UCX keepalive interval used to notice dead peers, unless the UCX_
-  // KEEPALIVE_INTERVAL environment variable says otherwise. Default 200 ms.
-  absl::Duration keepalive = absl::Milliseconds(200);
+  // UCX keepalive interval, unless the UCX_KEEPALIVE_INTERVAL environment
+  // variable is set. Zero (default): UCX's own default.
+  absl::Duration keepalive = absl::ZeroDuration();
 };
 
 // Connects rank `rank` of `size` through `store` (borrowed for the call only;

@@ -49,6 +49,7 @@ class UcxTransport : public Transport {
                                                  size_t bytes) override;
   absl::Status Wait(absl::Span<Request* const> requests,
                     absl::Time deadline) override;
+  void ProgressIdle() override;
   absl::Status status() const override;
   void Abort(const absl::Status& why) override;
 
