@@ -329,6 +329,7 @@ class PsClientImpl : public PsClient {
 
   absl::Status PullDense(const std::string& variable, absl::Span<float> out,
                          const StepOptions& step) override {
+    PLEXUS_RETURN_IF_ERROR(EnsurePlaced(variable));
     return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
       PLEXUS_ASSIGN_OR_RETURN(auto pieces,
                               DensePieces(*router, variable, out.size()));
@@ -362,6 +363,7 @@ class PsClientImpl : public PsClient {
   absl::StatusOr<PushResult> PushDense(const std::string& variable,
                                        absl::Span<const float> grads,
                                        const StepOptions& step) override {
+    PLEXUS_RETURN_IF_ERROR(EnsurePlaced(variable));
     PushResult total;
     absl::Status st =
         WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
@@ -544,6 +546,40 @@ class PsClientImpl : public PsClient {
     PLEXUS_RETURN_IF_ERROR(ValidateShardMap(map));
     SetRouter(std::make_shared<ShardRouter>(std::move(map)));
     return absl::OkStatus();
+  }
+
+  // Standalone mode: a variable another client created is placed here the
+  // same way (placement is a pure function of name, rows and shard count),
+  // after asking the shards for its row count.
+  absl::Status EnsurePlaced(const std::string& variable) {
+    auto router = Router();
+    if (own_source_ == nullptr || router->DenseRows(variable).ok()) {
+      return absl::OkStatus();
+    }
+    for (uint32_t s = 0; s < router->num_shards(); ++s) {
+      v1::DescribeRequest req;
+      FillHeader(req.mutable_header(), *router, {});
+      req.set_name(variable);
+      v1::DescribeResponse resp;
+      absl::Status st =
+          Call(s, [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
+            return stub->Describe(c, req, &resp);
+          });
+      if (absl::IsNotFound(st)) continue;
+      PLEXUS_RETURN_IF_ERROR(st);
+      if (!resp.has_variable() ||
+          resp.variable().config().spec().shape_size() < 1) {
+        return absl::NotFoundError(
+            absl::StrCat(variable, " is not a dense variable"));
+      }
+      PLEXUS_ASSIGN_OR_RETURN(
+          auto map, own_source_->Place(
+                        variable, resp.variable().config().spec().shape(0)));
+      SetRouter(std::make_shared<ShardRouter>(std::move(map)));
+      return absl::OkStatus();
+    }
+    return absl::NotFoundError(
+        absl::StrCat("no PS shard holds a variable named '", variable, "'"));
   }
 
   // Standalone mode: the client is the map's owner and installs it.
