@@ -1,0 +1,348 @@
+// ps_bench: the parameter server's data plane end to end (PsClient -> gRPC ->
+// plexus-ps processes on 127.0.0.1), next to this machine's limits measured
+// in the same run (loopback TCP stream, memcpy).
+//
+//   ps_bench [--bin_dir DIR] [--shards 1,2] [--seconds 0.3] [--max_mb 256]
+//            [--json FILE]
+//
+// Dense: push, pull and push+pull (a push then a pull; bytes of both count)
+// of one fp32 variable of 1 KiB .. max_mb MiB, GB/s from the median call.
+// Sparse: pull and push of B ids (1 .. 65,536) of dim 8/64/256, uniform and
+// Zipf(1.1) ids over 1 M, rows/s from the median and p50/p99 latency.
+// Targets (issue 4): dense >= 1 MiB at >= 75% of loopback TCP; sparse pull
+// of 4,096 x 64 at >= 50% of it; p50 of a 4 KiB dense pull < 100 us.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "plexus/worker/ps_client.h"
+#include "tools/local/local_cluster.h"
+
+namespace plexus {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string bin_dir;
+  std::vector<int> shards = {1, 2};
+  double seconds = 0.3;
+  int64_t max_mb = 256;
+  std::string json;
+};
+
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+// Runs fn until `budget` seconds pass (at least 3 times, at most 1000) and
+// returns the per-call times, sorted.
+template <typename F>
+std::vector<double> Time(double budget, F fn) {
+  std::vector<double> t;
+  auto start = Clock::now();
+  fn();  // warm-up
+  while (t.size() < 3 ||
+         (Seconds(Clock::now() - start) < budget && t.size() < 1000)) {
+    auto a = Clock::now();
+    fn();
+    t.push_back(Seconds(Clock::now() - a));
+  }
+  std::sort(t.begin(), t.end());
+  return t;
+}
+double Pct(const std::vector<double>& t, double p) {
+  return t[std::min(t.size() - 1, static_cast<size_t>(p * t.size()))];
+}
+
+// Loopback TCP: one thread streams 1 GiB in 1 MiB writes to another.
+double LoopbackTcpGBps() {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      listen(ls, 1) != 0 ||
+      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    return 0;
+  }
+  const size_t chunk = 1 << 20, total = size_t{1} << 30;
+  std::thread reader([&] {
+    int s = accept(ls, nullptr, nullptr);
+    std::vector<char> buf(chunk);
+    size_t got = 0;
+    while (got < total) {
+      ssize_t n = read(s, buf.data(), buf.size());
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    close(s);
+  });
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 0;
+  std::vector<char> buf(chunk, 'x');
+  auto start = Clock::now();
+  for (size_t sent = 0; sent < total;) {
+    ssize_t n = write(c, buf.data(), buf.size());
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  close(c);
+  reader.join();
+  double s = Seconds(Clock::now() - start);
+  close(ls);
+  return total / s / 1e9;
+}
+
+double MemcpyGBps() {
+  const size_t n = 256 << 20;
+  std::vector<char> a(n, 1), b(n, 2);
+  auto t = Time(0.3, [&] { std::memcpy(b.data(), a.data(), n); });
+  return n / Pct(t, 0.5) / 1e9;
+}
+
+// Zipf(s) over [0, n) by inverse CDF.
+class Zipf {
+ public:
+  Zipf(int64_t n, double s) : cdf_(n) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i)
+      cdf_[i] = (sum += 1.0 / std::pow(i + 1.0, s));
+    for (double& c : cdf_) c /= sum;
+  }
+  uint64_t operator()(std::mt19937_64& rng) {
+    double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    return std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin();
+  }
+
+ private:
+  std::vector<double> cdf_;
+};
+
+struct Row {
+  std::string kind, op, dist;
+  int shards = 0;
+  int64_t bytes = 0, ids = 0, dim = 0;
+  double p50_s = 0, p99_s = 0, gbps = 0, rows_per_s = 0;
+};
+
+std::string JsonRow(const Row& r) {
+  return absl::StrCat(
+      "{\"kind\":\"", r.kind, "\",\"op\":\"", r.op, "\",\"dist\":\"", r.dist,
+      "\",\"shards\":", r.shards, ",\"bytes\":", r.bytes, ",\"ids\":", r.ids,
+      ",\"dim\":", r.dim, ",\"p50_s\":", r.p50_s, ",\"p99_s\":", r.p99_s,
+      ",\"gbps\":", r.gbps, ",\"rows_per_s\":", r.rows_per_s, "}");
+}
+
+int Run(const Flags& f) {
+  std::printf("# ps_bench: PsClient -> gRPC -> plexus-ps on 127.0.0.1\n");
+  double tcp = LoopbackTcpGBps(), mem = MemcpyGBps();
+  std::printf("# limits: loopback TCP %.2f GB/s, memcpy %.2f GB/s\n\n", tcp,
+              mem);
+  std::vector<Row> rows;
+  for (int shards : f.shards) {
+    std::string root = std::filesystem::temp_directory_path() /
+                       absl::StrCat("plexus-bench-", getpid(), "-", shards);
+    local::LocalClusterOptions o;
+    o.bin_dir = f.bin_dir;
+    o.root_dir = root;
+    o.num_ps = shards;
+    auto cluster = local::LocalCluster::Start(o);
+    if (!cluster.ok()) {
+      std::fprintf(stderr, "ps_bench: %s\n",
+                   cluster.status().ToString().c_str());
+      return 1;
+    }
+    std::vector<std::string> addrs;
+    for (const auto& m : (*cluster)->members()) {
+      if (m.role == "ps") addrs.push_back(m.address);
+    }
+    worker::PsClientOptions co;
+    co.shards = addrs;
+    co.timeout = absl::Seconds(120);
+    auto client = worker::PsClient::Connect(co);
+    if (!client.ok()) {
+      std::fprintf(stderr, "ps_bench: %s\n",
+                   client.status().ToString().c_str());
+      return 1;
+    }
+    worker::PsClient& c = **client;
+
+    std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s\n", "dense", "op",
+                "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp");
+    for (int64_t bytes = 1024; bytes <= f.max_mb << 20; bytes *= 4) {
+      int64_t cols = std::min<int64_t>(256, bytes / 4);
+      int64_t nrows = bytes / 4 / cols;
+      std::string name = absl::StrCat("w", bytes);
+      v1::VariableConfig v;
+      v.set_name(name);
+      v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+      v.mutable_spec()->add_shape(nrows);
+      v.mutable_spec()->add_shape(cols);
+      v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1e-3);
+      v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+      if (auto st = c.CreateVariable(v); !st.ok()) {
+        std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
+        return 1;
+      }
+      std::vector<float> buf(nrows * cols, 1e-3f);
+      for (const char* op : {"push", "pull", "push+pull"}) {
+        std::string sop = op;
+        auto t = Time(f.seconds, [&] {
+          if (sop != "pull") (void)c.PushDense(name, buf);
+          if (sop != "push") (void)c.PullDense(name, absl::MakeSpan(buf));
+        });
+        Row r{"dense", sop, "-", shards, bytes, 0, cols};
+        r.p50_s = Pct(t, 0.5);
+        r.p99_s = Pct(t, 0.99);
+        r.gbps = (sop == "push+pull" ? 2.0 : 1.0) * bytes / r.p50_s / 1e9;
+        std::printf("%-6s %-9s %6d %12lld %10.1f %10.1f %9.3f %6.0f%%\n",
+                    "dense", op, shards, static_cast<long long>(bytes),
+                    r.p50_s * 1e6, r.p99_s * 1e6, r.gbps, 100 * r.gbps / tcp);
+        rows.push_back(r);
+      }
+      (void)v;
+    }
+    std::printf("\n%-6s %-5s %-7s %6s %6s %4s %10s %10s %12s %9s %7s\n",
+                "sparse", "op", "dist", "shards", "ids", "dim", "p50_us",
+                "p99_us", "rows/s", "GB/s", "%tcp");
+    std::mt19937_64 rng(42);
+    Zipf zipf(1000000, 1.1);
+    for (int64_t dim : {8, 64, 256}) {
+      std::string table = absl::StrCat("emb", dim);
+      v1::TableConfig t;
+      t.set_name(table);
+      t.set_dim(dim);
+      t.mutable_optimizer()->mutable_adagrad()->set_learning_rate(0.01);
+      t.mutable_optimizer()->mutable_adagrad()->set_initial_accumulator_value(
+          0.1);
+      t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+      if (auto st = c.CreateTable(t); !st.ok()) {
+        std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
+        return 1;
+      }
+      for (int64_t b : {1, 16, 256, 4096, 65536}) {
+        for (const char* dist : {"uniform", "zipf"}) {
+          std::vector<uint64_t> ids(b);
+          for (auto& id : ids) {
+            id = std::string(dist) == "zipf"
+                     ? zipf(rng)
+                     : std::uniform_int_distribution<uint64_t>(0, 999999)(rng);
+          }
+          std::vector<float> vals(b * dim, 1e-3f);
+          for (const char* op : {"pull", "push"}) {
+            std::string sop = op;
+            auto tm = Time(f.seconds, [&] {
+              if (sop == "pull") {
+                (void)c.PullSparse(table, ids, dim, absl::MakeSpan(vals));
+              } else {
+                (void)c.PushSparse(table, ids, dim, vals);
+              }
+            });
+            Row r{"sparse", sop, dist, shards, b * dim * 4, b, dim};
+            r.p50_s = Pct(tm, 0.5);
+            r.p99_s = Pct(tm, 0.99);
+            r.rows_per_s = b / r.p50_s;
+            r.gbps = r.bytes / r.p50_s / 1e9;
+            std::printf(
+                "%-6s %-5s %-7s %6d %6lld %4lld %10.1f %10.1f %12.0f %9.3f "
+                "%6.0f%%\n",
+                "sparse", op, dist, shards, static_cast<long long>(b),
+                static_cast<long long>(dim), r.p50_s * 1e6, r.p99_s * 1e6,
+                r.rows_per_s, r.gbps, 100 * r.gbps / tcp);
+            rows.push_back(r);
+          }
+        }
+      }
+    }
+    std::printf("\n");
+    (void)(*cluster)->Stop(absl::Seconds(30));
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+  }
+  if (!f.json.empty()) {
+    std::vector<std::string> items;
+    for (const auto& r : rows) items.push_back(JsonRow(r));
+    std::ofstream out(f.json);
+    out << "{\"limits\":{\"loopback_tcp_gbps\":" << tcp
+        << ",\"memcpy_gbps\":" << mem << "},\"rows\":["
+        << absl::StrJoin(items, ",\n") << "]}\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace plexus
+
+int main(int argc, char** argv) {
+  plexus::Flags f;
+  std::error_code ec;
+  f.bin_dir = std::filesystem::read_symlink("/proc/self/exe", ec)
+                  .parent_path()
+                  .string();
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "ps_bench: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::printf(
+          "ps_bench: parameter-server data plane benchmark (dense GB/s, sparse "
+          "rows/s\n"
+          "and latency) next to loopback TCP and memcpy limits.\n"
+          "  --bin_dir DIR   folder with plexus-ps (default: next to "
+          "ps_bench)\n"
+          "  --shards 1,2    shard counts to run\n"
+          "  --seconds 0.3   time budget per row\n"
+          "  --max_mb 256    largest dense variable, MiB\n"
+          "  --json FILE     also write the rows as JSON\n");
+      return 0;
+    } else if (a == "--bin_dir") {
+      f.bin_dir = next();
+    } else if (a == "--shards") {
+      f.shards.clear();
+      for (auto s : absl::StrSplit(next(), ',')) {
+        int n = 0;
+        if (!absl::SimpleAtoi(s, &n) || n < 1) {
+          std::fprintf(stderr, "ps_bench: bad --shards\n");
+          return 2;
+        }
+        f.shards.push_back(n);
+      }
+    } else if (a == "--seconds") {
+      f.seconds = std::stod(next());
+    } else if (a == "--max_mb") {
+      f.max_mb = std::stoll(next());
+    } else if (a == "--json") {
+      f.json = next();
+    } else {
+      std::fprintf(stderr, "ps_bench: unknown flag %s (see --help)\n",
+                   a.c_str());
+      return 2;
+    }
+  }
+  return plexus::Run(f);
+}
