@@ -252,7 +252,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   builder.RegisterService(health.get());
   int port = 0;
   std::string bind = absl::StrCat(options.host, ":", options.port);
-  builder.AddListeningPort(bind, grpc::InsecureServerCredentials(), &port);
+  PLEXUS_ASSIGN_OR_RETURN(auto credentials, MakeServerCredentials(options.tls),
+                          "TLS");
+  builder.AddListeningPort(bind, credentials, &port);
   // Sync-API pollers notice a shutdown only when their poll times out
   // (default 10 s): keep that short so a drain ends promptly.
   builder.SetSyncServerOption(
@@ -275,7 +277,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
         WriteFileAtomically(options.port_file, absl::StrCat(port, "\n")),
         "writing --port_file");
   }
-  LOG(INFO) << options.name << ": listening on " << daemon->address();
+  LOG(INFO) << options.name << ": listening on " << daemon->address()
+            << (options.tls.enabled()
+                    ? (options.tls.client_ca_file.empty() ? " (TLS)"
+                                                          : " (mutual TLS)")
+                    : " (plaintext)");
   return daemon;
 }
 

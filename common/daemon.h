@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 
 namespace grpc {
 class Service;
@@ -45,6 +46,9 @@ struct DaemonOptions {
   int admin_port = 0;
   // If not empty, the bound admin port is written here once serving.
   std::string admin_port_file;
+  // TLS (and mutual TLS) for the gRPC port; default plaintext. The admin HTTP
+  // port is always plaintext (metrics and probes only).
+  ServerTlsOptions tls;
   // Called when a drain starts, after health turns NOT_SERVING and new calls
   // are refused: wake calls that wait (e.g. consistency waits) so they end.
   std::function<void()> on_drain;

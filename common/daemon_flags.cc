@@ -15,6 +15,14 @@ DEFINE_int32(admin_port, 0,
              "free port, -1 turns it off.");
 DEFINE_string(admin_port_file, "",
               "If set, the bound admin port is written to this file.");
+DEFINE_string(tls_cert_file, "",
+              "PEM certificate chain for the gRPC port; with --tls_key_file "
+              "turns TLS on.");
+DEFINE_string(tls_key_file, "", "PEM private key of --tls_cert_file.");
+DEFINE_string(
+    tls_client_ca_file, "",
+    "If set, clients must present a certificate signed by this PEM CA "
+    "(mutual TLS).");
 DEFINE_int32(max_message_bytes, 64 << 20,
              "Largest gRPC message sent or received, in bytes.");
 
@@ -30,6 +38,7 @@ DaemonOptions DaemonOptionsFromFlags(const std::string& name) {
   o.max_message_bytes = FLAGS_max_message_bytes;
   o.admin_port = FLAGS_admin_port;
   o.admin_port_file = FLAGS_admin_port_file;
+  o.tls = {FLAGS_tls_cert_file, FLAGS_tls_key_file, FLAGS_tls_client_ca_file};
   return o;
 }
 

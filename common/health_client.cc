@@ -10,9 +10,10 @@
 namespace plexus {
 
 absl::StatusOr<Health> CheckHealth(const std::string& target,
-                                   absl::Duration timeout) {
-  auto channel =
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+                                   absl::Duration timeout,
+                                   const ClientTlsOptions& tls) {
+  PLEXUS_ASSIGN_OR_RETURN(auto credentials, MakeChannelCredentials(tls));
+  auto channel = grpc::CreateChannel(target, credentials);
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -28,14 +29,14 @@ absl::StatusOr<Health> CheckHealth(const std::string& target,
              : Health::kNotServing;
 }
 
-absl::Status WaitUntilServing(const std::string& target,
-                              absl::Duration timeout) {
+absl::Status WaitUntilServing(const std::string& target, absl::Duration timeout,
+                              const ClientTlsOptions& tls) {
   absl::Time deadline = absl::Now() + timeout;
   absl::Status last = absl::DeadlineExceededError("not checked");
   absl::Duration step = absl::Milliseconds(5);
   while (absl::Now() < deadline) {
-    auto h =
-        CheckHealth(target, std::min(absl::Seconds(1), deadline - absl::Now()));
+    auto h = CheckHealth(
+        target, std::min(absl::Seconds(1), deadline - absl::Now()), tls);
     if (h.ok() && *h == Health::kServing) return absl::OkStatus();
     last = h.ok() ? absl::UnavailableError("NOT_SERVING") : h.status();
     absl::SleepFor(step);

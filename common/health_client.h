@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 
 namespace plexus {
 
@@ -14,10 +15,11 @@ enum class Health { kServing, kNotServing };
 // Asks `target` ("host:port") for its overall health within `timeout`.
 // UNAVAILABLE or DEADLINE_EXCEEDED when it cannot be reached.
 absl::StatusOr<Health> CheckHealth(const std::string& target,
-                                   absl::Duration timeout);
+                                   absl::Duration timeout,
+                                   const ClientTlsOptions& tls = {});
 
 // Polls CheckHealth until it reports SERVING or `timeout` passes.
-absl::Status WaitUntilServing(const std::string& target,
-                              absl::Duration timeout);
+absl::Status WaitUntilServing(const std::string& target, absl::Duration timeout,
+                              const ClientTlsOptions& tls = {});
 
 }  // namespace plexus

@@ -184,6 +184,12 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "Check a daemon's gRPC health");
   std::string address;
   health->add_option("address", address, "host:port")->required();
+  plexus::ClientTlsOptions tls;
+  health->add_option("--tls-ca", tls.ca_file,
+                     "PEM CA of the server (turns TLS on)");
+  health->add_option("--tls-cert", tls.cert_file,
+                     "PEM client certificate (mutual TLS)");
+  health->add_option("--tls-key", tls.key_file, "PEM client key (mutual TLS)");
 
   // Skeletons for what later issues implement.
   auto* job = app.add_subcommand(
@@ -206,7 +212,7 @@ int main(int argc, char** argv) {
   if (status->parsed()) return LocalStatus(dir);
   if (down->parsed()) return LocalDown(dir, grace_s);
   if (health->parsed()) {
-    auto h = plexus::CheckHealth(address, absl::Seconds(5));
+    auto h = plexus::CheckHealth(address, absl::Seconds(5), tls);
     if (!h.ok()) return Fail(h.status());
     bool ok = *h == plexus::Health::kServing;
     std::cout << address << ": " << (ok ? "SERVING" : "NOT_SERVING") << "\n";
