@@ -607,6 +607,15 @@ class PsClientImpl : public PsClient {
     for (int attempt = 0;; ++attempt) {
       absl::Status st = op(Router());
       if (!IsStaleMap(st) || attempt >= 3) return st;
+      uint64_t theirs = GetErrorInfo(st)->current_shard_map_version();
+      if (own_source_ != nullptr && theirs < Router()->version()) {
+        // Standalone mode: a shard that restarted lost the map this client
+        // owns; install it again.
+        LOG(INFO) << "PS client: a shard holds map version " << theirs << " < "
+                  << Router()->version() << "; installing ours";
+        PLEXUS_RETURN_IF_ERROR(InstallMap());
+        continue;
+      }
       LOG(INFO) << "PS client: shard map is stale (" << st.message()
                 << "); refreshing";
       PLEXUS_RETURN_IF_ERROR(RefreshMap());
@@ -623,6 +632,11 @@ class PsClientImpl : public PsClient {
       args.SetMaxReceiveMessageSize(
           static_cast<int>(options_.max_message_bytes));
       args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+      // Find a restarted shard within about a second (gRPC's default
+      // reconnect backoff grows to two minutes).
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
       stub = v1::ParameterServer::NewStub(grpc::CreateCustomChannel(
           address, grpc::InsecureChannelCredentials(), args));
     }

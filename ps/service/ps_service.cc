@@ -153,6 +153,7 @@ absl::Status PsService::DoPush(
     sg.push_back(
         {s.table(), absl::MakeConstSpan(s.ids().data(), s.ids().size()), v});
   }
+  PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.push.before_apply"));
   absl::StatusOr<PushResult> r = engine_->Push(
       PushOptionsOf(h, push_seq, chunk_index, num_chunks), dg, sg);
   CountPush(r);

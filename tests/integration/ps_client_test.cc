@@ -4,8 +4,15 @@
 
 #include <numeric>
 
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
 #include "common/error_info.h"
 #include "common/grpc_status.h"
+#include "common/process.h"
 #include "plexus/v1/ps.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 #include "tests/util/test_env.h"
@@ -167,6 +174,129 @@ TEST_F(PsClientTest, UnknownTableIsNotFound) {
   std::vector<float> out(4);
   EXPECT_EQ(client_->PullSparse("missing", ids, 4, absl::MakeSpan(out)).code(),
             absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace plexus
+
+namespace plexus {
+namespace {
+
+// Pushes that fail UNAVAILABLE are retried by the client; one whose update was
+// applied before the error (the ack was lost) is de-duplicated on the retry:
+// either way the update is applied exactly once.
+class PsClientRetryTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PsClientRetryTest, UnavailablePushesAreRetriedAndAppliedOnce) {
+  TempDir dir;
+  local::LocalClusterOptions o;
+  o.bin_dir = BinDir();
+  o.root_dir = dir.Sub("cluster");
+  o.num_ps = 1;
+  o.extra_flags = {"--failpoint_rpc"};
+  auto cluster = local::LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::string shard = (*cluster)->members()[1].address;
+  auto client = PsClient::Connect(
+      {.shards = {shard}},
+      {.job_id = "j", .worker_id = 1, .worker_incarnation = 1});
+  ASSERT_TRUE(client.ok()) << client.status();
+  v1::TableConfig t;
+  t.set_name("t");
+  t.set_dim(2);
+  t.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
+  t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  ASSERT_TRUE((*client)->CreateTable(t).ok());
+
+  // Arm: the next two pushes fail UNAVAILABLE at the failpoint.
+  auto stub = v1::ParameterServer::NewStub(
+      grpc::CreateChannel(shard, grpc::InsecureChannelCredentials()));
+  v1::SetFailpointRequest fp;
+  fp.set_name(GetParam());
+  fp.set_action("error(UNAVAILABLE)@2");
+  v1::SetFailpointResponse fpr;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub->SetFailpoint(&ctx, fp, &fpr).ok());
+
+  std::vector<uint64_t> ids = {7};
+  std::vector<float> g = {1.0f, 2.0f};
+  auto r = (*client)->PushSparse("t", ids, 2, g, {.step_id = 1});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<float> out(2);
+  ASSERT_TRUE((*client)->PullSparse("t", ids, 2, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, (std::vector<float>{-1.0f, -2.0f}))
+      << "applied more than once";
+  auto info = (*client)->ShardInfo();
+  ASSERT_TRUE(info.ok());
+  // After the ack was lost, the retries were recognised as duplicates.
+  EXPECT_EQ(
+      (*info)[0].duplicate_pushes(),
+      std::string(GetParam()) == "ps.apply.after_write_before_ack" ? 2 : 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Failpoints, PsClientRetryTest,
+                         ::testing::Values("ps.push.before_apply",
+                                           "ps.apply.after_write_before_ack"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '.') c = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace plexus
+
+namespace plexus {
+namespace {
+
+// A shard that dies and comes back on the same address: the client's calls
+// ride out the gap (UNAVAILABLE, retried) and re-install its shard map on the
+// new process, whose (empty) state then answers for itself.
+TEST(PsClientRestart, ACallRidesOutAShardRestart) {
+  TempDir dir;
+  auto start = [&](int port) {
+    SubprocessOptions o;
+    o.argv = {BinDir() + "/plexus-ps", "--data_dir=" + dir.Sub("data"),
+              "--port=" + std::to_string(port),
+              "--port_file=" + dir.Sub("port")};
+    o.log_file = dir.Sub("log");
+    std::remove(dir.Sub("port").c_str());
+    auto p = Subprocess::Start(o);
+    EXPECT_TRUE(p.ok()) << p.status();
+    auto bound = WaitForPortFile(dir.Sub("port"), absl::Seconds(30), p->get());
+    EXPECT_TRUE(bound.ok()) << bound.status();
+    return std::make_pair(std::move(*p), bound.ok() ? *bound : 0);
+  };
+  auto [ps, port] = start(0);
+  ASSERT_GT(port, 0);
+  auto client =
+      PsClient::Connect({.shards = {"127.0.0.1:" + std::to_string(port)},
+                         .timeout = absl::Seconds(60)});
+  ASSERT_TRUE(client.ok()) << client.status();
+  v1::TableConfig t;
+  t.set_name("t");
+  t.set_dim(2);
+  t.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
+  t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  ASSERT_TRUE((*client)->CreateTable(t).ok());
+
+  ASSERT_TRUE(ps->Signal(SIGKILL).ok());
+  ASSERT_TRUE(ps->Wait(absl::Seconds(10)).ok());
+  absl::Status pulled;
+  std::vector<uint64_t> ids = {1};
+  std::vector<float> out(2);
+  std::thread caller([&] {
+    pulled = (*client)->PullSparse("t", ids, 2, absl::MakeSpan(out));
+  });
+  auto [ps2, port2] = start(port);
+  ASSERT_EQ(port2, port);
+  caller.join();
+  // The new shard has the map again and no table: the answer is NOT_FOUND,
+  // neither UNAVAILABLE nor a stale-map error.
+  EXPECT_EQ(pulled.code(), absl::StatusCode::kNotFound) << pulled;
+  ASSERT_TRUE((*client)->CreateTable(t).ok());
+  EXPECT_TRUE((*client)->PullSparse("t", ids, 2, absl::MakeSpan(out)).ok());
 }
 
 }  // namespace
