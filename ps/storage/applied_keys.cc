@@ -7,7 +7,7 @@ namespace plexus::ps {
 
 AppliedKeys::AppliedKeys() : stripes_(new Stripe[kStripes]) {}
 
-AppliedKeys::Stripe& AppliedKeys::StripeOf(const UpdateKey& key) {
+AppliedKeys::Stripe& AppliedKeys::StripeOf(const UpdateKey& key) const {
   return stripes_[absl::Hash<UpdateKey>{}(key) % kStripes];
 }
 
@@ -52,6 +52,37 @@ void AppliedKeys::TrimUpTo(uint64_t step) {
       }
     }
   }
+}
+
+void AppliedKeys::Export(
+    std::vector<std::pair<UpdateKey, uint64_t>>* keys,
+    std::vector<std::pair<uint64_t, uint64_t>>* incarnations) const {
+  keys->clear();
+  incarnations->clear();
+  keys->reserve(static_cast<size_t>(size()));
+  for (int i = 0; i < kStripes; ++i) {
+    Stripe& s = stripes_[i];
+    MutexLock lock(&s.mu);
+    for (const auto& [k, step] : s.keys) keys->emplace_back(k, step);
+  }
+  MutexLock lock(&incarnation_mu_);
+  incarnations->assign(incarnations_.begin(), incarnations_.end());
+}
+
+void AppliedKeys::Replace(
+    const std::vector<std::pair<UpdateKey, uint64_t>>& keys,
+    const std::vector<std::pair<uint64_t, uint64_t>>& incarnations) {
+  for (int i = 0; i < kStripes; ++i) {
+    Stripe& s = stripes_[i];
+    MutexLock lock(&s.mu);
+    size_.fetch_sub(static_cast<int64_t>(s.keys.size()),
+                    std::memory_order_relaxed);
+    s.keys.clear();
+  }
+  for (const auto& [k, step] : keys) Insert(k, step);
+  MutexLock lock(&incarnation_mu_);
+  incarnations_.clear();
+  for (const auto& [w, inc] : incarnations) incarnations_[w] = inc;
 }
 
 }  // namespace plexus::ps

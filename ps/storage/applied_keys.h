@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -54,17 +56,26 @@ class AppliedKeys {
   void TrimUpTo(uint64_t step);
   int64_t size() const { return size_.load(std::memory_order_relaxed); }
 
+  // Checkpoints: every key with its step, and every worker's newest
+  // incarnation (unordered). Consistent only while no Insert/Erase/
+  // CheckIncarnation runs (the engine's cut barrier).
+  void Export(std::vector<std::pair<UpdateKey, uint64_t>>* keys,
+              std::vector<std::pair<uint64_t, uint64_t>>* incarnations) const;
+  // Replaces the whole record by `keys` and `incarnations` (restore).
+  void Replace(const std::vector<std::pair<UpdateKey, uint64_t>>& keys,
+               const std::vector<std::pair<uint64_t, uint64_t>>& incarnations);
+
  private:
   static constexpr int kStripes = 16;
   struct Stripe {
     absl::Mutex mu;
     absl::flat_hash_map<UpdateKey, uint64_t> keys ABSL_GUARDED_BY(mu);
   };
-  Stripe& StripeOf(const UpdateKey& key);
+  Stripe& StripeOf(const UpdateKey& key) const;
 
   std::unique_ptr<Stripe[]> stripes_;
   std::atomic<int64_t> size_{0};
-  absl::Mutex incarnation_mu_;
+  mutable absl::Mutex incarnation_mu_;
   absl::flat_hash_map<uint64_t, uint64_t> incarnations_
       ABSL_GUARDED_BY(incarnation_mu_);
 };

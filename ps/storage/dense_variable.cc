@@ -150,6 +150,7 @@ void DenseVariable::ApplySegment(int64_t a, int64_t b, const float* g) {
 
 void DenseVariable::Apply(const GradPiece& piece,
                           const std::vector<bool>* mask) {
+  dirty_.store(true, std::memory_order_relaxed);
   const int64_t base = piece.rows.begin - rows_.begin;  // local index
   int64_t r = base;
   const int64_t end = piece.rows.end - rows_.begin;
@@ -235,6 +236,44 @@ DenseSnapshot DenseVariable::Snapshot() const {
     r = stop;
   }
   return snap;
+}
+
+void DenseVariable::Cut(bool incremental, VariableCut* out) const {
+  out->config = config_;
+  out->rows = rows_;
+  out->width = width_;
+  out->changed = !incremental || dirty_.exchange(false);
+  dirty_.store(false, std::memory_order_relaxed);
+  if (!out->changed) return;
+  // The engine's barrier excludes every Apply (and orders this thread after
+  // them), so the arrays are read without the stripe locks.
+  out->values32 = values32_;
+  out->values16 = values16_;
+  out->slots = slots_;
+  out->update_count = update_count_;
+}
+
+absl::Status DenseVariable::Load(const VariableCut& cut) {
+  if (!(cut.rows == rows_) || cut.width != width_ ||
+      cut.values32.size() != values32_.size() ||
+      cut.values16.size() != values16_.size() ||
+      cut.slots.size() != slots_.size() ||
+      cut.update_count.size() != update_count_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "variable ", config_.name, ": checkpoint slice does not match"));
+  }
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    if (cut.slots[k].size() != slots_[k].size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "variable ", config_.name, ": checkpoint slot size does not match"));
+    }
+  }
+  values32_ = cut.values32;
+  values16_ = cut.values16;
+  slots_ = cut.slots;
+  update_count_ = cut.update_count;
+  dirty_.store(false, std::memory_order_relaxed);
+  return absl::OkStatus();
 }
 
 VariableInfo DenseVariable::Info() const {

@@ -8,6 +8,7 @@
 // Thread safety: every public method may be called concurrently.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "ps/storage/consistency.h"
+#include "ps/storage/cut.h"
 #include "ps/storage/engine.h"
 #include "ps/storage/optimizer.h"
 
@@ -51,6 +53,15 @@ class DenseVariable {
   // See Engine::ReadVariable.
   DenseSnapshot Snapshot() const;
 
+  // Checkpoint cut: copies the slice in its storage form into `out` when it
+  // changed since the previous cut or `!incremental` (else out->changed =
+  // false and only the config is filled in), and starts a new change
+  // record. REQUIRES: no concurrent Apply (the engine's cut barrier).
+  void Cut(bool incremental, VariableCut* out) const;
+  // Installs the values, slots and update counts of `cut` (same slice and
+  // width); INVALID_ARGUMENT otherwise. Not concurrent with anything.
+  absl::Status Load(const VariableCut& cut);
+
  private:
   DenseVariable(const CreateVariableOptions& options, RowRange rows,
                 int64_t width, std::unique_ptr<Optimizer> optimizer,
@@ -74,6 +85,8 @@ class DenseVariable {
   std::vector<uint16_t> values16_;  // fp16 / bf16 storage
   std::vector<std::vector<float>> slots_;
   std::vector<int64_t> update_count_;
+  // Applied to since the previous cut.
+  mutable std::atomic<bool> dirty_{true};
 };
 
 }  // namespace plexus::ps

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -85,6 +86,7 @@ absl::StatusOr<bool> EngineImpl::CreateVariable(
   PLEXUS_ASSIGN_OR_RETURN(
       auto var, DenseVariable::Create(options, options_.variable_stripes));
   std::shared_ptr<DenseVariable> shared = std::move(var);
+  ReaderMutexLock barrier(&cut_mu_);
   MutexLock lock(&registry_mu_);
   const std::string& name = options.config.name;
   if (tables_.contains(name)) {
@@ -111,6 +113,7 @@ absl::StatusOr<bool> EngineImpl::CreateTable(
   PLEXUS_ASSIGN_OR_RETURN(auto optimizer,
                           CreateOptimizer(options.config.optimizer),
                           absl::StrCat("table ", options.config.name));
+  ReaderMutexLock barrier(&cut_mu_);
   MutexLock lock(&registry_mu_);
   const std::string& name = options.config.name;
   if (variables_.contains(name)) {
@@ -134,6 +137,7 @@ absl::StatusOr<bool> EngineImpl::CreateTable(
 absl::Status EngineImpl::DeleteVariable(absl::string_view name) {
   std::shared_ptr<DenseVariable> victim;
   {
+    ReaderMutexLock barrier(&cut_mu_);
     MutexLock lock(&registry_mu_);
     auto it = variables_.find(name);
     if (it == variables_.end()) {
@@ -149,6 +153,7 @@ absl::Status EngineImpl::DeleteVariable(absl::string_view name) {
 absl::Status EngineImpl::DeleteTable(absl::string_view name) {
   std::shared_ptr<SparseTable> victim;
   {
+    ReaderMutexLock barrier(&cut_mu_);
     MutexLock lock(&registry_mu_);
     auto it = tables_.find(name);
     if (it == tables_.end()) {
@@ -237,7 +242,9 @@ absl::StatusOr<PushResult> EngineImpl::PushImpl(
     tables.push_back(std::move(table));
     sparse_pieces.push_back(*std::move(piece));
   }
-  // 2. Fencing and exactly-once.
+  // 2. Fencing and exactly-once. From here on the push changes state: it
+  // holds the cut barrier (shared) so that a cut sees all of it or none.
+  ReaderMutexLock barrier(&cut_mu_);
   PLEXUS_RETURN_IF_ERROR(
       keys_.CheckIncarnation(options.worker_id, options.worker_incarnation));
   PushResult result;
@@ -369,6 +376,8 @@ absl::StatusOr<PullResult> EngineImpl::Pull(
         t->consistency().WaitForPull(options.step_id, options.deadline),
         absl::StrCat("table ", t->config().name));
   }
+  // Reads update hit counts and may create rows: inside the cut barrier.
+  ReaderMutexLock barrier(&cut_mu_);
   PullResult result;
   result.dense.resize(vars.size());
   for (size_t i = 0; i < vars.size(); ++i) {
@@ -409,6 +418,7 @@ int64_t EngineImpl::RunEviction() {
     ReaderMutexLock lock(&registry_mu_);
     for (const auto& [name, t] : tables_) tables.push_back(t);
   }
+  ReaderMutexLock barrier(&cut_mu_);
   int64_t n = 0;
   for (auto& t : tables) n += t->Evict(newest_step_.load());
   return n;
@@ -489,6 +499,167 @@ absl::StatusOr<DenseSnapshot> EngineImpl::ReadVariable(
     absl::string_view variable) const {
   PLEXUS_ASSIGN_OR_RETURN(auto v, FindVariable(variable));
   return v->Snapshot();
+}
+
+absl::StatusOr<std::unique_ptr<ShardCut>> EngineImpl::TakeCut(
+    const CutOptions& options) {
+  if (options.checkpoint_id == 0) {
+    return absl::InvalidArgumentError("cut: checkpoint id must not be 0");
+  }
+  const int threads =
+      options.copy_threads > 0
+          ? options.copy_threads
+          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  auto cut = std::make_unique<ShardCut>();
+  // Outside the barrier: size the row buffers (and fault their pages in) so
+  // that the barrier only copies.
+  absl::flat_hash_map<const SparseTable*, TableCut> prepared;
+  {
+    bool incremental;
+    absl::flat_hash_map<std::string, uint64_t> serials;
+    {
+      ReaderMutexLock lock(&cut_mu_);
+      incremental = options.base_checkpoint_id != 0 &&
+                    options.base_checkpoint_id == cut_base_id_;
+      serials = cut_table_serials_;
+    }
+    std::vector<std::shared_ptr<SparseTable>> tables;
+    {
+      ReaderMutexLock lock(&registry_mu_);
+      for (const auto& [name, t] : tables_) tables.push_back(t);
+    }
+    for (const auto& t : tables) {
+      auto it = serials.find(t->config().name);
+      const bool complete =
+          !incremental || it == serials.end() || it->second != t->serial();
+      t->PrepareCut(complete, &prepared[t.get()]);
+    }
+  }
+  const absl::Time start = absl::Now();
+  MutexLock barrier(&cut_mu_);
+  std::vector<std::shared_ptr<SparseTable>> tables;
+  std::vector<std::shared_ptr<DenseVariable>> vars;
+  {
+    ReaderMutexLock lock(&registry_mu_);
+    for (const auto& [name, t] : tables_) tables.push_back(t);
+    for (const auto& [name, v] : variables_) vars.push_back(v);
+  }
+  std::sort(tables.begin(), tables.end(), [](const auto& a, const auto& b) {
+    return a->config().name < b->config().name;
+  });
+  std::sort(vars.begin(), vars.end(), [](const auto& a, const auto& b) {
+    return a->config().name < b->config().name;
+  });
+  if (options.step_id != 0) {
+    for (const auto& t : tables) {
+      if (t->consistency().last_applied_step() > options.step_id) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cut at step ", options.step_id, ": table ", t->config().name,
+            " has applied step ", t->consistency().last_applied_step()));
+      }
+    }
+    for (const auto& v : vars) {
+      if (v->consistency().last_applied_step() > options.step_id) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cut at step ", options.step_id, ": variable ", v->config().name,
+            " has applied step ", v->consistency().last_applied_step()));
+      }
+    }
+  }
+  const bool incremental = options.base_checkpoint_id != 0 &&
+                           options.base_checkpoint_id == cut_base_id_;
+  absl::flat_hash_map<std::string, uint64_t> serials;
+  cut->tables.resize(tables.size());
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const SparseTable& t = *tables[i];
+    auto it = cut_table_serials_.find(t.config().name);
+    const bool complete = !incremental || it == cut_table_serials_.end() ||
+                          it->second != t.serial();
+    auto pre = prepared.find(&t);
+    if (pre != prepared.end()) cut->tables[i] = std::move(pre->second);
+    t.Cut(complete, threads, &cut->tables[i]);
+    serials[t.config().name] = t.serial();
+  }
+  cut->variables.resize(vars.size());
+  for (size_t i = 0; i < vars.size(); ++i) {
+    vars[i]->Cut(incremental, &cut->variables[i]);
+  }
+  keys_.Export(&cut->applied_keys, &cut->incarnations);
+  cut->step_id = options.step_id;
+  cut->newest_step = newest_step_.load(std::memory_order_relaxed);
+  cut->checkpoint_id = options.checkpoint_id;
+  cut->base_checkpoint_id = incremental ? options.base_checkpoint_id : 0;
+  cut_base_id_ = options.checkpoint_id;
+  cut_table_serials_ = std::move(serials);
+  cut->pause = absl::Now() - start;
+  return cut;
+}
+
+void EngineImpl::InvalidateCutBase(uint64_t checkpoint_id) {
+  MutexLock barrier(&cut_mu_);
+  if (cut_base_id_ == checkpoint_id) cut_base_id_ = 0;
+}
+
+absl::Status EngineImpl::ReplaceState(const ShardCut& state) {
+  // Build everything first; the engine changes only if all of it loads.
+  absl::flat_hash_map<std::string, std::shared_ptr<SparseTable>> tables;
+  absl::flat_hash_map<std::string, std::shared_ptr<DenseVariable>> vars;
+  absl::flat_hash_map<std::string, uint64_t> serials;
+  for (const TableCut& tc : state.tables) {
+    if (!tc.complete) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "restore: table ", tc.config.name, " is not a complete cut"));
+    }
+    PLEXUS_RETURN_IF_ERROR(ValidateTableConfig(tc.config), "restore");
+    PLEXUS_ASSIGN_OR_RETURN(auto optimizer,
+                            CreateOptimizer(tc.config.optimizer),
+                            absl::StrCat("restore: table ", tc.config.name));
+    auto t = std::make_shared<SparseTable>(
+        tc.config, std::move(optimizer), options_.table_stripes, state.step_id);
+    PLEXUS_RETURN_IF_ERROR(t->Load(tc), "restore");
+    serials[tc.config.name] = t->serial();
+    if (!tables.emplace(tc.config.name, std::move(t)).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("restore: table ", tc.config.name, " twice"));
+    }
+  }
+  for (const VariableCut& vc : state.variables) {
+    CreateVariableOptions o;
+    o.config = vc.config;
+    o.rows = vc.rows;
+    o.applied_step = state.step_id;
+    PLEXUS_ASSIGN_OR_RETURN(
+        auto v, DenseVariable::Create(o, options_.variable_stripes), "restore");
+    PLEXUS_RETURN_IF_ERROR(v->Load(vc), "restore");
+    if (tables.contains(vc.config.name) ||
+        !vars.emplace(vc.config.name, std::move(v)).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("restore: name ", vc.config.name, " twice"));
+    }
+  }
+  absl::flat_hash_map<std::string, std::shared_ptr<DenseVariable>> old_vars;
+  absl::flat_hash_map<std::string, std::shared_ptr<SparseTable>> old_tables;
+  {
+    MutexLock barrier(&cut_mu_);
+    {
+      MutexLock lock(&registry_mu_);
+      if (shutdown_) {
+        for (auto& [n, v] : vars) v->consistency().Shutdown();
+        for (auto& [n, t] : tables) t->consistency().Shutdown();
+      }
+      old_vars.swap(variables_);
+      old_tables.swap(tables_);
+      variables_ = std::move(vars);
+      tables_ = std::move(tables);
+    }
+    keys_.Replace(state.applied_keys, state.incarnations);
+    newest_step_.store(state.newest_step, std::memory_order_relaxed);
+    cut_base_id_ = state.checkpoint_id;
+    cut_table_serials_ = std::move(serials);
+  }
+  for (auto& [n, v] : old_vars) v->consistency().Shutdown();
+  for (auto& [n, t] : old_tables) t->consistency().Shutdown();
+  return absl::OkStatus();
 }
 
 }  // namespace plexus::ps

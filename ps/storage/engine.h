@@ -253,6 +253,25 @@ struct DenseSnapshot {
   std::vector<int64_t> update_count;      // per row
 };
 
+// A consistent cut of the whole shard (ps/storage/cut.h).
+struct ShardCut;
+
+// Engine::TakeCut (the PrepareCheckpoint RPC's cut).
+struct CutOptions {
+  // Step C of the checkpoint: FAILED_PRECONDITION if any variable or table
+  // has applied an update of a step > C. 0: no check.
+  uint64_t step_id = 0;
+  // The checkpoint the cut is for; never 0.
+  uint64_t checkpoint_id = 0;
+  // Checkpoint to cut incrementally against (PrepareCheckpoint's
+  // base_checkpoint_id). Honoured only if it is the checkpoint of the
+  // engine's previous cut or restore (and not invalidated); otherwise, and
+  // for 0, the cut is complete. ShardCut::base_checkpoint_id says which.
+  uint64_t base_checkpoint_id = 0;
+  // Threads copying rows while pushes are held back; 0: one per core.
+  int copy_threads = 0;
+};
+
 struct EngineOptions {
   // Stripes (mutex + hash map) per sparse table; more stripes, less
   // contention. Default 64.
@@ -337,6 +356,32 @@ class Engine {
   // counts. NOT_FOUND if no such variable.
   virtual absl::StatusOr<DenseSnapshot> ReadVariable(
       absl::string_view variable) const = 0;
+
+  // ---- checkpoints (ps/storage/checkpoint.h drives these) ----
+
+  // Takes a consistent cut: values, optimizer slots, per-row bookkeeping of
+  // every table and variable, the exactly-once record and the step, all as
+  // of one moment. Pushes, pull-created rows, creations, deletions and
+  // evictions are held back by an engine-wide barrier while the rows are
+  // copied to memory (ShardCut::pause says how long); reads that change
+  // nothing are not. Incremental cuts copy only the rows changed since the
+  // previous cut. Every row copied stops being dirty: a caller that fails to
+  // persist the cut must call InvalidateCutBase.
+  virtual absl::StatusOr<std::unique_ptr<ShardCut>> TakeCut(
+      const CutOptions& options) = 0;
+
+  // The cut of `checkpoint_id` will not serve as a base (its write failed or
+  // the checkpoint was abandoned): if it was the newest cut, the next cut is
+  // complete. Idempotent.
+  virtual void InvalidateCutBase(uint64_t checkpoint_id) = 0;
+
+  // Replaces the engine's whole state (tables, variables, rows, applied
+  // keys, incarnations, newest step) by `state` (a complete cut read back
+  // from checkpoint state.checkpoint_id); every target counts steps <=
+  // state.step_id as applied. Pulls waiting on replaced targets return
+  // UNAVAILABLE. INVALID_ARGUMENT (engine unchanged) for an inconsistent
+  // state. The next cut may be incremental against state.checkpoint_id.
+  virtual absl::Status ReplaceState(const ShardCut& state) = 0;
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(

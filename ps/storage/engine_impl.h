@@ -62,6 +62,10 @@ class EngineImpl final : public Engine {
       const override;
   absl::StatusOr<DenseSnapshot> ReadVariable(
       absl::string_view variable) const override;
+  absl::StatusOr<std::unique_ptr<ShardCut>> TakeCut(
+      const CutOptions& options) override;
+  void InvalidateCutBase(uint64_t checkpoint_id) override;
+  absl::Status ReplaceState(const ShardCut& state) override;
 
  private:
   absl::StatusOr<std::shared_ptr<DenseVariable>> FindVariable(
@@ -75,6 +79,17 @@ class EngineImpl final : public Engine {
 
   const EngineOptions options_;
   AppliedKeys keys_;
+
+  // The cut barrier. Every state change (push application, row creation by
+  // pulls, create/delete, eviction) holds it shared; TakeCut and
+  // ReplaceState hold it exclusively. Acquired before registry_mu_ and any
+  // stripe, never while waiting for a pull's consistency condition.
+  mutable absl::Mutex cut_mu_;
+  // Checkpoint of the newest cut or restore (0: none or invalidated), and
+  // the table serials it held: a table whose serial differs is cut complete.
+  uint64_t cut_base_id_ ABSL_GUARDED_BY(cut_mu_) = 0;
+  absl::flat_hash_map<std::string, uint64_t> cut_table_serials_
+      ABSL_GUARDED_BY(cut_mu_);
 
   mutable absl::Mutex registry_mu_;
   bool shutdown_ ABSL_GUARDED_BY(registry_mu_) = false;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <thread>
 
 #include "absl/container/inlined_vector.h"
 
@@ -18,6 +20,11 @@ bool AllFinite(const float* p, int64_t n) {
   bool ok = true;
   for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
   return ok;
+}
+
+uint64_t NextSerial() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -39,6 +46,7 @@ SparseTable::SparseTable(const TableConfig& config,
                      config.eviction_policy == EvictionPolicy::kLfu),
       stripes_(new Stripe[std::max(1, stripes)]),
       num_stripes_(std::max(1, stripes)),
+      serial_(NextSerial()),
       consistency_(config.consistency, applied_step) {}
 
 int SparseTable::StripeOf(uint64_t id) const {
@@ -148,6 +156,7 @@ void SparseTable::Touch(Stripe& s, uint64_t id, Row& row, uint64_t step) {
   }
   ++row.hit_count;
   row.last_step = std::max(row.last_step, step);
+  MarkDirty(s, id, row);
 }
 
 SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
@@ -166,6 +175,7 @@ SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
   if (index_by_step_) s.by_step.insert({0, id});
   if (index_by_hits_) s.by_hits.insert({0, id});
   num_rows_.fetch_add(1, std::memory_order_relaxed);
+  MarkDirty(s, id, pos->second);
   return &pos->second;
 }
 
@@ -175,6 +185,8 @@ void SparseTable::EraseRow(Stripe& s, uint64_t id) {
   if (index_by_step_) s.by_step.erase({it->second.last_step, id});
   if (index_by_hits_) s.by_hits.erase({it->second.hit_count, id});
   s.rows.erase(it);
+  s.dirty_ids.push_back(id);  // removed since the previous cut
+  dirty_entries_.fetch_add(1, std::memory_order_relaxed);
   num_rows_.fetch_sub(1, std::memory_order_relaxed);
   rows_evicted_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -361,6 +373,114 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
     }
   }
   return evicted;
+}
+
+void SparseTable::PrepareCut(bool complete, TableCut* out) const {
+  const int64_t rows = complete
+                           ? num_rows_.load(std::memory_order_relaxed)
+                           : dirty_entries_.load(std::memory_order_relaxed);
+  // A little slack for rows created before the barrier closes.
+  const int64_t estimate = rows + rows / 32 + 64;
+  out->row_floats = row_floats();
+  out->data.resize(static_cast<size_t>(estimate * out->row_floats));
+  out->ids.reserve(static_cast<size_t>(estimate));
+  out->meta.reserve(static_cast<size_t>(estimate));
+}
+
+void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
+  const int64_t rf = row_floats();
+  out->config = config_;
+  out->serial = serial_;
+  out->complete = complete;
+  out->row_floats = rf;
+  out->rows_evicted = rows_evicted_.load(std::memory_order_relaxed);
+  // Pass 1 (serial, cheap): the ids of each stripe and where its rows go.
+  std::vector<size_t> begin(static_cast<size_t>(num_stripes_) + 1, 0);
+  std::vector<std::vector<uint64_t>> ids(static_cast<size_t>(num_stripes_));
+  out->deleted.clear();
+  for (int s = 0; s < num_stripes_; ++s) {
+    Stripe& stripe = stripes_[s];
+    MutexLock lock(&stripe.mu);
+    std::vector<uint64_t>& v = ids[s];
+    if (complete) {
+      v.reserve(stripe.rows.size());
+      for (const auto& [id, row] : stripe.rows) v.push_back(id);
+    } else {
+      std::sort(stripe.dirty_ids.begin(), stripe.dirty_ids.end());
+      stripe.dirty_ids.erase(
+          std::unique(stripe.dirty_ids.begin(), stripe.dirty_ids.end()),
+          stripe.dirty_ids.end());
+      for (uint64_t id : stripe.dirty_ids) {
+        if (stripe.rows.contains(id)) {
+          v.push_back(id);
+        } else {
+          out->deleted.push_back(id);
+        }
+      }
+    }
+    begin[s + 1] = begin[s] + v.size();
+  }
+  const size_t total = begin[num_stripes_];
+  out->ids.resize(total);
+  out->meta.resize(total);
+  if (out->data.size() < total * rf) out->data.resize(total * rf);
+  // Pass 2: copy the rows, stripes split among `threads` threads.
+  auto copy = [&](int first, int step) {
+    for (int s = first; s < num_stripes_; s += step) {
+      Stripe& stripe = stripes_[s];
+      MutexLock lock(&stripe.mu);
+      size_t at = begin[s];
+      for (uint64_t id : ids[s]) {
+        Row& row = stripe.rows.find(id)->second;
+        out->ids[at] = id;
+        out->meta[at] = {row.hit_count, row.last_step, row.version,
+                         row.update_count};
+        std::memcpy(out->data.data() + at * rf, row.data.get(),
+                    static_cast<size_t>(rf) * sizeof(float));
+        row.dirty = false;
+        ++at;
+      }
+      stripe.dirty_ids.clear();
+    }
+  };
+  threads = std::max(1, std::min(threads, num_stripes_));
+  std::vector<std::thread> helpers;
+  for (int t = 1; t < threads; ++t) helpers.emplace_back(copy, t, threads);
+  copy(0, threads);
+  for (auto& h : helpers) h.join();
+  out->data.resize(total * rf);
+  out->total_rows = num_rows_.load(std::memory_order_relaxed);
+  dirty_entries_.store(0, std::memory_order_relaxed);
+}
+
+absl::Status SparseTable::Load(const TableCut& cut) {
+  const int64_t rf = row_floats();
+  if (cut.row_floats != rf || cut.meta.size() != cut.ids.size() ||
+      cut.data.size() != cut.ids.size() * rf) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table ", config_.name, ": checkpoint rows hold ",
+                     cut.row_floats, " floats, the table needs ", rf));
+  }
+  for (size_t i = 0; i < cut.ids.size(); ++i) {
+    const uint64_t id = cut.ids[i];
+    Stripe& s = stripes_[StripeOf(id)];
+    MutexLock lock(&s.mu);
+    Row row;
+    row.hit_count = cut.meta[i].hit_count;
+    row.last_step = cut.meta[i].last_step;
+    row.version = cut.meta[i].version;
+    row.update_count = cut.meta[i].update_count;
+    row.data.reset(new float[rf]);
+    std::memcpy(row.data.get(), cut.data.data() + i * rf,
+                static_cast<size_t>(rf) * sizeof(float));
+    auto [it, inserted] = s.rows.insert_or_assign(id, std::move(row));
+    if (!inserted) continue;
+    if (index_by_step_) s.by_step.insert({it->second.last_step, id});
+    if (index_by_hits_) s.by_hits.insert({it->second.hit_count, id});
+    num_rows_.fetch_add(1, std::memory_order_relaxed);
+  }
+  rows_evicted_.store(cut.rows_evicted, std::memory_order_relaxed);
+  return absl::OkStatus();
 }
 
 TableInfo SparseTable::Info() const {

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "ps/storage/consistency.h"
+#include "ps/storage/cut.h"
 #include "ps/storage/engine.h"
 #include "ps/storage/optimizer.h"
 
@@ -61,6 +62,27 @@ class SparseTable {
   // step) and rows beyond the capacity. Returns the number evicted.
   int64_t Evict(uint64_t newest_step);
 
+  // Checkpoint cuts. Every row change (update, hit count, creation,
+  // eviction) marks the row dirty; Cut() copies the rows (all when
+  // `complete`, else the dirty ones plus the ids of rows removed since the
+  // previous cut) into `out` and starts a new dirty set. `out->data` may be
+  // pre-sized by the caller (PrepareCut) so no page is faulted in here.
+  // REQUIRES: no concurrent mutation of this table (the engine's cut barrier
+  // is held exclusively); stripes are still locked, one at a time.
+  // `threads` > 1 copies stripes in parallel.
+  void Cut(bool complete, int threads, TableCut* out) const;
+  // Sizes out->data for a later Cut(complete) from the current row counts
+  // (no lock needed beyond the stripes; an estimate).
+  void PrepareCut(bool complete, TableCut* out) const;
+  // Installs the rows of `cut` (a freshly constructed, empty table), not
+  // dirty. Returns INVALID_ARGUMENT if the row size does not match.
+  absl::Status Load(const TableCut& cut);
+  // Engine-local identity: distinct for every SparseTable ever constructed.
+  uint64_t serial() const { return serial_; }
+  int64_t row_floats() const {
+    return value_floats_ + num_slots_ * config_.dim;
+  }
+
   TableInfo Info() const;
   absl::StatusOr<RowSnapshot> ReadRow(uint64_t id) const;
   // See Engine::ForEachRow.
@@ -73,6 +95,8 @@ class SparseTable {
     uint64_t last_step = 0;
     uint64_t version = 0;
     int64_t update_count = 0;
+    // Changed since the previous cut (and listed in its stripe's dirty_ids).
+    bool dirty = false;
     std::unique_ptr<float[]> data;
   };
   struct Stripe {
@@ -85,6 +109,9 @@ class SparseTable {
     // evicts (ttl or capacity).
     absl::btree_set<std::pair<uint64_t, uint64_t>> by_step ABSL_GUARDED_BY(mu);
     absl::btree_set<std::pair<uint64_t, uint64_t>> by_hits ABSL_GUARDED_BY(mu);
+    // Ids changed or removed since the previous cut (may repeat an id that
+    // was removed and created again).
+    std::vector<uint64_t> dirty_ids ABSL_GUARDED_BY(mu);
   };
 
   static constexpr size_t kMaxPendingPerStripe = size_t{1} << 16;
@@ -105,6 +132,14 @@ class SparseTable {
   // Looks up or creates (if admitted) the row. Null if not admitted.
   Row* FindOrAdmit(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void EraseRow(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  void MarkDirty(Stripe& s, uint64_t id, Row& row) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if (!row.dirty) {
+      row.dirty = true;
+      s.dirty_ids.push_back(id);
+      dirty_entries_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
   void ValueToFloat(const Row& row, float* out) const;
   RowSnapshot SnapshotOf(const Row& row) const;
   void ValueFromFloat(const float* in, Row& row) const;
@@ -120,6 +155,7 @@ class SparseTable {
   const bool index_by_hits_;    // LFU
   const std::unique_ptr<Stripe[]> stripes_;
   const int num_stripes_;
+  const uint64_t serial_;
   ConsistencyState consistency_;
 
   // Newest step a TTL sweep ran for (sweeps run once per step).
@@ -127,6 +163,8 @@ class SparseTable {
   std::atomic<int64_t> num_rows_{0};
   std::atomic<int64_t> rows_evicted_{0};
   std::atomic<int64_t> rows_not_admitted_{0};
+  // Entries pushed to the stripes' dirty_ids since the previous cut.
+  mutable std::atomic<int64_t> dirty_entries_{0};
 };
 
 }  // namespace plexus::ps

@@ -1,0 +1,1289 @@
+#include "ps/storage/checkpoint.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/failpoint.h"
+#include "common/status.h"
+#include "ps/storage/crc32c.h"
+#include "ps/storage/cut.h"
+#include "ps/storage/lock.h"
+#include "ps/storage/optimizer.h"
+#include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/options.h"
+#include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_batch.h"
+
+namespace plexus::ps {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kManifestName[] = "PLEXUS_SHARD_MANIFEST";
+constexpr char kPublishedName[] = "PUBLISHED";
+constexpr char kStagingDir[] = ".staging";
+constexpr char kMetaCf[] = "meta";
+constexpr char kManifestMagic[] = "plexus-shard-checkpoint 1";
+
+// ---- error translation (the one place rocksdb::Status and errno become
+// absl::Status) ----
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string msg = absl::StrCat(what, ": ", s.ToString());
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace) {
+    return absl::ResourceExhaustedError(msg);
+  }
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status FromErrno(int err, absl::string_view what) {
+  const std::string msg = absl::StrCat(what, ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  if (err == ENOENT) return absl::NotFoundError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status FromEc(const std::error_code& ec, absl::string_view what) {
+  if (!ec) return absl::OkStatus();
+  return FromErrno(ec.value(), what);
+}
+
+// ---- small file-system helpers ----
+
+void RemoveAllQuietly(const fs::path& p) {
+  std::error_code ec;
+  fs::remove_all(p, ec);
+}
+
+absl::Status FsyncPath(const fs::path& p, bool directory) {
+  const int fd = ::open(
+      p.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return FromErrno(errno, absl::StrCat("open ", p.string()));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return FromErrno(err, absl::StrCat("fsync ", p.string()));
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileDurably(const fs::path& path, absl::string_view data) {
+  const fs::path tmp = path.string() + ".tmp";
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return FromErrno(errno, absl::StrCat("create ", tmp.string()));
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t w = ::write(fd, data.data() + done, data.size() - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return FromErrno(err, absl::StrCat("write ", tmp.string()));
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return FromErrno(err, absl::StrCat("fsync ", tmp.string()));
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return FromErrno(errno, absl::StrCat("rename ", tmp.string()));
+  }
+  return FsyncPath(path.parent_path(), /*directory=*/true);
+}
+
+// A single path component or "a/b" of them: no "", ".", "..", not absolute.
+bool IsSafeRelative(absl::string_view rel, int max_components) {
+  if (rel.empty() || rel.front() == '/') return false;
+  std::vector<absl::string_view> parts = absl::StrSplit(rel, '/');
+  if (static_cast<int>(parts.size()) > max_components) return false;
+  for (absl::string_view p : parts) {
+    if (p.empty() || p == "." || p == "..") return false;
+  }
+  return true;
+}
+
+// ---- encoding ----
+
+class Enc {
+ public:
+  void U64(uint64_t v) { Raw(&v, 8); }
+  void I64(int64_t v) { Raw(&v, 8); }
+  void U32(uint32_t v) { Raw(&v, 4); }
+  void F64(double v) { U64(std::bit_cast<uint64_t>(v)); }
+  void Bool(bool v) { U32(v ? 1 : 0); }
+  void Str(absl::string_view s) {
+    U64(s.size());
+    out_.append(s.data(), s.size());
+  }
+  void Raw(const void* p, size_t n) {
+    out_.append(static_cast<const char*>(p), n);
+  }
+  std::string& out() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class Dec {
+ public:
+  explicit Dec(absl::string_view in) : in_(in) {}
+  uint64_t U64() {
+    uint64_t v = 0;
+    Raw(&v, 8);
+    return v;
+  }
+  int64_t I64() {
+    int64_t v = 0;
+    Raw(&v, 8);
+    return v;
+  }
+  uint32_t U32() {
+    uint32_t v = 0;
+    Raw(&v, 4);
+    return v;
+  }
+  double F64() { return std::bit_cast<double>(U64()); }
+  bool Bool() { return U32() != 0; }
+  std::string Str() {
+    const uint64_t n = U64();
+    if (!ok_ || n > in_.size()) {
+      ok_ = false;
+      return "";
+    }
+    std::string s(in_.substr(0, n));
+    in_.remove_prefix(n);
+    return s;
+  }
+  void Raw(void* p, size_t n) {
+    if (!ok_ || n > in_.size()) {
+      ok_ = false;
+      std::memset(p, 0, n);
+      return;
+    }
+    std::memcpy(p, in_.data(), n);
+    in_.remove_prefix(n);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  absl::string_view in_;
+  bool ok_ = true;
+};
+
+void EncodeInit(Enc& e, const InitializerConfig& c) {
+  e.U32(static_cast<uint32_t>(c.kind));
+  e.F64(c.value);
+  e.F64(c.min);
+  e.F64(c.max);
+  e.F64(c.mean);
+  e.F64(c.stddev);
+  e.Bool(c.truncated);
+  e.U64(c.seed);
+}
+InitializerConfig DecodeInit(Dec& d) {
+  InitializerConfig c;
+  c.kind = static_cast<InitializerConfig::Kind>(d.U32());
+  c.value = d.F64();
+  c.min = d.F64();
+  c.max = d.F64();
+  c.mean = d.F64();
+  c.stddev = d.F64();
+  c.truncated = d.Bool();
+  c.seed = d.U64();
+  return c;
+}
+void EncodeOpt(Enc& e, const OptimizerConfig& c) {
+  e.U32(static_cast<uint32_t>(c.kind));
+  for (double v :
+       {c.learning_rate, c.momentum, c.initial_accumulator_value, c.epsilon,
+        c.beta1, c.beta2, c.weight_decay, c.learning_rate_power, c.l1, c.l2,
+        c.l2_shrinkage, c.beta, c.rho}) {
+    e.F64(v);
+  }
+  e.Bool(c.nesterov);
+  e.Bool(c.centered);
+}
+OptimizerConfig DecodeOpt(Dec& d) {
+  OptimizerConfig c;
+  c.kind = static_cast<OptimizerConfig::Kind>(d.U32());
+  for (double* v :
+       {&c.learning_rate, &c.momentum, &c.initial_accumulator_value, &c.epsilon,
+        &c.beta1, &c.beta2, &c.weight_decay, &c.learning_rate_power, &c.l1,
+        &c.l2, &c.l2_shrinkage, &c.beta, &c.rho}) {
+    *v = d.F64();
+  }
+  c.nesterov = d.Bool();
+  c.centered = d.Bool();
+  return c;
+}
+void EncodeCons(Enc& e, const ConsistencyConfig& c) {
+  e.U32(static_cast<uint32_t>(c.mode));
+  e.U32(c.num_workers);
+  e.U32(c.staleness_bound);
+}
+ConsistencyConfig DecodeCons(Dec& d) {
+  ConsistencyConfig c;
+  c.mode = static_cast<ConsistencyMode>(d.U32());
+  c.num_workers = d.U32();
+  c.staleness_bound = d.U32();
+  return c;
+}
+
+void EncodeTable(Enc& e, const TableCut& t, int64_t total_rows) {
+  const TableConfig& c = t.config;
+  e.Str(c.name);
+  e.I64(c.dim);
+  e.U32(static_cast<uint32_t>(c.storage_dtype));
+  EncodeInit(e, c.initializer);
+  EncodeOpt(e, c.optimizer);
+  EncodeCons(e, c.consistency);
+  e.U32(c.admission_min_hit_count);
+  e.U64(c.ttl_steps);
+  e.I64(c.capacity_rows);
+  e.U32(static_cast<uint32_t>(c.eviction_policy));
+  e.U32(static_cast<uint32_t>(c.non_finite_policy));
+  e.I64(t.row_floats);
+  e.I64(t.rows_evicted);
+  e.I64(total_rows);
+}
+void DecodeTable(Dec& d, TableCut* t, int64_t* total_rows) {
+  TableConfig& c = t->config;
+  c.name = d.Str();
+  c.dim = d.I64();
+  c.storage_dtype = static_cast<DType>(d.U32());
+  c.initializer = DecodeInit(d);
+  c.optimizer = DecodeOpt(d);
+  c.consistency = DecodeCons(d);
+  c.admission_min_hit_count = d.U32();
+  c.ttl_steps = d.U64();
+  c.capacity_rows = d.I64();
+  c.eviction_policy = static_cast<EvictionPolicy>(d.U32());
+  c.non_finite_policy = static_cast<NonFinitePolicy>(d.U32());
+  t->row_floats = d.I64();
+  t->rows_evicted = d.I64();
+  *total_rows = d.I64();
+}
+void EncodeVariable(Enc& e, const VariableCut& v) {
+  const VariableConfig& c = v.config;
+  e.Str(c.name);
+  e.U64(c.shape.size());
+  for (int64_t s : c.shape) e.I64(s);
+  e.U32(static_cast<uint32_t>(c.storage_dtype));
+  EncodeInit(e, c.initializer);
+  EncodeOpt(e, c.optimizer);
+  EncodeCons(e, c.consistency);
+  e.U32(static_cast<uint32_t>(c.non_finite_policy));
+  e.I64(v.rows.begin);
+  e.I64(v.rows.end);
+  e.I64(v.width);
+}
+void DecodeVariable(Dec& d, VariableCut* v) {
+  VariableConfig& c = v->config;
+  c.name = d.Str();
+  const uint64_t rank = d.U64();
+  for (uint64_t i = 0; i < rank && d.ok() && i < 64; ++i) {
+    c.shape.push_back(d.I64());
+  }
+  c.storage_dtype = static_cast<DType>(d.U32());
+  c.initializer = DecodeInit(d);
+  c.optimizer = DecodeOpt(d);
+  c.consistency = DecodeCons(d);
+  c.non_finite_policy = static_cast<NonFinitePolicy>(d.U32());
+  v->rows.begin = d.I64();
+  v->rows.end = d.I64();
+  v->width = d.I64();
+}
+
+// Row keys sort by id: big-endian.
+std::string IdKey(uint64_t id) {
+  std::string k(8, '\0');
+  for (int i = 0; i < 8; ++i) k[i] = static_cast<char>(id >> (56 - 8 * i));
+  return k;
+}
+uint64_t KeyId(absl::string_view k) {
+  uint64_t id = 0;
+  for (size_t i = 0; i < 8 && i < k.size(); ++i) {
+    id = (id << 8) | static_cast<uint8_t>(k[i]);
+  }
+  return id;
+}
+
+absl::string_view Sv(const rocksdb::Slice& s) {
+  return absl::string_view(s.data(), s.size());
+}
+
+std::string TableCf(absl::string_view name) { return absl::StrCat("t/", name); }
+std::string VariableCf(absl::string_view name) {
+  return absl::StrCat("v/", name);
+}
+
+// Rows of a dense variable per RocksDB value (about 1 MiB).
+int64_t DenseChunkRows(const VariableCut& v) {
+  const int64_t per_row =
+      v.width * (4 + 4 * static_cast<int64_t>(v.slots.size())) + 8;
+  return std::max<int64_t>(1,
+                           (int64_t{1} << 20) / std::max<int64_t>(1, per_row));
+}
+
+class NullLogger : public rocksdb::Logger {
+ public:
+  using rocksdb::Logger::Logv;
+  void Logv(const char* /*format*/, va_list /*ap*/) override {}
+};
+
+rocksdb::Options DbOptions() {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.create_missing_column_families = true;
+  o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  o.compression = rocksdb::kNoCompression;  // embeddings do not compress
+  o.write_buffer_size = 64 << 20;
+  o.max_write_buffer_number = 4;
+  o.max_background_jobs = 2;
+  return o;
+}
+
+// ---- the shard manifest (text, one field per line) ----
+
+std::string FormatManifest(const ShardCheckpointInfo& info) {
+  std::string s = absl::StrCat(kManifestMagic, "\n");
+  absl::StrAppend(&s, "checkpoint_id ", info.checkpoint_id, "\n");
+  absl::StrAppend(&s, "step_id ", info.step_id, "\n");
+  absl::StrAppend(&s, "base_checkpoint_id ", info.base_checkpoint_id, "\n");
+  absl::StrAppend(&s, "num_rows ", info.num_rows, "\n");
+  absl::StrAppend(&s, "new_bytes ", info.new_bytes, "\n");
+  for (const auto& f : info.files) {
+    absl::StrAppend(&s, "file ", f.crc32c, " ", f.size_bytes, " ", f.path,
+                    "\n");
+  }
+  return s;
+}
+
+absl::StatusOr<ShardCheckpointInfo> ReadManifest(const fs::path& dir) {
+  const fs::path path = dir / kManifestName;
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("no ", path.string()));
+  std::string line;
+  std::getline(in, line);
+  auto bad = [&]() {
+    return absl::DataLossError(
+        absl::StrCat(path.string(), ": malformed line '", line, "'"));
+  };
+  if (line != kManifestMagic) return bad();
+  ShardCheckpointInfo info;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, absl::MaxSplits(' ', 3));
+    if (f.size() == 2) {
+      int64_t v;
+      if (!absl::SimpleAtoi(f[1], &v)) return bad();
+      if (f[0] == "checkpoint_id")
+        info.checkpoint_id = v;
+      else if (f[0] == "step_id")
+        info.step_id = v;
+      else if (f[0] == "base_checkpoint_id")
+        info.base_checkpoint_id = v;
+      else if (f[0] == "num_rows")
+        info.num_rows = v;
+      else if (f[0] == "new_bytes")
+        info.new_bytes = v;
+      else
+        return bad();
+    } else if (f.size() == 4 && f[0] == "file") {
+      CheckpointFileInfo file;
+      if (!absl::SimpleAtoi(f[1], &file.crc32c) ||
+          !absl::SimpleAtoi(f[2], &file.size_bytes) ||
+          !IsSafeRelative(f[3], 1)) {
+        return bad();
+      }
+      file.path = f[3];
+      info.total_bytes += file.size_bytes;
+      info.files.push_back(std::move(file));
+    } else {
+      return bad();
+    }
+  }
+  info.directory = dir.filename().string();
+  return info;
+}
+
+// ---- the store ----
+
+class StoreImpl final : public CheckpointStore {
+ public:
+  StoreImpl(Engine* engine, const CheckpointStoreOptions& options)
+      : engine_(engine), options_(options), root_(options.root) {}
+
+  ~StoreImpl() override {
+    if (writer_.joinable()) writer_.join();
+  }
+
+  absl::Status Init();
+
+  absl::StatusOr<PrepareResult> Prepare(const PrepareOptions& options) override;
+  absl::StatusOr<CommitResult> Commit(uint64_t checkpoint_id,
+                                      absl::Duration timeout) override;
+  absl::StatusOr<std::vector<uint64_t>> Finalize(uint64_t checkpoint_id,
+                                                 bool published,
+                                                 uint32_t keep_last) override;
+  absl::StatusOr<RestoreResult> Restore(const RestoreOptions& options) override;
+  std::vector<CheckpointListing> List() const override;
+  int64_t TEST_rows_written() const override {
+    return rows_written_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  struct Entry {
+    uint64_t id = 0;
+    uint64_t step = 0;
+    std::string directory;  // relative to the root
+    std::string staging;    // relative to the root
+    CheckpointState state = CheckpointState::kStaging;
+    ShardCheckpointInfo info;
+    // Sticky error of the write (state kAborted).
+    absl::Status error;
+    absl::Duration write_time;
+  };
+  // What the background write needs, copied out of the entries at Prepare.
+  struct WriteJob {
+    std::unique_ptr<ShardCut> cut;
+    fs::path staging;
+    fs::path final_dir;
+    std::string directory;
+    fs::path base_dir;  // empty: complete
+    std::vector<CheckpointFileInfo> base_files;
+  };
+
+  void RunWrite(WriteJob job);
+  absl::StatusOr<ShardCheckpointInfo> Write(const WriteJob& job);
+  absl::Status WriteDb(const WriteJob& job, rocksdb::DB* db,
+                       std::map<std::string, rocksdb::ColumnFamilyHandle*>& cfs,
+                       int64_t* rows_written);
+  absl::StatusOr<std::unique_ptr<ShardCut>> ReadCut(const fs::path& dir,
+                                                    int64_t* num_rows);
+  // Deletes an entry's directories (not the entry).
+  void RemoveDirs(const Entry& e) {
+    RemoveAllQuietly(root_ / e.staging);
+    RemoveAllQuietly(root_ / e.directory);
+    RemoveAllQuietly(root_ / (e.directory + ".tmp"));
+  }
+
+  // Constant after construction.
+  Engine* const engine_;
+  const CheckpointStoreOptions options_;
+  const fs::path root_;
+
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  // Id being written, 0 when none.
+  uint64_t writing_ ABSL_GUARDED_BY(mu_) = 0;
+  // A restore is running (no Prepare meanwhile).
+  bool restoring_ ABSL_GUARDED_BY(mu_) = false;
+  // The background writer; started and joined under mu_ only.
+  std::thread writer_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int64_t> rows_written_{0};
+};
+
+absl::Status StoreImpl::Init() {
+  std::error_code ec;
+  fs::create_directories(root_, ec);
+  PLEXUS_RETURN_IF_ERROR(FromEc(ec, absl::StrCat("create ", root_.string())));
+  // Leftovers of a crash: the staging area, rocksdb::Checkpoint's temporary
+  // directories and directories that never got their manifest.
+  RemoveAllQuietly(root_ / kStagingDir);
+  fs::create_directories(root_ / kStagingDir, ec);
+  PLEXUS_RETURN_IF_ERROR(FromEc(ec, "create staging directory"));
+  std::vector<fs::path> remove;
+  MutexLock lock(&mu_);
+  for (const auto& de : fs::directory_iterator(root_, ec)) {
+    const std::string name = de.path().filename().string();
+    if (name == kStagingDir || !de.is_directory()) continue;
+    auto info = ReadManifest(de.path());
+    if (!info.ok() || absl::EndsWith(name, ".tmp")) {
+      remove.push_back(de.path());
+      continue;
+    }
+    Entry e;
+    e.id = info->checkpoint_id;
+    e.step = info->step_id;
+    e.directory = name;
+    e.staging = absl::StrCat(kStagingDir, "/", name);
+    e.state = fs::exists(de.path() / kPublishedName)
+                  ? CheckpointState::kPublished
+                  : CheckpointState::kCommitted;
+    e.info = *std::move(info);
+    entries_[e.id] = std::move(e);
+  }
+  PLEXUS_RETURN_IF_ERROR(FromEc(ec, absl::StrCat("list ", root_.string())));
+  for (const auto& p : remove) RemoveAllQuietly(p);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PrepareResult> StoreImpl::Prepare(const PrepareOptions& o) {
+  if (o.checkpoint_id == 0) {
+    return absl::InvalidArgumentError("checkpoint id must not be 0");
+  }
+  const std::string directory =
+      o.directory.empty() ? absl::StrCat(o.checkpoint_id) : o.directory;
+  const std::string staging =
+      o.staging_directory.empty()
+          ? absl::StrCat(kStagingDir, "/", o.checkpoint_id)
+          : o.staging_directory;
+  if (!IsSafeRelative(directory, 1) || directory == kStagingDir ||
+      absl::EndsWith(directory, ".tmp")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint directory '", directory,
+        "' must be one plain path component inside the checkpoint root"));
+  }
+  if (!IsSafeRelative(staging, 2) ||
+      !absl::StartsWith(staging, absl::StrCat(kStagingDir, "/"))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("staging directory '", staging, "' must be ", kStagingDir,
+                     "/<name> inside the checkpoint root"));
+  }
+  MutexLock lock(&mu_);
+  if (writing_ != 0 || restoring_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", writing_,
+                     " is still being written (or a restore runs)"));
+  }
+  if (entries_.contains(o.checkpoint_id)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("checkpoint ", o.checkpoint_id, " already exists"));
+  }
+  for (const auto& [id, e] : entries_) {
+    if (e.directory == directory && e.state != CheckpointState::kAborted) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "directory ", directory, " is taken by checkpoint ", id));
+    }
+  }
+  if (fs::exists(root_ / directory)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("directory ", directory, " exists"));
+  }
+  WriteJob job;
+  uint64_t base = 0;
+  if (o.base_checkpoint_id != 0) {
+    auto it = entries_.find(o.base_checkpoint_id);
+    if (it != entries_.end() &&
+        (it->second.state == CheckpointState::kCommitted ||
+         it->second.state == CheckpointState::kPublished)) {
+      base = o.base_checkpoint_id;
+      job.base_dir = root_ / it->second.directory;
+      job.base_files = it->second.info.files;
+    }
+  }
+  CutOptions cut_options;
+  cut_options.step_id = o.step_id;
+  cut_options.checkpoint_id = o.checkpoint_id;
+  cut_options.base_checkpoint_id = base;
+  cut_options.copy_threads = options_.cut_threads;
+  PLEXUS_ASSIGN_OR_RETURN(job.cut, engine_->TakeCut(cut_options),
+                          absl::StrCat("checkpoint ", o.checkpoint_id));
+  if (job.cut->base_checkpoint_id == 0) {
+    job.base_dir.clear();
+    job.base_files.clear();
+  }
+  PrepareResult result;
+  result.cut_pause = job.cut->pause;
+  result.dirty_rows = job.cut->dirty_rows();
+  result.incremental = job.cut->base_checkpoint_id != 0;
+  job.staging = root_ / staging;
+  job.final_dir = root_ / directory;
+  job.directory = directory;
+  Entry e;
+  e.id = o.checkpoint_id;
+  e.step = o.step_id;
+  e.directory = directory;
+  e.staging = staging;
+  e.info.checkpoint_id = o.checkpoint_id;
+  e.info.step_id = o.step_id;
+  e.info.base_checkpoint_id = job.cut->base_checkpoint_id;
+  e.info.directory = directory;
+  entries_[o.checkpoint_id] = std::move(e);
+  writing_ = o.checkpoint_id;
+  if (writer_.joinable()) writer_.join();  // finished: writing_ was 0
+  writer_ = std::thread(&StoreImpl::RunWrite, this, std::move(job));
+  return result;
+}
+
+void StoreImpl::RunWrite(WriteJob job) {
+  const absl::Time start = absl::Now();
+  const uint64_t id = job.cut->checkpoint_id;
+  auto info = Write(job);
+  if (!info.ok()) {
+    RemoveAllQuietly(job.staging);
+    RemoveAllQuietly(job.final_dir);
+    RemoveAllQuietly(job.final_dir.string() + ".tmp");
+    engine_->InvalidateCutBase(id);
+  }
+  job.cut.reset();  // free the rows before waking anyone
+  MutexLock lock(&mu_);
+  Entry& e = entries_[id];
+  e.write_time = absl::Now() - start;
+  if (info.ok()) {
+    e.info = *std::move(info);
+    e.state = CheckpointState::kCommitted;
+  } else {
+    e.error = info.status();
+    e.state = CheckpointState::kAborted;
+  }
+  writing_ = 0;
+}
+
+absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
+  const ShardCut& cut = *job.cut;
+  const fs::path db_dir = job.staging / "db";
+  RemoveAllQuietly(job.staging);
+  std::error_code ec;
+  fs::create_directories(db_dir, ec);
+  PLEXUS_RETURN_IF_ERROR(FromEc(ec, absl::StrCat("create ", db_dir.string())));
+  // 1. Start from the base: SST files are immutable (hard links); the rest
+  // (MANIFEST, CURRENT, OPTIONS, WAL) is small and copied.
+  for (const auto& f : job.base_files) {
+    const fs::path src = job.base_dir / f.path, dst = db_dir / f.path;
+    if (absl::EndsWith(f.path, ".sst")) {
+      fs::create_hard_link(src, dst, ec);
+    } else {
+      fs::copy_file(src, dst, ec);
+    }
+    PLEXUS_RETURN_IF_ERROR(
+        FromEc(ec, absl::StrCat("copy base file ", src.string())));
+  }
+  // 2. Open it with every column family it has.
+  rocksdb::Options options = DbOptions();
+  std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName};
+  if (!job.base_files.empty()) {
+    PLEXUS_RETURN_IF_ERROR(FromRocks(
+        rocksdb::DB::ListColumnFamilies(options, db_dir.string(), &names),
+        "list column families of the base"));
+  }
+  if (std::find(names.begin(), names.end(), kMetaCf) == names.end()) {
+    names.push_back(kMetaCf);
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const auto& n : names) {
+    descs.emplace_back(n, rocksdb::ColumnFamilyOptions(options));
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  PLEXUS_RETURN_IF_ERROR(FromRocks(
+      rocksdb::DB::Open(options, db_dir.string(), descs, &handles, &raw_db),
+      absl::StrCat("open ", db_dir.string())));
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
+  for (size_t i = 0; i < names.size(); ++i) cfs[names[i]] = handles[i];
+  int64_t rows_written = 0;
+  absl::Status status = WriteDb(job, raw_db, cfs, &rows_written);
+  // 3. Hard-link it into place (flushing the memtables first).
+  if (status.ok()) status = PLEXUS_FAILPOINT("ps.checkpoint.before_link");
+  if (status.ok()) {
+    rocksdb::Checkpoint* cp = nullptr;
+    status = FromRocks(rocksdb::Checkpoint::Create(raw_db, &cp),
+                       "create rocksdb checkpoint object");
+    if (status.ok()) {
+      status =
+          FromRocks(cp->CreateCheckpoint(job.final_dir.string(),
+                                         /*log_size_for_flush=*/0),
+                    absl::StrCat("checkpoint into ", job.final_dir.string()));
+      delete cp;
+    }
+  }
+  for (auto& [name, h] : cfs) {
+    if (h != nullptr) raw_db->DestroyColumnFamilyHandle(h);
+  }
+  const absl::Status close =
+      FromRocks(raw_db->Close(), absl::StrCat("close ", db_dir.string()));
+  delete raw_db;
+  PLEXUS_RETURN_IF_ERROR(status);
+  PLEXUS_RETURN_IF_ERROR(close);
+  RemoveAllQuietly(job.staging);
+  PLEXUS_RETURN_IF_ERROR(
+      PLEXUS_FAILPOINT("ps.checkpoint.after_link_before_manifest"));
+  // 4. List, checksum and fsync every file, then the manifest, last.
+  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> base_inodes;
+  for (const auto& f : job.base_files) {
+    struct stat st;
+    if (::stat((job.base_dir / f.path).c_str(), &st) == 0) {
+      base_inodes.insert({st.st_dev, st.st_ino});
+    }
+  }
+  ShardCheckpointInfo info;
+  info.checkpoint_id = cut.checkpoint_id;
+  info.step_id = cut.step_id;
+  info.base_checkpoint_id = cut.base_checkpoint_id;
+  info.directory = job.directory;
+  for (const auto& de : fs::directory_iterator(job.final_dir, ec)) {
+    if (!de.is_regular_file()) continue;
+    const std::string name = de.path().filename().string();
+    PLEXUS_ASSIGN_OR_RETURN(FileChecksum sum, ChecksumFile(de.path().string()));
+    PLEXUS_RETURN_IF_ERROR(FsyncPath(de.path(), /*directory=*/false));
+    struct stat st;
+    const bool shared = ::stat(de.path().c_str(), &st) == 0 &&
+                        base_inodes.contains({st.st_dev, st.st_ino});
+    if (!shared) info.new_bytes += sum.size_bytes;
+    info.total_bytes += sum.size_bytes;
+    info.files.push_back({name, sum.size_bytes, sum.crc32c});
+  }
+  PLEXUS_RETURN_IF_ERROR(
+      FromEc(ec, absl::StrCat("list ", job.final_dir.string())));
+  std::sort(info.files.begin(), info.files.end(),
+            [](const auto& a, const auto& b) { return a.path < b.path; });
+  for (const auto& t : cut.tables) info.num_rows += t.total_rows;
+  for (const auto& v : cut.variables) info.num_rows += v.rows.size();
+  PLEXUS_RETURN_IF_ERROR(FsyncPath(job.final_dir, /*directory=*/true));
+  PLEXUS_RETURN_IF_ERROR(
+      WriteFileDurably(job.final_dir / kManifestName, FormatManifest(info)));
+  PLEXUS_RETURN_IF_ERROR(FsyncPath(root_, /*directory=*/true));
+  rows_written_.store(rows_written, std::memory_order_relaxed);
+  return info;
+}
+
+absl::Status StoreImpl::WriteDb(
+    const WriteJob& job, rocksdb::DB* db,
+    std::map<std::string, rocksdb::ColumnFamilyHandle*>& cfs,
+    int64_t* rows_written) {
+  const ShardCut& cut = *job.cut;
+  rocksdb::WriteOptions wo;  // WAL on
+  rocksdb::WriteBatch batch;
+  auto flush = [&](bool force) -> absl::Status {
+    if (batch.Count() == 0 ||
+        (!force && static_cast<int64_t>(batch.GetDataSize()) <
+                       options_.write_batch_bytes)) {
+      return absl::OkStatus();
+    }
+    PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.write"));
+    PLEXUS_RETURN_IF_ERROR(FromRocks(db->Write(wo, &batch), "write batch"));
+    batch.Clear();
+    return absl::OkStatus();
+  };
+  auto drop = [&](const std::string& name) -> absl::Status {
+    auto it = cfs.find(name);
+    if (it == cfs.end()) return absl::OkStatus();
+    PLEXUS_RETURN_IF_ERROR(FromRocks(db->DropColumnFamily(it->second),
+                                     absl::StrCat("drop ", name)));
+    db->DestroyColumnFamilyHandle(it->second);
+    cfs.erase(it);
+    return absl::OkStatus();
+  };
+  auto get = [&](const std::string& name)
+      -> absl::StatusOr<rocksdb::ColumnFamilyHandle*> {
+    auto it = cfs.find(name);
+    if (it != cfs.end()) return it->second;
+    rocksdb::ColumnFamilyHandle* h = nullptr;
+    PLEXUS_RETURN_IF_ERROR(
+        FromRocks(db->CreateColumnFamily(
+                      rocksdb::ColumnFamilyOptions(DbOptions()), name, &h),
+                  absl::StrCat("create column family ", name)));
+    cfs[name] = h;
+    return h;
+  };
+  // Column families of targets that no longer exist.
+  absl::flat_hash_set<std::string> wanted = {rocksdb::kDefaultColumnFamilyName,
+                                             kMetaCf};
+  for (const auto& t : cut.tables) wanted.insert(TableCf(t.config.name));
+  for (const auto& v : cut.variables) wanted.insert(VariableCf(v.config.name));
+  std::vector<std::string> stale;
+  for (const auto& [name, h] : cfs) {
+    if (!wanted.contains(name)) stale.push_back(name);
+  }
+  for (const auto& name : stale) PLEXUS_RETURN_IF_ERROR(drop(name));
+  Enc tables_meta;
+  tables_meta.U64(cut.tables.size());
+  for (const TableCut& t : cut.tables) {
+    const std::string name = TableCf(t.config.name);
+    if (t.complete) PLEXUS_RETURN_IF_ERROR(drop(name));
+    PLEXUS_ASSIGN_OR_RETURN(rocksdb::ColumnFamilyHandle * cf, get(name));
+    const size_t row_bytes = static_cast<size_t>(t.row_floats) * 4;
+    std::string value(32 + row_bytes, '\0');
+    for (size_t i = 0; i < t.ids.size(); ++i) {
+      const RowMeta& m = t.meta[i];
+      std::memcpy(value.data(), &m.hit_count, 8);
+      std::memcpy(value.data() + 8, &m.last_step, 8);
+      std::memcpy(value.data() + 16, &m.version, 8);
+      std::memcpy(value.data() + 24, &m.update_count, 8);
+      std::memcpy(value.data() + 32, t.data.data() + i * t.row_floats,
+                  row_bytes);
+      batch.Put(cf, IdKey(t.ids[i]), value);
+      PLEXUS_RETURN_IF_ERROR(flush(false));
+    }
+    for (uint64_t id : t.deleted) {
+      batch.Delete(cf, IdKey(id));
+      PLEXUS_RETURN_IF_ERROR(flush(false));
+    }
+    *rows_written += static_cast<int64_t>(t.ids.size() + t.deleted.size());
+    EncodeTable(tables_meta, t, t.total_rows);
+  }
+  Enc vars_meta;
+  vars_meta.U64(cut.variables.size());
+  for (const VariableCut& v : cut.variables) {
+    const std::string name = VariableCf(v.config.name);
+    EncodeVariable(vars_meta, v);
+    if (!v.changed) {
+      if (!cfs.contains(name)) {
+        return absl::InternalError(absl::StrCat(
+            "base checkpoint lacks unchanged variable ", v.config.name));
+      }
+      continue;
+    }
+    PLEXUS_RETURN_IF_ERROR(drop(name));
+    PLEXUS_ASSIGN_OR_RETURN(rocksdb::ColumnFamilyHandle * cf, get(name));
+    const int64_t chunk = DenseChunkRows(v);
+    const int64_t n = v.rows.size();
+    for (int64_t r = 0; r < n; r += chunk) {
+      const int64_t e = std::min(n, r + chunk);
+      const size_t a = static_cast<size_t>(r * v.width);
+      const size_t len = static_cast<size_t>((e - r) * v.width);
+      Enc value;
+      if (!v.values32.empty()) value.Raw(v.values32.data() + a, len * 4);
+      if (!v.values16.empty()) value.Raw(v.values16.data() + a, len * 2);
+      for (const auto& s : v.slots) value.Raw(s.data() + a, len * 4);
+      value.Raw(v.update_count.data() + r, static_cast<size_t>(e - r) * 8);
+      batch.Put(cf, IdKey(static_cast<uint64_t>(r)), value.out());
+      PLEXUS_RETURN_IF_ERROR(flush(false));
+    }
+    *rows_written += n;
+  }
+  PLEXUS_ASSIGN_OR_RETURN(rocksdb::ColumnFamilyHandle * meta, get(kMetaCf));
+  Enc shard;
+  shard.U64(cut.step_id);
+  shard.U64(cut.newest_step);
+  shard.U64(cut.checkpoint_id);
+  shard.U64(cut.base_checkpoint_id);
+  Enc keys;
+  keys.U64(cut.applied_keys.size());
+  for (const auto& [k, step] : cut.applied_keys) {
+    keys.Str(k.job_id);
+    keys.U64(k.owner);
+    keys.Bool(k.by_closure);
+    keys.U64(k.step_id);
+    keys.U32(k.push_seq);
+    keys.U32(k.chunk_index);
+    keys.U64(step);
+  }
+  keys.U64(cut.incarnations.size());
+  for (const auto& [w, inc] : cut.incarnations) {
+    keys.U64(w);
+    keys.U64(inc);
+  }
+  batch.Put(meta, "shard", shard.out());
+  batch.Put(meta, "tables", tables_meta.out());
+  batch.Put(meta, "variables", vars_meta.out());
+  batch.Put(meta, "applied_keys", keys.out());
+  return flush(true);
+}
+
+absl::StatusOr<CommitResult> StoreImpl::Commit(uint64_t checkpoint_id,
+                                               absl::Duration timeout) {
+  MutexLock lock(&mu_);
+  auto it = entries_.find(checkpoint_id);
+  if (it == entries_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("checkpoint ", checkpoint_id, " was not prepared"));
+  }
+  auto done = [this, checkpoint_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return writing_ != checkpoint_id;
+  };
+  if (!AwaitWithDeadline(&mu_, absl::Condition(&done), absl::Now() + timeout)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("checkpoint ", checkpoint_id, " is still being written"));
+  }
+  const Entry& e = it->second;
+  if (!e.error.ok()) return e.error;
+  if (e.state == CheckpointState::kAborted) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", checkpoint_id, " was abandoned"));
+  }
+  CommitResult r;
+  r.info = e.info;
+  r.write_time = e.write_time;
+  return r;
+}
+
+absl::StatusOr<std::vector<uint64_t>> StoreImpl::Finalize(
+    uint64_t checkpoint_id, bool published, uint32_t keep_last) {
+  std::vector<uint64_t> deleted;
+  std::vector<Entry> doomed;
+  uint64_t trim_step = 0;
+  bool trim = false;
+  {
+    MutexLock lock(&mu_);
+    auto it = entries_.find(checkpoint_id);
+    if (it == entries_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("checkpoint ", checkpoint_id, " is not known"));
+    }
+    auto done = [this, checkpoint_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return writing_ != checkpoint_id;
+    };
+    AwaitWithDeadline(&mu_, absl::Condition(&done), absl::InfiniteFuture());
+    Entry& e = it->second;
+    if (!published) {
+      if (e.state != CheckpointState::kAborted) {
+        e.state = CheckpointState::kAborted;
+        e.info.files.clear();
+        doomed.push_back(e);
+        deleted.push_back(e.id);
+      }
+    } else {
+      if (e.state == CheckpointState::kAborted) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("checkpoint ", checkpoint_id,
+                         " failed or was abandoned: ", e.error.ToString()));
+      }
+      if (e.state != CheckpointState::kPublished) {
+        PLEXUS_RETURN_IF_ERROR(WriteFileDurably(
+            root_ / e.directory / kPublishedName, "published\n"));
+        e.state = CheckpointState::kPublished;
+      }
+      trim = true;
+      trim_step = e.step;
+      if (keep_last > 0) {
+        // Keep the newest keep_last published; delete everything older
+        // than the oldest kept (leftovers included), never the one being
+        // written.
+        std::vector<uint64_t> pub;
+        for (const auto& [id, x] : entries_) {
+          if (x.state == CheckpointState::kPublished) pub.push_back(id);
+        }
+        if (pub.size() > keep_last) {
+          const uint64_t oldest_kept = pub[pub.size() - keep_last];
+          for (auto& [id, x] : entries_) {
+            if (id >= oldest_kept || id == writing_) continue;
+            if (x.state == CheckpointState::kAborted && x.info.files.empty() &&
+                !fs::exists(root_ / x.directory)) {
+              continue;
+            }
+            x.state = CheckpointState::kAborted;
+            x.info.files.clear();
+            doomed.push_back(x);
+            deleted.push_back(id);
+          }
+        }
+      }
+    }
+  }
+  for (const Entry& e : doomed) {
+    engine_->InvalidateCutBase(e.id);
+    RemoveDirs(e);
+  }
+  if (trim) engine_->TrimAppliedKeys(trim_step);
+  return deleted;
+}
+
+absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
+    const fs::path& dir, int64_t* num_rows) {
+  rocksdb::Options options = DbOptions();
+  options.create_if_missing = false;
+  options.info_log = std::make_shared<NullLogger>();  // write nothing there
+  std::vector<std::string> names;
+  PLEXUS_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::ListColumnFamilies(options, dir.string(), &names),
+                absl::StrCat("list column families of ", dir.string())));
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const auto& n : names) {
+    descs.emplace_back(n, rocksdb::ColumnFamilyOptions(options));
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  PLEXUS_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::OpenForReadOnly(options, dir.string(), descs,
+                                             &handles, &raw_db),
+                absl::StrCat("open ", dir.string())));
+  std::unique_ptr<rocksdb::DB> db(raw_db);
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
+  for (size_t i = 0; i < names.size(); ++i) cfs[names[i]] = handles[i];
+  auto cleanup = [&]() {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  };
+  auto result = [&]() -> absl::StatusOr<std::unique_ptr<ShardCut>> {
+    auto bad = [&](absl::string_view what) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", dir.string(), ": bad ", what));
+    };
+    if (!cfs.contains(kMetaCf)) return bad("layout (no meta)");
+    rocksdb::ColumnFamilyHandle* meta = cfs[kMetaCf];
+    auto get = [&](const char* key) -> absl::StatusOr<std::string> {
+      std::string v;
+      PLEXUS_RETURN_IF_ERROR(
+          FromRocks(db->Get(rocksdb::ReadOptions(), meta, key, &v),
+                    absl::StrCat("read ", key, " of ", dir.string())));
+      return v;
+    };
+    auto cut = std::make_unique<ShardCut>();
+    PLEXUS_ASSIGN_OR_RETURN(std::string shard, get("shard"));
+    Dec ds(shard);
+    cut->step_id = ds.U64();
+    cut->newest_step = ds.U64();
+    cut->checkpoint_id = ds.U64();
+    ds.U64();  // its base
+    if (!ds.ok()) return bad("shard record");
+    PLEXUS_ASSIGN_OR_RETURN(std::string keys, get("applied_keys"));
+    Dec dk(keys);
+    const uint64_t nkeys = dk.U64();
+    for (uint64_t i = 0; i < nkeys && dk.ok(); ++i) {
+      UpdateKey k;
+      k.job_id = dk.Str();
+      k.owner = dk.U64();
+      k.by_closure = dk.Bool();
+      k.step_id = dk.U64();
+      k.push_seq = dk.U32();
+      k.chunk_index = dk.U32();
+      const uint64_t step = dk.U64();
+      cut->applied_keys.emplace_back(std::move(k), step);
+    }
+    const uint64_t ninc = dk.U64();
+    for (uint64_t i = 0; i < ninc && dk.ok(); ++i) {
+      const uint64_t w = dk.U64();
+      cut->incarnations.emplace_back(w, dk.U64());
+    }
+    if (!dk.ok()) return bad("applied keys");
+    PLEXUS_ASSIGN_OR_RETURN(std::string tables, get("tables"));
+    Dec dt(tables);
+    const uint64_t ntables = dt.U64();
+    for (uint64_t i = 0; i < ntables && dt.ok(); ++i) {
+      TableCut t;
+      int64_t total = 0;
+      DecodeTable(dt, &t, &total);
+      if (!dt.ok()) break;
+      t.complete = true;
+      auto cf = cfs.find(TableCf(t.config.name));
+      if (cf == cfs.end()) return bad(absl::StrCat("table ", t.config.name));
+      const size_t row_bytes = static_cast<size_t>(t.row_floats) * 4;
+      t.ids.reserve(static_cast<size_t>(total));
+      t.meta.reserve(static_cast<size_t>(total));
+      t.data.reserve(static_cast<size_t>(total * t.row_floats));
+      std::unique_ptr<rocksdb::Iterator> iter(
+          db->NewIterator(rocksdb::ReadOptions(), cf->second));
+      for (iter->SeekToFirst(); iter->Valid(); iter->Next()) {
+        const rocksdb::Slice v = iter->value();
+        if (iter->key().size() != 8 || v.size() != 32 + row_bytes) {
+          return bad(absl::StrCat("row of table ", t.config.name));
+        }
+        t.ids.push_back(KeyId(Sv(iter->key())));
+        RowMeta m;
+        std::memcpy(&m.hit_count, v.data(), 8);
+        std::memcpy(&m.last_step, v.data() + 8, 8);
+        std::memcpy(&m.version, v.data() + 16, 8);
+        std::memcpy(&m.update_count, v.data() + 24, 8);
+        t.meta.push_back(m);
+        const size_t at = t.data.size();
+        t.data.resize(at + static_cast<size_t>(t.row_floats));
+        std::memcpy(t.data.data() + at, v.data() + 32, row_bytes);
+      }
+      PLEXUS_RETURN_IF_ERROR(FromRocks(
+          iter->status(), absl::StrCat("read table ", t.config.name)));
+      t.total_rows = static_cast<int64_t>(t.ids.size());
+      *num_rows += t.total_rows;
+      cut->tables.push_back(std::move(t));
+    }
+    if (!dt.ok()) return bad("tables record");
+    PLEXUS_ASSIGN_OR_RETURN(std::string vars, get("variables"));
+    Dec dv(vars);
+    const uint64_t nvars = dv.U64();
+    for (uint64_t i = 0; i < nvars && dv.ok(); ++i) {
+      VariableCut v;
+      DecodeVariable(dv, &v);
+      if (!dv.ok()) break;
+      auto cf = cfs.find(VariableCf(v.config.name));
+      if (cf == cfs.end() || v.rows.size() < 0 || v.width < 0) {
+        return bad(absl::StrCat("variable ", v.config.name));
+      }
+      PLEXUS_ASSIGN_OR_RETURN(auto optimizer,
+                              CreateOptimizer(v.config.optimizer),
+                              absl::StrCat("variable ", v.config.name));
+      const bool fp32 = v.config.storage_dtype == DType::kFloat32;
+      const size_t n = static_cast<size_t>(v.rows.size() * v.width);
+      if (fp32) {
+        v.values32.resize(n);
+      } else {
+        v.values16.resize(n);
+      }
+      v.slots.assign(static_cast<size_t>(optimizer->num_slots()),
+                     std::vector<float>(n));
+      v.update_count.resize(static_cast<size_t>(v.rows.size()));
+      const int64_t chunk = DenseChunkRows(v);
+      int64_t expect = 0;
+      std::unique_ptr<rocksdb::Iterator> iter(
+          db->NewIterator(rocksdb::ReadOptions(), cf->second));
+      for (iter->SeekToFirst(); iter->Valid(); iter->Next()) {
+        const int64_t r = static_cast<int64_t>(KeyId(Sv(iter->key())));
+        const int64_t e = std::min(v.rows.size(), r + chunk);
+        if (r != expect || e <= r) {
+          return bad(absl::StrCat("chunk of variable ", v.config.name));
+        }
+        const size_t a = static_cast<size_t>(r * v.width);
+        const size_t len = static_cast<size_t>((e - r) * v.width);
+        Dec d(Sv(iter->value()));
+        if (fp32)
+          d.Raw(v.values32.data() + a, len * 4);
+        else
+          d.Raw(v.values16.data() + a, len * 2);
+        for (auto& s : v.slots) d.Raw(s.data() + a, len * 4);
+        d.Raw(v.update_count.data() + r, static_cast<size_t>(e - r) * 8);
+        if (!d.ok()) return bad(absl::StrCat("variable ", v.config.name));
+        expect = e;
+      }
+      PLEXUS_RETURN_IF_ERROR(FromRocks(
+          iter->status(), absl::StrCat("read variable ", v.config.name)));
+      if (expect != v.rows.size()) {
+        return bad(absl::StrCat("rows of variable ", v.config.name));
+      }
+      *num_rows += v.rows.size();
+      cut->variables.push_back(std::move(v));
+    }
+    if (!dv.ok()) return bad("variables record");
+    return cut;
+  }();
+  cleanup();
+  return result;
+}
+
+absl::StatusOr<RestoreResult> StoreImpl::Restore(const RestoreOptions& o) {
+  const absl::Time start = absl::Now();
+  std::string directory = o.directory;
+  {
+    MutexLock lock(&mu_);
+    if (writing_ != 0 || restoring_) {
+      return absl::FailedPreconditionError(
+          "a checkpoint is being written or restored");
+    }
+    if (directory.empty()) {
+      auto it = entries_.find(o.checkpoint_id);
+      if (it == entries_.end() ||
+          it->second.state == CheckpointState::kAborted) {
+        return absl::NotFoundError(
+            absl::StrCat("no checkpoint ", o.checkpoint_id, " on this shard"));
+      }
+      directory = it->second.directory;
+    }
+    restoring_ = true;
+  }
+  auto body = [&]() -> absl::StatusOr<RestoreResult> {
+    if (!IsSafeRelative(directory, 1) || directory == kStagingDir) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint directory '", directory, "' is outside the root"));
+    }
+    const fs::path dir = root_ / directory;
+    if (!fs::is_directory(dir)) {
+      return absl::NotFoundError(
+          absl::StrCat("no checkpoint directory ", dir.string()));
+    }
+    std::vector<CheckpointFileInfo> files = o.files;
+    uint64_t id = o.checkpoint_id;
+    if (files.empty()) {
+      PLEXUS_ASSIGN_OR_RETURN(ShardCheckpointInfo info, ReadManifest(dir));
+      files = std::move(info.files);
+      if (id == 0) id = info.checkpoint_id;
+    }
+    // Verify before touching anything.
+    for (const auto& f : files) {
+      if (!IsSafeRelative(f.path, 1)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("checkpoint file path '", f.path, "' is invalid"));
+      }
+      const fs::path p = dir / f.path;
+      std::error_code ec;
+      const auto size = fs::file_size(p, ec);
+      if (ec) {
+        return absl::DataLossError(absl::StrCat("checkpoint file ", p.string(),
+                                                " is missing: ", ec.message()));
+      }
+      if (static_cast<int64_t>(size) != f.size_bytes) {
+        return absl::DataLossError(
+            absl::StrCat("checkpoint file ", p.string(), " has ", size,
+                         " bytes, expected ", f.size_bytes));
+      }
+      if (o.skip_checksum_verification) continue;
+      auto sum = ChecksumFile(p.string());
+      if (!sum.ok()) {
+        return absl::DataLossError(absl::StrCat("checkpoint file ", p.string(),
+                                                ": ", sum.status().message()));
+      }
+      if (sum->crc32c != f.crc32c) {
+        return absl::DataLossError(absl::StrCat("checkpoint file ", p.string(),
+                                                " has crc32c ", sum->crc32c,
+                                                ", expected ", f.crc32c));
+      }
+    }
+    RestoreResult r;
+    r.verify_time = absl::Now() - start;
+    const absl::Time load_start = absl::Now();
+    PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.restore.load"));
+    PLEXUS_ASSIGN_OR_RETURN(std::unique_ptr<ShardCut> cut,
+                            ReadCut(dir, &r.num_rows));
+    if (id != 0 && cut->checkpoint_id != id) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint directory ", dir.string(),
+                       " holds checkpoint ", cut->checkpoint_id, ", not ", id));
+    }
+    PLEXUS_RETURN_IF_ERROR(engine_->ReplaceState(*cut),
+                           absl::StrCat("restore ", dir.string()));
+    r.checkpoint_id = cut->checkpoint_id;
+    r.step_id = cut->step_id;
+    r.load_time = absl::Now() - load_start;
+    return r;
+  }();
+  MutexLock lock(&mu_);
+  restoring_ = false;
+  return body;
+}
+
+std::vector<CheckpointListing> StoreImpl::List() const {
+  MutexLock lock(&mu_);
+  std::vector<CheckpointListing> out;
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
+    const Entry& e = it->second;
+    CheckpointListing l;
+    l.checkpoint_id = e.id;
+    l.step_id = e.step;
+    l.state = e.state;
+    l.info = e.info;
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(
+    Engine* engine, const CheckpointStoreOptions& options) {
+  if (engine == nullptr || options.root.empty()) {
+    return absl::InvalidArgumentError(
+        "checkpoint store: engine and root are required");
+  }
+  if (options.write_batch_bytes <= 0 || options.cut_threads < 0) {
+    return absl::InvalidArgumentError(
+        "checkpoint store: write_batch_bytes must be > 0, cut_threads >= 0");
+  }
+  auto store = std::make_unique<StoreImpl>(engine, options);
+  PLEXUS_RETURN_IF_ERROR(store->Init());
+  return store;
+}
+
+}  // namespace plexus::ps

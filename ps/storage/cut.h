@@ -1,0 +1,103 @@
+// A consistent cut of one shard's engine state: what Engine::TakeCut copies
+// out under its write barrier and what Engine::ReplaceState installs on
+// restore. Plain data, no locks: a cut is built by one thread and then owned
+// by whoever holds it (the checkpoint writer), so it needs no synchronisation.
+//
+// Rows are kept in their storage form (the value in the storage dtype, fp16
+// and bf16 packed two per float, then the fp32 optimizer slots), so a cut
+// written and read back is bit-exact.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "ps/storage/applied_keys.h"
+#include "ps/storage/config.h"
+#include "ps/storage/tensor.h"
+
+namespace plexus::ps {
+
+// Per-row bookkeeping, as SparseTable keeps it.
+struct RowMeta {
+  uint64_t hit_count = 0;
+  uint64_t last_step = 0;
+  uint64_t version = 0;
+  int64_t update_count = 0;
+};
+
+// The rows of one sparse table in a cut.
+struct TableCut {
+  TableConfig config;
+  // Engine-local identity of this table object (a table deleted and created
+  // again under the same name gets a new serial). Not persisted.
+  uint64_t serial = 0;
+  // True: `ids` holds every row of the table (the checkpoint must drop
+  // whatever the base held for this table). False: only the rows changed
+  // since the previous cut, applied on top of the base.
+  bool complete = false;
+  // Floats per row: the packed value then num_slots * dim slots.
+  int64_t row_floats = 0;
+  // Rows present at the cut: ids[i]'s bookkeeping is meta[i], its data
+  // data[i * row_floats, (i + 1) * row_floats).
+  std::vector<uint64_t> ids;
+  std::vector<RowMeta> meta;
+  std::vector<float> data;
+  // Rows removed (evicted) since the previous cut; absent at the cut.
+  std::vector<uint64_t> deleted;
+  // Rows evicted since creation (restored as is).
+  int64_t rows_evicted = 0;
+  // Rows the table held at the cut (all of them, not only `ids`).
+  int64_t total_rows = 0;
+};
+
+// One dense variable slice in a cut (always whole).
+struct VariableCut {
+  VariableConfig config;
+  RowRange rows;
+  int64_t width = 0;
+  // Whether it changed since the previous cut (false: the base's copy is
+  // current and need not be written again).
+  bool changed = true;
+  // Values in the storage dtype: fp32 in values32, fp16/bf16 in values16.
+  std::vector<float> values32;
+  std::vector<uint16_t> values16;
+  std::vector<std::vector<float>> slots;  // num_slots x (rows x width)
+  std::vector<int64_t> update_count;      // per row
+};
+
+struct ShardCut {
+  // The step C of the cut: no update of a step > C is in it.
+  uint64_t step_id = 0;
+  // Newest step the engine had seen (TTL eviction counts from it).
+  uint64_t newest_step = 0;
+  // Checkpoint this cut is for, and the checkpoint its changed rows apply
+  // to (0: complete cut, every table complete).
+  uint64_t checkpoint_id = 0;
+  uint64_t base_checkpoint_id = 0;
+  std::vector<TableCut> tables;        // sorted by name
+  std::vector<VariableCut> variables;  // sorted by name
+  // The exactly-once record: keys with their step, and the newest
+  // incarnation per worker.
+  std::vector<std::pair<UpdateKey, uint64_t>> applied_keys;
+  std::vector<std::pair<uint64_t, uint64_t>> incarnations;
+  // How long pushes were held back while the cut was taken.
+  absl::Duration pause;
+
+  // Sparse rows written (present + deleted) plus dense rows of changed
+  // variables.
+  int64_t dirty_rows() const {
+    int64_t n = 0;
+    for (const auto& t : tables) {
+      n += static_cast<int64_t>(t.ids.size() + t.deleted.size());
+    }
+    for (const auto& v : variables) {
+      if (v.changed) n += v.rows.size();
+    }
+    return n;
+  }
+};
+
+}  // namespace plexus::ps
