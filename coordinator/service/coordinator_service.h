@@ -1,29 +1,198 @@
 // The gRPC face of the coordinator: glue between coordinator.proto and the
-// logic modules (membership, health, scheduling, checkpoint, rendezvous).
+// logic modules (membership, health, scheduling, rendezvous) and the state
+// store. No decisions are made here: each handler fences the caller
+// (Membership::CheckCurrent), calls the modules in the order
+// tests/coordinator/logic_test.cc's MiniCoordinator shows, converts types and
+// converts errors once (ToGrpcStatus, with an ErrorInfo reason taken from the
+// logic modules' ErrorReason payload).
 //
-// Thread safety: gRPC calls the handlers from many threads at once.
+// Background: Start() runs one thread that drives the failure detector with
+// the real clock (Poll at FailureDetector::NextDeadline, or every heartbeat
+// interval), turns DEAD/LEFT into Membership::MarkDead/MarkLeft,
+// Scheduler::RemoveWorker and Rendezvous::MemberDied, calls Scheduler::Tick
+// and Rendezvous::Tick, and saves dirty state at `save_interval`.
+//
+// Persistence (F9): with a data_dir, Create() opens <data_dir>/state, bumps
+// the stored epoch (so an older coordinator is fenced out), restores
+// membership and the scheduler from the stored snapshots and tracks every
+// process that was alive, so live workers simply reconnect their heartbeat
+// stream and carry on. Registrations, submissions, schedules and
+// cancellations are saved before the RPC answers; reports at the save
+// cadence (a report lost in a crash re-runs its closure, and the PS
+// de-duplicates the re-run's pushes by closure id).
+//
+// Checkpoint, shard-map and resource RPCs answer UNIMPLEMENTED (other issues).
+//
+// Thread safety: gRPC calls the handlers from many threads at once; Start()
+// and Shutdown() from main().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "coordinator/health/failure_detector.h"
+#include "coordinator/membership/cluster_spec.h"
+#include "coordinator/membership/membership.h"
+#include "coordinator/rendezvous/rendezvous.h"
+#include "coordinator/scheduling/scheduler.h"
+#include "coordinator/state/state_store.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 
 namespace plexus::coordinator {
 
+struct CoordinatorServiceOptions {
+  // Folder for the state store (<data_dir>/state). Empty: nothing persisted,
+  // epoch 1 (unit tests).
+  std::string data_dir;
+  // The expected processes. Empty: every process registers dynamically.
+  membership::ClusterSpec cluster;
+  // What Register tells processes. Default 1 s.
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  // Failure detector timeouts. Defaults 5 s / 15 s.
+  absl::Duration suspect_timeout = absl::Seconds(5);
+  absl::Duration dead_timeout = absl::Seconds(15);
+  // Restarts allowed per worker before its job fails; -1: unlimited. A job's
+  // own max_restarts_per_worker overrides it.
+  int max_restarts_per_worker = -1;
+  // Join's UNAVAILABLE bound when a job sets none. Default 60 s.
+  absl::Duration no_worker_timeout = absl::Seconds(60);
+  // Longest a report waits before the state holding it is saved.
+  absl::Duration save_interval = absl::Milliseconds(200);
+};
+
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  CoordinatorService();
+  // Opens and restores the state (see above). FAILED_PRECONDITION /
+  // DATA_LOSS from the store; INVALID_ARGUMENT for bad timeouts.
+  static absl::StatusOr<std::unique_ptr<CoordinatorService>> Create(
+      CoordinatorServiceOptions options);
+  ~CoordinatorService() override;
 
   // The coordinator's epoch: bumped on every restart, so an older coordinator
   // that wakes up is fenced out.
   uint64_t epoch() const { return epoch_; }
 
+  // Starts the background thread. Call once, after Daemon::Start (which
+  // must run before any thread is started).
+  void Start();
+  // Stops the background thread, wakes every waiting call (they answer
+  // UNAVAILABLE or their current state), saves the state. Idempotent.
+  void Shutdown();
+
+  grpc::Status Register(grpc::ServerContext* ctx,
+                        const v1::RegisterRequest* req,
+                        v1::RegisterResponse* resp) override;
+  grpc::Status Heartbeat(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::HeartbeatResponse, v1::HeartbeatRequest>*
+          stream) override;
+  grpc::Status ListProcesses(grpc::ServerContext* ctx,
+                             const v1::ListProcessesRequest* req,
+                             v1::ListProcessesResponse* resp) override;
+  grpc::Status GetShardMap(grpc::ServerContext* ctx,
+                           const v1::GetShardMapRequest* req,
+                           v1::GetShardMapResponse* resp) override;
+  grpc::Status NextTask(grpc::ServerContext* ctx,
+                        const v1::NextTaskRequest* req,
+                        v1::NextTaskResponse* resp) override;
+  grpc::Status ReportResult(grpc::ServerContext* ctx,
+                            const v1::ReportResultRequest* req,
+                            v1::ReportResultResponse* resp) override;
+  grpc::Status SubmitJob(grpc::ServerContext* ctx,
+                         const v1::SubmitJobRequest* req,
+                         v1::SubmitJobResponse* resp) override;
+  grpc::Status Schedule(grpc::ServerContext* ctx,
+                        const v1::ScheduleRequest* req,
+                        v1::ScheduleResponse* resp) override;
+  grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
+                    v1::JoinResponse* resp) override;
+  grpc::Status Fetch(grpc::ServerContext* ctx, const v1::FetchRequest* req,
+                     v1::FetchResponse* resp) override;
+  grpc::Status CancelJob(grpc::ServerContext* ctx,
+                         const v1::CancelJobRequest* req,
+                         v1::CancelJobResponse* resp) override;
+  grpc::Status GetJobStatus(grpc::ServerContext* ctx,
+                            const v1::GetJobStatusRequest* req,
+                            v1::GetJobStatusResponse* resp) override;
+  grpc::Status RendezvousSet(grpc::ServerContext* ctx,
+                             const v1::RendezvousSetRequest* req,
+                             v1::RendezvousSetResponse* resp) override;
+  grpc::Status RendezvousGet(grpc::ServerContext* ctx,
+                             const v1::RendezvousGetRequest* req,
+                             v1::RendezvousGetResponse* resp) override;
+  grpc::Status RendezvousWait(grpc::ServerContext* ctx,
+                              const v1::RendezvousWaitRequest* req,
+                              v1::RendezvousWaitResponse* resp) override;
+  grpc::Status JoinGroup(grpc::ServerContext* ctx,
+                         const v1::JoinGroupRequest* req,
+                         v1::JoinGroupResponse* resp) override;
+  grpc::Status GetGroup(grpc::ServerContext* ctx,
+                        const v1::GetGroupRequest* req,
+                        v1::GetGroupResponse* resp) override;
+  grpc::Status BumpGroupEpoch(grpc::ServerContext* ctx,
+                              const v1::BumpGroupEpochRequest* req,
+                              v1::BumpGroupEpochResponse* resp) override;
   grpc::Status SetFailpoint(grpc::ServerContext* ctx,
                             const v1::SetFailpointRequest* request,
                             v1::SetFailpointResponse* response) override;
 
  private:
+  CoordinatorService(CoordinatorServiceOptions options, uint64_t epoch,
+                     std::unique_ptr<state::StateStore> store);
+
+  void FillHeader(v1::ResponseHeader* h) const;
+  // Fences a worker request: its (worker_id, incarnation) must be current.
+  absl::Status CheckCaller(const v1::RequestHeader& h) const;
+  // Acts on the failure detector's transitions and ticks the waiters.
+  void PollHealth();
+  void Loop();
+  // Saves membership + scheduler now.
+  absl::Status SaveNow();
+  // Notes state to save at the next cadence.
+  void MarkDirty() { dirty_.store(true, std::memory_order_relaxed); }
+  // Queues ReformGroupCommands for the survivors.
+  void QueueNotices(const std::vector<rendezvous::ReformNotice>& notices);
+  // Fails every running job when a registration exceeded its budget.
+  void EnforceBudget(const membership::Registration& reg);
+  void CollectMetrics();
+
+  // Constant after construction.
+  const CoordinatorServiceOptions options_;
   const uint64_t epoch_;
+  const uint64_t server_incarnation_;
+  const std::unique_ptr<state::StateStore> store_;  // null: no persistence
+  Clock* const clock_;
+
+  // Set once by Create() (restore), then only used through their own locks.
+  std::unique_ptr<membership::Membership> membership_;
+  std::unique_ptr<scheduling::Scheduler> scheduler_;
+  health::FailureDetector health_;
+  rendezvous::Rendezvous rendezvous_;
+
+  std::atomic<bool> dirty_{false};
+  std::atomic<bool> stopping_{false};
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Commands waiting for a worker's next heartbeat ack, by worker id.
+  std::map<uint64_t, std::vector<v1::HeartbeatResponse>> pending_
+      ABSL_GUARDED_BY(mu_);
+  // Restarts counted in the metric so far, by worker id.
+  std::map<uint64_t, uint32_t> restarts_seen_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+  // Serialises saves so snapshots are written in the order they are taken.
+  absl::Mutex save_mu_;
 };
 
 }  // namespace plexus::coordinator
