@@ -10,7 +10,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/failpoint.h"
+#include "common/memory.h"
 #include "plexus/config.h"
 
 DEFINE_string(
@@ -78,6 +80,13 @@ void InitProcess(int* argc, char*** argv, absl::string_view usage) {
   gflags::ParseCommandLineFlags(argc, argv, /*remove_flags=*/true);
   google::InitGoogleLogging((*argv)[0]);
   google::InstallFailureSignalHandler();
+  TuneAllocatorForMessages();
+#ifdef NDEBUG
+  // Debian's abseil checks every absl::Mutex acquisition for lock-order
+  // cycles (a graph walk per lock). Debug builds and the unit tests keep it;
+  // release daemons do not pay for it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
 
   const char* env_spec = std::getenv("PLEXUS_FAILPOINTS");
   for (const char* spec : {env_spec, FLAGS_failpoints.c_str()}) {

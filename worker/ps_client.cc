@@ -15,6 +15,7 @@
 #include "common/error_info.h"
 #include "common/grpc_status.h"
 #include "common/hash.h"
+#include "common/memory.h"
 #include "common/shard_map.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
@@ -719,6 +720,7 @@ class PsClientImpl : public PsClient {
 
 absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(
     const PsClientOptions& options, const CallerIdentity& identity) {
+  TuneAllocatorForMessages();
   std::unique_ptr<StaticMapSource> own;
   if (options.map_source == nullptr) {
     PLEXUS_ASSIGN_OR_RETURN(v1::ShardMap map, MakeShardMap(1, options.shards),

@@ -46,6 +46,10 @@ struct Flags {
   std::vector<int> shards = {1, 2};
   double seconds = 0.3;
   int64_t max_mb = 256;
+  std::vector<int64_t> dims = {8, 64, 256};
+  std::vector<int64_t> batches = {1, 16, 256, 4096, 65536};
+  bool dense = true;
+  bool sparse = true;
   std::string json;
 };
 
@@ -189,7 +193,7 @@ int Run(const Flags& f) {
 
     std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s\n", "dense", "op",
                 "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp");
-    for (int64_t bytes = 1024; bytes <= f.max_mb << 20; bytes *= 4) {
+    for (int64_t bytes = 1024; f.dense && bytes <= f.max_mb << 20; bytes *= 4) {
       int64_t cols = std::min<int64_t>(256, bytes / 4);
       int64_t nrows = bytes / 4 / cols;
       std::string name = absl::StrCat("w", bytes);
@@ -227,7 +231,7 @@ int Run(const Flags& f) {
                 "p99_us", "rows/s", "GB/s", "%tcp");
     std::mt19937_64 rng(42);
     Zipf zipf(1000000, 1.1);
-    for (int64_t dim : {8, 64, 256}) {
+    for (int64_t dim : f.sparse ? f.dims : std::vector<int64_t>{}) {
       std::string table = absl::StrCat("emb", dim);
       v1::TableConfig t;
       t.set_name(table);
@@ -240,7 +244,7 @@ int Run(const Flags& f) {
         std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
         return 1;
       }
-      for (int64_t b : {1, 16, 256, 4096, 65536}) {
+      for (int64_t b : f.batches) {
         for (const char* dist : {"uniform", "zipf"}) {
           std::vector<uint64_t> ids(b);
           for (auto& id : ids) {
@@ -318,6 +322,9 @@ int main(int argc, char** argv) {
           "  --shards 1,2    shard counts to run\n"
           "  --seconds 0.3   time budget per row\n"
           "  --max_mb 256    largest dense variable, MiB\n"
+          "  --dims 8,64,256 sparse row widths\n"
+          "  --batches 1,16,256,4096,65536  sparse ids per call\n"
+          "  --no_dense, --no_sparse  skip a part\n"
           "  --json FILE     also write the rows as JSON\n");
       return 0;
     } else if (a == "--bin_dir") {
@@ -334,6 +341,21 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--seconds") {
       f.seconds = std::stod(next());
+    } else if (a == "--dims" || a == "--batches") {
+      std::vector<int64_t>& v = a == "--dims" ? f.dims : f.batches;
+      v.clear();
+      for (auto s : absl::StrSplit(next(), ',')) {
+        int64_t n = 0;
+        if (!absl::SimpleAtoi(s, &n) || n < 1) {
+          std::fprintf(stderr, "ps_bench: bad %s\n", a.c_str());
+          return 2;
+        }
+        v.push_back(n);
+      }
+    } else if (a == "--no_dense") {
+      f.dense = false;
+    } else if (a == "--no_sparse") {
+      f.sparse = false;
     } else if (a == "--max_mb") {
       f.max_mb = std::stoll(next());
     } else if (a == "--json") {
