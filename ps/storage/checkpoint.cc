@@ -32,6 +32,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/options.h"
+#include "rocksdb/sst_file_writer.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 
@@ -45,6 +46,9 @@ constexpr char kPublishedName[] = "PUBLISHED";
 constexpr char kStagingDir[] = ".staging";
 constexpr char kMetaCf[] = "meta";
 constexpr char kManifestMagic[] = "plexus-shard-checkpoint 1";
+// Tables with at least this many changed rows are written as one SST file
+// and ingested; fewer go through write batches (and the WAL).
+constexpr size_t kSstMinRows = 4096;
 
 // ---- error translation (the one place rocksdb::Status and errno become
 // absl::Status) ----
@@ -726,11 +730,13 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   PLEXUS_RETURN_IF_ERROR(
       PLEXUS_FAILPOINT("ps.checkpoint.after_link_before_manifest"));
   // 4. List, checksum and fsync every file, then the manifest, last.
-  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> base_inodes;
+  // Files hard-linked from the base keep the base's size and crc32c (the
+  // same inode: same bytes, already durable); only new files are read.
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, FileChecksum> base_inodes;
   for (const auto& f : job.base_files) {
     struct stat st;
     if (::stat((job.base_dir / f.path).c_str(), &st) == 0) {
-      base_inodes.insert({st.st_dev, st.st_ino});
+      base_inodes[{st.st_dev, st.st_ino}] = {f.size_bytes, f.crc32c};
     }
   }
   ShardCheckpointInfo info;
@@ -741,12 +747,19 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   for (const auto& de : fs::directory_iterator(job.final_dir, ec)) {
     if (!de.is_regular_file()) continue;
     const std::string name = de.path().filename().string();
-    PLEXUS_ASSIGN_OR_RETURN(FileChecksum sum, ChecksumFile(de.path().string()));
-    PLEXUS_RETURN_IF_ERROR(FsyncPath(de.path(), /*directory=*/false));
     struct stat st;
-    const bool shared = ::stat(de.path().c_str(), &st) == 0 &&
-                        base_inodes.contains({st.st_dev, st.st_ino});
-    if (!shared) info.new_bytes += sum.size_bytes;
+    if (::stat(de.path().c_str(), &st) != 0) {
+      return FromErrno(errno, absl::StrCat("stat ", de.path().string()));
+    }
+    auto base = base_inodes.find({st.st_dev, st.st_ino});
+    FileChecksum sum;
+    if (base != base_inodes.end()) {
+      sum = base->second;
+    } else {
+      PLEXUS_ASSIGN_OR_RETURN(sum, ChecksumFile(de.path().string()));
+      PLEXUS_RETURN_IF_ERROR(FsyncPath(de.path(), /*directory=*/false));
+      info.new_bytes += sum.size_bytes;
+    }
     info.total_bytes += sum.size_bytes;
     info.files.push_back({name, sum.size_bytes, sum.crc32c});
   }
@@ -769,6 +782,7 @@ absl::Status StoreImpl::WriteDb(
     std::map<std::string, rocksdb::ColumnFamilyHandle*>& cfs,
     int64_t* rows_written) {
   const ShardCut& cut = *job.cut;
+  const rocksdb::Options options = DbOptions();
   rocksdb::WriteOptions wo;  // WAL on
   rocksdb::WriteBatch batch;
   auto flush = [&](bool force) -> absl::Status {
@@ -815,13 +829,14 @@ absl::Status StoreImpl::WriteDb(
   for (const auto& name : stale) PLEXUS_RETURN_IF_ERROR(drop(name));
   Enc tables_meta;
   tables_meta.U64(cut.tables.size());
-  for (const TableCut& t : cut.tables) {
+  for (size_t ti = 0; ti < cut.tables.size(); ++ti) {
+    const TableCut& t = cut.tables[ti];
     const std::string name = TableCf(t.config.name);
     if (t.complete) PLEXUS_RETURN_IF_ERROR(drop(name));
     PLEXUS_ASSIGN_OR_RETURN(rocksdb::ColumnFamilyHandle * cf, get(name));
     const size_t row_bytes = static_cast<size_t>(t.row_floats) * 4;
     std::string value(32 + row_bytes, '\0');
-    for (size_t i = 0; i < t.ids.size(); ++i) {
+    auto encode = [&](size_t i) {
       const RowMeta& m = t.meta[i];
       std::memcpy(value.data(), &m.hit_count, 8);
       std::memcpy(value.data() + 8, &m.last_step, 8);
@@ -829,15 +844,64 @@ absl::Status StoreImpl::WriteDb(
       std::memcpy(value.data() + 24, &m.update_count, 8);
       std::memcpy(value.data() + 32, t.data.data() + i * t.row_floats,
                   row_bytes);
-      batch.Put(cf, IdKey(t.ids[i]), value);
-      PLEXUS_RETURN_IF_ERROR(flush(false));
-    }
-    for (uint64_t id : t.deleted) {
-      batch.Delete(cf, IdKey(id));
-      PLEXUS_RETURN_IF_ERROR(flush(false));
-    }
-    *rows_written += static_cast<int64_t>(t.ids.size() + t.deleted.size());
+    };
+    const size_t n = t.ids.size() + t.deleted.size();
+    *rows_written += static_cast<int64_t>(n);
     EncodeTable(tables_meta, t, t.total_rows);
+    if (n < kSstMinRows) {
+      // Small changes: write batches through the WAL.
+      for (size_t i = 0; i < t.ids.size(); ++i) {
+        encode(i);
+        batch.Put(cf, IdKey(t.ids[i]), value);
+        PLEXUS_RETURN_IF_ERROR(flush(false));
+      }
+      for (uint64_t id : t.deleted) {
+        batch.Delete(cf, IdKey(id));
+        PLEXUS_RETURN_IF_ERROR(flush(false));
+      }
+      continue;
+    }
+    // Bulk: one sorted SST file, ingested (moved) into the column family:
+    // the bytes are written once, with no WAL, memtable or compaction pass.
+    std::vector<uint32_t> order(t.ids.size());
+    for (size_t i = 0; i < order.size(); ++i)
+      order[i] = static_cast<uint32_t>(i);
+    std::sort(order.begin(), order.end(),
+              [&](uint32_t a, uint32_t b) { return t.ids[a] < t.ids[b]; });
+    std::vector<uint64_t> del = t.deleted;
+    std::sort(del.begin(), del.end());
+    const fs::path sst = job.staging / absl::StrCat("ingest-", ti, ".sst");
+    rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), options, cf,
+                                  /*invalidate_page_cache=*/false);
+    PLEXUS_RETURN_IF_ERROR(FromRocks(writer.Open(sst.string()),
+                                     absl::StrCat("create ", sst.string())));
+    PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.write"));
+    int64_t since_check = 0;
+    size_t i = 0, k = 0;
+    while (i < order.size() || k < del.size()) {
+      rocksdb::Status st;
+      if (k >= del.size() || (i < order.size() && t.ids[order[i]] < del[k])) {
+        encode(order[i]);
+        st = writer.Put(IdKey(t.ids[order[i]]), value);
+        since_check += static_cast<int64_t>(value.size());
+        ++i;
+      } else {
+        st = writer.Delete(IdKey(del[k++]));
+      }
+      PLEXUS_RETURN_IF_ERROR(
+          FromRocks(st, absl::StrCat("write ", sst.string())));
+      if (since_check >= options_.write_batch_bytes) {
+        PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.write"));
+        since_check = 0;
+      }
+    }
+    PLEXUS_RETURN_IF_ERROR(
+        FromRocks(writer.Finish(), absl::StrCat("finish ", sst.string())));
+    rocksdb::IngestExternalFileOptions ingest;
+    ingest.move_files = true;
+    PLEXUS_RETURN_IF_ERROR(
+        FromRocks(db->IngestExternalFile(cf, {sst.string()}, ingest),
+                  absl::StrCat("ingest into ", name)));
   }
   Enc vars_meta;
   vars_meta.U64(cut.variables.size());

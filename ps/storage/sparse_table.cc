@@ -382,9 +382,10 @@ void SparseTable::PrepareCut(bool complete, TableCut* out) const {
   // A little slack for rows created before the barrier closes.
   const int64_t estimate = rows + rows / 32 + 64;
   out->row_floats = row_floats();
+  // resize (not reserve): the pages are faulted in here, not in Cut().
   out->data.resize(static_cast<size_t>(estimate * out->row_floats));
-  out->ids.reserve(static_cast<size_t>(estimate));
-  out->meta.reserve(static_cast<size_t>(estimate));
+  out->ids.resize(static_cast<size_t>(estimate));
+  out->meta.resize(static_cast<size_t>(estimate));
 }
 
 void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
@@ -394,51 +395,56 @@ void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
   out->complete = complete;
   out->row_floats = rf;
   out->rows_evicted = rows_evicted_.load(std::memory_order_relaxed);
-  // Pass 1 (serial, cheap): the ids of each stripe and where its rows go.
+  // Pass 1 (serial, cheap): how many rows each stripe contributes, and for
+  // incremental cuts which dirty ids are present (kept in dirty_ids) and
+  // which were removed.
   std::vector<size_t> begin(static_cast<size_t>(num_stripes_) + 1, 0);
-  std::vector<std::vector<uint64_t>> ids(static_cast<size_t>(num_stripes_));
   out->deleted.clear();
   for (int s = 0; s < num_stripes_; ++s) {
     Stripe& stripe = stripes_[s];
     MutexLock lock(&stripe.mu);
-    std::vector<uint64_t>& v = ids[s];
-    if (complete) {
-      v.reserve(stripe.rows.size());
-      for (const auto& [id, row] : stripe.rows) v.push_back(id);
-    } else {
-      std::sort(stripe.dirty_ids.begin(), stripe.dirty_ids.end());
-      stripe.dirty_ids.erase(
-          std::unique(stripe.dirty_ids.begin(), stripe.dirty_ids.end()),
-          stripe.dirty_ids.end());
-      for (uint64_t id : stripe.dirty_ids) {
+    size_t n = stripe.rows.size();
+    if (!complete) {
+      std::vector<uint64_t>& d = stripe.dirty_ids;
+      std::sort(d.begin(), d.end());
+      d.erase(std::unique(d.begin(), d.end()), d.end());
+      size_t kept = 0;
+      for (uint64_t id : d) {
         if (stripe.rows.contains(id)) {
-          v.push_back(id);
+          d[kept++] = id;
         } else {
           out->deleted.push_back(id);
         }
       }
+      d.resize(kept);
+      n = kept;
     }
-    begin[s + 1] = begin[s] + v.size();
+    begin[s + 1] = begin[s] + n;
   }
   const size_t total = begin[num_stripes_];
-  out->ids.resize(total);
-  out->meta.resize(total);
+  if (out->ids.size() < total) out->ids.resize(total);
+  if (out->meta.size() < total) out->meta.resize(total);
   if (out->data.size() < total * rf) out->data.resize(total * rf);
   // Pass 2: copy the rows, stripes split among `threads` threads.
+  auto copy_row = [&](size_t at, uint64_t id, Row& row) {
+    out->ids[at] = id;
+    out->meta[at] = {row.hit_count, row.last_step, row.version,
+                     row.update_count};
+    std::memcpy(out->data.data() + at * rf, row.data.get(),
+                static_cast<size_t>(rf) * sizeof(float));
+    row.dirty = false;
+  };
   auto copy = [&](int first, int step) {
     for (int s = first; s < num_stripes_; s += step) {
       Stripe& stripe = stripes_[s];
       MutexLock lock(&stripe.mu);
       size_t at = begin[s];
-      for (uint64_t id : ids[s]) {
-        Row& row = stripe.rows.find(id)->second;
-        out->ids[at] = id;
-        out->meta[at] = {row.hit_count, row.last_step, row.version,
-                         row.update_count};
-        std::memcpy(out->data.data() + at * rf, row.data.get(),
-                    static_cast<size_t>(rf) * sizeof(float));
-        row.dirty = false;
-        ++at;
+      if (complete) {
+        for (auto& [id, row] : stripe.rows) copy_row(at++, id, row);
+      } else {
+        for (uint64_t id : stripe.dirty_ids) {
+          copy_row(at++, id, stripe.rows.find(id)->second);
+        }
       }
       stripe.dirty_ids.clear();
     }
@@ -448,6 +454,8 @@ void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
   for (int t = 1; t < threads; ++t) helpers.emplace_back(copy, t, threads);
   copy(0, threads);
   for (auto& h : helpers) h.join();
+  out->ids.resize(total);
+  out->meta.resize(total);
   out->data.resize(total * rf);
   out->total_rows = num_rows_.load(std::memory_order_relaxed);
   dirty_entries_.store(0, std::memory_order_relaxed);

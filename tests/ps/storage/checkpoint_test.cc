@@ -386,6 +386,42 @@ TEST_F(CheckpointTest, IncrementalWritesOnlyDirtyRowsAndHandlesRemovals) {
   EXPECT_TRUE(e1->ReadRow("again", 1).ok());
 }
 
+// Large changes go through SST files ingested into the column family (puts
+// and tombstones in one sorted file); the result must equal the batch path.
+TEST_F(CheckpointTest, BulkChangesWithRemovalsRoundTrip) {
+  TableConfig ttl = SimpleTable("t", 8);
+  ttl.ttl_steps = 5;
+  ASSERT_TRUE(e_->CreateTable({ttl}).ok());
+  std::vector<uint64_t> ids(10000);
+  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i * 104729 + 3;
+  ASSERT_TRUE(PushRows(*e_, "t", ids, Iota(80000, -1, 0.0001f),
+                       {.step_id = 1, .exactly_once = false})
+                  .ok());
+  PrepareResult p1;
+  ShardCheckpointInfo c1 = Checkpoint(*store_, 1, 0, 0, &p1);
+  EXPECT_EQ(p1.dirty_rows, 10000);
+  EXPECT_EQ(store_->TEST_rows_written(), 10000);
+  // 6000 rows touched at step 20; the 4000 others expire.
+  std::vector<uint64_t> kept(ids.begin(), ids.begin() + 6000);
+  ASSERT_TRUE(PushRows(*e_, "t", kept, Iota(48000, 2, 0.0001f),
+                       {.step_id = 20, .exactly_once = false})
+                  .ok());
+  ASSERT_EQ(e_->DescribeTable("t")->rows_in_memory, 6000);
+  PrepareResult p2;
+  ShardCheckpointInfo c2 = Checkpoint(*store_, 2, 0, 1, &p2);
+  EXPECT_TRUE(p2.incremental);
+  EXPECT_EQ(p2.dirty_rows, 10000);  // 6000 changed + 4000 tombstones
+  EXPECT_EQ(c2.num_rows, 6000);
+  for (uint64_t id : {1u, 2u}) {
+    auto e2 = NewEngine();
+    auto s2 = OpenStore(e2.get(), root_);
+    auto r = s2->Restore({.checkpoint_id = id});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->num_rows, id == 1 ? 10000 : 6000);
+    if (id == 2) ExpectRowsEqual(*e_, *e2, "t", ids);
+  }
+}
+
 TEST_F(CheckpointTest, UnknownOrInvalidatedBaseGivesACompleteCheckpoint) {
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 2)}).ok());
   ASSERT_TRUE(PushRows(*e_, "t", {1, 2, 3}, Iota(6, 1, 1)).ok());

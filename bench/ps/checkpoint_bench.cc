@@ -1,0 +1,356 @@
+// checkpoint_bench: one shard's checkpoints (ps/storage/checkpoint.h) on a
+// real disk, next to a plain sequential write of the same bytes to the same
+// folder in the same run.
+//
+//   checkpoint_bench [--rows 1000000] [--large_rows 0] [--dim 64]
+//                    [--optimizer sgd|adagrad|adam] [--dir DIR]
+//                    [--json FILE]
+//
+// For each table size (rows, then large_rows if > 0):
+//  * pause: how long the cut held pushes back (ShardCut::pause), and the
+//    slowest push a concurrent pusher saw while Prepare ran;
+//  * full checkpoint: bytes, write time and GB/s (Commit), against the
+//    sequential write (write(2) in 4 MiB blocks + fsync) of as many bytes;
+//  * incremental checkpoints after 1 K / 10 K / 100 K changed rows: time,
+//    rows written, new bytes;
+//  * restore of the newest checkpoint into a fresh engine (verify + load),
+//    and time to the first served pull (restore + one pull; the load is
+//    eager, so this grows with the table).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "ps/storage/checkpoint.h"
+#include "ps/storage/engine.h"
+
+namespace plexus::ps {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+struct Flags {
+  int64_t rows = 1000000;
+  int64_t large_rows = 0;
+  int64_t dim = 64;
+  std::string optimizer = "sgd";
+  std::string dir;
+  std::string json;
+};
+
+struct Incremental {
+  int64_t changed = 0;
+  double ms = 0;
+  double pause_ms = 0;
+  int64_t rows_written = 0;
+  int64_t new_bytes = 0;
+};
+
+struct Result {
+  int64_t rows = 0;
+  double fill_s = 0;
+  double pause_ms = 0;
+  double max_push_ms_during_cut = 0;
+  int64_t bytes = 0;
+  double write_s = 0;
+  double ckpt_gbps = 0;
+  double seq_gbps = 0;
+  std::vector<Incremental> incremental;
+  double restore_ms = 0;
+  double verify_ms = 0;
+  double first_pull_ms = 0;
+};
+
+OptimizerConfig MakeOptimizer(const std::string& name) {
+  using K = OptimizerConfig::Kind;
+  if (name == "adagrad") {
+    return {.kind = K::kAdagrad,
+            .learning_rate = 0.01,
+            .initial_accumulator_value = 0.1,
+            .epsilon = 1e-7};
+  }
+  if (name == "adam") {
+    return {.kind = K::kAdam,
+            .learning_rate = 0.001,
+            .epsilon = 1e-8,
+            .beta1 = 0.9,
+            .beta2 = 0.999};
+  }
+  return {.kind = K::kSgd, .learning_rate = 0.01};
+}
+
+void Check(const absl::Status& s, const char* what) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+// Pushes `ids` (grads 0.001) in batches of 65536.
+void PushIds(Engine& e, const std::vector<uint64_t>& ids, int64_t dim) {
+  constexpr size_t kBatch = 65536;
+  std::vector<float> g(kBatch * static_cast<size_t>(dim), 0.001f);
+  for (size_t i = 0; i < ids.size(); i += kBatch) {
+    const size_t n = std::min(kBatch, ids.size() - i);
+    const int64_t shape[2] = {static_cast<int64_t>(n), dim};
+    TensorView view{DType::kFloat32, shape,
+                    absl::string_view(reinterpret_cast<const char*>(g.data()),
+                                      n * dim * 4)};
+    SparseGradient sg{"emb", absl::MakeConstSpan(ids).subspan(i, n), view};
+    Check(e.Push({.exactly_once = false}, {}, {&sg, 1}).status(), "push");
+  }
+}
+
+double SequentialWriteGbps(const fs::path& path, int64_t bytes) {
+  constexpr size_t kBlock = size_t{4} << 20;
+  std::vector<char> block(kBlock, 'x');
+  const auto start = Clock::now();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return 0;
+  int64_t left = bytes;
+  while (left > 0) {
+    const size_t n = static_cast<size_t>(std::min<int64_t>(left, kBlock));
+    if (::write(fd, block.data(), n) != static_cast<ssize_t>(n)) break;
+    left -= static_cast<int64_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  const double s = SecondsSince(start);
+  fs::remove(path);
+  return static_cast<double>(bytes) / s / 1e9;
+}
+
+Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
+  Result r;
+  r.rows = rows;
+  fs::remove_all(root);
+  auto engine = *CreateEngine();
+  TableConfig c;
+  c.name = "emb";
+  c.dim = f.dim;
+  c.optimizer = MakeOptimizer(f.optimizer);
+  c.consistency = {.mode = ConsistencyMode::kAsync};
+  Check(engine->CreateTable({c}).status(), "create table");
+  std::vector<uint64_t> ids(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) ids[i] = static_cast<uint64_t>(i);
+  auto t0 = Clock::now();
+  PushIds(*engine, ids, f.dim);
+  r.fill_s = SecondsSince(t0);
+
+  auto store = *CheckpointStore::Open(engine.get(), {.root = root.string()});
+  // A pusher running through the cut: its slowest push is the pause a
+  // trainer sees.
+  std::atomic<bool> stop{false}, measuring{false};
+  std::atomic<int64_t> max_push_us{0};
+  std::thread pusher([&] {
+    std::mt19937_64 rng(1);
+    std::vector<uint64_t> batch(256);
+    std::vector<float> g(256 * static_cast<size_t>(f.dim), 0.001f);
+    const int64_t shape[2] = {256, f.dim};
+    TensorView view{DType::kFloat32, shape,
+                    absl::string_view(reinterpret_cast<const char*>(g.data()),
+                                      g.size() * 4)};
+    while (!stop.load()) {
+      for (auto& id : batch) id = rng() % static_cast<uint64_t>(rows);
+      std::sort(batch.begin(), batch.end());
+      batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
+      batch.resize(256, batch.back());
+      SparseGradient sg{"emb", batch, view};
+      const auto s = Clock::now();
+      (void)engine->Push({.exactly_once = false}, {}, {&sg, 1});
+      const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
+                             Clock::now() - s)
+                             .count();
+      if (measuring.load()) {
+        int64_t cur = max_push_us.load();
+        while (us > cur && !max_push_us.compare_exchange_weak(cur, us)) {
+        }
+      }
+    }
+  });
+  measuring = true;
+  auto p = store->Prepare({.checkpoint_id = 1});
+  measuring = false;
+  stop = true;
+  pusher.join();
+  Check(p.status(), "prepare");
+  auto commit = store->Commit(1, absl::InfiniteDuration());
+  Check(commit.status(), "commit");
+  r.pause_ms = Ms(p->cut_pause);
+  r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
+  r.bytes = commit->info.total_bytes;
+  r.write_s = absl::ToDoubleSeconds(commit->write_time);
+  r.ckpt_gbps = static_cast<double>(r.bytes) / r.write_s / 1e9;
+  r.seq_gbps = SequentialWriteGbps(root / "sequential.bin", r.bytes);
+  Check(store->Finalize(1, true, 0).status(), "finalize");
+
+  uint64_t id = 1;
+  std::mt19937_64 rng(2);
+  for (int64_t changed : {int64_t{1000}, int64_t{10000}, int64_t{100000}}) {
+    if (changed > rows) break;
+    std::vector<uint64_t> dirty(ids);
+    std::shuffle(dirty.begin(), dirty.end(), rng);
+    dirty.resize(static_cast<size_t>(changed));
+    PushIds(*engine, dirty, f.dim);
+    Incremental inc;
+    inc.changed = changed;
+    const auto s = Clock::now();
+    auto ip =
+        store->Prepare({.checkpoint_id = id + 1, .base_checkpoint_id = id});
+    Check(ip.status(), "prepare incremental");
+    auto ic = store->Commit(id + 1, absl::InfiniteDuration());
+    Check(ic.status(), "commit incremental");
+    inc.ms = SecondsSince(s) * 1000;
+    inc.pause_ms = Ms(ip->cut_pause);
+    inc.rows_written = store->TEST_rows_written();
+    inc.new_bytes = ic->info.new_bytes;
+    Check(store->Finalize(id + 1, true, 0).status(), "finalize incremental");
+    ++id;
+    r.incremental.push_back(inc);
+  }
+  store.reset();
+  engine.reset();
+
+  auto fresh = *CreateEngine();
+  auto s2 = *CheckpointStore::Open(fresh.get(), {.root = root.string()});
+  const auto rs = Clock::now();
+  auto restored = s2->Restore({.checkpoint_id = id});
+  Check(restored.status(), "restore");
+  r.restore_ms = SecondsSince(rs) * 1000;
+  r.verify_ms = Ms(restored->verify_time);
+  const uint64_t probe = 12345 % static_cast<uint64_t>(rows);
+  SparseRead read{"emb", {&probe, 1}, false};
+  Check(fresh->Pull({}, {}, {&read, 1}).status(), "pull");
+  r.first_pull_ms = SecondsSince(rs) * 1000;
+  s2.reset();
+  fresh.reset();
+  fs::remove_all(root);
+  return r;
+}
+
+int Main(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--rows") {
+      f.rows = std::atoll(next().c_str());
+    } else if (a == "--large_rows") {
+      f.large_rows = std::atoll(next().c_str());
+    } else if (a == "--dim") {
+      f.dim = std::atoll(next().c_str());
+    } else if (a == "--optimizer") {
+      f.optimizer = next();
+    } else if (a == "--dir") {
+      f.dir = next();
+    } else if (a == "--json") {
+      f.json = next();
+    } else {
+      std::fprintf(stderr,
+                   "usage: checkpoint_bench [--rows N] [--large_rows N] "
+                   "[--dim D] [--optimizer sgd|adagrad|adam] [--dir DIR] "
+                   "[--json FILE]\n");
+      return 2;
+    }
+  }
+  if (f.rows < 1 || f.dim < 1) {
+    std::fprintf(stderr, "--rows and --dim must be >= 1\n");
+    return 2;
+  }
+  fs::path base = f.dir.empty()
+                      ? fs::temp_directory_path() /
+                            absl::StrCat("checkpoint_bench.", ::getpid())
+                      : fs::path(f.dir);
+  fs::create_directories(base);
+  std::vector<Result> results;
+  for (int64_t rows : {f.rows, f.large_rows}) {
+    if (rows <= 0) continue;
+    std::printf("table: %lld rows x dim %lld (%s), folder %s\n",
+                static_cast<long long>(rows), static_cast<long long>(f.dim),
+                f.optimizer.c_str(), base.c_str());
+    Result r = RunSize(f, rows, base / "checkpoints");
+    std::printf(
+        "  fill %.1f s | cut pause %.1f ms (slowest concurrent push %.1f ms)\n"
+        "  full checkpoint %.1f MB in %.2f s = %.3f GB/s | sequential write "
+        "%.3f GB/s | ratio %.0f%%\n",
+        r.fill_s, r.pause_ms, r.max_push_ms_during_cut,
+        static_cast<double>(r.bytes) / 1e6, r.write_s, r.ckpt_gbps, r.seq_gbps,
+        100.0 * r.ckpt_gbps / r.seq_gbps);
+    for (const auto& inc : r.incremental) {
+      std::printf(
+          "  incremental, %7lld changed rows: %8.1f ms (pause %.2f ms), "
+          "%lld rows written, %.1f MB new\n",
+          static_cast<long long>(inc.changed), inc.ms, inc.pause_ms,
+          static_cast<long long>(inc.rows_written),
+          static_cast<double>(inc.new_bytes) / 1e6);
+    }
+    std::printf(
+        "  restore %.1f ms (verify %.1f ms, eager load) | first pull served "
+        "after %.1f ms\n",
+        r.restore_ms, r.verify_ms, r.first_pull_ms);
+    results.push_back(std::move(r));
+  }
+  fs::remove_all(base / "checkpoints");
+  if (f.dir.empty()) fs::remove_all(base);
+  if (!f.json.empty()) {
+    std::string j = "{\"benchmark\":\"checkpoint_bench\",\"dim\":";
+    absl::StrAppend(&j, f.dim, ",\"optimizer\":\"", f.optimizer,
+                    "\",\"sizes\":[");
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      absl::StrAppend(
+          &j, i ? "," : "", "{\"rows\":", r.rows, ",\"pause_ms\":", r.pause_ms,
+          ",\"max_push_ms_during_cut\":", r.max_push_ms_during_cut,
+          ",\"bytes\":", r.bytes, ",\"write_s\":", r.write_s,
+          ",\"checkpoint_gbps\":", r.ckpt_gbps,
+          ",\"sequential_write_gbps\":", r.seq_gbps, ",\"incremental\":[");
+      for (size_t k = 0; k < r.incremental.size(); ++k) {
+        const Incremental& inc = r.incremental[k];
+        absl::StrAppend(&j, k ? "," : "", "{\"changed_rows\":", inc.changed,
+                        ",\"ms\":", inc.ms, ",\"pause_ms\":", inc.pause_ms,
+                        ",\"rows_written\":", inc.rows_written,
+                        ",\"new_bytes\":", inc.new_bytes, "}");
+      }
+      absl::StrAppend(&j, "],\"restore_ms\":", r.restore_ms,
+                      ",\"verify_ms\":", r.verify_ms,
+                      ",\"first_pull_ms\":", r.first_pull_ms, "}");
+    }
+    j += "]}\n";
+    FILE* out = std::fopen(f.json.c_str(), "w");
+    if (out == nullptr) {
+      std::fprintf(stderr, "cannot write %s\n", f.json.c_str());
+      return 1;
+    }
+    std::fputs(j.c_str(), out);
+    std::fclose(out);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace plexus::ps
+
+int main(int argc, char** argv) { return plexus::ps::Main(argc, argv); }
