@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/base/call_once.h"
 #include "absl/strings/str_cat.h"
 #include "common/error_info.h"
 #include "common/failpoint.h"
@@ -169,6 +170,10 @@ void ToProto(const rendezvous::GroupInfo& g, v1::GroupInfo* out) {
   }
 }
 
+// The service whose gauges /metrics shows (the newest one created).
+ABSL_CONST_INIT absl::Mutex g_current_mu(absl::kConstInit);
+CoordinatorService* g_current ABSL_GUARDED_BY(g_current_mu) = nullptr;
+
 absl::Status Unavailable() {
   v1::ErrorInfo info;
   info.set_reason(v1::ErrorInfo::REASON_NOT_SERVING);
@@ -287,10 +292,26 @@ CoordinatorService::CoordinatorService(CoordinatorServiceOptions options,
               clock_),
       rendezvous_({}, clock_) {
   (void)M();
-  Metrics()->AddCollector([this] { CollectMetrics(); });
+  // The registry keeps collectors for the life of the process; it reads the
+  // service that is current, so a destroyed one is never touched.
+  static absl::once_flag once;
+  absl::call_once(once, [] {
+    Metrics()->AddCollector([] {
+      absl::MutexLock lock(&g_current_mu);
+      if (g_current != nullptr) g_current->CollectMetrics();
+    });
+  });
+  absl::MutexLock lock(&g_current_mu);
+  g_current = this;
 }
 
-CoordinatorService::~CoordinatorService() { Shutdown(); }
+CoordinatorService::~CoordinatorService() {
+  {
+    absl::MutexLock lock(&g_current_mu);
+    if (g_current == this) g_current = nullptr;
+  }
+  Shutdown();
+}
 
 void CoordinatorService::Start() {
   thread_ = std::thread([this] { Loop(); });

@@ -5,11 +5,12 @@
 // for bit. Then the worker faults of ../shared/FAULTS.md: F1, F2, F3, F6,
 // F9, F10, F13.
 //
-// Timeouts are short (heartbeat 100 ms, suspect 400 ms, dead 1 s) so each
+// Timeouts are short (heartbeat 100 ms, suspect 600 ms, dead 1.5 s) so each
 // case takes seconds; tests wait on conditions (job status, log lines,
 // process exits), never on sleeps.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 
 #include <cstring>
@@ -41,8 +42,8 @@ using ::plexus::testing::TempDir;
 constexpr char kVariable[] = "golden";
 
 std::vector<std::string> CoordinatorFlags() {
-  return {"--heartbeat_interval_ms=100", "--suspect_timeout_ms=400",
-          "--dead_timeout_ms=1000", "--no_worker_timeout_ms=3000"};
+  return {"--heartbeat_interval_ms=100", "--suspect_timeout_ms=600",
+          "--dead_timeout_ms=1500", "--no_worker_timeout_ms=3000"};
 }
 
 std::string ReadFile(const std::string& path) {
@@ -234,6 +235,21 @@ TEST_F(CoordinatorWorkerTest, JobCompletesWithEveryStepAppliedOnce) {
     }
   }
   EXPECT_EQ(alive_workers, 3);
+  // The coordinator's metrics moved.
+  httplib::Client http("127.0.0.1", cluster_->members().front().admin_port);
+  httplib::Result metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics) << "no /metrics answer";
+  for (const char* name :
+       {"plexus_coordinator_workers_alive 3",
+        "plexus_coordinator_steps_dispatched_total 60",
+        "plexus_coordinator_finished_total 60",
+        "plexus_coordinator_requeued_total 0",
+        "plexus_coordinator_restarts_total 0",
+        "plexus_coordinator_dispatch_latency_seconds_count 60"}) {
+    EXPECT_TRUE(absl::StrContains(metrics->body, name))
+        << name << " missing from:\n"
+        << metrics->body;
+  }
   // SIGTERM between steps: each worker leaves cleanly with 143.
   for (Worker& w : workers) {
     ASSERT_TRUE(w.process->Signal(SIGTERM).ok());
@@ -320,7 +336,7 @@ TEST_F(CoordinatorWorkerTest, F6_NoWorkerLeftMakesJoinUnavailable) {
   absl::StatusOr<v1::JobStatus> joined = Join(absl::Seconds(30));
   EXPECT_EQ(joined.status().code(), absl::StatusCode::kUnavailable)
       << joined.status();
-  // dead timeout (1 s) + no-worker bound (1.5 s) + scheduling slack.
+  // dead timeout (1.5 s) + no-worker bound (1.5 s) + scheduling slack.
   EXPECT_LT(absl::Now() - start, absl::Seconds(8));
 }
 
