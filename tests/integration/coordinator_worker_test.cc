@@ -2,8 +2,8 @@
 // plexus-coordinator and PS shards started by LocalCluster, golden_worker
 // processes started with Subprocess. A job of N golden steps must end with
 // every step applied exactly once: the variable equals the golden values bit
-// for bit. Then the worker faults of ../shared/FAULTS.md: F1, F2, F3, F6,
-// F9, F10, F13.
+// for bit. Then the worker faults of ../shared/FAULTS.md: F1, F2, F3, F4,
+// F5, F6, F9, F10, F13.
 //
 // Timeouts are short (heartbeat 100 ms, suspect 600 ms, dead 1.5 s) so each
 // case takes seconds; tests wait on conditions (job status, log lines,
@@ -139,8 +139,10 @@ class CoordinatorWorkerTest : public ::testing::Test {
   }
 
   absl::StatusOr<std::string> Submit(uint64_t steps,
-                                     int64_t no_worker_timeout_ms = 0) {
+                                     int64_t no_worker_timeout_ms = 0,
+                                     uint32_t max_restarts = 0) {
     v1::SubmitJobRequest req;
+    req.set_max_restarts_per_worker(max_restarts);
     req.set_job_id("golden-job");
     req.mutable_steps()->set_function_name("golden");
     req.mutable_steps()->set_num_steps(steps);
@@ -321,6 +323,60 @@ TEST_F(CoordinatorWorkerTest, F3_PushAckedThenKilledIsDeduplicated) {
   EXPECT_EQ(*code, 128 + SIGKILL);
   ExpectJobSucceeded(30, absl::Seconds(60));
   EXPECT_EQ(CountOf(ReadFile(workers[1].log), "pushed (duplicate)"), 1u);
+}
+
+// F4: every worker is killed mid-job and restarted: the job completes, the
+// coordinator never exits, the result is golden.
+TEST_F(CoordinatorWorkerTest, F4_AllWorkersKilledAndRestarted) {
+  StartCluster(2);
+  std::vector<Worker> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(StartWorker(i, {"--pause_after_pull_ms=20"}));
+  }
+  ASSERT_TRUE(Submit(60).ok());
+  ASSERT_TRUE(WaitFor([&] { return Succeeded() >= 5; }, absl::Seconds(30)));
+  for (Worker& w : workers) ASSERT_TRUE(w.process->Signal(SIGKILL).ok());
+  for (Worker& w : workers)
+    ASSERT_TRUE(w.process->Wait(absl::Seconds(10)).ok());
+  for (int i = 0; i < 2; ++i) {
+    workers[i] = StartWorker(i, {"--pause_after_pull_ms=20"});
+  }
+  ExpectJobSucceeded(60, absl::Seconds(60));
+  EXPECT_TRUE(cluster_->process(0)->Running());
+}
+
+// F5: the same worker killed past its restart budget fails the job with a
+// message naming it.
+TEST_F(CoordinatorWorkerTest, F5_RestartBudgetExceededFailsTheJob) {
+  StartCluster(1);
+  ASSERT_TRUE(Submit(20, /*no_worker_timeout_ms=*/0, /*max_restarts=*/2).ok());
+  // Each incarnation dies at its first step (after the pull); the fourth
+  // registration is the third restart, past the budget of 2.
+  std::vector<Worker> runs;
+  for (int run = 0; run < 4; ++run) {
+    runs.push_back(StartWorker(3, {}, "golden.after_pull=crash"));
+    Worker& w = runs.back();
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          auto st = Status();
+          return !w.process->Running() ||
+                 (st.ok() && st->status().state() == v1::JOB_STATE_FAILED);
+        },
+        absl::Seconds(30)));
+    if (run < 3) {
+      absl::StatusOr<int> code = w.process->Wait(absl::Seconds(10));
+      ASSERT_TRUE(code.ok()) << code.status();
+      EXPECT_EQ(*code, 128 + SIGKILL);
+    }
+  }
+  absl::StatusOr<v1::JobStatus> joined = Join(absl::Seconds(10));
+  EXPECT_EQ(joined.status().code(), absl::StatusCode::kResourceExhausted)
+      << joined.status();
+  EXPECT_TRUE(absl::StrContains(joined.status().message(), "worker 3"))
+      << joined.status();
+  auto s = Status();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->status().state(), v1::JOB_STATE_FAILED);
 }
 
 // F6: the only worker dies and never comes back: Join fails with
