@@ -112,14 +112,6 @@ class StepPsClient final : public PsClient {
                                             int64_t dim,
                                             absl::Span<const float> grads,
                                             const StepOptions& step) override;
-  std::unique_ptr<PsFuture> PullDenseAsync(const std::string& variable,
-                                           absl::Span<float> out,
-                                           const StepOptions& step) override {
-    return inner_->PullDenseAsync(variable, out, ForPull(step));
-  }
-  std::unique_ptr<PsFuture> PushDenseAsync(const std::string& variable,
-                                           absl::Span<const float> grads,
-                                           const StepOptions& step) override;
   v1::ShardMap shard_map() const override { return inner_->shard_map(); }
   absl::StatusOr<std::vector<v1::GetShardInfoResponse>> ShardInfo() override {
     return inner_->ShardInfo();
@@ -371,16 +363,6 @@ std::unique_ptr<PsFuture> StepPsClient::PushSparseAsync(
     return std::make_unique<PushFailed>(st);
   }
   return inner_->PushSparseAsync(table, ids, dim, grads, o);
-}
-
-std::unique_ptr<PsFuture> StepPsClient::PushDenseAsync(
-    const std::string& variable, absl::Span<const float> grads,
-    const StepOptions& step) {
-  StepOptions o = ForPush(step);
-  if (absl::Status st = rt_->CheckLease(incarnation_); !st.ok()) {
-    return std::make_unique<PushFailed>(st);
-  }
-  return inner_->PushDenseAsync(variable, grads, o);
 }
 
 absl::Status RuntimeImpl::DoRegister() {
