@@ -259,6 +259,8 @@ TEST_F(CoordinatorWorkerTest, JobCompletesWithEveryStepAppliedOnce) {
     ASSERT_TRUE(code.ok()) << code.status();
     EXPECT_EQ(*code, 143);
   }
+  // The daemons drain on SIGTERM and exit 0.
+  EXPECT_TRUE(cluster_->Stop(absl::Seconds(10)).ok());
 }
 
 // F1: SIGKILL a worker between steps, restart it: it re-registers (a new
@@ -452,6 +454,11 @@ TEST_F(CoordinatorWorkerTest, F13_SigtermMidStepFinishesThenExits143) {
   auto s = Status();
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->status().closures_total(), 40u);
+  // With a worker still attached (heartbeat stream and NextTask long polls
+  // open), the coordinator drains on SIGTERM and exits 0.
+  absl::Time start = absl::Now();
+  EXPECT_TRUE(cluster_->Stop(absl::Seconds(10)).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
 
 // F9: SIGKILL the coordinator mid-training and restart it on the same data
