@@ -16,6 +16,7 @@
 #include "common/error_info.h"
 #include "common/failpoint.h"
 #include "common/grpc_status.h"
+#include "common/status.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 
@@ -218,6 +219,96 @@ class RuntimeImpl final : public Runtime {
 
   absl::Status Run() override;
 
+  absl::Status RendezvousSet(const std::string& group, uint64_t group_epoch,
+                             const std::string& key,
+                             const std::string& value) override {
+    v1::RendezvousSetRequest req;
+    PLEXUS_RETURN_IF_ERROR(FillHeader(req.mutable_header()));
+    req.set_group(group);
+    req.set_group_epoch(group_epoch);
+    req.mutable_entry()->set_key(key);
+    req.mutable_entry()->set_value(value);
+    v1::RendezvousSetResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+    return FromGrpcStatus(stub_->RendezvousSet(&ctx, req, &resp));
+  }
+
+  absl::StatusOr<std::string> RendezvousGet(const std::string& group,
+                                            uint64_t group_epoch,
+                                            const std::string& key) override {
+    v1::RendezvousGetRequest req;
+    PLEXUS_RETURN_IF_ERROR(FillHeader(req.mutable_header()));
+    req.set_group(group);
+    req.set_group_epoch(group_epoch);
+    req.set_key(key);
+    v1::RendezvousGetResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+    PLEXUS_RETURN_IF_ERROR(
+        FromGrpcStatus(stub_->RendezvousGet(&ctx, req, &resp)));
+    return std::string(resp.entry().value());
+  }
+
+  absl::StatusOr<std::vector<std::string>> RendezvousWait(
+      const std::string& group, uint64_t group_epoch,
+      const std::vector<std::string>& keys, absl::Time deadline) override {
+    v1::RendezvousWaitRequest req;
+    PLEXUS_RETURN_IF_ERROR(FillHeader(req.mutable_header()));
+    req.set_group(group);
+    req.set_group_epoch(group_epoch);
+    for (const std::string& k : keys) req.add_keys(k);
+    req.set_timeout_ms(std::max<int64_t>(
+        1, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    v1::RendezvousWaitResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(deadline + absl::Seconds(5)));
+    PLEXUS_RETURN_IF_ERROR(
+        FromGrpcStatus(stub_->RendezvousWait(&ctx, req, &resp)));
+    std::vector<std::string> out;
+    for (const v1::KeyValue& kv : resp.entries()) out.push_back(kv.value());
+    return out;
+  }
+
+  absl::StatusOr<v1::GroupInfo> JoinGroup(const std::string& group,
+                                          uint32_t size, bool has_gpu,
+                                          absl::Time deadline) override {
+    v1::JoinGroupRequest req;
+    PLEXUS_RETURN_IF_ERROR(FillHeader(req.mutable_header()));
+    req.set_group(group);
+    req.set_size(size);
+    req.set_has_gpu(has_gpu);
+    req.set_timeout_ms(std::max<int64_t>(
+        1, absl::ToInt64Milliseconds(deadline - absl::Now())));
+    v1::JoinGroupResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(deadline + absl::Seconds(5)));
+    PLEXUS_RETURN_IF_ERROR(FromGrpcStatus(stub_->JoinGroup(&ctx, req, &resp)));
+    return resp.group();
+  }
+
+  absl::StatusOr<v1::GroupInfo> BumpGroupEpoch(
+      const std::string& group, uint64_t expected_epoch, int failed_rank,
+      const std::string& reason) override {
+    v1::BumpGroupEpochRequest req;
+    PLEXUS_RETURN_IF_ERROR(FillHeader(req.mutable_header()));
+    req.set_group(group);
+    req.set_expected_epoch(expected_epoch);
+    req.set_failed_rank(failed_rank);
+    req.set_reason(reason);
+    v1::BumpGroupEpochResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+    PLEXUS_RETURN_IF_ERROR(
+        FromGrpcStatus(stub_->BumpGroupEpoch(&ctx, req, &resp)));
+    return resp.group();
+  }
+
+  void OnReformGroup(
+      std::function<void(const v1::ReformGroupCommand&)> fn) override {
+    on_reform_ = std::move(fn);
+  }
+
   // For StepPsClient: OK while `incarnation` may write (see runtime.h).
   absl::Status CheckLease(uint64_t incarnation) {
     absl::MutexLock lock(&mu_);
@@ -289,6 +380,17 @@ class RuntimeImpl final : public Runtime {
     }
   }
 
+  // The current identity, or FAILED_PRECONDITION before registration.
+  absl::Status FillHeader(v1::RequestHeader* h) const {
+    absl::MutexLock lock(&mu_);
+    if (worker_id_ == 0) {
+      return absl::FailedPreconditionError(
+          "the worker is not registered yet (call Run first)");
+    }
+    *h = Header();
+    return absl::OkStatus();
+  }
+
   v1::RequestHeader Header() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     v1::RequestHeader h;
     h.set_worker_id(worker_id_);
@@ -311,6 +413,8 @@ class RuntimeImpl final : public Runtime {
   std::thread signal_thread_;
   std::thread grace_thread_;
   std::atomic<bool> step_cancelled_{false};
+  // Set before Run; called on the heartbeat thread.
+  std::function<void(const v1::ReformGroupCommand&)> on_reform_;
 
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
@@ -501,6 +605,7 @@ void RuntimeImpl::HeartbeatLoop() {
       } else if (resp.has_reform_group()) {
         LOG(INFO) << "worker: group " << resp.reform_group().group()
                   << " moved to epoch " << resp.reform_group().new_epoch();
+        if (on_reform_) on_reform_(resp.reform_group());
       }
       if (left) {
         absl::MutexLock lock(&mu_);

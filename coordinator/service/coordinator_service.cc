@@ -371,6 +371,8 @@ void CoordinatorService::PollHealth() {
       std::vector<uint64_t> requeued = scheduler_->RemoveWorker(
           e.worker_id, e.incarnation, e.reason, /*failure=*/false);
       M().requeued->Increment(static_cast<double>(requeued.size()));
+      // A member that left cannot take part in its groups any more either.
+      QueueNotices(rendezvous_.MemberDied(e.worker_id, e.incarnation));
       MarkDirty();
     } else if (e.to == health::Liveness::kSuspected) {
       LOG(INFO) << "worker id " << e.worker_id << " suspected: " << e.reason;

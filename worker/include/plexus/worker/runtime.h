@@ -35,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "plexus/v1/coordinator.pb.h"
 #include "plexus/worker/step_registry.h"
 
 namespace plexus::worker {
@@ -93,6 +95,42 @@ class Runtime {
   // Current identity; 0 before the first registration.
   virtual uint64_t worker_id() const = 0;
   virtual uint64_t incarnation() const = 0;
+
+  // ---- rendezvous and collective groups, through the coordinator ----
+  //
+  // The key-value store collectives bootstrap through, namespaced by (group,
+  // group_epoch), and collective-group membership (coordinator.proto's
+  // Rendezvous* / JoinGroup / BumpGroupEpoch). Callable from step functions
+  // and other threads once Run() has registered (worker_id() != 0; before,
+  // FAILED_PRECONDITION). Errors are the coordinator's: DEADLINE_EXCEEDED,
+  // FAILED_PRECONDITION with REASON_STALE_GROUP_EPOCH once the group moved
+  // on, NOT_FOUND for a missing key or group.
+
+  virtual absl::Status RendezvousSet(const std::string& group,
+                                     uint64_t group_epoch,
+                                     const std::string& key,
+                                     const std::string& value) = 0;
+  virtual absl::StatusOr<std::string> RendezvousGet(const std::string& group,
+                                                    uint64_t group_epoch,
+                                                    const std::string& key) = 0;
+  // Values of `keys`, in order, once all exist.
+  virtual absl::StatusOr<std::vector<std::string>> RendezvousWait(
+      const std::string& group, uint64_t group_epoch,
+      const std::vector<std::string>& keys, absl::Time deadline) = 0;
+  // Joins `group` (of `size` members) and waits until it is complete.
+  virtual absl::StatusOr<v1::GroupInfo> JoinGroup(const std::string& group,
+                                                  uint32_t size, bool has_gpu,
+                                                  absl::Time deadline) = 0;
+  // Reports that `expected_epoch` of `group` failed (rank `failed_rank`, -1:
+  // unknown); returns the group at its new epoch.
+  virtual absl::StatusOr<v1::GroupInfo> BumpGroupEpoch(
+      const std::string& group, uint64_t expected_epoch, int failed_rank,
+      const std::string& reason) = 0;
+  // Called on the heartbeat thread when the coordinator says a group this
+  // worker belongs to moved to a new epoch (a member died or left): abort
+  // collectives of older epochs and JoinGroup again. REQUIRES: before Run.
+  virtual void OnReformGroup(
+      std::function<void(const v1::ReformGroupCommand&)> fn) = 0;
 };
 
 }  // namespace plexus::worker
