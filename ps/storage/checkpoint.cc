@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/failpoint.h"
 #include "common/status.h"
+#include "glog/logging.h"
 #include "ps/storage/crc32c.h"
 #include "ps/storage/cut.h"
 #include "ps/storage/lock.h"
@@ -374,6 +375,71 @@ rocksdb::Options DbOptions() {
   return o;
 }
 
+// A read-only checkpoint database and its column families.
+struct ReadOnlyDb {
+  ReadOnlyDb(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs)
+      : db(db), handles(std::move(cfs)) {}
+  ~ReadOnlyDb() {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    delete db;
+  }
+  ReadOnlyDb(const ReadOnlyDb&) = delete;
+  ReadOnlyDb& operator=(const ReadOnlyDb&) = delete;
+  rocksdb::DB* const db;
+  const std::vector<rocksdb::ColumnFamilyHandle*> handles;
+};
+
+void DecodeRow(const rocksdb::Slice& v, RowMeta* m, float* data,
+               size_t row_bytes) {
+  std::memcpy(&m->hit_count, v.data(), 8);
+  std::memcpy(&m->last_step, v.data() + 8, 8);
+  std::memcpy(&m->version, v.data() + 16, 8);
+  std::memcpy(&m->update_count, v.data() + 24, 8);
+  std::memcpy(data, v.data() + 32, row_bytes);
+}
+
+// The rows of one table in a verified checkpoint (lazy restore). Reads are
+// thread-safe (rocksdb::DB is). A read error or a malformed row is fatal:
+// the bytes were verified by crc32c when the restore began.
+class RocksRowSource final : public RowSource {
+ public:
+  RocksRowSource(std::shared_ptr<ReadOnlyDb> db,
+                 rocksdb::ColumnFamilyHandle* cf, int64_t row_floats)
+      : db_(std::move(db)),
+        cf_(cf),
+        row_bytes_(static_cast<size_t>(row_floats) * 4) {}
+
+  bool Fetch(uint64_t id, RowMeta* meta, float* data) override {
+    rocksdb::PinnableSlice v;
+    const rocksdb::Status s =
+        db_->db->Get(rocksdb::ReadOptions(), cf_, IdKey(id), &v);
+    if (s.IsNotFound()) return false;
+    CHECK(s.ok()) << "checkpoint read of row " << id << ": " << s.ToString();
+    CHECK_EQ(v.size(), 32 + row_bytes_) << "checkpoint row " << id;
+    DecodeRow(v, meta, data, row_bytes_);
+    return true;
+  }
+
+  void ForEach(const std::function<bool(uint64_t, const RowMeta&,
+                                        const float*)>& fn) override {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->db->NewIterator(rocksdb::ReadOptions(), cf_));
+    std::vector<float> buf(row_bytes_ / 4);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      CHECK_EQ(it->value().size(), 32 + row_bytes_) << "checkpoint row";
+      RowMeta m;
+      DecodeRow(it->value(), &m, buf.data(), row_bytes_);
+      if (!fn(KeyId(Sv(it->key())), m, buf.data())) return;
+    }
+    CHECK(it->status().ok()) << "checkpoint scan: " << it->status().ToString();
+  }
+
+ private:
+  const std::shared_ptr<ReadOnlyDb> db_;
+  rocksdb::ColumnFamilyHandle* const cf_;
+  const size_t row_bytes_;
+};
+
 // ---- the shard manifest (text, one field per line) ----
 
 std::string FormatManifest(const ShardCheckpointInfo& info) {
@@ -490,6 +556,7 @@ class StoreImpl final : public CheckpointStore {
                        std::map<std::string, rocksdb::ColumnFamilyHandle*>& cfs,
                        int64_t* rows_written);
   absl::StatusOr<std::unique_ptr<ShardCut>> ReadCut(const fs::path& dir,
+                                                    bool lazy,
                                                     int64_t* num_rows);
   // Deletes an entry's directories (not the entry).
   void RemoveDirs(const Entry& e) {
@@ -1061,7 +1128,7 @@ absl::StatusOr<std::vector<uint64_t>> StoreImpl::Finalize(
 }
 
 absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
-    const fs::path& dir, int64_t* num_rows) {
+    const fs::path& dir, bool lazy, int64_t* num_rows) {
   rocksdb::Options options = DbOptions();
   options.create_if_missing = false;
   options.info_log = std::make_shared<NullLogger>();  // write nothing there
@@ -1079,12 +1146,11 @@ absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
       FromRocks(rocksdb::DB::OpenForReadOnly(options, dir.string(), descs,
                                              &handles, &raw_db),
                 absl::StrCat("open ", dir.string())));
-  std::unique_ptr<rocksdb::DB> db(raw_db);
+  // Shared with the row sources of a lazy restore; closed with the last.
+  auto holder = std::make_shared<ReadOnlyDb>(raw_db, handles);
+  rocksdb::DB* db = raw_db;
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
   for (size_t i = 0; i < names.size(); ++i) cfs[names[i]] = handles[i];
-  auto cleanup = [&]() {
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-  };
   auto result = [&]() -> absl::StatusOr<std::unique_ptr<ShardCut>> {
     auto bad = [&](absl::string_view what) {
       return absl::DataLossError(
@@ -1138,6 +1204,14 @@ absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
       t.complete = true;
       auto cf = cfs.find(TableCf(t.config.name));
       if (cf == cfs.end()) return bad(absl::StrCat("table ", t.config.name));
+      if (lazy) {
+        t.total_rows = total;
+        t.source =
+            std::make_shared<RocksRowSource>(holder, cf->second, t.row_floats);
+        *num_rows += total;
+        cut->tables.push_back(std::move(t));
+        continue;
+      }
       const size_t row_bytes = static_cast<size_t>(t.row_floats) * 4;
       t.ids.reserve(static_cast<size_t>(total));
       t.meta.reserve(static_cast<size_t>(total));
@@ -1224,7 +1298,6 @@ absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
     if (!dv.ok()) return bad("variables record");
     return cut;
   }();
-  cleanup();
   return result;
 }
 
@@ -1300,7 +1373,7 @@ absl::StatusOr<RestoreResult> StoreImpl::Restore(const RestoreOptions& o) {
     const absl::Time load_start = absl::Now();
     PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.restore.load"));
     PLEXUS_ASSIGN_OR_RETURN(std::unique_ptr<ShardCut> cut,
-                            ReadCut(dir, &r.num_rows));
+                            ReadCut(dir, o.lazy, &r.num_rows));
     if (id != 0 && cut->checkpoint_id != id) {
       return absl::DataLossError(
           absl::StrCat("checkpoint directory ", dir.string(),

@@ -154,13 +154,20 @@ struct RestoreOptions {
   std::vector<CheckpointFileInfo> files;
   // Skip the crc32c check (sizes are still checked).
   bool skip_checksum_verification = false;
+  // True (default): sparse rows are faulted in from the checkpoint on first
+  // access and loaded in the background, so serving starts after the
+  // metadata and dense variables are read, whatever the table size. The
+  // checkpoint's database stays open (read-only) until every row is loaded.
+  // False: every row is loaded before Restore returns.
+  bool lazy = true;
 };
 
 struct RestoreResult {
   uint64_t checkpoint_id = 0;
   uint64_t step_id = 0;
   int64_t num_rows = 0;
-  // Verification, and reading + installing the state (loaded eagerly).
+  // Verification, and reading + installing the state (for a lazy restore:
+  // metadata and dense variables only).
   absl::Duration verify_time;
   absl::Duration load_time;
 };
@@ -202,7 +209,8 @@ class CheckpointStore {
 
   // Verifies every file (size, then crc32c; DATA_LOSS naming the first bad
   // file, engine unchanged), reads the checkpoint and replaces the engine's
-  // state by it (eagerly: every row is loaded before this returns).
+  // state by it (RestoreOptions::lazy: sparse rows fault in on first access
+  // and load in the background).
   // NOT_FOUND if there is no such checkpoint; FAILED_PRECONDITION while a
   // checkpoint is being written.
   virtual absl::StatusOr<RestoreResult> Restore(

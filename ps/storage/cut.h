@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +28,21 @@ struct RowMeta {
   uint64_t last_step = 0;
   uint64_t version = 0;
   int64_t update_count = 0;
+};
+
+// Where a lazily restored table finds the rows it has not loaded yet: a
+// read-only view of a verified checkpoint. Implementations are thread-safe.
+// An I/O error while reading is fatal (the files were verified when the
+// restore began; the process dies rather than invent a row).
+class RowSource {
+ public:
+  virtual ~RowSource() = default;
+  // Copies row `id` (meta + row_floats floats) out; false if absent.
+  virtual bool Fetch(uint64_t id, RowMeta* meta, float* data) = 0;
+  // Calls fn for every row in id order until it returns false.
+  virtual void ForEach(
+      const std::function<bool(uint64_t id, const RowMeta& meta,
+                               const float* data)>& fn) = 0;
 };
 
 // The rows of one sparse table in a cut.
@@ -51,6 +68,10 @@ struct TableCut {
   int64_t rows_evicted = 0;
   // Rows the table held at the cut (all of them, not only `ids`).
   int64_t total_rows = 0;
+  // Restore only: when set, `ids` is empty and the table's total_rows rows
+  // are faulted in from here on first access (and loaded in the
+  // background, see SparseTable::AttachSource).
+  std::shared_ptr<RowSource> source;
 };
 
 // One dense variable slice in a cut (always whole).

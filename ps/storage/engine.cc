@@ -62,6 +62,12 @@ GradPiece SumDense(const std::vector<GradPiece>& pieces, int64_t width,
 
 EngineImpl::EngineImpl(const EngineOptions& options) : options_(options) {}
 
+EngineImpl::~EngineImpl() {
+  MutexLock lock(&loader_mu_);
+  for (auto& t : loading_) t->StopLoading();
+  for (auto& t : loaders_) t.join();
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(
     const EngineOptions& options) {
   if (options.table_stripes < 1 || options.variable_stripes < 1) {
@@ -162,6 +168,7 @@ absl::Status EngineImpl::DeleteTable(absl::string_view name) {
     victim = std::move(it->second);
     tables_.erase(it);
   }
+  victim->StopLoading();
   victim->consistency().Shutdown();
   return absl::OkStatus();
 }
@@ -616,6 +623,7 @@ absl::Status EngineImpl::ReplaceState(const ShardCut& state) {
                             absl::StrCat("restore: table ", tc.config.name));
     auto t = std::make_shared<SparseTable>(
         tc.config, std::move(optimizer), options_.table_stripes, state.step_id);
+    if (tc.source != nullptr) t->AttachSource(tc.source, tc.total_rows);
     PLEXUS_RETURN_IF_ERROR(t->Load(tc), "restore");
     serials[tc.config.name] = t->serial();
     if (!tables.emplace(tc.config.name, std::move(t)).second) {
@@ -658,7 +666,25 @@ absl::Status EngineImpl::ReplaceState(const ShardCut& state) {
     cut_table_serials_ = std::move(serials);
   }
   for (auto& [n, v] : old_vars) v->consistency().Shutdown();
-  for (auto& [n, t] : old_tables) t->consistency().Shutdown();
+  for (auto& [n, t] : old_tables) {
+    t->StopLoading();
+    t->consistency().Shutdown();
+  }
+  // Lazily restored tables load the rest of their rows in the background.
+  std::vector<std::shared_ptr<SparseTable>> lazy;
+  for (const TableCut& tc : state.tables) {
+    if (tc.source == nullptr) continue;
+    ReaderMutexLock lock(&registry_mu_);
+    auto it = tables_.find(tc.config.name);
+    if (it != tables_.end()) lazy.push_back(it->second);
+  }
+  if (!lazy.empty()) {
+    MutexLock lock(&loader_mu_);
+    loading_.insert(loading_.end(), lazy.begin(), lazy.end());
+    loaders_.emplace_back([lazy] {
+      for (const auto& t : lazy) t->LoadFromSource();
+    });
+  }
   return absl::OkStatus();
 }
 

@@ -12,6 +12,8 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -26,6 +28,8 @@ namespace plexus::ps {
 class EngineImpl final : public Engine {
  public:
   explicit EngineImpl(const EngineOptions& options);
+  // Stops and joins the background loaders of lazily restored tables.
+  ~EngineImpl() override;
 
   absl::StatusOr<bool> CreateVariable(
       const CreateVariableOptions& options) override;
@@ -97,6 +101,12 @@ class EngineImpl final : public Engine {
       ABSL_GUARDED_BY(registry_mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<SparseTable>> tables_
       ABSL_GUARDED_BY(registry_mu_);
+
+  // Background loaders of lazily restored tables (ReplaceState).
+  absl::Mutex loader_mu_;
+  std::vector<std::thread> loaders_ ABSL_GUARDED_BY(loader_mu_);
+  std::vector<std::shared_ptr<SparseTable>> loading_
+      ABSL_GUARDED_BY(loader_mu_);
 
   std::atomic<uint64_t> newest_step_{0};
   std::atomic<int64_t> duplicate_pushes_{0};

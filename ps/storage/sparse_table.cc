@@ -159,9 +159,77 @@ void SparseTable::Touch(Stripe& s, uint64_t id, Row& row, uint64_t step) {
   MarkDirty(s, id, row);
 }
 
-SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
+SparseTable::Row* SparseTable::Lookup(Stripe& s, uint64_t id) const {
   auto it = s.rows.find(id);
   if (it != s.rows.end()) return &it->second;
+  if (!s.sourced || !s.resolved.insert(id).second) return nullptr;
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<size_t>(row_floats()));
+  RowMeta meta;
+  if (!source_->Fetch(id, &meta, buf.data())) return nullptr;
+  return InsertSourced(s, id, meta, buf.data());
+}
+
+SparseTable::Row* SparseTable::InsertSourced(Stripe& s, uint64_t id,
+                                             const RowMeta& meta,
+                                             const float* data) const {
+  const int64_t rf = row_floats();
+  Row row;
+  row.hit_count = meta.hit_count;
+  row.last_step = meta.last_step;
+  row.version = meta.version;
+  row.update_count = meta.update_count;
+  row.data.reset(new float[rf]);
+  std::memcpy(row.data.get(), data, static_cast<size_t>(rf) * sizeof(float));
+  auto [it, inserted] = s.rows.emplace(id, std::move(row));
+  if (index_by_step_) s.by_step.insert({it->second.last_step, id});
+  if (index_by_hits_) s.by_hits.insert({it->second.hit_count, id});
+  num_rows_.fetch_add(1, std::memory_order_relaxed);
+  source_rows_.fetch_sub(1, std::memory_order_relaxed);
+  return &it->second;
+}
+
+void SparseTable::AttachSource(std::shared_ptr<RowSource> source,
+                               int64_t rows) {
+  source_ = std::move(source);
+  source_rows_.store(rows, std::memory_order_relaxed);
+  loaded_.store(false);
+  for (int i = 0; i < num_stripes_; ++i) {
+    MutexLock lock(&stripes_[i].mu);
+    stripes_[i].sourced = true;
+  }
+}
+
+void SparseTable::LoadFromSource() const {
+  if (loaded_.load()) return;
+  MutexLock load(&load_mu_);
+  if (loaded_.load()) return;
+  bool stopped = false;
+  source_->ForEach([&](uint64_t id, const RowMeta& meta, const float* data) {
+    if (stop_loading_.load(std::memory_order_relaxed)) {
+      stopped = true;
+      return false;
+    }
+    Stripe& s = stripes_[StripeOf(id)];
+    MutexLock lock(&s.mu);
+    if (s.sourced && !s.rows.contains(id) && s.resolved.insert(id).second) {
+      InsertSourced(s, id, meta, data);
+    }
+    return true;
+  });
+  if (stopped) return;
+  for (int i = 0; i < num_stripes_; ++i) {
+    Stripe& s = stripes_[i];
+    MutexLock lock(&s.mu);
+    s.sourced = false;
+    s.resolved = {};
+  }
+  source_rows_.store(0, std::memory_order_relaxed);
+  loaded_.store(true);
+}
+
+SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
+  if (Row* row = Lookup(s, id)) return row;
   if (config_.admission_min_hit_count > 1) {
     if (s.pending_hits.size() >= kMaxPendingPerStripe &&
         !s.pending_hits.contains(id)) {
@@ -185,7 +253,8 @@ void SparseTable::EraseRow(Stripe& s, uint64_t id) {
   if (index_by_step_) s.by_step.erase({it->second.last_step, id});
   if (index_by_hits_) s.by_hits.erase({it->second.hit_count, id});
   s.rows.erase(it);
-  s.dirty_ids.push_back(id);  // removed since the previous cut
+  if (s.sourced) s.resolved.insert(id);  // never back from the source
+  s.dirty_ids.push_back(id);             // removed since the previous cut
   dirty_entries_.fetch_add(1, std::memory_order_relaxed);
   num_rows_.fetch_sub(1, std::memory_order_relaxed);
   rows_evicted_.fetch_add(1, std::memory_order_relaxed);
@@ -282,8 +351,7 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
       if (create_missing) {
         row = FindOrAdmit(stripe, id);
       } else {
-        auto it = stripe.rows.find(id);
-        if (it != stripe.rows.end()) row = &it->second;
+        row = Lookup(stripe, id);
       }
       char* at = dst + int64_t{pos} * dim * esize;
       if (row == nullptr) {
@@ -312,6 +380,11 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
 }
 
 int64_t SparseTable::Evict(uint64_t newest_step) {
+  // Rows still only in a restore's source are eviction candidates too: a
+  // table that evicts finishes loading them first.
+  if ((config_.ttl_steps > 0 || config_.capacity_rows > 0) && !loaded_.load()) {
+    LoadFromSource();
+  }
   int64_t evicted = 0;
   uint64_t swept = ttl_swept_step_.load(std::memory_order_relaxed);
   if (config_.ttl_steps > 0 && newest_step > config_.ttl_steps &&
@@ -389,6 +462,7 @@ void SparseTable::PrepareCut(bool complete, TableCut* out) const {
 }
 
 void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
+  if (complete) LoadFromSource();  // every row must be in memory
   const int64_t rf = row_floats();
   out->config = config_;
   out->serial = serial_;
@@ -457,7 +531,8 @@ void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
   out->ids.resize(total);
   out->meta.resize(total);
   out->data.resize(total * rf);
-  out->total_rows = num_rows_.load(std::memory_order_relaxed);
+  out->total_rows = num_rows_.load(std::memory_order_relaxed) +
+                    source_rows_.load(std::memory_order_relaxed);
   dirty_entries_.store(0, std::memory_order_relaxed);
 }
 
@@ -507,16 +582,17 @@ TableInfo SparseTable::Info() const {
 absl::StatusOr<RowSnapshot> SparseTable::ReadRow(uint64_t id) const {
   Stripe& stripe = stripes_[StripeOf(id)];
   MutexLock lock(&stripe.mu);
-  auto it = stripe.rows.find(id);
-  if (it == stripe.rows.end()) {
+  const Row* row = Lookup(stripe, id);
+  if (row == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("table ", config_.name, " has no row ", id));
   }
-  return SnapshotOf(it->second);
+  return SnapshotOf(*row);
 }
 
 void SparseTable::ForEachRow(
     const std::function<void(uint64_t, const RowSnapshot&)>& fn) const {
+  LoadFromSource();
   for (int s = 0; s < num_stripes_; ++s) {
     Stripe& stripe = stripes_[s];
     MutexLock lock(&stripe.mu);

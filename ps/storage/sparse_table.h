@@ -22,6 +22,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "ps/storage/consistency.h"
@@ -77,6 +78,22 @@ class SparseTable {
   // Installs the rows of `cut` (a freshly constructed, empty table), not
   // dirty. Returns INVALID_ARGUMENT if the row size does not match.
   absl::Status Load(const TableCut& cut);
+  // Lazy restore. AttachSource (before the table is published) makes every
+  // lookup of an id not in memory consult `source` first (rows found there
+  // are loaded, not dirty: they equal the base checkpoint). LoadFromSource
+  // loads every row not looked up yet (the background loader; also run
+  // inline by complete cuts and ForEachRow) and then detaches the source;
+  // it returns early once StopLoading() was called. Rows removed after the
+  // restore are remembered so they never come back from the source. Tables
+  // that evict (TTL or capacity) load everything at their first sweep.
+  void AttachSource(std::shared_ptr<RowSource> source, int64_t rows);
+  void LoadFromSource() const;
+  void StopLoading() { stop_loading_.store(true); }
+  // Rows still only in the source.
+  int64_t rows_in_source() const {
+    return source_rows_.load(std::memory_order_relaxed);
+  }
+
   // Engine-local identity: distinct for every SparseTable ever constructed.
   uint64_t serial() const { return serial_; }
   int64_t row_floats() const {
@@ -112,6 +129,10 @@ class SparseTable {
     // Ids changed or removed since the previous cut (may repeat an id that
     // was removed and created again).
     std::vector<uint64_t> dirty_ids ABSL_GUARDED_BY(mu);
+    // Lazy restore: whether rows of this stripe may still be in source_, and
+    // the ids already resolved against it (loaded, found absent, removed).
+    bool sourced ABSL_GUARDED_BY(mu) = false;
+    absl::flat_hash_set<uint64_t> resolved ABSL_GUARDED_BY(mu);
   };
 
   static constexpr size_t kMaxPendingPerStripe = size_t{1} << 16;
@@ -128,6 +149,13 @@ class SparseTable {
   Row NewRow(uint64_t id) const;
   // Updates hit count / last step (and the eviction indexes).
   void Touch(Stripe& s, uint64_t id, Row& row, uint64_t step)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // The row `id` if in memory, else faulted in from the source; null if
+  // neither.
+  Row* Lookup(Stripe& s, uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Inserts a row read from the source (not dirty).
+  Row* InsertSourced(Stripe& s, uint64_t id, const RowMeta& meta,
+                     const float* data) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // Looks up or creates (if admitted) the row. Null if not admitted.
   Row* FindOrAdmit(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
@@ -160,11 +188,19 @@ class SparseTable {
 
   // Newest step a TTL sweep ran for (sweeps run once per step).
   std::atomic<uint64_t> ttl_swept_step_{0};
-  std::atomic<int64_t> num_rows_{0};
+  mutable std::atomic<int64_t> num_rows_{0};
   std::atomic<int64_t> rows_evicted_{0};
   std::atomic<int64_t> rows_not_admitted_{0};
   // Entries pushed to the stripes' dirty_ids since the previous cut.
   mutable std::atomic<int64_t> dirty_entries_{0};
+  // Lazy restore: set once before publication, then read-only.
+  std::shared_ptr<RowSource> source_;
+  mutable std::atomic<int64_t> source_rows_{0};
+  std::atomic<bool> stop_loading_{false};
+  // False from AttachSource until LoadFromSource has loaded every row.
+  mutable std::atomic<bool> loaded_{true};
+  // Serialises LoadFromSource runs (loader thread vs. inline callers).
+  mutable absl::Mutex load_mu_;
 };
 
 }  // namespace plexus::ps

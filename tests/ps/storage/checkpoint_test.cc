@@ -109,8 +109,13 @@ TEST(Crc32c, KnownValuesAndBothImplementationsAgree) {
   EXPECT_EQ(whole, pieces);
 }
 
-class CheckpointTest : public ::testing::Test {
+// Parameter: restores are lazy (true) or eager.
+class CheckpointTest : public ::testing::TestWithParam<bool> {
  protected:
+  RestoreOptions Opt(RestoreOptions o) const {
+    o.lazy = GetParam();
+    return o;
+  }
   void SetUp() override {
     root_ = tmp_.Sub("checkpoints");
     e_ = NewEngine();
@@ -125,7 +130,7 @@ class CheckpointTest : public ::testing::Test {
   std::unique_ptr<CheckpointStore> store_;
 };
 
-TEST_F(CheckpointTest, RoundTripIsBitExact) {
+TEST_P(CheckpointTest, RoundTripIsBitExact) {
   TableConfig adam = SimpleTable("emb", 8);
   adam.optimizer = Adam();
   adam.ttl_steps = 1000;  // exercises the eviction index on load
@@ -179,7 +184,7 @@ TEST_F(CheckpointTest, RoundTripIsBitExact) {
   auto s2 = OpenStore(e2.get(), root_);
   ASSERT_EQ(s2->List().size(), 1u);
   EXPECT_EQ(s2->List()[0].state, CheckpointState::kPublished);
-  auto r = s2->Restore({.checkpoint_id = 1});
+  auto r = s2->Restore(Opt({.checkpoint_id = 1}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->step_id, 3u);
   EXPECT_EQ(r->num_rows, 17);
@@ -231,14 +236,14 @@ TEST_F(CheckpointTest, RoundTripIsBitExact) {
   EXPECT_EQ(e2->counters().applied_keys, 1);
 }
 
-TEST_F(CheckpointTest, RestoreRollsBackTheSameEngine) {
+TEST_P(CheckpointTest, RestoreRollsBackTheSameEngine) {
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 2)}).ok());
   ASSERT_TRUE(PushRows(*e_, "t", {1, 2}, {1, 1, 1, 1}).ok());
   Checkpoint(*store_, 1, 0);
   const auto at_cut = PullRows(*e_, "t", {1, 2});
   ASSERT_TRUE(PushRows(*e_, "t", {1, 3}, {5, 5, 5, 5}).ok());
   ASSERT_TRUE(e_->CreateTable({SimpleTable("later", 2)}).ok());
-  auto r = store_->Restore({.checkpoint_id = 1});
+  auto r = store_->Restore(Opt({.checkpoint_id = 1}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(PullRows(*e_, "t", {1, 2}), at_cut);
   EXPECT_FALSE(e_->ReadRow("t", 3).ok());
@@ -254,7 +259,7 @@ TEST_F(CheckpointTest, RestoreRollsBackTheSameEngine) {
 
 // Every push moves two rows (in different stripes) by the same gradient;
 // a cut that mixed moments would hold them unequal.
-TEST_F(CheckpointTest, CutIsConsistentUnderConcurrentPushes) {
+TEST_P(CheckpointTest, CutIsConsistentUnderConcurrentPushes) {
   constexpr int kPushers = 4;
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 4, 1.0)}).ok());
   ASSERT_TRUE(
@@ -293,7 +298,7 @@ TEST_F(CheckpointTest, CutIsConsistentUnderConcurrentPushes) {
   for (uint64_t id = 1; id <= 6; ++id) {
     auto e2 = NewEngine();
     auto s2 = OpenStore(e2.get(), root_);
-    auto r = s2->Restore({.checkpoint_id = id});
+    auto r = s2->Restore(Opt({.checkpoint_id = id}));
     ASSERT_TRUE(r.ok()) << r.status();
     auto w = e2->ReadVariable("w");
     ASSERT_TRUE(w.ok());
@@ -314,7 +319,7 @@ TEST_F(CheckpointTest, CutIsConsistentUnderConcurrentPushes) {
   }
 }
 
-TEST_F(CheckpointTest, IncrementalWritesOnlyDirtyRowsAndHandlesRemovals) {
+TEST_P(CheckpointTest, IncrementalWritesOnlyDirtyRowsAndHandlesRemovals) {
   TableConfig ttl = SimpleTable("ttl", 4);
   ttl.ttl_steps = 5;
   ASSERT_TRUE(e_->CreateTable({SimpleTable("big", 64)}).ok());
@@ -366,7 +371,7 @@ TEST_F(CheckpointTest, IncrementalWritesOnlyDirtyRowsAndHandlesRemovals) {
   for (uint64_t id : {2u, 3u}) {
     auto e2 = NewEngine();
     auto s2 = OpenStore(e2.get(), root_);
-    auto r = s2->Restore({.checkpoint_id = id});
+    auto r = s2->Restore(Opt({.checkpoint_id = id}));
     ASSERT_TRUE(r.ok()) << r.status();
     ExpectRowsEqual(*e_, *e2, "big", ids);
     ExpectRowsEqual(*e_, *e2, "ttl", {1, 2, 3});
@@ -380,7 +385,7 @@ TEST_F(CheckpointTest, IncrementalWritesOnlyDirtyRowsAndHandlesRemovals) {
   // The base is still intact and restores its own state.
   auto e1 = NewEngine();
   auto s1 = OpenStore(e1.get(), root_);
-  ASSERT_TRUE(s1->Restore({.checkpoint_id = 1}).ok());
+  ASSERT_TRUE(s1->Restore(Opt({.checkpoint_id = 1})).ok());
   EXPECT_TRUE(e1->ReadRow("ttl", 1).ok());
   EXPECT_TRUE(e1->ReadRow("gone", 1).ok());
   EXPECT_TRUE(e1->ReadRow("again", 1).ok());
@@ -388,7 +393,7 @@ TEST_F(CheckpointTest, IncrementalWritesOnlyDirtyRowsAndHandlesRemovals) {
 
 // Large changes go through SST files ingested into the column family (puts
 // and tombstones in one sorted file); the result must equal the batch path.
-TEST_F(CheckpointTest, BulkChangesWithRemovalsRoundTrip) {
+TEST_P(CheckpointTest, BulkChangesWithRemovalsRoundTrip) {
   TableConfig ttl = SimpleTable("t", 8);
   ttl.ttl_steps = 5;
   ASSERT_TRUE(e_->CreateTable({ttl}).ok());
@@ -415,14 +420,14 @@ TEST_F(CheckpointTest, BulkChangesWithRemovalsRoundTrip) {
   for (uint64_t id : {1u, 2u}) {
     auto e2 = NewEngine();
     auto s2 = OpenStore(e2.get(), root_);
-    auto r = s2->Restore({.checkpoint_id = id});
+    auto r = s2->Restore(Opt({.checkpoint_id = id}));
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->num_rows, id == 1 ? 10000 : 6000);
     if (id == 2) ExpectRowsEqual(*e_, *e2, "t", ids);
   }
 }
 
-TEST_F(CheckpointTest, UnknownOrInvalidatedBaseGivesACompleteCheckpoint) {
+TEST_P(CheckpointTest, UnknownOrInvalidatedBaseGivesACompleteCheckpoint) {
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 2)}).ok());
   ASSERT_TRUE(PushRows(*e_, "t", {1, 2, 3}, Iota(6, 1, 1)).ok());
   Checkpoint(*store_, 1, 0);
@@ -450,7 +455,7 @@ TEST_F(CheckpointTest, UnknownOrInvalidatedBaseGivesACompleteCheckpoint) {
   EXPECT_EQ(p.dirty_rows, 3);
 }
 
-TEST_F(CheckpointTest, FlippedByteIsDataLossAndThePreviousOneRestores) {
+TEST_P(CheckpointTest, FlippedByteIsDataLossAndThePreviousOneRestores) {
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 16)}).ok());
   std::vector<uint64_t> ids(200);
   for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
@@ -483,7 +488,7 @@ TEST_F(CheckpointTest, FlippedByteIsDataLossAndThePreviousOneRestores) {
   auto e2 = NewEngine();
   ASSERT_TRUE(e2->CreateTable({SimpleTable("other", 1)}).ok());
   auto s2 = OpenStore(e2.get(), root_);
-  auto bad = s2->Restore({.checkpoint_id = 2});
+  auto bad = s2->Restore(Opt({.checkpoint_id = 2}));
   ASSERT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
   EXPECT_NE(bad.status().message().find(victim), std::string::npos)
       << bad.status();
@@ -491,19 +496,19 @@ TEST_F(CheckpointTest, FlippedByteIsDataLossAndThePreviousOneRestores) {
   EXPECT_TRUE(e2->DescribeTable("other").ok());
   EXPECT_FALSE(e2->DescribeTable("t").ok());
   // The previous one restores (its files are intact).
-  auto good = s2->Restore({.checkpoint_id = 1});
+  auto good = s2->Restore(Opt({.checkpoint_id = 1}));
   ASSERT_TRUE(good.ok()) << good.status();
   EXPECT_EQ(PullRows(*e2, "t", ids), at1);
   EXPECT_NE(at1, at2);
   // A size mismatch from the coordinator's list is DATA_LOSS too.
   std::vector<CheckpointFileInfo> files = c2.files;
   files[0].size_bytes += 1;
-  auto sized = s2->Restore({.checkpoint_id = 2, .files = files});
+  auto sized = s2->Restore(Opt({.checkpoint_id = 2, .files = files}));
   EXPECT_EQ(sized.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(sized.status().message().find(files[0].path), std::string::npos);
 }
 
-TEST_F(CheckpointTest, DiskFullIsResourceExhaustedAndNothingIsPublished) {
+TEST_P(CheckpointTest, DiskFullIsResourceExhaustedAndNothingIsPublished) {
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 4)}).ok());
   ASSERT_TRUE(PushRows(*e_, "t", {1, 2}, Iota(8, 1, 1)).ok());
   Checkpoint(*store_, 1, 0);
@@ -533,11 +538,11 @@ TEST_F(CheckpointTest, DiskFullIsResourceExhaustedAndNothingIsPublished) {
   EXPECT_FALSE(p3.incremental);
   auto e2 = NewEngine();
   auto s2 = OpenStore(e2.get(), root_);
-  ASSERT_TRUE(s2->Restore({.checkpoint_id = 3}).ok());
+  ASSERT_TRUE(s2->Restore(Opt({.checkpoint_id = 3})).ok());
   ExpectRowsEqual(*e_, *e2, "t", {1, 2, 3, 4});
 }
 
-TEST_F(CheckpointTest, RetentionKeepsTheNewestK) {
+TEST_P(CheckpointTest, RetentionKeepsTheNewestK) {
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 4)}).ok());
   for (uint64_t id = 1; id <= 4; ++id) {
     ASSERT_TRUE(PushRows(*e_, "t", {id}, Iota(4, 1, 1)).ok());
@@ -563,11 +568,11 @@ TEST_F(CheckpointTest, RetentionKeepsTheNewestK) {
   EXPECT_EQ(list[0].checkpoint_id, 4u);
   EXPECT_EQ(list[1].checkpoint_id, 3u);
   // Incremental checkpoints survive the deletion of their bases.
-  ASSERT_TRUE(s2->Restore({.checkpoint_id = 4}).ok());
+  ASSERT_TRUE(s2->Restore(Opt({.checkpoint_id = 4})).ok());
   ExpectRowsEqual(*e_, *e2, "t", {1, 2, 3, 4});
 }
 
-TEST_F(CheckpointTest, RefusesBadRequests) {
+TEST_P(CheckpointTest, RefusesBadRequests) {
   EXPECT_EQ(store_->Prepare({.checkpoint_id = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
   for (const char* dir : {"../x", "/abs", "a/b", ".", ".staging", "x.tmp"}) {
@@ -581,9 +586,9 @@ TEST_F(CheckpointTest, RefusesBadRequests) {
           .status()
           .code(),
       absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Restore({.directory = "../etc"}).status().code(),
+  EXPECT_EQ(store_->Restore(Opt({.directory = "../etc"})).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Restore({.checkpoint_id = 9}).status().code(),
+  EXPECT_EQ(store_->Restore(Opt({.checkpoint_id = 9})).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Commit(9, kWait).status().code(),
             absl::StatusCode::kNotFound);
@@ -601,6 +606,55 @@ TEST_F(CheckpointTest, RefusesBadRequests) {
       store_->Prepare({.checkpoint_id = 3, .directory = "2"}).status().code(),
       absl::StatusCode::kAlreadyExists);
 }
+
+// Rows changed, removed or untouched while a lazy restore is still loading
+// in the background end up exactly as in the engine that never restarted.
+TEST_P(CheckpointTest, ChangesDuringALazyRestoreAreKept) {
+  TableConfig ttl = SimpleTable("t", 8);
+  ttl.ttl_steps = 5;
+  ASSERT_TRUE(e_->CreateTable({ttl}).ok());
+  std::vector<uint64_t> ids(20000);
+  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+  ASSERT_TRUE(PushRows(*e_, "t", ids, Iota(160000, 0, 0.001f),
+                       {.step_id = 1, .exactly_once = false})
+                  .ok());
+  Checkpoint(*store_, 1, 0);
+  auto e2 = NewEngine();
+  auto s2 = OpenStore(e2.get(), root_);
+  ASSERT_TRUE(s2->Restore(Opt({.checkpoint_id = 1})).ok());
+  // The same changes on both: rows 0..99 pushed at step 20, which expires
+  // every row not touched since step 15 (all the others).
+  std::vector<uint64_t> some(ids.begin(), ids.begin() + 100);
+  for (Engine* e : {e_.get(), e2.get()}) {
+    ASSERT_TRUE(PushRows(*e, "t", some, Iota(800, 1, 0),
+                         {.step_id = 20, .exactly_once = false})
+                    .ok());
+  }
+  EXPECT_EQ(e_->DescribeTable("t")->rows_in_memory, 100);
+  // Incremental against the restored checkpoint, then complete.
+  PrepareResult p;
+  Checkpoint(*s2, 2, 0, 1, &p);
+  EXPECT_TRUE(p.incremental);
+  Checkpoint(*s2, 3, 0, 0);
+  ExpectRowsEqual(*e_, *e2, "t", ids);
+  for (uint64_t id : {2u, 3u}) {
+    auto e3 = NewEngine();
+    auto s3 = OpenStore(e3.get(), root_);
+    auto r = s3->Restore(Opt({.checkpoint_id = id}));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectRowsEqual(*e_, *e3, "t", ids);
+    std::vector<std::pair<uint64_t, uint64_t>> rows;
+    ASSERT_TRUE(e3->ForEachRow("t", [&](uint64_t id, const RowSnapshot& row) {
+                    rows.emplace_back(id, row.version);
+                  }).ok());
+    EXPECT_EQ(rows.size(), 100u) << "checkpoint " << id;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Restore, CheckpointTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Lazy" : "Eager";
+                         });
 
 // A shard killed while writing: nothing half-written is ever used, the
 // leftovers are removed when the store is opened again, and the previous
