@@ -270,6 +270,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
           p.worker_id, p.incarnation, p.step_functions));
     }
   }
+  {
+    absl::MutexLock lock(&s->mu_);
+    for (const membership::ProcessRecord& p :
+         s->membership_->List(/*include_dead=*/true)) {
+      s->restarts_seen_[p.worker_id] = p.restarts;
+    }
+  }
   if (msnap.has_value()) {
     LOG(INFO) << "plexus-coordinator: restored "
               << s->membership_->List().size() << " live process(es) and "
@@ -541,7 +548,8 @@ grpc::Status CoordinatorService::ListProcesses(
     grpc::ServerContext*, const v1::ListProcessesRequest* req,
     v1::ListProcessesResponse* resp) {
   FillHeader(resp->mutable_header());
-  health_.Poll();  // events are acted on by the loop; this only refreshes
+  // Liveness as of the health loop's last Poll (at most ~50 ms old): the
+  // loop alone consumes the detector's events.
   for (const membership::ProcessRecord& p :
        membership_->List(req->include_dead())) {
     v1::Role role = ToProto(p.role);

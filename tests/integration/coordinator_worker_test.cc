@@ -309,6 +309,20 @@ TEST_F(CoordinatorWorkerTest, F2_WorkerKilledMidStepIsRerunElsewhere) {
   auto s = Status();
   ASSERT_TRUE(s.ok());
   EXPECT_GE(s->status().requeues(), 1u);
+  // `plexus status` sees it dead (and not among the live ones).
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        for (const auto& p : Processes(/*include_dead=*/true)) {
+          if (p.role() == v1::ROLE_WORKER && p.task_index() == 0) {
+            return p.state() == v1::PROCESS_STATE_DEAD;
+          }
+        }
+        return false;
+      },
+      absl::Seconds(10)));
+  for (const auto& p : Processes()) {
+    EXPECT_FALSE(p.role() == v1::ROLE_WORKER && p.task_index() == 0);
+  }
 }
 
 // F3: a worker dies after the PS acknowledged its push, before the
