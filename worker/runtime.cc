@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include <glog/logging.h>
@@ -401,6 +402,11 @@ class RuntimeImpl final : public Runtime {
   }
 
   absl::Status DoRegister();
+  // The PS client for `job_id` (connected on first use); null without
+  // shards. UNAVAILABLE when the shards cannot be reached.
+  absl::StatusOr<PsClient*> PsClientFor(const std::string& job_id,
+                                        uint64_t worker_id,
+                                        uint64_t incarnation);
   void HeartbeatLoop();
   absl::Status RunTask(const v1::Task& task);
   absl::Status Report(const v1::ReportResultRequest& req);
@@ -439,8 +445,10 @@ class RuntimeImpl final : public Runtime {
   uint64_t closures_finished_ ABSL_GUARDED_BY(mu_) = 0;
   bool left_ ABSL_GUARDED_BY(mu_) = false;
   bool left_sent_ ABSL_GUARDED_BY(mu_) = false;
-  // The PS client of the current incarnation.
-  std::unique_ptr<PsClient> ps_;
+  // PS clients of the current incarnation, one per job (the job id is part
+  // of the PS's exactly-once key, so every attempt of a closure must send
+  // the same one). Used by the task-loop thread only.
+  std::map<std::string, std::unique_ptr<PsClient>> ps_clients_;
 };
 
 absl::StatusOr<PushResult> StepPsClient::PushSparse(
@@ -467,6 +475,26 @@ std::unique_ptr<PsFuture> StepPsClient::PushSparseAsync(
     return std::make_unique<PushFailed>(st);
   }
   return inner_->PushSparseAsync(table, ids, dim, grads, o);
+}
+
+absl::StatusOr<PsClient*> RuntimeImpl::PsClientFor(const std::string& job_id,
+                                                   uint64_t worker_id,
+                                                   uint64_t incarnation) {
+  if (options_.ps_shards.empty()) return nullptr;
+  auto it = ps_clients_.find(job_id);
+  if (it != ps_clients_.end()) return it->second.get();
+  PsClientOptions po;
+  po.shards = options_.ps_shards;
+  CallerIdentity id{.job_id = job_id,
+                    .coordinator_epoch = 0,
+                    .worker_id = worker_id,
+                    .worker_incarnation = incarnation};
+  absl::StatusOr<std::unique_ptr<PsClient>> c = PsClient::Connect(po, id);
+  if (!c.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("connecting to the PS: ", c.status().message()));
+  }
+  return ps_clients_.emplace(job_id, std::move(*c)).first->second.get();
 }
 
 absl::Status RuntimeImpl::DoRegister() {
@@ -496,18 +524,8 @@ absl::Status RuntimeImpl::DoRegister() {
     v1::RegisterResponse resp;
     absl::Status st = FromGrpcStatus(stub_->Register(&ctx, req, &resp));
     if (st.ok()) {
-      std::unique_ptr<PsClient> ps;
-      if (!options_.ps_shards.empty()) {
-        PsClientOptions po;
-        po.shards = options_.ps_shards;
-        CallerIdentity id{.job_id = resp.job_id(),
-                          .coordinator_epoch = 0,
-                          .worker_id = resp.worker_id(),
-                          .worker_incarnation = resp.incarnation()};
-        absl::StatusOr<std::unique_ptr<PsClient>> c = PsClient::Connect(po, id);
-        if (!c.ok()) return c.status();
-        ps = std::move(*c);
-      }
+      // PS clients carry the identity: the new incarnation needs new ones.
+      ps_clients_.clear();
       absl::MutexLock lock(&mu_);
       worker_id_ = resp.worker_id();
       incarnation_ = resp.incarnation();
@@ -518,7 +536,6 @@ absl::Status RuntimeImpl::DoRegister() {
           absl::Milliseconds(std::max<int64_t>(1, resp.suspect_timeout_ms()));
       // Registration proves liveness as a heartbeat does.
       lease_until_ = absl::Now() + suspect_timeout_;
-      ps_ = std::move(ps);
       if (hb_ctx_ != nullptr) hb_ctx_->TryCancel();  // new stream, new id
       cv_.SignalAll();
       LOG(INFO) << "worker: registered as worker id " << worker_id_
@@ -680,15 +697,19 @@ absl::Status RuntimeImpl::RunTask(const v1::Task& task) {
   }
   step_cancelled_.store(false);
   std::unique_ptr<StepPsClient> ps;
-  if (ps_ != nullptr) {
-    ps = std::make_unique<StepPsClient>(this, ps_.get(), inc, task.step_id(),
+  absl::StatusOr<PsClient*> inner = PsClientFor(task.job_id(), id, inc);
+  if (inner.ok() && *inner != nullptr) {
+    ps = std::make_unique<StepPsClient>(this, *inner, inc, task.step_id(),
                                         task.closure_id());
   }
   StepContextImpl ctx(task, id, inc, ps.get(), &step_cancelled_);
   absl::Time start = absl::Now();
   absl::StatusOr<std::string> result;
   const StepFn* fn = registry_.Find(task.function_name());
-  if (fn == nullptr) {
+  if (!inner.ok()) {
+    // UNAVAILABLE: the closure is re-queued.
+    result = inner.status();
+  } else if (fn == nullptr) {
     result = absl::NotFoundError(
         absl::StrCat("no step function ", task.function_name()));
   } else {

@@ -326,19 +326,20 @@ TEST_F(CoordinatorWorkerTest, F2_WorkerKilledMidStepIsRerunElsewhere) {
 }
 
 // F3: a worker dies after the PS acknowledged its push, before the
-// coordinator heard: the re-run's push is a duplicate the PS drops.
+// coordinator heard: the re-run's push is a duplicate the PS drops. The
+// re-run happens on the restarted worker, which registered after the job
+// was submitted (its first incarnation registered before).
 TEST_F(CoordinatorWorkerTest, F3_PushAckedThenKilledIsDeduplicated) {
   StartCluster(1);
-  std::vector<Worker> workers;
-  workers.push_back(
-      StartWorker(0, {}, "worker.step.after_push_before_report=2*crash"));
-  workers.push_back(StartWorker(1));
+  Worker w = StartWorker(0, {}, "worker.step.after_push_before_report=2*crash");
   ASSERT_TRUE(Submit(30).ok());
-  absl::StatusOr<int> code = workers[0].process->Wait(absl::Seconds(30));
+  absl::StatusOr<int> code = w.process->Wait(absl::Seconds(30));
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 128 + SIGKILL);
+  Worker again = StartWorker(0);
   ExpectJobSucceeded(30, absl::Seconds(60));
-  EXPECT_EQ(CountOf(ReadFile(workers[1].log), "pushed (duplicate)"), 1u);
+  EXPECT_EQ(CountOf(ReadFile(again.log), "pushed (duplicate)"), 1u)
+      << ReadFile(again.log);
 }
 
 // F4: every worker is killed mid-job and restarted: the job completes, the
