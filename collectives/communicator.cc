@@ -12,9 +12,19 @@
 namespace plexus::collectives {
 namespace {
 constexpr absl::Duration kIdleProgress = absl::Milliseconds(50);
+// Set by the blocking forms: the submitting thread will wait at once, so the
+// operation may run on it directly (no queue, no wake-up of the loop thread).
+thread_local bool tls_blocking_call = false;
+
+class BlockingCall {
+ public:
+  BlockingCall() { tls_blocking_call = true; }
+  ~BlockingCall() { tls_blocking_call = false; }
+};
 }  // namespace
 
 absl::Status WorkImpl::Wait(absl::Time deadline) {
+  if (!done_.HasBeenNotified() && comm_ != nullptr) comm_->RunInline(this);
   if (!done_.WaitForNotificationWithDeadline(deadline)) {
     return absl::DeadlineExceededError(
         "collective operation not finished by the Wait deadline");
@@ -63,29 +73,59 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
 absl::Status Communicator::AllReduce(const void* send, void* recv, size_t count,
                                      DataType type, ReduceOp op,
                                      const OpOptions& opts) {
-  return AllReduceAsync(send, recv, count, type, op, opts)->Wait();
+  std::shared_ptr<Work> work;
+  {
+    BlockingCall blocking;
+    work = AllReduceAsync(send, recv, count, type, op, opts);
+  }
+  return work->Wait();
 }
 absl::Status Communicator::ReduceScatter(const void* send, void* recv,
                                          size_t recv_count, DataType type,
                                          ReduceOp op, const OpOptions& opts) {
-  return ReduceScatterAsync(send, recv, recv_count, type, op, opts)->Wait();
+  std::shared_ptr<Work> work;
+  {
+    BlockingCall blocking;
+    work = ReduceScatterAsync(send, recv, recv_count, type, op, opts);
+  }
+  return work->Wait();
 }
 absl::Status Communicator::AllGather(const void* send, void* recv,
                                      size_t send_count, DataType type,
                                      const OpOptions& opts) {
-  return AllGatherAsync(send, recv, send_count, type, opts)->Wait();
+  std::shared_ptr<Work> work;
+  {
+    BlockingCall blocking;
+    work = AllGatherAsync(send, recv, send_count, type, opts);
+  }
+  return work->Wait();
 }
 absl::Status Communicator::Broadcast(void* buf, size_t count, DataType type,
                                      int root, const OpOptions& opts) {
-  return BroadcastAsync(buf, count, type, root, opts)->Wait();
+  std::shared_ptr<Work> work;
+  {
+    BlockingCall blocking;
+    work = BroadcastAsync(buf, count, type, root, opts);
+  }
+  return work->Wait();
 }
 absl::Status Communicator::Reduce(const void* send, void* recv, size_t count,
                                   DataType type, ReduceOp op, int root,
                                   const OpOptions& opts) {
-  return ReduceAsync(send, recv, count, type, op, root, opts)->Wait();
+  std::shared_ptr<Work> work;
+  {
+    BlockingCall blocking;
+    work = ReduceAsync(send, recv, count, type, op, root, opts);
+  }
+  return work->Wait();
 }
 absl::Status Communicator::Barrier(const OpOptions& opts) {
-  return BarrierAsync(opts)->Wait();
+  std::shared_ptr<Work> work;
+  {
+    BlockingCall blocking;
+    work = BarrierAsync(opts);
+  }
+  return work->Wait();
 }
 
 CommunicatorImpl::CommunicatorImpl(std::unique_ptr<Transport> transport,
@@ -104,7 +144,7 @@ CommunicatorImpl::~CommunicatorImpl() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    if (!queue_.empty() || running_) {
+    if (!queue_.empty() || driver_busy_) {
       if (error_.ok()) {
         error_ = absl::AbortedError(absl::StrCat(
             options_.name, " rank ", rank(), ": communicator destroyed"));
@@ -116,7 +156,7 @@ CommunicatorImpl::~CommunicatorImpl() {
 }
 
 std::shared_ptr<Work> CommunicatorImpl::Failed(absl::Status status) {
-  auto work = std::make_shared<WorkImpl>(Algorithm::kAuto);
+  auto work = std::make_shared<WorkImpl>(nullptr, Algorithm::kAuto);
   work->Finish(std::move(status));
   return work;
 }
@@ -128,7 +168,7 @@ std::shared_ptr<Work> CommunicatorImpl::Submit(std::string name,
   const absl::Time deadline = opts.deadline == absl::InfiniteFuture()
                                   ? absl::Now() + options_.default_timeout
                                   : opts.deadline;
-  auto work = std::make_shared<WorkImpl>(algorithm);
+  auto work = std::make_shared<WorkImpl>(this, algorithm);
   {
     absl::MutexLock lock(&mu_);
     if (!error_.ok()) {
@@ -143,8 +183,15 @@ std::shared_ptr<Work> CommunicatorImpl::Submit(std::string name,
     }
     VLOG(1) << options_.name << " rank " << rank() << ": " << name
             << " algorithm=" << AlgorithmName(algorithm);
-    queue_.push_back(Op{std::move(name), std::move(body), deadline, work});
+    if (!(tls_blocking_call && queue_.empty() && !driver_busy_)) {
+      queue_.push_back(Op{std::move(name), std::move(body), deadline, work});
+      return work;
+    }
+    driver_busy_ = true;
   }
+  // Blocking call with nothing queued: run it here.
+  Execute(Op{std::move(name), std::move(body), deadline, work},
+          absl::OkStatus());
   return work;
 }
 
@@ -156,36 +203,63 @@ void CommunicatorImpl::Loop() {
       absl::MutexLock lock(&mu_);
       const absl::Condition has_work(
           +[](CommunicatorImpl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-            return !c->queue_.empty() || c->stopping_;
+            return (!c->queue_.empty() && !c->driver_busy_) || c->stopping_;
           },
           this);
-      // While idle, progress the transport now and then (keepalives).
+      // While idle, progress the transport now and then (keepalives, notices).
       while (!mu_.AwaitWithTimeout(has_work, kIdleProgress)) {
+        if (driver_busy_) continue;
+        driver_busy_ = true;
         mu_.Unlock();
         transport_->ProgressIdle();
         mu_.Lock();
+        driver_busy_ = false;
       }
-      if (queue_.empty()) return;
+      if (queue_.empty() || driver_busy_) {
+        if (stopping_) return;
+        continue;
+      }
       op = std::move(queue_.front());
       queue_.pop_front();
       error = error_;
-      running_ = error.ok();
+      driver_busy_ = true;
     }
-    if (!error.ok()) {
-      op.work->Finish(absl::FailedPreconditionError(
-          absl::StrCat(options_.name, " rank ", rank(), ": ", op.name,
-                       " refused after an earlier error: ", error.ToString())));
-      continue;
-    }
-    absl::Status status = Run(op.body, op.deadline);
-    if (!status.ok()) status = Annotate(status, op.name);
+    Execute(std::move(op), std::move(error));
+  }
+}
+
+void CommunicatorImpl::RunInline(WorkImpl* work) {
+  while (!work->Done()) {
+    Op op;
+    absl::Status error;
     {
       absl::MutexLock lock(&mu_);
-      running_ = false;
-      if (!status.ok() && error_.ok()) error_ = status;
+      if (driver_busy_ || queue_.empty()) return;
+      op = std::move(queue_.front());
+      queue_.pop_front();
+      error = error_;
+      driver_busy_ = true;
     }
-    op.work->Finish(std::move(status));
+    Execute(std::move(op), std::move(error));
   }
+}
+
+void CommunicatorImpl::Execute(Op op, absl::Status error) {
+  absl::Status status;
+  if (!error.ok()) {
+    status = absl::FailedPreconditionError(
+        absl::StrCat(options_.name, " rank ", rank(), ": ", op.name,
+                     " refused after an earlier error: ", error.ToString()));
+  } else {
+    status = Run(op.body, op.deadline);
+    if (!status.ok()) status = Annotate(status, op.name);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    driver_busy_ = false;
+    if (!status.ok() && error.ok() && error_.ok()) error_ = status;
+  }
+  op.work->Finish(std::move(status));
 }
 
 absl::Status CommunicatorImpl::Run(const Body& body, absl::Time deadline) {
@@ -194,6 +268,7 @@ absl::Status CommunicatorImpl::Run(const Body& body, absl::Time deadline) {
   ctx.op = next_op_++;
   ctx.deadline = deadline;
   ctx.pipeline_bytes = options_.pipeline_bytes;
+  ctx.scratch = &scratch_;
   return body(ctx);
 }
 

@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -32,7 +33,14 @@ struct AlgoContext {
   uint32_t op = 0;                 // the operation's sequence number (tags)
   absl::Time deadline = absl::InfiniteFuture();
   size_t pipeline_bytes = 256 * 1024;
+  // Reusable scratch memory (grown, never shrunk), owned by the caller and
+  // used by one operation at a time; null: algorithms allocate their own.
+  std::vector<char>* scratch = nullptr;
 };
+
+// `bytes` of scratch memory from ctx.scratch (or from `local`). Valid until
+// the next call with the same context.
+char* Scratch(const AlgoContext& ctx, size_t bytes, std::vector<char>* local);
 
 // Ring all-reduce: reduce-scatter then all-gather over balanced chunks, one
 // pipeline of 2(n - 1) steps. Bandwidth-optimal: each rank sends

@@ -25,14 +25,16 @@ absl::Status DoublingAllReduce(const AlgoContext& ctx, void* buf, size_t count,
   using Role = patterns::DoublingPlan::Role;
   const patterns::DoublingPlan plan = patterns::RecursiveDoubling(t->rank(), n);
   const size_t bytes = count * DataTypeSize(type);
-  auto exchange = [&](int peer, uint32_t send_tag, const void* send,
-                      uint32_t recv_tag, void* recv) -> absl::Status {
+  // Sends `send` (if `do_send`) and receives into `recv` (if `do_recv`).
+  auto exchange = [&](int peer, bool do_send, uint32_t send_tag,
+                      const void* send, bool do_recv, uint32_t recv_tag,
+                      void* recv) -> absl::Status {
     std::unique_ptr<Request> rq, sq;
-    if (recv != nullptr) {
+    if (do_recv) {
       PLEXUS_ASSIGN_OR_RETURN(
           rq, t->IRecv(peer, Tag{ctx.op, recv_tag}, recv, bytes));
     }
-    if (send != nullptr) {
+    if (do_send) {
       PLEXUS_ASSIGN_OR_RETURN(
           sq, t->ISend(peer, Tag{ctx.op, send_tag}, send, bytes));
     }
@@ -40,23 +42,25 @@ absl::Status DoublingAllReduce(const AlgoContext& ctx, void* buf, size_t count,
     return t->Wait(reqs, ctx.deadline);
   };
   if (plan.role == Role::kExtra) {
-    PLEXUS_RETURN_IF_ERROR(exchange(plan.partner, kFoldTag, buf, 0, nullptr));
-    return exchange(plan.partner, 0, nullptr, kResultTag, buf);
+    PLEXUS_RETURN_IF_ERROR(
+        exchange(plan.partner, true, kFoldTag, buf, false, 0, nullptr));
+    return exchange(plan.partner, false, 0, nullptr, true, kResultTag, buf);
   }
-  std::vector<char> tmp(bytes);
+  std::vector<char> local;
+  char* tmp = Scratch(ctx, bytes, &local);
   if (plan.role == Role::kProxy) {
     PLEXUS_RETURN_IF_ERROR(
-        exchange(plan.partner, 0, nullptr, kFoldTag, tmp.data()));
-    ReduceInto(type, op, buf, tmp.data(), count);
+        exchange(plan.partner, false, 0, nullptr, true, kFoldTag, tmp));
+    ReduceInto(type, op, buf, tmp, count);
   }
   for (size_t k = 0; k < plan.round_peers.size(); ++k) {
-    PLEXUS_RETURN_IF_ERROR(exchange(plan.round_peers[k], RoundTag(k), buf,
-                                    RoundTag(k), tmp.data()));
-    ReduceInto(type, op, buf, tmp.data(), count);
+    PLEXUS_RETURN_IF_ERROR(exchange(plan.round_peers[k], true, RoundTag(k), buf,
+                                    true, RoundTag(k), tmp));
+    ReduceInto(type, op, buf, tmp, count);
   }
   if (op == ReduceOp::kAvg) FinishAvg(type, buf, count, n);
   if (plan.role == Role::kProxy) {
-    return exchange(plan.partner, kResultTag, buf, 0, nullptr);
+    return exchange(plan.partner, true, kResultTag, buf, false, 0, nullptr);
   }
   return absl::OkStatus();
 }

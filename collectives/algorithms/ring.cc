@@ -51,10 +51,11 @@ absl::Status RunRing(const AlgoContext& ctx, char* buf,
   };
   size_t max_chunk = 0;
   for (const Range& c : chunks) max_chunk = std::max(max_chunk, c.size());
-  std::vector<char> tmp[2];
+  std::vector<char> local;
+  char* tmp[2] = {nullptr, nullptr};
   if (rs) {
-    tmp[0].resize(max_chunk * esz);
-    tmp[1].resize(max_chunk * esz);
+    tmp[0] = Scratch(ctx, 2 * max_chunk * esz, &local);
+    tmp[1] = tmp[0] + max_chunk * esz;
   }
 
   struct Posted {
@@ -67,7 +68,7 @@ absl::Status RunRing(const AlgoContext& ctx, char* buf,
     p->reqs.clear();
     for (size_t j = 0; j < p->subs.size(); ++j) {
       const Range s = p->subs[j];
-      char* dst = g < rs_steps ? tmp[g % 2].data() + (s.begin - c.begin) * esz
+      char* dst = g < rs_steps ? tmp[g % 2] + (s.begin - c.begin) * esz
                                : buf + s.begin * esz;
       PLEXUS_ASSIGN_OR_RETURN(
           auto req,
@@ -100,8 +101,8 @@ absl::Status RunRing(const AlgoContext& ctx, char* buf,
       const Range s = cur.subs[j];
       char* piece = buf + s.begin * esz;
       if (g < rs_steps) {
-        ReduceInto(type, op, piece,
-                   tmp[g % 2].data() + (s.begin - c.begin) * esz, s.size());
+        ReduceInto(type, op, piece, tmp[g % 2] + (s.begin - c.begin) * esz,
+                   s.size());
         if (g == rs_steps - 1 && op == ReduceOp::kAvg) {
           FinishAvg(type, piece, s.size(), n);
         }
@@ -121,6 +122,12 @@ absl::Status RunRing(const AlgoContext& ctx, char* buf,
 }
 
 }  // namespace
+
+char* Scratch(const AlgoContext& ctx, size_t bytes, std::vector<char>* local) {
+  std::vector<char>* v = ctx.scratch != nullptr ? ctx.scratch : local;
+  if (v->size() < bytes) v->resize(bytes);
+  return v->data();
+}
 
 absl::Status RingAllReduce(const AlgoContext& ctx, void* buf, size_t count,
                            DataType type, ReduceOp op) {

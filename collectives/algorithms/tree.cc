@@ -37,15 +37,17 @@ absl::Status TreeUp(const AlgoContext& ctx, char* buf, size_t count,
   const size_t esz = DataTypeSize(type);
   const auto subs = patterns::SubChunks(
       Range{0, count}, std::max<size_t>(1, ctx.pipeline_bytes / esz));
-  std::vector<std::vector<char>> tmp(node.children.size());
+  std::vector<char> local;
+  char* base = Scratch(ctx, node.children.size() * count * esz, &local);
+  std::vector<char*> tmp(node.children.size());
   std::vector<Requests> recvs(node.children.size());
   for (size_t c = 0; c < node.children.size(); ++c) {
-    tmp[c].resize(count * esz);
+    tmp[c] = base + c * count * esz;
     for (size_t j = 0; j < subs.size(); ++j) {
       PLEXUS_ASSIGN_OR_RETURN(
           auto req,
           t->IRecv(node.children[c], Tag{ctx.op, SubTag(kUp, j)},
-                   tmp[c].data() + subs[j].begin * esz, subs[j].size() * esz));
+                   tmp[c] + subs[j].begin * esz, subs[j].size() * esz));
       recvs[c].push_back(std::move(req));
     }
   }
@@ -55,8 +57,7 @@ absl::Status TreeUp(const AlgoContext& ctx, char* buf, size_t count,
     for (size_t c = 0; c < node.children.size(); ++c) {
       Request* one[] = {recvs[c][j].get()};
       PLEXUS_RETURN_IF_ERROR(t->Wait(one, ctx.deadline));
-      ReduceInto(type, op, piece, tmp[c].data() + subs[j].begin * esz,
-                 subs[j].size());
+      ReduceInto(type, op, piece, tmp[c] + subs[j].begin * esz, subs[j].size());
     }
     if (node.parent < 0) {
       if (op == ReduceOp::kAvg) FinishAvg(type, piece, subs[j].size(), n);

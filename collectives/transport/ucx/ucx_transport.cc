@@ -24,7 +24,10 @@ constexpr int kMaxRanks = 1 << 19;
 constexpr absl::Duration kCloseTimeout = absl::Seconds(1);
 constexpr absl::Duration kNoticeGrace = absl::Milliseconds(250);
 
+constexpr absl::Duration kLivenessPeriod = absl::Milliseconds(100);
+
 std::string AddrKey(int rank) { return absl::StrCat("ucx/addr/", rank); }
+std::string ProcKey(int rank) { return absl::StrCat("ucx/proc/", rank); }
 
 }  // namespace
 
@@ -65,7 +68,9 @@ absl::Status UcxTransport::Init(Store* store) {
 
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+  // One thread at a time, not always the same one (a waiting caller may run
+  // the operation itself): SERIALIZED, not SINGLE.
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;
   PLEXUS_RETURN_IF_ERROR(
       FromUcs(ucp_worker_create(context_, &wp, &worker_), "ucp_worker_create"));
   if (options_.progress == UcxTransportOptions::Progress::kBlocking) {
@@ -84,6 +89,9 @@ absl::Status UcxTransport::Init(Store* store) {
       AddrKey(rank_), std::string(reinterpret_cast<char*>(addr), addr_len));
   ucp_worker_release_address(worker_, addr);
   PLEXUS_RETURN_IF_ERROR(set, "publishing the UCX address");
+  const ProcessId self = Self();
+  PLEXUS_RETURN_IF_ERROR(store->Set(ProcKey(rank_), self.Serialize()),
+                         "publishing the process id");
 
   const absl::Time deadline = absl::Now() + options_.connect_timeout;
   for (int p = 0; p < size_; ++p) {
@@ -97,14 +105,30 @@ absl::Status UcxTransport::Init(Store* store) {
     PLEXUS_ASSIGN_OR_RETURN(std::string remote,
                             store->Get(AddrKey(p), deadline),
                             absl::StrCat("waiting for rank ", p, "'s address"));
+    PLEXUS_ASSIGN_OR_RETURN(std::string proc, store->Get(ProcKey(p), deadline),
+                            absl::StrCat("waiting for rank ", p, "'s process"));
+    std::optional<ProcessId> id = ProcessId::Parse(proc);
+    if (!id) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rank ", p, ": bad process id '", proc, "'"));
+    }
+    peers_[p]->process = *id;
+    peers_[p]->local = id->host == self.host;
+    // UCX 1.13's shared-memory transports have no peer failure handler:
+    // asking for UCP_ERR_HANDLING_MODE_PEER would push same-host traffic onto
+    // TCP. Same-host peers are watched through process liveness instead;
+    // remote peers through UCX's error handling.
     ucp_ep_params_t ep{};
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
     ep.address = reinterpret_cast<const ucp_address_t*>(remote.data());
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    ep.err_handler.cb = &UcxTransport::OnEpError;
-    ep.err_handler.arg = peers_[p].get();
+    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    if (!peers_[p]->local) {
+      ep.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      ep.err_handler.cb = &UcxTransport::OnEpError;
+      ep.err_handler.arg = peers_[p].get();
+    }
     PLEXUS_RETURN_IF_ERROR(FromUcs(ucp_ep_create(worker_, &ep, &peers_[p]->ep),
                                    absl::StrCat("connecting to rank ", p)));
   }
@@ -275,6 +299,7 @@ absl::StatusOr<std::unique_ptr<Request>> UcxTransport::ISend(int peer, Tag tag,
   req->transport = this;
   req->peer = peer;
   req->bytes = bytes;
+  req->tag = EncodeTag(rank_, tag);
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
   p.datatype = ucp_dt_make_contig(1);
@@ -298,6 +323,7 @@ absl::StatusOr<std::unique_ptr<Request>> UcxTransport::IRecv(int peer, Tag tag,
   req->transport = this;
   req->peer = peer;
   req->bytes = bytes;
+  req->tag = EncodeTag(peer, tag);
   req->is_recv = true;
   // NO_IMM_CMPL: always get a request, whose test fills in the length.
   ucp_request_param_t p{};
@@ -335,6 +361,17 @@ bool UcxTransport::Poll(UcxRequest* req, absl::Status* error) {
         what, ": got ", req->info.length, " bytes, expected ", req->bytes));
   }
   return true;
+}
+
+void UcxTransport::CheckLiveness() {
+  for (auto& peer : peers_) {
+    if (!peer->local || peer->failed || peer->rank == rank_) continue;
+    if (!IsAlive(peer->process)) {
+      MarkLost(peer->rank, absl::UnavailableError(absl::StrCat(
+                               "process ", peer->process.pid, " on ",
+                               peer->process.host, " exited")));
+    }
+  }
 }
 
 void UcxTransport::ProgressIdle() {
@@ -385,11 +422,17 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
       }
     }
     if (all_done) return absl::OkStatus();
-    if (absl::Now() >= deadline) {
-      return Fail(absl::DeadlineExceededError(absl::StrCat(
-          "rank ", rank_, ": deadline exceeded waiting for ",
-          pending->is_recv ? "a receive from" : "a send to", " rank ",
-          pending->peer, " (", pending->bytes, " bytes)")));
+    const absl::Time now = absl::Now();
+    if (now >= next_liveness_check_) {
+      next_liveness_check_ = now + kLivenessPeriod;
+      CheckLiveness();
+    }
+    if (now >= deadline) {
+      return Fail(absl::DeadlineExceededError(
+          absl::StrCat("rank ", rank_, ": deadline exceeded waiting for ",
+                       pending->is_recv ? "a receive from" : "a send to",
+                       " rank ", pending->peer, " (", pending->bytes,
+                       " bytes, tag ", absl::Hex(pending->tag), ")")));
     }
     Progress(deadline);
   }

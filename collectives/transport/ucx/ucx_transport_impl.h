@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "collectives/liveness/process_liveness.h"
 #include "collectives/transport/transport.h"
 #include "collectives/transport/ucx/ucx_transport.h"
 
@@ -28,6 +29,7 @@ class UcxRequest : public Request {
   int peer = -1;
   bool is_recv = false;
   size_t bytes = 0;
+  uint64_t tag = 0;
   bool done = false;
   ucp_tag_recv_info_t info{};
 };
@@ -61,6 +63,8 @@ class UcxTransport : public Transport {
     ucp_ep_h ep = nullptr;
     bool failed = false;  // endpoint error seen (may be a clean exit)
     absl::Status error;   // why, when failed
+    bool local = false;   // same host: watched through process liveness
+    ProcessId process;
   };
 
   static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
@@ -81,6 +85,8 @@ class UcxTransport : public Transport {
   void PostControlRecv();
   // Checks one request; fills its final state. Returns false if in progress.
   bool Poll(UcxRequest* req, absl::Status* error);
+  // Marks local peers whose process has gone as lost.
+  void CheckLiveness();
   // One progress round; may block on the event fd until `deadline`.
   void Progress(absl::Time deadline);
 
@@ -99,6 +105,7 @@ class UcxTransport : public Transport {
   int64_t control_buf_ = -1;
   std::vector<int> notices_to_send_;  // ranks found failed, not yet announced
   std::vector<int64_t> notice_payload_;
+  absl::Time next_liveness_check_ = absl::InfinitePast();
 
   // Shared with Abort().
   std::atomic<bool> has_error_{false};
