@@ -707,6 +707,7 @@ absl::StatusOr<PrepareResult> StoreImpl::Prepare(const PrepareOptions& o) {
 void StoreImpl::RunWrite(WriteJob job) {
   const absl::Time start = absl::Now();
   const uint64_t id = job.cut->checkpoint_id;
+  job.cut->Finish();  // copy the stripes nobody changed since the cut
   auto info = Write(job);
   if (!info.ok()) {
     RemoveAllQuietly(job.staging);

@@ -90,6 +90,24 @@ struct VariableCut {
 };
 
 struct ShardCut {
+  ShardCut() = default;
+  ShardCut(const ShardCut&) = delete;
+  ShardCut& operator=(const ShardCut&) = delete;
+  ~ShardCut() { Finish(); }
+
+  // A cut taken with deferred copies (CutOptions::defer_copy) holds its
+  // sparse rows only after Finish(): until then each table stripe is copied
+  // by the first thread that changes it. Idempotent; the destructor calls
+  // it. Call it from one thread.
+  void Finish() {
+    if (finish_) {
+      auto f = std::move(finish_);
+      finish_ = nullptr;
+      f();
+    }
+  }
+  std::function<void()> finish_;
+
   // The step C of the cut: no update of a step > C is in it.
   uint64_t step_id = 0;
   // Newest step the engine had seen (TTL eviction counts from it).

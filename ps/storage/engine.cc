@@ -584,7 +584,7 @@ absl::StatusOr<std::unique_ptr<ShardCut>> EngineImpl::TakeCut(
                           it->second != t.serial();
     auto pre = prepared.find(&t);
     if (pre != prepared.end()) cut->tables[i] = std::move(pre->second);
-    t.Cut(complete, threads, &cut->tables[i]);
+    t.Cut(complete, threads, options.defer_copy, &cut->tables[i]);
     serials[t.config().name] = t.serial();
   }
   cut->variables.resize(vars.size());
@@ -599,6 +599,11 @@ absl::StatusOr<std::unique_ptr<ShardCut>> EngineImpl::TakeCut(
   cut_base_id_ = options.checkpoint_id;
   cut_table_serials_ = std::move(serials);
   cut->pause = absl::Now() - start;
+  if (options.defer_copy) {
+    cut->finish_ = [tables] {
+      for (const auto& t : tables) t->FinishCut();
+    };
+  }
   return cut;
 }
 

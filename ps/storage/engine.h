@@ -270,6 +270,14 @@ struct CutOptions {
   uint64_t base_checkpoint_id = 0;
   // Threads copying rows while pushes are held back; 0: one per core.
   int copy_threads = 0;
+  // True (default): sparse rows are not copied under the barrier; each
+  // table stripe is copied before its first change after the cut (by the
+  // changing thread) or by ShardCut::Finish(), so pushes pause only while
+  // the cut is marked (O(stripes + changed rows)), and a push hitting a
+  // not-yet-copied stripe pays for copying that stripe once. The cut holds
+  // the state at the barrier either way. False: everything is copied under
+  // the barrier.
+  bool defer_copy = true;
 };
 
 struct EngineOptions {

@@ -212,6 +212,7 @@ void SparseTable::LoadFromSource() const {
     }
     Stripe& s = stripes_[StripeOf(id)];
     MutexLock lock(&s.mu);
+    EnsureCopied(s);
     if (s.sourced && !s.rows.contains(id) && s.resolved.insert(id).second) {
       InsertSourced(s, id, meta, data);
     }
@@ -276,12 +277,14 @@ void SparseTable::VisitStripes(const std::vector<int>& begin, Fn&& fn) {
       busy.push_back(s);
       continue;
     }
+    EnsureCopied(stripe);  // a pending cut sees the stripe before the change
     fn(stripe, begin[s], begin[s + 1]);
     Unlock(&stripe.mu);
   }
   for (int s : busy) {
     Stripe& stripe = stripes_[s];
     MutexLock lock(&stripe.mu);
+    EnsureCopied(stripe);
     fn(stripe, begin[s], begin[s + 1]);
   }
 }
@@ -395,6 +398,7 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
     for (int s = 0; s < num_stripes_; ++s) {
       Stripe& stripe = stripes_[s];
       MutexLock lock(&stripe.mu);
+      EnsureCopied(stripe);
       while (!stripe.by_step.empty() &&
              stripe.by_step.begin()->first < threshold) {
         EraseRow(stripe, stripe.by_step.begin()->second);
@@ -436,6 +440,7 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
     for (size_t i = 0; i < k; ++i) {
       Stripe& stripe = stripes_[cands[i].stripe];
       MutexLock lock(&stripe.mu);
+      EnsureCopied(stripe);
       auto it = stripe.rows.find(cands[i].id);
       if (it == stripe.rows.end()) continue;
       const uint64_t key =
@@ -461,7 +466,41 @@ void SparseTable::PrepareCut(bool complete, TableCut* out) const {
   out->meta.resize(static_cast<size_t>(estimate));
 }
 
-void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
+void SparseTable::EnsureCopied(Stripe& s) const {
+  if (s.pending == nullptr) return;
+  const PendingCopy& pc = *s.pending;
+  TableCut* out = pc.out;
+  const int64_t rf = row_floats();
+  const size_t idx = static_cast<size_t>(&s - &stripes_[0]);
+  size_t at = pc.begin[idx];
+  auto copy_row = [&](uint64_t id, Row& row) {
+    out->ids[at] = id;
+    out->meta[at] = {row.hit_count, row.last_step, row.version,
+                     row.update_count};
+    std::memcpy(out->data.data() + at * rf, row.data.get(),
+                static_cast<size_t>(rf) * sizeof(float));
+    row.dirty = false;
+    ++at;
+  };
+  if (pc.complete) {
+    for (auto& [id, row] : s.rows) copy_row(id, row);
+  } else {
+    for (uint64_t id : s.dirty_ids) copy_row(id, s.rows.find(id)->second);
+  }
+  s.dirty_ids.clear();
+  s.pending = nullptr;
+}
+
+void SparseTable::FinishCut() const {
+  for (int i = 0; i < num_stripes_; ++i) {
+    Stripe& s = stripes_[i];
+    MutexLock lock(&s.mu);
+    EnsureCopied(s);
+  }
+}
+
+void SparseTable::Cut(bool complete, int threads, bool defer,
+                      TableCut* out) const {
   if (complete) LoadFromSource();  // every row must be in memory
   const int64_t rf = row_floats();
   out->config = config_;
@@ -472,11 +511,16 @@ void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
   // Pass 1 (serial, cheap): how many rows each stripe contributes, and for
   // incremental cuts which dirty ids are present (kept in dirty_ids) and
   // which were removed.
-  std::vector<size_t> begin(static_cast<size_t>(num_stripes_) + 1, 0);
+  auto pc = std::make_shared<PendingCopy>();
+  pc->out = out;
+  pc->complete = complete;
+  pc->begin.assign(static_cast<size_t>(num_stripes_) + 1, 0);
+  std::vector<size_t>& begin = pc->begin;
   out->deleted.clear();
   for (int s = 0; s < num_stripes_; ++s) {
     Stripe& stripe = stripes_[s];
     MutexLock lock(&stripe.mu);
+    EnsureCopied(stripe);  // a previous deferred cut comes first
     size_t n = stripe.rows.size();
     if (!complete) {
       std::vector<uint64_t>& d = stripe.dirty_ids;
@@ -496,44 +540,33 @@ void SparseTable::Cut(bool complete, int threads, TableCut* out) const {
     begin[s + 1] = begin[s] + n;
   }
   const size_t total = begin[num_stripes_];
-  if (out->ids.size() < total) out->ids.resize(total);
-  if (out->meta.size() < total) out->meta.resize(total);
-  if (out->data.size() < total * rf) out->data.resize(total * rf);
-  // Pass 2: copy the rows, stripes split among `threads` threads.
-  auto copy_row = [&](size_t at, uint64_t id, Row& row) {
-    out->ids[at] = id;
-    out->meta[at] = {row.hit_count, row.last_step, row.version,
-                     row.update_count};
-    std::memcpy(out->data.data() + at * rf, row.data.get(),
-                static_cast<size_t>(rf) * sizeof(float));
-    row.dirty = false;
-  };
-  auto copy = [&](int first, int step) {
-    for (int s = first; s < num_stripes_; s += step) {
-      Stripe& stripe = stripes_[s];
-      MutexLock lock(&stripe.mu);
-      size_t at = begin[s];
-      if (complete) {
-        for (auto& [id, row] : stripe.rows) copy_row(at++, id, row);
-      } else {
-        for (uint64_t id : stripe.dirty_ids) {
-          copy_row(at++, id, stripe.rows.find(id)->second);
-        }
-      }
-      stripe.dirty_ids.clear();
-    }
-  };
-  threads = std::max(1, std::min(threads, num_stripes_));
-  std::vector<std::thread> helpers;
-  for (int t = 1; t < threads; ++t) helpers.emplace_back(copy, t, threads);
-  copy(0, threads);
-  for (auto& h : helpers) h.join();
+  // Sized once, here: the deferred copies write into these buffers.
   out->ids.resize(total);
   out->meta.resize(total);
   out->data.resize(total * rf);
   out->total_rows = num_rows_.load(std::memory_order_relaxed) +
                     source_rows_.load(std::memory_order_relaxed);
   dirty_entries_.store(0, std::memory_order_relaxed);
+  // Pass 2: mark the stripes; copy now unless deferred.
+  for (int s = 0; s < num_stripes_; ++s) {
+    Stripe& stripe = stripes_[s];
+    MutexLock lock(&stripe.mu);
+    stripe.pending = pc.get();
+  }
+  pending_cut_ = pc;
+  if (defer) return;
+  threads = std::max(1, std::min(threads, num_stripes_));
+  auto copy = [&](int first, int step) {
+    for (int s = first; s < num_stripes_; s += step) {
+      Stripe& stripe = stripes_[s];
+      MutexLock lock(&stripe.mu);
+      EnsureCopied(stripe);
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int t = 1; t < threads; ++t) helpers.emplace_back(copy, t, threads);
+  copy(0, threads);
+  for (auto& h : helpers) h.join();
 }
 
 absl::Status SparseTable::Load(const TableCut& cut) {
@@ -582,6 +615,7 @@ TableInfo SparseTable::Info() const {
 absl::StatusOr<RowSnapshot> SparseTable::ReadRow(uint64_t id) const {
   Stripe& stripe = stripes_[StripeOf(id)];
   MutexLock lock(&stripe.mu);
+  EnsureCopied(stripe);  // Lookup may fault a row in
   const Row* row = Lookup(stripe, id);
   if (row == nullptr) {
     return absl::NotFoundError(

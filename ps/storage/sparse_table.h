@@ -32,6 +32,14 @@
 
 namespace plexus::ps {
 
+// Where a deferred cut's rows go: stripe s fills positions [begin[s],
+// begin[s+1]) of out (all its rows, or its dirty_ids when !complete).
+struct PendingCopy {
+  TableCut* out = nullptr;
+  bool complete = false;
+  std::vector<size_t> begin;
+};
+
 class SparseTable {
  public:
   SparseTable(const TableConfig& config, std::unique_ptr<Optimizer> optimizer,
@@ -70,8 +78,15 @@ class SparseTable {
   // pre-sized by the caller (PrepareCut) so no page is faulted in here.
   // REQUIRES: no concurrent mutation of this table (the engine's cut barrier
   // is held exclusively); stripes are still locked, one at a time.
-  // `threads` > 1 copies stripes in parallel.
-  void Cut(bool complete, int threads, TableCut* out) const;
+  // `threads` > 1 copies stripes in parallel. With `defer`, Cut only fixes
+  // which rows go where (O(stripes + dirty ids)) and marks the stripes; each
+  // stripe is then copied by the first thread that changes it (before the
+  // change) or by FinishCut(), whichever comes first, so the copy still
+  // shows the state at the cut. `out` must stay alive (and its vectors
+  // unresized) until FinishCut() returns.
+  void Cut(bool complete, int threads, bool defer, TableCut* out) const;
+  // Copies every stripe still pending from the last deferred Cut.
+  void FinishCut() const;
   // Sizes out->data for a later Cut(complete) from the current row counts
   // (no lock needed beyond the stripes; an estimate).
   void PrepareCut(bool complete, TableCut* out) const;
@@ -132,6 +147,8 @@ class SparseTable {
     // Lazy restore: whether rows of this stripe may still be in source_, and
     // the ids already resolved against it (loaded, found absent, removed).
     bool sourced ABSL_GUARDED_BY(mu) = false;
+    // A deferred cut still waiting for this stripe's rows; null if none.
+    const struct PendingCopy* pending ABSL_GUARDED_BY(mu) = nullptr;
     absl::flat_hash_set<uint64_t> resolved ABSL_GUARDED_BY(mu);
   };
 
@@ -150,6 +167,8 @@ class SparseTable {
   // Updates hit count / last step (and the eviction indexes).
   void Touch(Stripe& s, uint64_t id, Row& row, uint64_t step)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Copies the stripe into its pending cut, if any (before any change).
+  void EnsureCopied(Stripe& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // The row `id` if in memory, else faulted in from the source; null if
   // neither.
   Row* Lookup(Stripe& s, uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
@@ -199,6 +218,9 @@ class SparseTable {
   std::atomic<bool> stop_loading_{false};
   // False from AttachSource until LoadFromSource has loaded every row.
   mutable std::atomic<bool> loaded_{true};
+  // The last deferred cut (set under the engine's cut barrier; the stripes
+  // point at it while they are pending).
+  mutable std::shared_ptr<const struct PendingCopy> pending_cut_;
   // Serialises LoadFromSource runs (loader thread vs. inline callers).
   mutable absl::Mutex load_mu_;
 };

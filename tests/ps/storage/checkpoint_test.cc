@@ -288,8 +288,11 @@ TEST_P(CheckpointTest, CutIsConsistentUnderConcurrentPushes) {
     // Let pushes happen between cuts (bounded: the pushers never block).
     const int64_t seen = pushes.load();
     while (pushes.load() < seen + 50) std::this_thread::yield();
+    // Odd ids complete, even ones incremental: both kinds of cut (and the
+    // deferred stripe copies they make) are checked.
     PrepareResult p;
-    Checkpoint(*store_, id, 0, base, &p);
+    Checkpoint(*store_, id, 0, id % 2 == 1 ? 0 : base, &p);
+    EXPECT_EQ(p.incremental, id % 2 == 0);
     EXPECT_LT(p.cut_pause, absl::Seconds(5));
     base = id;
   }
