@@ -512,6 +512,10 @@ grpc::Status CoordinatorService::Heartbeat(
   while (stream->Read(&req)) {
     const v1::RequestHeader& h = req.header();
     if (absl::Status st = CheckCaller(h); !st.ok()) return ToGrpc(st);
+    if (req.state() == v1::PROCESS_STATE_DRAINING) {
+      // Preempted: no new work for it (it may still report what it runs).
+      (void)scheduler_->DrainWorker(h.worker_id(), h.worker_incarnation());
+    }
     if (req.state() == v1::PROCESS_STATE_LEFT) {
       health_.Leave(h.worker_id(), h.worker_incarnation());
       absl::MutexLock lock(&mu_);

@@ -476,6 +476,31 @@ TEST_F(CoordinatorWorkerTest, F13_SigtermMidStepFinishesThenExits143) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
 
+// F13, hand-back: SIGTERM mid-step with a drain grace shorter than the
+// step: the step is told to stop, hands its closure back (re-queued, not a
+// failure), the worker exits 143, and another worker runs the step once.
+TEST_F(CoordinatorWorkerTest, F13_SigtermPastGraceHandsTheStepBack) {
+  StartCluster(1);
+  std::vector<Worker> workers;
+  workers.push_back(
+      StartWorker(0, {"--pause_after_pull_ms=5000", "--drain_grace_ms=50"}));
+  ASSERT_TRUE(Submit(20).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return CountOf(ReadFile(workers[0].log), " pulled") >= 1; },
+              absl::Seconds(30)));
+  workers.push_back(StartWorker(1));
+  ASSERT_TRUE(workers[0].process->Signal(SIGTERM).ok());
+  absl::StatusOr<int> code = workers[0].process->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 143);
+  EXPECT_EQ(CountOf(ReadFile(workers[0].log), " handed back"), 1u);
+  EXPECT_EQ(CountOf(ReadFile(workers[0].log), " pushed"), 0u);
+  ExpectJobSucceeded(20, absl::Seconds(60));
+  auto s = Status();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->status().requeues(), 1u);
+}
+
 // F9: SIGKILL the coordinator mid-training and restart it on the same data
 // folder and port: the job continues from its RocksDB state without
 // restarting workers or PS, under a higher epoch.

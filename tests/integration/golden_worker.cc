@@ -7,7 +7,8 @@
 //
 // Flags: --coordinator, --ps (comma-separated shard addresses), --task_index,
 // --variable, --elements, --pause_after_pull_ms (a window in which the test
-// can act "mid-step"; the step logs "golden: step S pulled" when it opens).
+// can act "mid-step"; the step logs "golden: step S pulled" when it opens),
+// --drain_grace_ms.
 // Failpoint "golden.after_pull" fires in that place too. SIGTERM: finishes
 // the running step, exits 143.
 #include <gflags/gflags.h>
@@ -32,6 +33,10 @@ DEFINE_int64(elements, plexus::testing::kGoldenElements,
              "Elements of the variable.");
 DEFINE_int64(pause_after_pull_ms, 0,
              "Time the step spends between its pull and its push.");
+DEFINE_int64(drain_grace_ms, 0,
+             "After SIGTERM, how long the running step may go on before it "
+             "is told to stop (it then hands its closure back); 0: it "
+             "finishes.");
 
 int main(int argc, char** argv) {
   plexus::InitProcess(&argc, &argv,
@@ -41,6 +46,7 @@ int main(int argc, char** argv) {
   o.task_index = FLAGS_task_index;
   o.ps_shards = absl::StrSplit(FLAGS_ps, ',', absl::SkipEmpty());
   o.next_task_wait = absl::Milliseconds(500);
+  o.drain_grace = absl::Milliseconds(FLAGS_drain_grace_ms);
   auto rt = plexus::worker::Runtime::Create(o);
   if (!rt.ok()) {
     LOG(ERROR) << rt.status();
@@ -64,7 +70,15 @@ int main(int argc, char** argv) {
         if (absl::Status fp = PLEXUS_FAILPOINT("golden.after_pull"); !fp.ok()) {
           return fp;
         }
-        if (pause > absl::ZeroDuration()) absl::SleepFor(pause);  // workload
+        // The workload's compute time; a step told to stop hands back.
+        absl::Time until = absl::Now() + pause;
+        while (absl::Now() < until) {
+          if (ctx.cancelled()) {
+            LOG(INFO) << "golden: step " << ctx.step_id() << " handed back";
+            return absl::AbortedError("stopped before the push");
+          }
+          absl::SleepFor(std::min(absl::Milliseconds(5), until - absl::Now()));
+        }
         std::vector<float> g(n);
         for (int64_t i = 0; i < n; ++i) {
           g[i] = -plexus::testing::GoldenDelta(ctx.step_id(), i);
