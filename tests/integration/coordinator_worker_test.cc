@@ -444,7 +444,13 @@ TEST_F(CoordinatorWorkerTest, F10_StoppedWorkerIsFencedOut) {
       << ReadFile(workers[0].log);
   ExpectJobSucceeded(60, absl::Seconds(60));
   // It came back as a new incarnation.
-  EXPECT_GE(CountOf(ReadFile(workers[0].log), "registered as worker id"), 2u);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return CountOf(ReadFile(workers[0].log), "registered as worker id") >=
+               2;
+      },
+      absl::Seconds(20)))
+      << ReadFile(workers[0].log);
 }
 
 // F13: SIGTERM mid-step: the worker finishes (or hands back) its step and
