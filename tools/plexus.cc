@@ -11,10 +11,16 @@
 #include <iostream>
 #include <string>
 
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+
+#include "absl/strings/ascii.h"
+#include "common/grpc_status.h"
 #include "common/health_client.h"
 #include "common/init.h"
+#include "plexus/v1/coordinator.grpc.pb.h"
 #include "tools/local/local_cluster.h"
 
 namespace {
@@ -110,6 +116,105 @@ int LocalStatus(const std::string& dir) {
   return bad == 0 ? 0 : 1;
 }
 
+// Where the coordinator is: --coordinator, else the local cluster in --dir.
+absl::StatusOr<std::string> CoordinatorAddress(const std::string& flag,
+                                               const std::string& dir) {
+  if (!flag.empty()) return flag;
+  auto members = local::ReadState(local::StatePath(dir));
+  if (!members.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no --coordinator given and no local cluster in ", dir,
+                     " (", members.status().message(), ")"));
+  }
+  for (const auto& m : *members) {
+    if (m.role == "coordinator") return m.address;
+  }
+  return absl::NotFoundError(absl::StrCat("no coordinator in ", dir));
+}
+
+absl::StatusOr<std::unique_ptr<plexus::v1::Coordinator::Stub>> Connect(
+    const std::string& address, const plexus::ClientTlsOptions& tls) {
+  auto creds = plexus::MakeChannelCredentials(tls);
+  if (!creds.ok()) return creds.status();
+  return plexus::v1::Coordinator::NewStub(grpc::CreateChannel(address, *creds));
+}
+
+grpc::ClientContext* Deadline(grpc::ClientContext* ctx, double seconds) {
+  ctx->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  return ctx;
+}
+
+std::string Name(plexus::v1::Role r) {
+  std::string n = plexus::v1::Role_Name(r);
+  return absl::AsciiStrToLower(n.substr(n.find('_') + 1));
+}
+std::string Name(plexus::v1::ProcessState s) {
+  std::string n = plexus::v1::ProcessState_Name(s);
+  return absl::AsciiStrToLower(n.substr(n.find("STATE_") + 6));
+}
+std::string Name(plexus::v1::JobState s) {
+  std::string n = plexus::v1::JobState_Name(s);
+  return absl::AsciiStrToLower(n.substr(n.find("STATE_") + 6));
+}
+
+int ClusterStatus(plexus::v1::Coordinator::Stub* stub, bool all) {
+  plexus::v1::ListProcessesRequest req;
+  req.set_include_dead(all);
+  plexus::v1::ListProcessesResponse resp;
+  grpc::ClientContext ctx;
+  auto st = plexus::FromGrpcStatus(
+      stub->ListProcesses(Deadline(&ctx, 10), req, &resp));
+  if (!st.ok()) return Fail(st);
+  int64_t now = absl::ToUnixMillis(absl::Now());
+  std::printf("%-11s %-5s %-4s %-20s %-22s %-9s %-10s %-6s %s\n", "ROLE",
+              "INDEX", "ID", "INCARNATION", "ADDRESS", "STATE", "HEARTBEAT",
+              "STEP", "RESTARTS");
+  for (const auto& p : resp.processes()) {
+    std::string hb =
+        p.last_heartbeat_unix_ms() == 0
+            ? "-"
+            : absl::StrCat(now - p.last_heartbeat_unix_ms(), " ms ago");
+    std::printf("%-11s %-5d %-4llu %-20llu %-22s %-9s %-10s %-6llu %u\n",
+                Name(p.role()).c_str(), p.task_index(),
+                static_cast<unsigned long long>(p.worker_id()),
+                static_cast<unsigned long long>(p.incarnation()),
+                p.address().c_str(), Name(p.state()).c_str(), hb.c_str(),
+                static_cast<unsigned long long>(p.current_step_id()),
+                p.restarts());
+  }
+  return 0;
+}
+
+int PrintJob(const plexus::v1::JobStatus& j, bool json) {
+  if (json) {
+    std::string out;
+    google::protobuf::util::JsonPrintOptions o;
+    o.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(j, &out, o);
+    std::printf("%s\n", out.c_str());
+  } else {
+    std::printf(
+        "job %s: %s, %llu/%llu closures done (%llu running, %llu queued, %llu "
+        "failed, %llu re-queued), through step %llu, %.1f steps/s, %u workers "
+        "alive\n",
+        j.job_id().c_str(), Name(j.state()).c_str(),
+        static_cast<unsigned long long>(j.closures_succeeded()),
+        static_cast<unsigned long long>(j.closures_total()),
+        static_cast<unsigned long long>(j.closures_running()),
+        static_cast<unsigned long long>(j.closures_queued()),
+        static_cast<unsigned long long>(j.closures_failed()),
+        static_cast<unsigned long long>(j.requeues()),
+        static_cast<unsigned long long>(j.completed_through_step_id()),
+        j.steps_per_second(), j.workers_alive());
+    if (j.has_error() && j.error().code() != 0) {
+      std::printf("error: %s\n", j.error().message().c_str());
+    }
+  }
+  return j.state() == plexus::v1::JOB_STATE_FAILED ? 1 : 0;
+}
+
 int LocalDown(const std::string& dir, double grace_s) {
   auto members = local::ReadState(local::StatePath(dir));
   if (!members.ok()) return Fail(members.status());
@@ -191,14 +296,48 @@ int main(int argc, char** argv) {
                      "PEM client certificate (mutual TLS)");
   health->add_option("--tls-key", tls.key_file, "PEM client key (mutual TLS)");
 
-  // Skeletons for what later issues implement.
-  auto* job = app.add_subcommand(
-      "job", "Submit, watch and cancel jobs (not implemented yet)");
-  job->add_subcommand("submit", "Submit a job");
-  job->add_subcommand("status", "Show a job's progress");
-  job->add_subcommand("cancel", "Cancel a job");
-  auto* cstatus = app.add_subcommand(
-      "status", "Table of cluster processes (not implemented yet)");
+  // Talking to a coordinator: --coordinator, or the local cluster in --dir.
+  std::string coordinator, job_id, function, reason;
+  uint64_t steps = 0;
+  uint32_t replicas = 0;
+  bool json = false, all = false;
+  double rpc_timeout_s = 10;
+  auto add_coordinator = [&](CLI::App* c) {
+    c->add_option("--coordinator", coordinator,
+                  "Coordinator address host:port (default: the local cluster "
+                  "in --dir)");
+    c->add_option("--dir", dir, "Local cluster folder")->capture_default_str();
+    c->add_option("--tls-ca", tls.ca_file,
+                  "PEM CA of the coordinator (turns TLS on)");
+    c->add_option("--tls-cert", tls.cert_file,
+                  "PEM client certificate (mutual TLS)");
+    c->add_option("--tls-key", tls.key_file, "PEM client key (mutual TLS)");
+  };
+  auto* job = app.add_subcommand("job", "Submit, watch and cancel jobs");
+  job->require_subcommand(1);
+  auto* submit = job->add_subcommand(
+      "submit", "Submit a job: a step function run for N steps");
+  add_coordinator(submit);
+  submit->add_option("--function", function, "Registered step function name")
+      ->required();
+  submit->add_option("--steps", steps, "Number of steps")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  submit->add_option("--job", job_id,
+                     "Job id (default: the coordinator picks one)");
+  submit->add_option("--replicas", replicas,
+                     "Closures per step (synchronous training)");
+  auto* jstatus = job->add_subcommand("status", "Show a job's progress");
+  add_coordinator(jstatus);
+  jstatus->add_option("--job", job_id, "Job id (default: the latest job)");
+  jstatus->add_flag("--json", json, "Print the status as JSON");
+  auto* cancel = job->add_subcommand("cancel", "Cancel a job");
+  add_coordinator(cancel);
+  cancel->add_option("--job", job_id, "Job id")->required();
+  cancel->add_option("--reason", reason, "Why (logged by the coordinator)");
+  auto* cstatus = app.add_subcommand("status", "Table of cluster processes");
+  add_coordinator(cstatus);
+  cstatus->add_flag("--all", all, "Include dead and departed processes");
   auto* ckpt = app.add_subcommand(
       "checkpoint", "List and inspect checkpoints (not implemented yet)");
   ckpt->add_subcommand("list", "List checkpoints");
@@ -218,8 +357,46 @@ int main(int argc, char** argv) {
     std::cout << address << ": " << (ok ? "SERVING" : "NOT_SERVING") << "\n";
     return ok ? 0 : 1;
   }
-  if (job->parsed()) return NotYet("job", "coordinator issue");
-  if (cstatus->parsed()) return NotYet("status", "coordinator issue");
+  if (job->parsed() || cstatus->parsed()) {
+    auto address = CoordinatorAddress(coordinator, dir);
+    if (!address.ok()) return Fail(address.status());
+    auto stub = Connect(*address, tls);
+    if (!stub.ok()) return Fail(stub.status());
+    grpc::ClientContext ctx;
+    Deadline(&ctx, rpc_timeout_s);
+    if (cstatus->parsed()) return ClusterStatus(stub->get(), all);
+    if (submit->parsed()) {
+      plexus::v1::SubmitJobRequest req;
+      req.set_job_id(job_id);
+      req.mutable_steps()->set_function_name(function);
+      req.mutable_steps()->set_num_steps(steps);
+      req.mutable_steps()->set_replicas_per_step(replicas);
+      plexus::v1::SubmitJobResponse resp;
+      auto st = plexus::FromGrpcStatus((*stub)->SubmitJob(&ctx, req, &resp));
+      if (!st.ok()) return Fail(st);
+      std::printf("%s job %s: %llu steps of %s\n",
+                  resp.created() ? "submitted" : "already submitted",
+                  resp.job_id().c_str(), static_cast<unsigned long long>(steps),
+                  function.c_str());
+      return 0;
+    }
+    if (jstatus->parsed()) {
+      plexus::v1::GetJobStatusRequest req;
+      req.set_job_id(job_id);
+      plexus::v1::GetJobStatusResponse resp;
+      auto st = plexus::FromGrpcStatus((*stub)->GetJobStatus(&ctx, req, &resp));
+      if (!st.ok()) return Fail(st);
+      return PrintJob(resp.status(), json);
+    }
+    plexus::v1::CancelJobRequest req;
+    req.set_job_id(job_id);
+    req.set_reason(reason);
+    plexus::v1::CancelJobResponse resp;
+    auto st = plexus::FromGrpcStatus((*stub)->CancelJob(&ctx, req, &resp));
+    if (!st.ok()) return Fail(st);
+    std::printf("cancelled job %s\n", job_id.c_str());
+    return 0;
+  }
   if (ckpt->parsed()) return NotYet("checkpoint", "checkpoints issue");
   if (bench->parsed()) return NotYet("bench", "collectives and PS issues");
   return 0;

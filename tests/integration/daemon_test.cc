@@ -296,12 +296,34 @@ TEST(PlexusCli, LocalUpStatusDown) {
   // A second `up` on the same folder refuses while the first runs.
   EXPECT_EQ(run({"local", "up", "--dir", root}, "up2"), 1);
   EXPECT_NE(Slurp(dir.Sub("up2")).find("already runs"), std::string::npos);
+  // Jobs through the local cluster's coordinator.
+  EXPECT_EQ(run({"status", "--dir", root}, "cstatus"), 0)
+      << Slurp(dir.Sub("cstatus"));
+  EXPECT_NE(Slurp(dir.Sub("cstatus")).find("INCARNATION"), std::string::npos);
+  EXPECT_EQ(run({"job", "submit", "--dir", root, "--function", "train",
+                 "--steps", "5", "--job", "j1"},
+                "submit"),
+            0)
+      << Slurp(dir.Sub("submit"));
+  EXPECT_EQ(run({"job", "status", "--dir", root, "--job", "j1"}, "jstatus"), 0);
+  EXPECT_NE(Slurp(dir.Sub("jstatus")).find("job j1: running, 0/5 closures"),
+            std::string::npos)
+      << Slurp(dir.Sub("jstatus"));
+  EXPECT_EQ(run({"job", "cancel", "--dir", root, "--job", "j1"}, "cancel"), 0);
+  EXPECT_EQ(
+      run({"job", "status", "--dir", root, "--job", "j1", "--json"}, "json"),
+      0);
+  EXPECT_NE(Slurp(dir.Sub("json")).find("\"state\":\"JOB_STATE_CANCELLED\""),
+            std::string::npos)
+      << Slurp(dir.Sub("json"));
+  EXPECT_EQ(run({"job", "status", "--dir", root, "--job", "nope"}, "nope"), 1);
+  EXPECT_NE(Slurp(dir.Sub("nope")).find("unknown job nope"), std::string::npos);
   EXPECT_EQ(run({"local", "down", "--dir", root}, "down"), 0)
       << Slurp(dir.Sub("down"));
   EXPECT_EQ(run({"local", "status", "--dir", root}, "status2"), 1);
   // Unimplemented subcommands say so and do nothing.
-  EXPECT_EQ(run({"job", "submit"}, "job"), 3);
-  EXPECT_NE(Slurp(dir.Sub("job")).find("not implemented yet"),
+  EXPECT_EQ(run({"checkpoint", "list"}, "ckpt"), 3);
+  EXPECT_NE(Slurp(dir.Sub("ckpt")).find("not implemented yet"),
             std::string::npos);
 }
 
