@@ -50,16 +50,18 @@ std::optional<ProcessId> ProcessId::Parse(const std::string& text) {
   return id;
 }
 
-ProcessId Self() {
+std::optional<ProcessId> ProcessIdOf(pid_t pid) {
   ProcessId id;
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   id.host = host;
-  id.pid = getpid();
+  id.pid = pid;
   char state;
-  ReadStat(id.pid, &state, &id.start_time);
+  if (!ReadStat(pid, &state, &id.start_time)) return std::nullopt;
   return id;
 }
+
+ProcessId Self() { return *ProcessIdOf(getpid()); }
 
 bool IsAlive(const ProcessId& id) {
   if (kill(id.pid, 0) != 0 && errno == ESRCH) return false;

@@ -27,6 +27,8 @@ struct ProcessId {
 
 // This process.
 ProcessId Self();
+// The running process `pid` on this host; nullopt if there is none.
+std::optional<ProcessId> ProcessIdOf(pid_t pid);
 
 // Whether `id` (a process on this host) is still running: false once it has
 // exited, is a zombie, or its pid now belongs to another process.

@@ -90,14 +90,9 @@ TEST(LivenessTest, SelfAliveExitedChildDeadStoppedChildAlive) {
     _exit(0);
   }
   ASSERT_GT(child, 0);
-  ProcessId id = self;
-  id.pid = child;
-  // Read the child's start time through Self()'s format: parse /proc via a
-  // fresh id with the right start time.
-  for (uint64_t t = self.start_time; t < self.start_time + 100000; ++t) {
-    id.start_time = t;
-    if (IsAlive(id)) break;
-  }
+  std::optional<ProcessId> child_id = ProcessIdOf(child);
+  ASSERT_TRUE(child_id.has_value());
+  const ProcessId id = *child_id;
   ASSERT_TRUE(IsAlive(id));
   ASSERT_EQ(kill(child, SIGSTOP), 0);
   EXPECT_TRUE(IsAlive(id));  // stopped is alive

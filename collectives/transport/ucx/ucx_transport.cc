@@ -54,6 +54,15 @@ absl::Status UcxTransport::Init(Store* store) {
         ucp_config_modify(config, "KEEPALIVE_INTERVAL", ka.c_str());
     if (st != UCS_OK) LOG(WARNING) << "UCX: cannot set KEEPALIVE_INTERVAL";
   }
+  // Same-host endpoints run without UCX peer error handling (see
+  // ucx_transport.h), and UCX 1.13 aborts the whole process when a CMA read
+  // hits a dead peer (cma_ep.c: process_vm_readv ... No such process): a
+  // dead peer must be an error, never a crash, so CMA is left out unless
+  // UCX_TLS says otherwise. Shared memory (posix, sysv) stays.
+  if (std::getenv("UCX_TLS") == nullptr) {
+    ucs_status_t st = ucp_config_modify(config, "TLS", "^cma");
+    if (st != UCS_OK) LOG(WARNING) << "UCX: cannot exclude the cma transport";
+  }
   ucp_params_t params{};
   params.field_mask =
       UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
@@ -306,8 +315,10 @@ absl::StatusOr<std::unique_ptr<Request>> UcxTransport::ISend(int peer, Tag tag,
   void* r = ucp_tag_send_nbx(peers_[peer]->ep, data, bytes,
                              EncodeTag(rank_, tag), &p);
   if (UCS_PTR_IS_ERR(r)) {
-    return Fail(FromUcs(UCS_PTR_STATUS(r),
-                        absl::StrCat("rank ", rank_, ": send to rank ", peer)));
+    absl::Status e =
+        FromUcs(UCS_PTR_STATUS(r),
+                absl::StrCat("rank ", rank_, ": send to rank ", peer));
+    return absl::IsUnavailable(e) ? FailForPeer(peer, e) : Fail(e);
   }
   req->ucp_req = r;
   req->done = (r == nullptr);
@@ -332,9 +343,10 @@ absl::StatusOr<std::unique_ptr<Request>> UcxTransport::IRecv(int peer, Tag tag,
   void* r = ucp_tag_recv_nbx(worker_, data, bytes, EncodeTag(peer, tag),
                              ~uint64_t{0}, &p);
   if (UCS_PTR_IS_ERR(r)) {
-    return Fail(
+    absl::Status e =
         FromUcs(UCS_PTR_STATUS(r),
-                absl::StrCat("rank ", rank_, ": receive from rank ", peer)));
+                absl::StrCat("rank ", rank_, ": receive from rank ", peer));
+    return absl::IsUnavailable(e) ? FailForPeer(peer, e) : Fail(e);
   }
   req->ucp_req = r;
   req->done = (r == nullptr);
