@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
 #include "common/status.h"
+#include "glog/logging.h"
 #include "ps/storage/initializer.h"
 #include "ps/storage/lock.h"
 
@@ -181,6 +182,7 @@ SparseTable::Row* SparseTable::InsertSourced(Stripe& s, uint64_t id,
   row.update_count = meta.update_count;
   row.data.reset(new float[rf]);
   std::memcpy(row.data.get(), data, static_cast<size_t>(rf) * sizeof(float));
+  BeforeChange(s, id, nullptr);
   auto [it, inserted] = s.rows.emplace(id, std::move(row));
   if (index_by_step_) s.by_step.insert({it->second.last_step, id});
   if (index_by_hits_) s.by_hits.insert({it->second.hit_count, id});
@@ -212,7 +214,6 @@ void SparseTable::LoadFromSource() const {
     }
     Stripe& s = stripes_[StripeOf(id)];
     MutexLock lock(&s.mu);
-    EnsureCopied(s);
     if (s.sourced && !s.rows.contains(id) && s.resolved.insert(id).second) {
       InsertSourced(s, id, meta, data);
     }
@@ -240,6 +241,7 @@ SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
     if (++hits < config_.admission_min_hit_count) return nullptr;
     s.pending_hits.erase(id);
   }
+  BeforeChange(s, id, nullptr);
   auto [pos, inserted] = s.rows.emplace(id, NewRow(id));
   if (index_by_step_) s.by_step.insert({0, id});
   if (index_by_hits_) s.by_hits.insert({0, id});
@@ -251,6 +253,7 @@ SparseTable::Row* SparseTable::FindOrAdmit(Stripe& s, uint64_t id) {
 void SparseTable::EraseRow(Stripe& s, uint64_t id) {
   auto it = s.rows.find(id);
   if (it == s.rows.end()) return;
+  BeforeChange(s, id, &it->second);
   if (index_by_step_) s.by_step.erase({it->second.last_step, id});
   if (index_by_hits_) s.by_hits.erase({it->second.hit_count, id});
   s.rows.erase(it);
@@ -277,14 +280,12 @@ void SparseTable::VisitStripes(const std::vector<int>& begin, Fn&& fn) {
       busy.push_back(s);
       continue;
     }
-    EnsureCopied(stripe);  // a pending cut sees the stripe before the change
     fn(stripe, begin[s], begin[s + 1]);
     Unlock(&stripe.mu);
   }
   for (int s : busy) {
     Stripe& stripe = stripes_[s];
     MutexLock lock(&stripe.mu);
-    EnsureCopied(stripe);
     fn(stripe, begin[s], begin[s + 1]);
   }
 }
@@ -313,6 +314,7 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
       for (int j = 0; j < num_slots_; ++j) {
         slots[j] = base + value_floats_ + j * dim;
       }
+      BeforeChange(stripe, id, row);
       const float* g = piece.grads.data() + int64_t{pos} * dim;
       ++row->update_count;
       if (fp32) {
@@ -370,6 +372,7 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
         out->missing_positions.push_back(static_cast<uint32_t>(pos));
         continue;
       }
+      BeforeChange(stripe, id, row);
       Touch(stripe, id, *row, step);
       if (dtype == config_.storage_dtype) {
         std::memcpy(at, row->data.get(), static_cast<size_t>(dim * esize));
@@ -398,7 +401,6 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
     for (int s = 0; s < num_stripes_; ++s) {
       Stripe& stripe = stripes_[s];
       MutexLock lock(&stripe.mu);
-      EnsureCopied(stripe);
       while (!stripe.by_step.empty() &&
              stripe.by_step.begin()->first < threshold) {
         EraseRow(stripe, stripe.by_step.begin()->second);
@@ -440,7 +442,6 @@ int64_t SparseTable::Evict(uint64_t newest_step) {
     for (size_t i = 0; i < k; ++i) {
       Stripe& stripe = stripes_[cands[i].stripe];
       MutexLock lock(&stripe.mu);
-      EnsureCopied(stripe);
       auto it = stripe.rows.find(cands[i].id);
       if (it == stripe.rows.end()) continue;
       const uint64_t key =
@@ -466,6 +467,30 @@ void SparseTable::PrepareCut(bool complete, TableCut* out) const {
   out->meta.resize(static_cast<size_t>(estimate));
 }
 
+void SparseTable::BeforeChange(Stripe& s, uint64_t id, const Row* row) const {
+  if (s.pending == nullptr) return;
+  if (row == nullptr) {
+    if (s.pending->complete) s.born_after.insert(id);
+    return;
+  }
+  if (s.preserved.contains(id)) return;
+  if (s.pending->complete) {
+    if (s.born_after.contains(id)) return;
+  } else if (!std::binary_search(s.cut_ids.begin(), s.cut_ids.end(), id)) {
+    return;
+  }
+  const int64_t rf = row_floats();
+  Row copy;
+  copy.hit_count = row->hit_count;
+  copy.last_step = row->last_step;
+  copy.version = row->version;
+  copy.update_count = row->update_count;
+  copy.data.reset(new float[rf]);
+  std::memcpy(copy.data.get(), row->data.get(),
+              static_cast<size_t>(rf) * sizeof(float));
+  s.preserved.emplace(id, std::move(copy));
+}
+
 void SparseTable::EnsureCopied(Stripe& s) const {
   if (s.pending == nullptr) return;
   const PendingCopy& pc = *s.pending;
@@ -473,21 +498,37 @@ void SparseTable::EnsureCopied(Stripe& s) const {
   const int64_t rf = row_floats();
   const size_t idx = static_cast<size_t>(&s - &stripes_[0]);
   size_t at = pc.begin[idx];
-  auto copy_row = [&](uint64_t id, Row& row) {
+  auto copy_row = [&](uint64_t id, const Row& row) {
     out->ids[at] = id;
     out->meta[at] = {row.hit_count, row.last_step, row.version,
                      row.update_count};
     std::memcpy(out->data.data() + at * rf, row.data.get(),
                 static_cast<size_t>(rf) * sizeof(float));
-    row.dirty = false;
     ++at;
   };
+  // The state at the cut: pre-images where a row changed since, never a
+  // row created since.
   if (pc.complete) {
-    for (auto& [id, row] : s.rows) copy_row(id, row);
+    for (const auto& [id, row] : s.rows) {
+      if (s.born_after.contains(id)) continue;
+      auto p = s.preserved.find(id);
+      copy_row(id, p != s.preserved.end() ? p->second : row);
+    }
+    for (const auto& [id, row] : s.preserved) {
+      if (!s.rows.contains(id) || s.born_after.contains(id)) copy_row(id, row);
+    }
   } else {
-    for (uint64_t id : s.dirty_ids) copy_row(id, s.rows.find(id)->second);
+    for (uint64_t id : s.cut_ids) {
+      auto p = s.preserved.find(id);
+      copy_row(id,
+               p != s.preserved.end() ? p->second : s.rows.find(id)->second);
+    }
   }
-  s.dirty_ids.clear();
+  CHECK_EQ(at, pc.begin[idx + 1])
+      << "table " << config_.name << ": cut copy of stripe " << idx;
+  s.preserved = {};
+  s.born_after = {};
+  s.cut_ids = {};
   s.pending = nullptr;
 }
 
@@ -536,7 +577,9 @@ void SparseTable::Cut(bool complete, int threads, bool defer,
       }
       d.resize(kept);
       n = kept;
+      stripe.cut_ids = std::move(d);  // sorted
     }
+    stripe.dirty_ids.clear();  // a new epoch starts below
     begin[s + 1] = begin[s] + n;
   }
   const size_t total = begin[num_stripes_];
@@ -547,6 +590,7 @@ void SparseTable::Cut(bool complete, int threads, bool defer,
   out->total_rows = num_rows_.load(std::memory_order_relaxed) +
                     source_rows_.load(std::memory_order_relaxed);
   dirty_entries_.store(0, std::memory_order_relaxed);
+  epoch_.fetch_add(1, std::memory_order_relaxed);  // every row is clean now
   // Pass 2: mark the stripes; copy now unless deferred.
   for (int s = 0; s < num_stripes_; ++s) {
     Stripe& stripe = stripes_[s];
@@ -615,7 +659,6 @@ TableInfo SparseTable::Info() const {
 absl::StatusOr<RowSnapshot> SparseTable::ReadRow(uint64_t id) const {
   Stripe& stripe = stripes_[StripeOf(id)];
   MutexLock lock(&stripe.mu);
-  EnsureCopied(stripe);  // Lookup may fault a row in
   const Row* row = Lookup(stripe, id);
   if (row == nullptr) {
     return absl::NotFoundError(

@@ -127,8 +127,9 @@ class SparseTable {
     uint64_t last_step = 0;
     uint64_t version = 0;
     int64_t update_count = 0;
-    // Changed since the previous cut (and listed in its stripe's dirty_ids).
-    bool dirty = false;
+    // Changed since the previous cut (and listed in its stripe's dirty_ids)
+    // iff dirty_epoch == the table's epoch_ (a cut starts a new epoch).
+    uint32_t dirty_epoch = 0;
     std::unique_ptr<float[]> data;
   };
   struct Stripe {
@@ -148,7 +149,14 @@ class SparseTable {
     // the ids already resolved against it (loaded, found absent, removed).
     bool sourced ABSL_GUARDED_BY(mu) = false;
     // A deferred cut still waiting for this stripe's rows; null if none.
+    // While set, the first change of a row the cut holds saves the row's
+    // pre-image in `preserved` (copy on write); rows created after the cut
+    // are listed in born_after (complete cuts); cut_ids are the ids an
+    // incremental cut holds (sorted).
     const struct PendingCopy* pending ABSL_GUARDED_BY(mu) = nullptr;
+    absl::flat_hash_map<uint64_t, Row> preserved ABSL_GUARDED_BY(mu);
+    absl::flat_hash_set<uint64_t> born_after ABSL_GUARDED_BY(mu);
+    std::vector<uint64_t> cut_ids ABSL_GUARDED_BY(mu);
     absl::flat_hash_set<uint64_t> resolved ABSL_GUARDED_BY(mu);
   };
 
@@ -167,8 +175,12 @@ class SparseTable {
   // Updates hit count / last step (and the eviction indexes).
   void Touch(Stripe& s, uint64_t id, Row& row, uint64_t step)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
-  // Copies the stripe into its pending cut, if any (before any change).
+  // Copies the stripe into its pending cut, if any.
   void EnsureCopied(Stripe& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Call before changing, removing (row non-null) or creating (row null)
+  // row `id`: keeps what a pending cut needs (copy on write).
+  void BeforeChange(Stripe& s, uint64_t id, const Row* row) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // The row `id` if in memory, else faulted in from the source; null if
   // neither.
   Row* Lookup(Stripe& s, uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
@@ -181,8 +193,9 @@ class SparseTable {
   void EraseRow(Stripe& s, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void MarkDirty(Stripe& s, uint64_t id, Row& row) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    if (!row.dirty) {
-      row.dirty = true;
+    const uint32_t epoch = epoch_.load(std::memory_order_relaxed);
+    if (row.dirty_epoch != epoch) {
+      row.dirty_epoch = epoch;
       s.dirty_ids.push_back(id);
       dirty_entries_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -210,6 +223,8 @@ class SparseTable {
   mutable std::atomic<int64_t> num_rows_{0};
   std::atomic<int64_t> rows_evicted_{0};
   std::atomic<int64_t> rows_not_admitted_{0};
+  // The dirty epoch; bumped by every cut (under the engine's barrier).
+  mutable std::atomic<uint32_t> epoch_{1};
   // Entries pushed to the stripes' dirty_ids since the previous cut.
   mutable std::atomic<int64_t> dirty_entries_{0};
   // Lazy restore: set once before publication, then read-only.

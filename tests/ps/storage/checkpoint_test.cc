@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "common/failpoint.h"
 #include "ps/storage/crc32c.h"
+#include "ps/storage/cut.h"
 #include "ps/storage/engine.h"
 #include "tests/ps/storage/test_util.h"
 #include "tests/util/test_env.h"
@@ -107,6 +109,71 @@ TEST(Crc32c, KnownValuesAndBothImplementationsAgree) {
   uint32_t pieces = Crc32cExtend(0, data.data(), 1000);
   pieces = Crc32cExtend(pieces, data.data() + 1000, data.size() - 1000);
   EXPECT_EQ(whole, pieces);
+}
+
+// A deferred cut (rows copied after the barrier, on first change or by
+// Finish) holds exactly the state at the barrier although rows are changed,
+// created and evicted before it is finished.
+TEST(DeferredCut, HoldsTheStateAtTheCut) {
+  for (bool complete : {true, false}) {
+    SCOPED_TRACE(complete ? "complete" : "incremental");
+    auto e = NewEngine();
+    TableConfig ttl = SimpleTable("t", 4);
+    ttl.ttl_steps = 5;
+    ASSERT_TRUE(e->CreateTable({ttl}).ok());
+    std::vector<uint64_t> ids(1000);
+    for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+    const PushOptions step1{.step_id = 1, .exactly_once = false};
+    ASSERT_TRUE(PushRows(*e, "t", ids, Iota(4000, 0, 0.01f), step1).ok());
+    if (!complete) {
+      auto base = e->TakeCut({.checkpoint_id = 1});
+      ASSERT_TRUE(base.ok());
+      (*base)->Finish();
+      std::vector<uint64_t> half(ids.begin(), ids.begin() + 500);
+      ASSERT_TRUE(PushRows(*e, "t", half, Iota(2000, 1, 0), step1).ok());
+    }
+    std::map<uint64_t, RowSnapshot> expected;
+    ASSERT_TRUE(e->ForEachRow("t", [&](uint64_t id, const RowSnapshot& r) {
+                   if (complete || id < 500) expected[id] = r;
+                 }).ok());
+    auto cut = e->TakeCut(
+        {.checkpoint_id = 2, .base_checkpoint_id = complete ? 0u : 1u});
+    ASSERT_TRUE(cut.ok()) << cut.status();
+    ASSERT_EQ((*cut)->tables[0].complete, complete);
+    // After the barrier: change rows, create rows, evict most of the rest.
+    std::vector<uint64_t> changed(ids.begin(), ids.begin() + 100);
+    ASSERT_TRUE(PushRows(*e, "t", changed, Iota(400, 5, 0), step1).ok());
+    std::vector<uint64_t> fresh = {5000, 5001, 5002};
+    std::vector<uint64_t> touched(ids.begin() + 100, ids.begin() + 200);
+    touched.insert(touched.end(), fresh.begin(), fresh.end());
+    ASSERT_TRUE(PushRows(*e, "t", touched, Iota(412, 1, 0),
+                         {.step_id = 20, .exactly_once = false})
+                    .ok());
+    ASSERT_EQ(e->DescribeTable("t")->rows_in_memory, 103);
+    (*cut)->Finish();
+    const TableCut& t = (*cut)->tables[0];
+    ASSERT_EQ(t.ids.size(), expected.size());
+    EXPECT_TRUE(t.deleted.empty());
+    for (size_t i = 0; i < t.ids.size(); ++i) {
+      auto it = expected.find(t.ids[i]);
+      ASSERT_NE(it, expected.end()) << t.ids[i];
+      EXPECT_EQ(t.meta[i].version, it->second.version) << t.ids[i];
+      EXPECT_EQ(t.meta[i].hit_count, it->second.hit_count) << t.ids[i];
+      EXPECT_EQ(t.meta[i].last_step, it->second.last_step) << t.ids[i];
+      const std::vector<float> value(t.data.begin() + i * t.row_floats,
+                                     t.data.begin() + (i + 1) * t.row_floats);
+      EXPECT_EQ(value, it->second.value) << t.ids[i];
+      expected.erase(it);
+    }
+    // The next incremental cut holds exactly what changed after this one:
+    // rows 100..199 and the 3 created (touched at step 20) and the 900
+    // evicted (rows 0..99 changed at step 1 expired too).
+    auto next = e->TakeCut({.checkpoint_id = 3, .base_checkpoint_id = 2});
+    ASSERT_TRUE(next.ok());
+    (*next)->Finish();
+    EXPECT_EQ((*next)->tables[0].ids.size(), 103u);
+    EXPECT_EQ((*next)->tables[0].deleted.size(), 900u);
+  }
 }
 
 // Parameter: restores are lazy (true) or eager.
