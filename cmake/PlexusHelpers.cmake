@@ -75,11 +75,14 @@ function(plexus_cc_test)
                         plexus::test_main)
   set_target_properties(${A_NAME} PROPERTIES
     RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
-  # Tests find the daemons through this variable (see tests/util).
-  gtest_discover_tests(${A_NAME}
-    PROPERTIES TIMEOUT ${A_TIMEOUT} LABELS "${A_LABELS}"
-               ENVIRONMENT "PLEXUS_BIN_DIR=${PROJECT_BINARY_DIR}/bin"
-    DISCOVERY_TIMEOUT 60)
+  # Tests find the daemons through this variable (see tests/util). LABELS
+  # only when given: an empty value would swallow the next property name.
+  set(props TIMEOUT ${A_TIMEOUT}
+            ENVIRONMENT "PLEXUS_BIN_DIR=${PROJECT_BINARY_DIR}/bin")
+  if(A_LABELS)
+    list(APPEND props LABELS "${A_LABELS}")
+  endif()
+  gtest_discover_tests(${A_NAME} PROPERTIES ${props} DISCOVERY_TIMEOUT 60)
 endfunction()
 
 # Walks the transitive link closure of a target (static and interface links).
