@@ -21,5 +21,11 @@ for dir in common ps/storage collectives/patterns collectives/algorithms \
   done < <(grep -rnE '#include [<"](grpc|grpcpp|plexus/v1/)' "$root/$dir" \
              --include='*.h' --include='*.cc' 2>/dev/null)
 done
+# Algorithms see only the transport interface, never an implementation.
+while IFS= read -r hit; do
+  echo "include rule broken (algorithms include a transport implementation): $hit"
+  status=1
+done < <(grep -rnE '#include "collectives/transport/(ucx|nccl)/' \
+           "$root/collectives/algorithms" "$root/collectives/patterns" 2>/dev/null)
 [ "$status" = 0 ] && echo "include rules hold"
 exit "$status"
