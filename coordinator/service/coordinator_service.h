@@ -18,10 +18,19 @@
 // process that was alive, so live workers simply reconnect their heartbeat
 // stream and carry on. Registrations, submissions, schedules and
 // cancellations are saved before the RPC answers; reports at the save
-// cadence (a report lost in a crash re-runs its closure, and the PS
-// de-duplicates the re-run's pushes by closure id).
+// cadence, as are dispatches (a report lost in a crash re-runs its closure,
+// and the PS de-duplicates the re-run's pushes by closure id).
 //
-// Checkpoint, shard-map and resource RPCs answer UNIMPLEMENTED (other issues).
+// Metrics (/metrics): plexus_coordinator_workers_alive,
+// _restarts_total, _steps_dispatched_total, _finished_total,
+// _requeued_total, _dispatch_latency_seconds. Failpoint:
+// coordinator.after_dispatch_before_record (NextTask, after the scheduler
+// handed a closure out, before it is recorded or answered).
+//
+// Checkpoint, resource and ReportShardReady RPCs answer UNIMPLEMENTED, and
+// GetShardMap an empty map (version 0), until their issues land.
+//
+// One service per process: /metrics reads the newest one created.
 //
 // Thread safety: gRPC calls the handlers from many threads at once; Start()
 // and Shutdown() from main().
