@@ -74,12 +74,13 @@ bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
 
 class CoordinatorWorkerTest : public ::testing::Test {
  protected:
-  void StartCluster(int num_ps) {
+  void StartCluster(int num_ps, std::vector<std::string> extra = {}) {
     local::LocalClusterOptions o;
     o.bin_dir = BinDir();
     o.root_dir = dir_.Sub("cluster");
     o.num_ps = num_ps;
     o.extra_flags = CoordinatorFlags();
+    o.extra_flags.insert(o.extra_flags.end(), extra.begin(), extra.end());
     // The PS does not know the coordinator's flags.
     o.extra_flags.push_back(
         "--undefok=heartbeat_interval_ms,suspect_timeout_ms,dead_timeout_ms,"
@@ -187,6 +188,25 @@ class CoordinatorWorkerTest : public ::testing::Test {
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     EXPECT_TRUE(stub_->ListProcesses(&ctx, req, &resp).ok());
     return {resp.processes().begin(), resp.processes().end()};
+  }
+
+  // Starts plexus-coordinator again on the first one's data folder and port
+  // (the first must be dead) and waits until it answers.
+  std::unique_ptr<Subprocess> RestartCoordinator() {
+    const local::Member& coord = cluster_->members().front();
+    std::string port = coord.address.substr(coord.address.rfind(':') + 1);
+    SubprocessOptions so;
+    so.argv = {BinDir() + "/plexus-coordinator",
+               "--data_dir=" + coord.dir + "/data", "--port=" + port,
+               "--admin_port=-1"};
+    for (const std::string& f : CoordinatorFlags()) so.argv.push_back(f);
+    so.log_file = coord.dir + "/log-restarted";
+    auto restarted = Subprocess::Start(so);
+    EXPECT_TRUE(restarted.ok()) << restarted.status();
+    if (!restarted.ok()) return nullptr;
+    EXPECT_TRUE(WaitFor([&] { return Status().ok(); }, absl::Seconds(30)))
+        << ReadFile(so.log_file);
+    return std::move(*restarted);
   }
 
   // Succeeded closures of the job so far (0 if unknown).
@@ -525,30 +545,15 @@ TEST_F(CoordinatorWorkerTest, F9_CoordinatorRestartContinuesTheJob) {
   for (const auto& p : Processes())
     incarnations[p.worker_id()] = p.incarnation();
 
-  const local::Member& coord = cluster_->members().front();
   ASSERT_TRUE(cluster_->process(0)->Signal(SIGKILL).ok());
   ASSERT_TRUE(cluster_->process(0)->Wait(absl::Seconds(10)).ok());
-  std::string port = coord.address.substr(coord.address.rfind(':') + 1);
-  SubprocessOptions so;
-  so.argv = {BinDir() + "/plexus-coordinator",
-             "--data_dir=" + coord.dir + "/data", "--port=" + port,
-             "--admin_port=-1"};
-  for (const std::string& f : CoordinatorFlags()) so.argv.push_back(f);
-  so.log_file = coord.dir + "/log-restarted";
-  auto restarted = Subprocess::Start(so);
-  ASSERT_TRUE(restarted.ok()) << restarted.status();
-  ASSERT_TRUE(WaitFor([&] { return Status().ok(); }, absl::Seconds(30)))
-      << ReadFile(so.log_file);
+  std::unique_ptr<Subprocess> restarted = RestartCoordinator();
+  ASSERT_NE(restarted, nullptr);
   auto after = Status();
   ASSERT_TRUE(after.ok());
   EXPECT_GT(after->header().coordinator_epoch(), epoch);
 
   ExpectJobSucceeded(80, absl::Seconds(60));
-  if (HasFailure()) {
-    ADD_FAILURE() << "restarted coordinator:\n"
-                  << ReadFile(so.log_file) << "\nworker 0:\n"
-                  << ReadFile(workers[0].log);
-  }
   // No worker was restarted or re-registered.
   for (Worker& w : workers) EXPECT_TRUE(w.process->Running());
   for (const auto& p : Processes()) {
@@ -556,6 +561,27 @@ TEST_F(CoordinatorWorkerTest, F9_CoordinatorRestartContinuesTheJob) {
     EXPECT_EQ(p.incarnation(), incarnations[p.worker_id()]);
     EXPECT_EQ(p.restarts(), 0u);
   }
+}
+
+// F9 at a precise point: the coordinator dies right after handing a closure
+// out, before recording it (failpoint coordinator.after_dispatch_before_record
+// = crash on the 6th dispatch). Restarted on its folder, it re-dispatches
+// what it had not recorded; the job ends golden.
+TEST_F(CoordinatorWorkerTest, F9_CrashAfterDispatchBeforeRecord) {
+  StartCluster(
+      1, {"--failpoints=coordinator.after_dispatch_before_record=5*crash"});
+  std::vector<Worker> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(StartWorker(i, {"--pause_after_pull_ms=10"}));
+  }
+  ASSERT_TRUE(Submit(30).ok());
+  absl::StatusOr<int> code = cluster_->process(0)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 128 + SIGKILL);
+  std::unique_ptr<Subprocess> restarted = RestartCoordinator();
+  ASSERT_NE(restarted, nullptr);
+  ExpectJobSucceeded(30, absl::Seconds(60));
+  for (Worker& w : workers) EXPECT_TRUE(w.process->Running());
 }
 
 }  // namespace
