@@ -18,6 +18,7 @@
 #include "common/failpoint.h"
 #include "common/grpc_status.h"
 #include "common/status.h"
+#include "common/tls.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 
@@ -193,8 +194,14 @@ class RuntimeImpl final : public Runtime {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    channel_ = grpc::CreateCustomChannel(
-        options_.coordinator, grpc::InsecureChannelCredentials(), args);
+    PLEXUS_ASSIGN_OR_RETURN(
+        std::shared_ptr<grpc::ChannelCredentials> credentials,
+        MakeChannelCredentials({.ca_file = options_.tls_ca_file,
+                                .cert_file = options_.tls_cert_file,
+                                .key_file = options_.tls_key_file}),
+        "TLS to the coordinator");
+    channel_ =
+        grpc::CreateCustomChannel(options_.coordinator, credentials, args);
     stub_ = v1::Coordinator::NewStub(channel_);
     return absl::OkStatus();
   }

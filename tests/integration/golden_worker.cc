@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "common/failpoint.h"
 #include "common/init.h"
+#include "common/tls.h"
 #include "plexus/worker/ps_client.h"
 #include "plexus/worker/runtime.h"
 #include "tests/integration/golden.h"
@@ -47,6 +48,10 @@ int main(int argc, char** argv) {
   o.ps_shards = absl::StrSplit(FLAGS_ps, ',', absl::SkipEmpty());
   o.next_task_wait = absl::Milliseconds(500);
   o.drain_grace = absl::Milliseconds(FLAGS_drain_grace_ms);
+  plexus::ClientTlsOptions tls = plexus::ClientTlsOptionsFromFlags();
+  o.tls_ca_file = tls.ca_file;
+  o.tls_cert_file = tls.cert_file;
+  o.tls_key_file = tls.key_file;
   auto rt = plexus::worker::Runtime::Create(o);
   if (!rt.ok()) {
     LOG(ERROR) << rt.status();

@@ -68,12 +68,19 @@ struct RuntimeOptions {
   // Handle SIGTERM as described above (blocks it in every thread; Create must
   // then run before any other thread starts). Default true.
   bool handle_sigterm = true;
+  // TLS to the coordinator (PEM files): the CA its certificate chains to,
+  // and this worker's certificate and key where it requires mutual TLS. All
+  // empty (default): plaintext.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class Runtime {
  public:
   // Checks the options; connects nothing yet. INVALID_ARGUMENT: no
-  // coordinator address.
+  // coordinator address or half-set TLS options; NOT_FOUND /
+  // PERMISSION_DENIED: a TLS file that cannot be read.
   static absl::StatusOr<std::unique_ptr<Runtime>> Create(
       RuntimeOptions options);
   virtual ~Runtime() = default;
