@@ -370,10 +370,11 @@ class Engine {
   // Takes a consistent cut: values, optimizer slots, per-row bookkeeping of
   // every table and variable, the exactly-once record and the step, all as
   // of one moment. Pushes, pull-created rows, creations, deletions and
-  // evictions are held back by an engine-wide barrier while the rows are
-  // copied to memory (ShardCut::pause says how long); reads that change
-  // nothing are not. Incremental cuts copy only the rows changed since the
-  // previous cut. Every row copied stops being dirty: a caller that fails to
+  // evictions are held back by an engine-wide barrier while the cut is
+  // marked (ShardCut::pause says how long); with defer_copy the sparse rows
+  // are copied afterwards (ShardCut::Finish; copy on write keeps the state
+  // of the barrier). Incremental cuts hold only the rows changed since the
+  // previous cut. The cut starts a new change record: a caller that fails to
   // persist the cut must call InvalidateCutBase.
   virtual absl::StatusOr<std::unique_ptr<ShardCut>> TakeCut(
       const CutOptions& options) = 0;
