@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
@@ -176,6 +177,7 @@ class PsClientImpl : public PsClient {
           "variable ", config.name(), ": initial value has ", initial.size(),
           " elements, the shape needs ", rows * row_elems));
     }
+    SetTrailingDims(config.name(), config.spec());
     if (own_source_ != nullptr) {
       PLEXUS_ASSIGN_OR_RETURN(auto map,
                               own_source_->Place(config.name(), rows));
@@ -384,9 +386,9 @@ class PsClientImpl : public PsClient {
             d->set_variable(variable);
             d->mutable_rows()->set_row_begin(p.row_begin);
             d->mutable_rows()->set_row_end(p.row_end);
-            SetF32Tensor(p.row_end - p.row_begin, row_elems,
-                         grads.data() + p.row_begin * row_elems,
-                         d->mutable_tensor());
+            SetDenseTensor(
+                p.row_end - p.row_begin, row_elems, *TrailingDims(variable),
+                grads.data() + p.row_begin * row_elems, d->mutable_tensor());
             v1::PushResponse resp;
             PLEXUS_RETURN_IF_ERROR(Call(
                 p.shard,
@@ -554,9 +556,8 @@ class PsClientImpl : public PsClient {
   // after asking the shards for its row count.
   absl::Status EnsurePlaced(const std::string& variable) {
     auto router = Router();
-    if (own_source_ == nullptr || router->DenseRows(variable).ok()) {
-      return absl::OkStatus();
-    }
+    bool placed = own_source_ == nullptr || router->DenseRows(variable).ok();
+    if (placed && TrailingDims(variable).has_value()) return absl::OkStatus();
     for (uint32_t s = 0; s < router->num_shards(); ++s) {
       v1::DescribeRequest req;
       FillHeader(req.mutable_header(), *router, {});
@@ -573,6 +574,8 @@ class PsClientImpl : public PsClient {
         return absl::NotFoundError(
             absl::StrCat(variable, " is not a dense variable"));
       }
+      SetTrailingDims(variable, resp.variable().config().spec());
+      if (placed) return absl::OkStatus();
       PLEXUS_ASSIGN_OR_RETURN(
           auto map, own_source_->Place(
                         variable, resp.variable().config().spec().shape(0)));
@@ -581,6 +584,33 @@ class PsClientImpl : public PsClient {
     }
     return absl::NotFoundError(
         absl::StrCat("no PS shard holds a variable named '", variable, "'"));
+  }
+
+  // The shape of a dense variable past axis 0 (empty for a 1-D variable), as
+  // created here or described by a shard.
+  std::optional<std::vector<int64_t>> TrailingDims(
+      const std::string& variable) {
+    absl::MutexLock lock(&mu_);
+    auto it = trailing_dims_.find(variable);
+    if (it == trailing_dims_.end()) return std::nullopt;
+    return it->second;
+  }
+  void SetTrailingDims(const std::string& variable,
+                       const v1::TensorSpec& spec) {
+    std::vector<int64_t> dims(
+        spec.shape().begin() + std::min(1, spec.shape_size()),
+        spec.shape().end());
+    absl::MutexLock lock(&mu_);
+    trailing_dims_[variable] = std::move(dims);
+  }
+  // [rows, trailing...] fp32 from `data`.
+  static void SetDenseTensor(int64_t rows, int64_t row_elems,
+                             const std::vector<int64_t>& trailing,
+                             const float* data, v1::Tensor* t) {
+    t->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+    t->mutable_spec()->add_shape(rows);
+    for (int64_t d : trailing) t->mutable_spec()->add_shape(d);
+    t->set_data(data, static_cast<size_t>(rows * row_elems) * sizeof(float));
   }
 
   // Standalone mode: the client is the map's owner and installs it.
@@ -709,6 +739,8 @@ class PsClientImpl : public PsClient {
   std::shared_ptr<const ShardRouter> router_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<v1::ParameterServer::Stub>>
       stubs_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<int64_t>> trailing_dims_
+      ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   // Last: their threads finish before the rest is destroyed. Async calls run
   // on their own pool, so they never wait for a slot they occupy.

@@ -141,6 +141,26 @@ TEST_F(PsClientTest, DenseVariableIsSlicedAcrossShards) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(PsClientTest, OneDimensionalVariablesKeepTheirShape) {
+  v1::VariableConfig v;
+  v.set_name("bias");
+  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  v.mutable_spec()->add_shape(9);
+  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(0.5);
+  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  ASSERT_TRUE(client_->CreateVariable(v).ok());
+  std::vector<float> g(9, 2.0f);
+  auto pushed = client_->PushDense("bias", g, {.step_id = 1});
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  // Another client, which learns the shape from the shards.
+  auto other = PsClient::Connect({.shards = shards_});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->PushDense("bias", g, {.step_id = 2}).ok());
+  std::vector<float> out(9);
+  ASSERT_TRUE(client_->PullDense("bias", absl::MakeSpan(out)).ok());
+  for (float x : out) EXPECT_EQ(x, -2.0f);
+}
+
 TEST_F(PsClientTest, AStaleShardMapVersionIsRefusedWithTheCurrentOne) {
   auto stub = v1::ParameterServer::NewStub(
       grpc::CreateChannel(shards_[0], grpc::InsecureChannelCredentials()));
