@@ -184,6 +184,23 @@ const Scheduler::Job* Scheduler::FindJob(absl::string_view job_id) const {
   return it == jobs_.end() ? nullptr : it->second.get();
 }
 
+absl::StatusOr<Scheduler::Job*> Scheduler::GetJob(absl::string_view job_id) {
+  Job* job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
+  }
+  return job;
+}
+
+absl::StatusOr<const Scheduler::Job*> Scheduler::GetJob(
+    absl::string_view job_id) const {
+  const Job* job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
+  }
+  return job;
+}
+
 uint64_t Scheduler::AddClosure(Job& job, const std::string& function,
                                std::shared_ptr<const std::string> args,
                                uint64_t step_id, uint32_t replica,
@@ -293,10 +310,7 @@ absl::StatusOr<Scheduled> Scheduler::Schedule(absl::string_view job_id,
                                               const ClosureSpec& closure) {
   PLEXUS_RETURN_IF_ERROR(ValidateName(closure.function_name, "function name"));
   absl::MutexLock lock(&mu_);
-  Job* job = FindJob(job_id);
-  if (job == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
-  }
+  PLEXUS_ASSIGN_OR_RETURN(Job * job, GetJob(job_id));
   if (job->state == JobState::kFailed || job->state == JobState::kCancelled) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " is ", JobStateName(job->state), ": ",
@@ -669,10 +683,7 @@ absl::StatusOr<JobStatus> Scheduler::Join(absl::string_view job_id,
                                           absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   while (true) {
-    Job* job = FindJob(job_id);
-    if (job == nullptr) {
-      return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
-    }
+    PLEXUS_ASSIGN_OR_RETURN(Job * job, GetJob(job_id));
     switch (job->state) {
       case JobState::kSucceeded:
         return StatusOf(*job);
@@ -731,10 +742,7 @@ absl::StatusOr<ClosureResult> Scheduler::Fetch(uint64_t closure_id,
 absl::StatusOr<JobStatus> Scheduler::Cancel(absl::string_view job_id,
                                             absl::string_view reason) {
   absl::MutexLock lock(&mu_);
-  Job* job = FindJob(job_id);
-  if (job == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
-  }
+  PLEXUS_ASSIGN_OR_RETURN(Job * job, GetJob(job_id));
   if (job->state == JobState::kRunning) {
     EndJob(*job, JobState::kCancelled,
            absl::CancelledError(reason.empty() ? "cancelled" : reason));
@@ -745,10 +753,7 @@ absl::StatusOr<JobStatus> Scheduler::Cancel(absl::string_view job_id,
 
 absl::Status Scheduler::FailJob(absl::string_view job_id, absl::Status error) {
   absl::MutexLock lock(&mu_);
-  Job* job = FindJob(job_id);
-  if (job == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
-  }
+  PLEXUS_ASSIGN_OR_RETURN(Job * job, GetJob(job_id));
   if (job->state == JobState::kRunning || job->state == JobState::kSucceeded) {
     if (error.ok()) error = absl::UnknownError("failed");
     EndJob(*job, JobState::kFailed, std::move(error));
@@ -764,10 +769,7 @@ absl::StatusOr<JobStatus> Scheduler::GetJobStatus(
     if (job_order_.empty()) return absl::NotFoundError("no job submitted yet");
     job_id = job_order_.back();
   }
-  const Job* job = FindJob(job_id);
-  if (job == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
-  }
+  PLEXUS_ASSIGN_OR_RETURN(const Job* job, GetJob(job_id));
   return StatusOf(*job);
 }
 
@@ -800,10 +802,7 @@ void Scheduler::SetDispatchLimit(std::optional<uint64_t> max_step_id) {
 absl::StatusOr<uint64_t> Scheduler::RequeueStepsAfter(absl::string_view job_id,
                                                       uint64_t step_id) {
   absl::MutexLock lock(&mu_);
-  Job* job = FindJob(job_id);
-  if (job == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown job ", job_id));
-  }
+  PLEXUS_ASSIGN_OR_RETURN(Job * job, GetJob(job_id));
   if (job->state == JobState::kFailed || job->state == JobState::kCancelled) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " is ", JobStateName(job->state)));

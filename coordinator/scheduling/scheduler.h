@@ -391,6 +391,11 @@ class Scheduler {
   Job* FindJob(absl::string_view job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const Job* FindJob(absl::string_view job_id) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FindJob, or NOT_FOUND "unknown job <id>".
+  absl::StatusOr<Job*> GetJob(absl::string_view job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<const Job*> GetJob(absl::string_view job_id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t AddClosure(Job& job, const std::string& function,
                       std::shared_ptr<const std::string> args, uint64_t step_id,
                       uint32_t replica, uint32_t replicas)
