@@ -25,19 +25,41 @@ using ::plexus::testing::BinDir;
 using ::plexus::testing::TempDir;
 using worker::PsClient;
 
+// An async SGD table from zeros.
+v1::TableConfig SgdTable(const std::string& name, int64_t dim,
+                         double learning_rate = 0.5) {
+  v1::TableConfig t;
+  t.set_name(name);
+  t.set_dim(dim);
+  t.mutable_optimizer()->mutable_sgd()->set_learning_rate(learning_rate);
+  t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  return t;
+}
+
+// A coordinator and `num_ps` shards under `dir`; the shards' addresses in
+// `shards`.
+std::unique_ptr<local::LocalCluster> StartShards(
+    const TempDir& dir, int num_ps, std::vector<std::string> extra_flags,
+    std::vector<std::string>* shards) {
+  local::LocalClusterOptions o;
+  o.bin_dir = BinDir();
+  o.root_dir = dir.Sub("cluster");
+  o.num_ps = num_ps;
+  o.extra_flags = std::move(extra_flags);
+  auto c = local::LocalCluster::Start(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (!c.ok()) return nullptr;
+  for (const auto& m : (*c)->members()) {
+    if (m.role == "ps") shards->push_back(m.address);
+  }
+  return std::move(*c);
+}
+
 class PsClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    local::LocalClusterOptions o;
-    o.bin_dir = BinDir();
-    o.root_dir = dir_.Sub("cluster");
-    o.num_ps = 2;
-    auto c = local::LocalCluster::Start(o);
-    ASSERT_TRUE(c.ok()) << c.status();
-    cluster_ = std::move(*c);
-    for (const auto& m : cluster_->members()) {
-      if (m.role == "ps") shards_.push_back(m.address);
-    }
+    cluster_ = StartShards(dir_, 2, {}, &shards_);
+    ASSERT_NE(cluster_, nullptr);
     worker::PsClientOptions co;
     co.shards = shards_;
     co.timeout = absl::Seconds(30);
@@ -45,15 +67,6 @@ class PsClientTest : public ::testing::Test {
         co, {.job_id = "job", .worker_id = 3, .worker_incarnation = 1});
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = std::move(*client);
-  }
-
-  static v1::TableConfig SgdTable(const std::string& name, int64_t dim) {
-    v1::TableConfig t;
-    t.set_name(name);
-    t.set_dim(dim);
-    t.mutable_optimizer()->mutable_sgd()->set_learning_rate(0.5);
-    t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
-    return t;
   }
 
   TempDir dir_;
@@ -209,23 +222,15 @@ class PsClientRetryTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(PsClientRetryTest, UnavailablePushesAreRetriedAndAppliedOnce) {
   TempDir dir;
-  local::LocalClusterOptions o;
-  o.bin_dir = BinDir();
-  o.root_dir = dir.Sub("cluster");
-  o.num_ps = 1;
-  o.extra_flags = {"--failpoint_rpc"};
-  auto cluster = local::LocalCluster::Start(o);
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  std::string shard = (*cluster)->members()[1].address;
+  std::vector<std::string> shards;
+  auto cluster = StartShards(dir, 1, {"--failpoint_rpc"}, &shards);
+  ASSERT_NE(cluster, nullptr);
+  std::string shard = shards[0];
   auto client = PsClient::Connect(
       {.shards = {shard}},
       {.job_id = "j", .worker_id = 1, .worker_incarnation = 1});
   ASSERT_TRUE(client.ok()) << client.status();
-  v1::TableConfig t;
-  t.set_name("t");
-  t.set_dim(2);
-  t.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
-  t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v1::TableConfig t = SgdTable("t", 2, 1);
   ASSERT_TRUE((*client)->CreateTable(t).ok());
 
   // Arm: the next two pushes fail UNAVAILABLE at the failpoint.
@@ -294,11 +299,7 @@ TEST(PsClientRestart, ACallRidesOutAShardRestart) {
       PsClient::Connect({.shards = {"127.0.0.1:" + std::to_string(port)},
                          .timeout = absl::Seconds(60)});
   ASSERT_TRUE(client.ok()) << client.status();
-  v1::TableConfig t;
-  t.set_name("t");
-  t.set_dim(2);
-  t.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
-  t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v1::TableConfig t = SgdTable("t", 2, 1);
   ASSERT_TRUE((*client)->CreateTable(t).ok());
 
   ASSERT_TRUE(ps->Signal(SIGKILL).ok());
@@ -330,16 +331,11 @@ namespace {
 // reassemble exactly.
 TEST(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
   TempDir dir;
-  local::LocalClusterOptions o;
-  o.bin_dir = BinDir();
-  o.root_dir = dir.Sub("cluster");
-  o.num_ps = 2;
-  o.extra_flags = {"--max_message_bytes=1048576"};
-  auto cluster = local::LocalCluster::Start(o);
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  auto client = PsClient::Connect({.shards = {(*cluster)->members()[1].address,
-                                              (*cluster)->members()[2].address},
-                                   .max_message_bytes = 1 << 20});
+  std::vector<std::string> shards;
+  auto cluster = StartShards(dir, 2, {"--max_message_bytes=1048576"}, &shards);
+  ASSERT_NE(cluster, nullptr);
+  auto client =
+      PsClient::Connect({.shards = shards, .max_message_bytes = 1 << 20});
   ASSERT_TRUE(client.ok()) << client.status();
 
   v1::VariableConfig v;
@@ -364,11 +360,7 @@ TEST(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 3.0f - grad[i]) << i;
 
-  v1::TableConfig t;
-  t.set_name("wide");
-  t.set_dim(64);
-  t.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
-  t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v1::TableConfig t = SgdTable("wide", 64, 1);
   ASSERT_TRUE((*client)->CreateTable(t).ok());
   std::vector<uint64_t> ids(20000);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = i * 7919;
