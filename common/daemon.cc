@@ -60,24 +60,18 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
     calls_->Add(1);
   }
   ~CountingInterceptor() override {
+    // A call that never sent a status was cancelled.
+    if (!recorded_) Record("CANCELLED");
     calls_->Add(-1);
-    Metrics()
-        ->GetCounter("plexus_rpc_requests_total",
-                     "RPCs served, by method and code.",
-                     {{"method", method_}, {"code", code_}})
-        ->Increment();
-    Metrics()
-        ->GetHistogram("plexus_rpc_duration_seconds",
-                       "Time from a call's arrival to its status, by method.",
-                       {{"method", method_}})
-        ->Observe(absl::ToDoubleSeconds(absl::Now() - start_));
   }
   void Intercept(
       grpc::experimental::InterceptorBatchMethods* methods) override {
+    // Recorded before the status leaves, so a client that has its answer
+    // also finds the call counted.
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      code_ = absl::StatusCodeToString(
-          static_cast<absl::StatusCode>(methods->GetSendStatus().error_code()));
+      Record(absl::StatusCodeToString(static_cast<absl::StatusCode>(
+          methods->GetSendStatus().error_code())));
     }
     methods->Proceed();
   }
@@ -86,7 +80,21 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
   InflightCalls* const calls_;
   const std::string method_;
   const absl::Time start_;
-  std::string code_ = "CANCELLED";  // no status sent: the call was cancelled
+  bool recorded_ = false;
+
+  void Record(const std::string& code) {
+    recorded_ = true;
+    Metrics()
+        ->GetCounter("plexus_rpc_requests_total",
+                     "RPCs served, by method and code.",
+                     {{"method", method_}, {"code", code}})
+        ->Increment();
+    Metrics()
+        ->GetHistogram("plexus_rpc_duration_seconds",
+                       "Time from a call's arrival to its status, by method.",
+                       {{"method", method_}})
+        ->Observe(absl::ToDoubleSeconds(absl::Now() - start_));
+  }
 };
 
 class CountingInterceptorFactory
