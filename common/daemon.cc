@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/admin_http.h"
+#include "common/auth.h"
 #include "common/health_service.h"
 #include "common/metrics.h"
 #include "common/process.h"
@@ -248,6 +249,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+  PLEXUS_RETURN_IF_ERROR(InstallServerAuth(options.auth_token_file),
+                         "--auth_token_file");
   auto inflight = std::make_unique<InflightCalls>();
   auto health = std::make_unique<HealthService>();
   grpc::ServerBuilder builder;
@@ -289,7 +292,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
             << (options.tls.enabled()
                     ? (options.tls.client_ca_file.empty() ? " (TLS)"
                                                           : " (mutual TLS)")
-                    : " (plaintext)");
+                    : " (plaintext)")
+            << (ServerAuthEnabled() ? ", tokens required" : "");
   return daemon;
 }
 

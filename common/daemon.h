@@ -49,6 +49,9 @@ struct DaemonOptions {
   // TLS (and mutual TLS) for the gRPC port; default plaintext. The admin HTTP
   // port is always plaintext (metrics and probes only).
   ServerTlsOptions tls;
+  // File of "role token" lines that every gRPC call must present one of
+  // (common/auth.h). Empty: $PLEXUS_AUTH_TOKEN_FILE, else no tokens.
+  std::string auth_token_file;
   // Called when a drain starts, after health turns NOT_SERVING and new calls
   // are refused: wake calls that wait (e.g. consistency waits) so they end.
   std::function<void()> on_drain;

@@ -2,6 +2,9 @@
 
 #include <gflags/gflags.h>
 
+// Defined with the rest of token authentication in common/auth.cc.
+DECLARE_string(auth_token_file);
+
 DEFINE_string(host, "127.0.0.1",
               "Address to listen on; 0.0.0.0 for every interface.");
 DEFINE_int32(port, 0, "gRPC port; 0 picks a free port (see --port_file).");
@@ -39,6 +42,7 @@ DaemonOptions DaemonOptionsFromFlags(const std::string& name) {
   o.admin_port = FLAGS_admin_port;
   o.admin_port_file = FLAGS_admin_port_file;
   o.tls = {FLAGS_tls_cert_file, FLAGS_tls_key_file, FLAGS_tls_client_ca_file};
+  o.auth_token_file = FLAGS_auth_token_file;
   return o;
 }
 

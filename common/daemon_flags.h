@@ -1,6 +1,7 @@
 // Flags every daemon takes: --host, --port, --port_file, --admin_port,
 // --admin_port_file, --shutdown_grace_s, --max_message_bytes, --tls_cert_file,
-// --tls_key_file, --tls_client_ca_file. Defined once here
+// --tls_key_file, --tls_client_ca_file (and --auth_token_file, from
+// common/auth.cc). Defined once here
 // so that every binary names them the same way.
 #pragma once
 

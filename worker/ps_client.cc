@@ -13,6 +13,7 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/auth.h"
 #include "common/error_info.h"
 #include "common/grpc_status.h"
 #include "common/hash.h"
@@ -668,8 +669,10 @@ class PsClientImpl : public PsClient {
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
       args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-      stub = v1::ParameterServer::NewStub(grpc::CreateCustomChannel(
-          address, grpc::InsecureChannelCredentials(), args));
+      stub = v1::ParameterServer::NewStub(
+          grpc::experimental::CreateCustomChannelWithInterceptors(
+              address, grpc::InsecureChannelCredentials(), args,
+              TokenInterceptors(options_.token)));
     }
     return stub.get();
   }
@@ -759,8 +762,11 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(
                             "PS client");
     own = std::make_unique<StaticMapSource>(std::move(map));
   }
+  PsClientOptions resolved = options;
+  PLEXUS_ASSIGN_OR_RETURN(resolved.token, ClientToken(options.token),
+                          "PS client token");
   auto client =
-      std::make_unique<PsClientImpl>(options, identity, std::move(own));
+      std::make_unique<PsClientImpl>(resolved, identity, std::move(own));
   PLEXUS_RETURN_IF_ERROR(client->Init(), "connecting to the PS shards");
   return client;
 }

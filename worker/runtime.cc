@@ -14,6 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/auth.h"
 #include "common/error_info.h"
 #include "common/failpoint.h"
 #include "common/grpc_status.h"
@@ -200,8 +201,10 @@ class RuntimeImpl final : public Runtime {
                                 .cert_file = options_.tls_cert_file,
                                 .key_file = options_.tls_key_file}),
         "TLS to the coordinator");
-    channel_ =
-        grpc::CreateCustomChannel(options_.coordinator, credentials, args);
+    PLEXUS_ASSIGN_OR_RETURN(token_, ClientToken(options_.token),
+                            "worker token");
+    channel_ = grpc::experimental::CreateCustomChannelWithInterceptors(
+        options_.coordinator, credentials, args, TokenInterceptors(token_));
     stub_ = v1::Coordinator::NewStub(channel_);
     return absl::OkStatus();
   }
@@ -419,6 +422,8 @@ class RuntimeImpl final : public Runtime {
   absl::Status Report(const v1::ReportResultRequest& req);
 
   const RuntimeOptions options_;
+  // options_.token or the one from the flags / environment; set by Init().
+  std::string token_;
   StepRegistry registry_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
@@ -492,6 +497,7 @@ absl::StatusOr<PsClient*> RuntimeImpl::PsClientFor(const std::string& job_id,
   if (it != ps_clients_.end()) return it->second.get();
   PsClientOptions po;
   po.shards = options_.ps_shards;
+  po.token = token_;
   CallerIdentity id{.job_id = job_id,
                     .coordinator_epoch = 0,
                     .worker_id = worker_id,

@@ -7,6 +7,7 @@
 
 #include "absl/base/call_once.h"
 #include "absl/strings/str_cat.h"
+#include "common/auth.h"
 #include "common/error_info.h"
 #include "common/failpoint.h"
 #include "common/failpoint_rpc.h"
@@ -446,9 +447,10 @@ absl::Status CoordinatorService::CheckCaller(const v1::RequestHeader& h) const {
 
 // ---- membership and health ----
 
-grpc::Status CoordinatorService::Register(grpc::ServerContext*,
+grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx,
                                           const v1::RegisterRequest* req,
                                           v1::RegisterResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   if (stopping_.load()) return ToGrpc(Unavailable());
   absl::StatusOr<membership::Role> role = RoleOf(req->role());
   if (!role.ok()) return ToGrpc(role.status());
@@ -505,9 +507,10 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext*,
 }
 
 grpc::Status CoordinatorService::Heartbeat(
-    grpc::ServerContext*,
+    grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::HeartbeatResponse, v1::HeartbeatRequest>*
         stream) {
+  PLEXUS_AUTHORIZE(ctx);
   v1::HeartbeatRequest req;
   while (stream->Read(&req)) {
     const v1::RequestHeader& h = req.header();
@@ -549,8 +552,9 @@ grpc::Status CoordinatorService::Heartbeat(
 }
 
 grpc::Status CoordinatorService::ListProcesses(
-    grpc::ServerContext*, const v1::ListProcessesRequest* req,
+    grpc::ServerContext* ctx, const v1::ListProcessesRequest* req,
     v1::ListProcessesResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   FillHeader(resp->mutable_header());
   // Liveness as of the health loop's last Poll (at most ~50 ms old): the
   // loop alone consumes the detector's events.
@@ -598,9 +602,10 @@ grpc::Status CoordinatorService::ListProcesses(
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::GetShardMap(grpc::ServerContext*,
+grpc::Status CoordinatorService::GetShardMap(grpc::ServerContext* ctx,
                                              const v1::GetShardMapRequest*,
                                              v1::GetShardMapResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   // The shard map is owned here once the resources issue lands; until then
   // there is none (version 0).
   FillHeader(resp->mutable_header());
@@ -612,6 +617,7 @@ grpc::Status CoordinatorService::GetShardMap(grpc::ServerContext*,
 grpc::Status CoordinatorService::NextTask(grpc::ServerContext* ctx,
                                           const v1::NextTaskRequest* req,
                                           v1::NextTaskResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   const v1::RequestHeader& h = req->header();
   if (absl::Status st = CheckCaller(h); !st.ok()) return ToGrpc(st);
   absl::Time start = clock_->Now();
@@ -672,8 +678,9 @@ grpc::Status CoordinatorService::NextTask(grpc::ServerContext* ctx,
 }
 
 grpc::Status CoordinatorService::ReportResult(
-    grpc::ServerContext*, const v1::ReportResultRequest* req,
+    grpc::ServerContext* ctx, const v1::ReportResultRequest* req,
     v1::ReportResultResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   const v1::RequestHeader& h = req->header();
   if (absl::Status st = CheckCaller(h); !st.ok()) return ToGrpc(st);
   scheduling::Report rep;
@@ -723,9 +730,10 @@ grpc::Status CoordinatorService::ReportResult(
 
 // ---- jobs ----
 
-grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*,
+grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* ctx,
                                            const v1::SubmitJobRequest* req,
                                            v1::SubmitJobResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   if (stopping_.load()) return ToGrpc(Unavailable());
   scheduling::JobSpec spec;
   spec.job_id = req->job_id();
@@ -771,9 +779,10 @@ grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::Schedule(grpc::ServerContext*,
+grpc::Status CoordinatorService::Schedule(grpc::ServerContext* ctx,
                                           const v1::ScheduleRequest* req,
                                           v1::ScheduleResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   if (stopping_.load()) return ToGrpc(Unavailable());
   absl::StatusOr<scheduling::Scheduled> r = scheduler_->Schedule(
       req->job_id(), {.function_name = req->closure().function_name(),
@@ -790,6 +799,7 @@ grpc::Status CoordinatorService::Schedule(grpc::ServerContext*,
 grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
                                       const v1::JoinRequest* req,
                                       v1::JoinResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::Time deadline = DeadlineOf(ctx, clock_, req->timeout_ms());
   while (true) {
     if (stopping_.load()) return ToGrpc(Unavailable());
@@ -811,6 +821,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
 grpc::Status CoordinatorService::Fetch(grpc::ServerContext* ctx,
                                        const v1::FetchRequest* req,
                                        v1::FetchResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::Time deadline = req->timeout_ms() > 0
                             ? DeadlineOf(ctx, clock_, req->timeout_ms())
                             : clock_->Now();
@@ -836,9 +847,10 @@ grpc::Status CoordinatorService::Fetch(grpc::ServerContext* ctx,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::CancelJob(grpc::ServerContext*,
+grpc::Status CoordinatorService::CancelJob(grpc::ServerContext* ctx,
                                            const v1::CancelJobRequest* req,
                                            v1::CancelJobResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   if (stopping_.load()) return ToGrpc(Unavailable());
   absl::StatusOr<scheduling::JobStatus> r = scheduler_->Cancel(
       req->job_id(), req->reason().empty() ? "cancelled" : req->reason());
@@ -850,8 +862,9 @@ grpc::Status CoordinatorService::CancelJob(grpc::ServerContext*,
 }
 
 grpc::Status CoordinatorService::GetJobStatus(
-    grpc::ServerContext*, const v1::GetJobStatusRequest* req,
+    grpc::ServerContext* ctx, const v1::GetJobStatusRequest* req,
     v1::GetJobStatusResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::StatusOr<scheduling::JobStatus> r =
       scheduler_->GetJobStatus(req->job_id());
   if (!r.ok()) return ToGrpc(r.status());
@@ -863,8 +876,9 @@ grpc::Status CoordinatorService::GetJobStatus(
 // ---- rendezvous ----
 
 grpc::Status CoordinatorService::RendezvousSet(
-    grpc::ServerContext*, const v1::RendezvousSetRequest* req,
+    grpc::ServerContext* ctx, const v1::RendezvousSetRequest* req,
     v1::RendezvousSetResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   if (stopping_.load()) return ToGrpc(Unavailable());
   absl::Status st = rendezvous_.Set(req->group(), req->group_epoch(),
                                     req->entry().key(), req->entry().value());
@@ -874,8 +888,9 @@ grpc::Status CoordinatorService::RendezvousSet(
 }
 
 grpc::Status CoordinatorService::RendezvousGet(
-    grpc::ServerContext*, const v1::RendezvousGetRequest* req,
+    grpc::ServerContext* ctx, const v1::RendezvousGetRequest* req,
     v1::RendezvousGetResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::StatusOr<std::string> v =
       rendezvous_.Get(req->group(), req->group_epoch(), req->key());
   if (!v.ok()) return ToGrpc(v.status());
@@ -888,6 +903,7 @@ grpc::Status CoordinatorService::RendezvousGet(
 grpc::Status CoordinatorService::RendezvousWait(
     grpc::ServerContext* ctx, const v1::RendezvousWaitRequest* req,
     v1::RendezvousWaitResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   std::vector<std::string> keys(req->keys().begin(), req->keys().end());
   if (keys.empty()) {
     return ToGrpc(absl::InvalidArgumentError("keys: at least one is needed"));
@@ -917,6 +933,7 @@ grpc::Status CoordinatorService::RendezvousWait(
 grpc::Status CoordinatorService::JoinGroup(grpc::ServerContext* ctx,
                                            const v1::JoinGroupRequest* req,
                                            v1::JoinGroupResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   const v1::RequestHeader& h = req->header();
   if (absl::Status st = CheckCaller(h); !st.ok()) return ToGrpc(st);
   absl::StatusOr<membership::ProcessRecord> rec =
@@ -945,9 +962,10 @@ grpc::Status CoordinatorService::JoinGroup(grpc::ServerContext* ctx,
   }
 }
 
-grpc::Status CoordinatorService::GetGroup(grpc::ServerContext*,
+grpc::Status CoordinatorService::GetGroup(grpc::ServerContext* ctx,
                                           const v1::GetGroupRequest* req,
                                           v1::GetGroupResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::StatusOr<rendezvous::GroupInfo> g =
       rendezvous_.GetGroup(req->group(), req->header().worker_id());
   if (!g.ok()) return ToGrpc(g.status());
@@ -957,8 +975,9 @@ grpc::Status CoordinatorService::GetGroup(grpc::ServerContext*,
 }
 
 grpc::Status CoordinatorService::BumpGroupEpoch(
-    grpc::ServerContext*, const v1::BumpGroupEpochRequest* req,
+    grpc::ServerContext* ctx, const v1::BumpGroupEpochRequest* req,
     v1::BumpGroupEpochResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   if (stopping_.load()) return ToGrpc(Unavailable());
   absl::StatusOr<rendezvous::BumpResult> b = rendezvous_.BumpEpoch(
       req->group(), req->expected_epoch(), req->failed_rank(), req->reason());
@@ -970,8 +989,9 @@ grpc::Status CoordinatorService::BumpGroupEpoch(
 }
 
 grpc::Status CoordinatorService::SetFailpoint(
-    grpc::ServerContext*, const v1::SetFailpointRequest* request,
+    grpc::ServerContext* ctx, const v1::SetFailpointRequest* request,
     v1::SetFailpointResponse* response) {
+  PLEXUS_AUTHORIZE(ctx);
   return HandleSetFailpoint(*request, response);
 }
 

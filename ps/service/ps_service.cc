@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth.h"
 #include "common/error_info.h"
 #include "common/failpoint.h"
 #include "common/failpoint_rpc.h"
@@ -225,6 +226,7 @@ void PsService::FillResponse(const PullResult& pull,
 grpc::Status PsService::Pull(grpc::ServerContext* ctx,
                              const v1::PullRequest* req,
                              v1::PullResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   auto r = DoPull(ctx, req->header(), req->value_dtype(), req->dense(),
                   req->sparse());
   if (!r.ok()) return ToGrpcStatus(r.status());
@@ -237,6 +239,7 @@ grpc::Status PsService::Pull(grpc::ServerContext* ctx,
 grpc::Status PsService::Push(grpc::ServerContext* ctx,
                              const v1::PushRequest* req,
                              v1::PushResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   PushResult r;
   absl::Status st = DoPush(req->header(), req->push_seq(), req->chunk_index(),
                            req->num_chunks(), req->dense(), req->sparse(), &r);
@@ -252,6 +255,7 @@ grpc::Status PsService::Push(grpc::ServerContext* ctx,
 grpc::Status PsService::PushPull(grpc::ServerContext* ctx,
                                  const v1::PushPullRequest* req,
                                  v1::PushPullResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   PushResult r;
   absl::Status st =
       DoPush(req->header(), req->push_seq(), req->chunk_index(),
@@ -273,6 +277,7 @@ grpc::Status PsService::PushPull(grpc::ServerContext* ctx,
 grpc::Status PsService::CreateVariable(grpc::ServerContext* ctx,
                                        const v1::CreateVariableRequest* req,
                                        v1::CreateVariableResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   auto config = FromProto(req->config());
   if (!config.ok()) return ToGrpcStatus(config.status());
   CreateVariableOptions o;
@@ -299,6 +304,7 @@ grpc::Status PsService::CreateVariable(grpc::ServerContext* ctx,
 grpc::Status PsService::CreateTable(grpc::ServerContext* ctx,
                                     const v1::CreateTableRequest* req,
                                     v1::CreateTableResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   auto config = FromProto(req->config());
   if (!config.ok()) return ToGrpcStatus(config.status());
   CreateTableOptions o;
@@ -341,6 +347,7 @@ void PsService::FillTableInfo(const TableInfo& info, v1::TableInfo* out) const {
 grpc::Status PsService::Describe(grpc::ServerContext* ctx,
                                  const v1::DescribeRequest* req,
                                  v1::DescribeResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   if (auto v = engine_->DescribeVariable(req->name()); v.ok()) {
     FillVariableInfo(*v, resp->mutable_variable());
   } else if (auto t = engine_->DescribeTable(req->name()); t.ok()) {
@@ -356,6 +363,7 @@ grpc::Status PsService::Describe(grpc::ServerContext* ctx,
 grpc::Status PsService::ListVariables(grpc::ServerContext* ctx,
                                       const v1::ListVariablesRequest* req,
                                       v1::ListVariablesResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   for (const auto& v : engine_->ListVariables()) {
     FillVariableInfo(v, resp->add_variables());
   }
@@ -368,6 +376,7 @@ grpc::Status PsService::ListVariables(grpc::ServerContext* ctx,
 grpc::Status PsService::DeleteVariable(grpc::ServerContext* ctx,
                                        const v1::DeleteVariableRequest* req,
                                        v1::DeleteVariableResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::Status st = engine_->DeleteVariable(req->name());
   if (!st.ok()) return ToGrpcStatus(st);
   {
@@ -382,6 +391,7 @@ grpc::Status PsService::DeleteVariable(grpc::ServerContext* ctx,
 grpc::Status PsService::DeleteTable(grpc::ServerContext* ctx,
                                     const v1::DeleteTableRequest* req,
                                     v1::DeleteTableResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::Status st = engine_->DeleteTable(req->name());
   if (!st.ok()) return ToGrpcStatus(st);
   {
@@ -396,6 +406,7 @@ grpc::Status PsService::DeleteTable(grpc::ServerContext* ctx,
 grpc::Status PsService::GetShardInfo(grpc::ServerContext* ctx,
                                      const v1::GetShardInfoRequest* req,
                                      v1::GetShardInfoResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   int64_t memory = 0;
   for (const auto& v : engine_->ListVariables()) {
     FillVariableInfo(v, resp->add_variables());
@@ -428,6 +439,7 @@ grpc::Status PsService::GetShardInfo(grpc::ServerContext* ctx,
 grpc::Status PsService::UpdateShardMap(grpc::ServerContext* ctx,
                                        const v1::UpdateShardMapRequest* req,
                                        v1::UpdateShardMapResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
   absl::Status st = ValidateShardMap(req->shard_map());
   if (!st.ok()) return ToGrpcStatus(st);
   if (req->shard_index() >= req->shard_map().num_shards()) {
@@ -461,6 +473,7 @@ grpc::Status PsService::UpdateShardMap(grpc::ServerContext* ctx,
 grpc::Status PsService::SetFailpoint(grpc::ServerContext* ctx,
                                      const v1::SetFailpointRequest* request,
                                      v1::SetFailpointResponse* response) {
+  PLEXUS_AUTHORIZE(ctx);
   FillHeader(response->mutable_header());
   return HandleSetFailpoint(*request, response);
 }

@@ -51,6 +51,10 @@ struct PsClientOptions {
   int64_t max_message_bytes = 64 << 20;
   // Threads that carry per-shard RPCs. 0: 2 per shard, at least 4.
   int num_threads = 0;
+  // Token sent to shards that require one ("authorization: Bearer ...").
+  // Empty (default): --token_file, $PLEXUS_TOKEN_FILE or $PLEXUS_TOKEN, else
+  // none (common/auth.h).
+  std::string token;
 };
 
 // Who sends: copied into every request header.

@@ -74,6 +74,10 @@ struct RuntimeOptions {
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
+  // Token for a coordinator and PS shards that require one (sent as
+  // "authorization: Bearer ..."). Empty (default): --token_file,
+  // $PLEXUS_TOKEN_FILE or $PLEXUS_TOKEN, else none.
+  std::string token;
 };
 
 class Runtime {
