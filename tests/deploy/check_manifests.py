@@ -1,0 +1,626 @@
+#!/usr/bin/python3
+"""Checks every deployment manifest under deploy/ against the product.
+
+No cluster, kustomize or container engine runs here, so this renders the
+Kubernetes base and each overlay itself (resources, strategic-merge patches by
+kind and name, image replacements: the only kustomize features deploy/k8s
+uses, and the kustomizations are checked to use no other), reads the Kubeflow
+TFJob and the Slurm script, and checks:
+
+  * every flag a manifest makes a program take exists in that program's
+    --help: the command lines come from running the real entrypoint,
+    deploy/bin/plexus-launch, in dry-run mode with each pod's environment and
+    the cluster spec of its ConfigMap (or the TF_CONFIG TFJob would inject, or
+    the spec the Slurm script writes);
+  * ports agree: cluster spec, containerPort, Service port and targetPort,
+    probe ports and --admin_port;
+  * names and labels agree: Service selectors pick the pods of their
+    workload, StatefulSet serviceName and Job subdomain are headless Services,
+    the cluster spec names pods by their stable DNS names, and has as many ps
+    and worker entries as there are replicas;
+  * termination grace exceeds --shutdown_grace_s; every container requests
+    CPU and memory; GPU workers request GPUs;
+  * the TF_CONFIG shape is what the daemons parse: plexus-launch starts a real
+    coordinator and a real PS from the TFJob's TF_CONFIG (they serve, and exit
+    0 on SIGTERM), and a broken TF_CONFIG exits 1 (permanent for TFJob's
+    ExitCode policy).
+
+YAML is read with PyYAML. Usage: check_manifests.py REPO_DIR BIN_DIR
+"""
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import yaml
+
+REPO = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.getcwd()
+BIN = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else os.path.join(
+    REPO, "build", "bin")
+DEPLOY = os.path.join(REPO, "deploy")
+LAUNCH = os.path.join(DEPLOY, "bin", "plexus-launch")
+# Where the images install the launcher and the binaries (deploy/docker).
+IMAGE_BIN = "/opt/plexus/bin"
+# The worker program the manifests run; written by the examples issue.
+WORKER_PROGRAM = "ctr_example"
+TIMEOUT_S = 30
+
+
+# ---------------------------------------------------------------- rendering
+
+def load_yaml_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def merge(base, patch):
+    """A strategic merge patch as far as deploy/k8s needs it: maps merge
+    recursively; lists of maps that all have a "name" merge by name; any other
+    list (and any scalar) is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    if (isinstance(base, list) and isinstance(patch, list) and
+            all(isinstance(x, dict) and "name" in x for x in base + patch)):
+        out = [copy.deepcopy(x) for x in base]
+        for p in patch:
+            for i, b in enumerate(out):
+                if b["name"] == p["name"]:
+                    out[i] = merge(b, p)
+                    break
+            else:
+                out.append(copy.deepcopy(p))
+        return out
+    if (isinstance(base, list) and isinstance(patch, list) and
+            all(isinstance(x, dict) and "metadata" in x for x in base + patch)):
+        # volumeClaimTemplates merge by metadata.name.
+        out = [copy.deepcopy(x) for x in base]
+        for p in patch:
+            for i, b in enumerate(out):
+                if b["metadata"]["name"] == p["metadata"]["name"]:
+                    out[i] = merge(b, p)
+                    break
+            else:
+                out.append(copy.deepcopy(p))
+        return out
+    return copy.deepcopy(patch)
+
+
+def key(obj):
+    return (obj["kind"], obj["metadata"]["name"])
+
+
+def render(kdir):
+    """Renders the kustomization in `kdir` into {(kind, name): object}."""
+    kpath = os.path.join(kdir, "kustomization.yaml")
+    (k,) = load_yaml_docs(kpath)
+    unknown = set(k) - {"apiVersion", "kind", "resources", "patches",
+                        "images"}
+    if unknown:
+        raise AssertionError(f"{kpath}: kustomize features this check does "
+                             f"not render: {sorted(unknown)}")
+    objects = {}
+    for r in k.get("resources", []):
+        path = os.path.normpath(os.path.join(kdir, r))
+        if os.path.isdir(path):
+            objects.update(render(path))
+        else:
+            for d in load_yaml_docs(path):
+                if key(d) in objects:
+                    raise AssertionError(f"{path}: duplicate {key(d)}")
+                objects[key(d)] = d
+    for p in k.get("patches", []):
+        if set(p) - {"path"}:
+            raise AssertionError(f"{kpath}: only patches by path are rendered")
+        for d in load_yaml_docs(os.path.join(kdir, p["path"])):
+            if key(d) not in objects:
+                raise AssertionError(
+                    f"{kdir}/{p['path']}: patches {key(d)}, which the base "
+                    "does not have")
+            objects[key(d)] = merge(objects[key(d)], d)
+    images = {i["name"]: i for i in k.get("images", [])}
+    for obj in objects.values():
+        for c in containers(obj):
+            i = images.get(c["image"])
+            if i:
+                c["image"] = i.get("newName", i["name"]) + (
+                    ":" + i["newTag"] if "newTag" in i else "")
+    return objects
+
+
+def pod_spec(obj):
+    if obj["kind"] in ("StatefulSet", "Job", "Deployment"):
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def containers(obj):
+    spec = pod_spec(obj)
+    return spec["containers"] if spec else []
+
+
+# ------------------------------------------------------------ the programs
+
+_help_cache = {}
+
+
+def flags_of(program):
+    """The flag names in `program --help` (gflags prints "  --name (...)")."""
+    if program not in _help_cache:
+        p = subprocess.run([program, "--help"], capture_output=True,
+                           text=True, timeout=TIMEOUT_S)
+        names = set(re.findall(r"^\s+--([A-Za-z0-9_]+)\b",
+                               p.stdout + p.stderr, re.M))
+        if not names:
+            raise AssertionError(f"{program} --help listed no flags")
+        _help_cache[program] = names
+    return _help_cache[program]
+
+
+def launch(env, args, dry_run=True):
+    """Runs plexus-launch with `env` (on top of a clean one) in dry-run mode
+    and returns (exit code, argv it would exec, stderr)."""
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PLEXUS_BIN_DIR": BIN}
+    full.update(env)
+    if dry_run:
+        full["PLEXUS_LAUNCH_DRY_RUN"] = "1"
+    p = subprocess.run([LAUNCH] + list(args), env=full, capture_output=True,
+                       text=True, timeout=TIMEOUT_S)
+    return p.returncode, p.stdout.splitlines(), p.stderr
+
+
+def flag_value(argv, name):
+    """The last --name=value in argv (gflags: the last one wins)."""
+    value = None
+    for a in argv:
+        if a.startswith(f"--{name}="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+class ProgramCheck:
+    """Checks a command line against its program's --help."""
+
+    skipped = []
+
+    @classmethod
+    def check(cls, test, argv, where):
+        program = argv[0]
+        name = os.path.basename(program)
+        test.assertTrue(program.startswith(BIN + "/"),
+                        f"{where}: runs {program}, not a Plexus binary")
+        if not os.path.exists(program):
+            if name == WORKER_PROGRAM:
+                cls.skipped.append(f"{where}: {name} is not built yet; its "
+                                   "flags are not checked")
+                return
+            test.fail(f"{where}: {program} does not exist")
+        known = flags_of(program)
+        for a in argv[1:]:
+            test.assertTrue(a.startswith("--"), f"{where}: argument {a!r} is "
+                            "not a --flag")
+            flag = a[2:].split("=", 1)[0]
+            if flag not in known:
+                test.fail(f"{where}: {name} has no --{flag} (in "
+                          f"{' '.join(argv)})")
+
+
+# ------------------------------------------------------------------ helpers
+
+def container_env(c, index):
+    """The container's environment as the kubelet would set it, with `index`
+    for the pod-index label / completion-index annotation."""
+    env = {}
+    for e in c.get("env", []):
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+        else:
+            path = e["valueFrom"]["fieldRef"]["fieldPath"]
+            if path in ("metadata.labels['apps.kubernetes.io/pod-index']",
+                        "metadata.annotations['batch.kubernetes.io/"
+                        "job-completion-index']"):
+                env[e["name"]] = str(index)
+            else:
+                raise AssertionError(f"unexpected fieldRef {path}")
+    return env
+
+
+def named_port(c, name):
+    for p in c.get("ports", []):
+        if p["name"] == name:
+            return p["containerPort"]
+    raise AssertionError(f"container {c['name']} has no port named {name}")
+
+
+def probe_port(c, probe):
+    port = probe["httpGet"]["port"]
+    return named_port(c, port) if isinstance(port, str) else port
+
+
+def split_address(address):
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def overlays():
+    root = os.path.join(DEPLOY, "k8s", "overlays")
+    return sorted(os.path.join(root, d) for d in os.listdir(root))
+
+
+# -------------------------------------------------------------------- tests
+
+class KubernetesTest(unittest.TestCase):
+
+    def variants(self):
+        dirs = [os.path.join(DEPLOY, "k8s", "base")] + overlays()
+        self.assertGreaterEqual(len(dirs), 3, "base and two overlays")
+        return [(os.path.relpath(d, DEPLOY), render(d)) for d in dirs]
+
+    def test_overlays_small_and_large_exist(self):
+        names = [os.path.basename(d) for d in overlays()]
+        self.assertIn("small", names)
+        self.assertIn("large", names)
+
+    def check_variant(self, where, objs):
+        by_kind = {}
+        for (kind, _), o in objs.items():
+            by_kind.setdefault(kind, []).append(o)
+        services = {o["metadata"]["name"]: o for o in by_kind["Service"]}
+        configmaps = {o["metadata"]["name"]: o
+                      for o in by_kind.get("ConfigMap", [])}
+        (coord,) = [o for o in by_kind["StatefulSet"]
+                    if o["metadata"]["name"].endswith("-coordinator")]
+        (ps,) = [o for o in by_kind["StatefulSet"]
+                 if o["metadata"]["name"].endswith("-ps")]
+        (workers,) = by_kind["Job"]
+
+        # Labels: selectors pick their own pods, every object is labelled.
+        for o in objs.values():
+            self.assertEqual(o["metadata"].get("labels", {}).get(
+                "app.kubernetes.io/name"), "plexus",
+                f"{where}: {key(o)} lacks app.kubernetes.io/name=plexus")
+        workloads = [coord, ps, workers]
+        for o in workloads:
+            labels = o["spec"]["template"]["metadata"]["labels"]
+            sel = o["spec"].get("selector", {}).get("matchLabels", {})
+            for k, v in sel.items():
+                self.assertEqual(labels.get(k), v, f"{where}: {key(o)} "
+                                 "selector does not match its pods")
+        for name, svc in services.items():
+            picked = [o for o in workloads if all(
+                o["spec"]["template"]["metadata"]["labels"].get(k) == v
+                for k, v in svc["spec"]["selector"].items())]
+            self.assertEqual(len(picked), 1, f"{where}: Service {name} "
+                             f"selects {len(picked)} workloads")
+
+        # Stable names: the headless Services the pods' DNS names need.
+        for o, svc_name in ((coord, coord["spec"]["serviceName"]),
+                            (ps, ps["spec"]["serviceName"]),
+                            (workers, pod_spec(workers).get("subdomain"))):
+            self.assertIn(svc_name, services, f"{where}: {key(o)} names "
+                          f"Service {svc_name}, which does not exist")
+            self.assertEqual(services[svc_name]["spec"].get("clusterIP"),
+                             "None", f"{where}: {svc_name} is not headless")
+        self.assertEqual(coord["spec"]["replicas"], 1)
+        self.assertEqual(workers["spec"]["completionMode"], "Indexed")
+        self.assertEqual(workers["spec"]["completions"],
+                         workers["spec"]["parallelism"],
+                         f"{where}: every worker runs at once")
+        self.assertEqual(pod_spec(workers)["restartPolicy"], "Never",
+                         "podFailurePolicy needs restartPolicy Never")
+        codes = {r["action"]: r["onExitCodes"]["values"]
+                 for r in workers["spec"]["podFailurePolicy"]["rules"]
+                 if "onExitCodes" in r}
+        self.assertEqual(codes.get("FailJob"), [1], "exit 1 is permanent")
+        self.assertIn(143, codes.get("Ignore", []), "143 is a SIGTERM drain")
+        for o in (coord, ps):
+            claims = [t["metadata"]["name"]
+                      for t in o["spec"].get("volumeClaimTemplates", [])]
+            mounts = {m["name"]: m["mountPath"]
+                      for m in containers(o)[0]["volumeMounts"]}
+            self.assertEqual(len(claims), 1, f"{where}: {key(o)} needs one "
+                             "persistent volume per pod")
+            self.assertIn(claims[0], mounts)
+            env = container_env(containers(o)[0], 0)
+            self.assertEqual(mounts[claims[0]], env["PLEXUS_DATA_DIR"],
+                             f"{where}: {key(o)} data is not on its volume")
+
+        # The cluster spec, from the ConfigMap every container mounts.
+        spec_text = None
+        for o in workloads:
+            spec = pod_spec(o)
+            vols = {v["name"]: v for v in spec.get("volumes", [])}
+            (c,) = spec["containers"]
+            env = container_env(c, 0)
+            path = env["PLEXUS_CLUSTER_SPEC"]
+            mount = [m for m in c["volumeMounts"]
+                     if path.startswith(m["mountPath"] + "/")]
+            self.assertEqual(len(mount), 1, f"{where}: {path} is not mounted")
+            cm = vols[mount[0]["name"]]["configMap"]["name"]
+            self.assertIn(cm, configmaps, f"{where}: no ConfigMap {cm}")
+            text = configmaps[cm]["data"][os.path.basename(path)]
+            self.assertTrue(spec_text is None or spec_text == text,
+                            f"{where}: pods read different cluster specs")
+            spec_text = text
+        cluster = json.loads(spec_text)
+        self.assertEqual(set(cluster), {"chief", "ps", "worker"})
+        self.assertEqual(len(cluster["ps"]), ps["spec"]["replicas"],
+                         f"{where}: ps entries != plexus-ps replicas")
+        self.assertEqual(len(cluster["worker"]), workers["spec"]["completions"],
+                         f"{where}: worker entries != worker completions")
+        for role, o, svc in (
+                ("chief", coord, coord["spec"]["serviceName"]),
+                ("ps", ps, ps["spec"]["serviceName"]),
+                ("worker", workers, pod_spec(workers)["subdomain"])):
+            (c,) = containers(o)
+            grpc = named_port(c, "grpc")
+            sport = {p["name"]: p for p in services[svc]["spec"]["ports"]}
+            self.assertEqual(sport["grpc"]["port"], grpc,
+                             f"{where}: Service {svc} grpc port")
+            self.assertIn(sport["grpc"]["targetPort"], ("grpc", grpc))
+            for i, address in enumerate(cluster[role]):
+                host, port = split_address(address)
+                self.assertEqual(host, f"{o['metadata']['name']}-{i}.{svc}",
+                                 f"{where}: {role} {i} is not the pod's "
+                                 "stable DNS name")
+                self.assertEqual(port, grpc, f"{where}: {role} {i} port")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            spec_file = os.path.join(tmp, "cluster_spec.json")
+            with open(spec_file, "w") as f:
+                f.write(spec_text)
+            for role, o in (("chief", coord), ("ps", ps), ("worker", workers)):
+                (c,) = containers(o)
+                self.assertEqual(c["command"], [IMAGE_BIN + "/plexus-launch"])
+                n = len(cluster[role])
+                for index in sorted({0, n - 1}):
+                    env = container_env(c, index)
+                    self.assertEqual(env["PLEXUS_TASK_TYPE"], role)
+                    env["PLEXUS_CLUSTER_SPEC"] = spec_file
+                    rc, argv, err = launch(env, c.get("args", []))
+                    at = f"{where}: {role} {index}"
+                    self.assertEqual(rc, 0, f"{at}: plexus-launch: {err}")
+                    ProgramCheck.check(self, argv, at)
+                    self.assertEqual(int(flag_value(argv, "port") or
+                                         split_address(
+                                             cluster[role][index])[1]),
+                                     named_port(c, "grpc"))
+                    if role == "ps":
+                        self.assertEqual(flag_value(argv, "shard"), str(index))
+                    if role == "worker":
+                        self.assertEqual(flag_value(argv, "task_index"),
+                                         str(index))
+                        self.assertEqual(flag_value(argv, "ps"),
+                                         ",".join(cluster["ps"]))
+                        self.assertEqual(flag_value(argv, "coordinator"),
+                                         cluster["chief"][0])
+                    if role == "worker":
+                        continue
+                    # Daemons: probes on the admin port the flag sets, drain
+                    # within the termination grace.
+                    admin = named_port(c, "admin")
+                    self.assertEqual(flag_value(argv, "admin_port"),
+                                     str(admin), f"{at}: --admin_port")
+                    self.assertEqual(flag_value(argv, "host"), "0.0.0.0")
+                    for probe, path in (("startupProbe", "/healthz"),
+                                        ("readinessProbe", "/healthz"),
+                                        ("livenessProbe", "/metrics")):
+                        self.assertIn(probe, c, f"{at}: no {probe}")
+                        self.assertEqual(probe_port(c, c[probe]), admin)
+                        self.assertEqual(c[probe]["httpGet"]["path"], path)
+                    grace = float(flag_value(argv, "shutdown_grace_s"))
+                    self.assertLess(grace, pod_spec(o)[
+                        "terminationGracePeriodSeconds"], f"{at}: the drain "
+                        "must end before the kubelet's SIGKILL")
+                    ann = o["spec"]["template"]["metadata"].get(
+                        "annotations", {})
+                    self.assertEqual(ann.get("prometheus.io/port"),
+                                     str(admin))
+
+        # Resources; GPU workers request GPUs (requests == limits).
+        for o in workloads:
+            for c in containers(o):
+                req = c["resources"]["requests"]
+                self.assertIn("cpu", req, f"{where}: {key(o)}")
+                self.assertIn("memory", req, f"{where}: {key(o)}")
+                gpu = c["resources"].get("limits", {}).get("nvidia.com/gpu")
+                if "cuda" in c["image"]:
+                    self.assertTrue(gpu, f"{where}: {key(o)} runs the CUDA "
+                                    "image without a GPU")
+                    self.assertEqual(req.get("nvidia.com/gpu"), gpu)
+                else:
+                    self.assertIsNone(gpu, f"{where}: GPU on the CPU image")
+        return cluster
+
+    def test_every_variant(self):
+        seen = {}
+        for where, objs in self.variants():
+            with self.subTest(variant=where):
+                seen[where] = self.check_variant(where, objs)
+        large = seen["k8s/overlays/large"]
+        small = seen["k8s/overlays/small"]
+        self.assertGreater(len(large["ps"]), len(small["ps"]))
+        self.assertGreater(len(large["worker"]), len(small["worker"]))
+
+
+class TfJobTest(unittest.TestCase):
+
+    def setUp(self):
+        docs = load_yaml_docs(os.path.join(DEPLOY, "kubeflow", "tfjob.yaml"))
+        (self.job,) = [d for d in docs if d["kind"] == "TFJob"]
+        self.pvcs = {d["metadata"]["name"] for d in docs
+                     if d["kind"] == "PersistentVolumeClaim"}
+
+    def tf_configs(self):
+        """TF_CONFIG per (type, index) as the training-operator writes it:
+        <job>-<type>-<i>.<namespace>.svc:<tfjob-port>."""
+        name = self.job["metadata"]["name"]
+        specs = self.job["spec"]["tfReplicaSpecs"]
+        cluster = {}
+        for rtype, rspec in specs.items():
+            c = rspec["template"]["spec"]["containers"][0]
+            port = named_port(c, "tfjob-port")
+            t = rtype.lower()
+            cluster[t] = [f"{name}-{t}-{i}.default.svc:{port}"
+                          for i in range(rspec["replicas"])]
+        for rtype, rspec in specs.items():
+            for i in range(rspec["replicas"]):
+                yield rtype, i, json.dumps({
+                    "cluster": cluster,
+                    "task": {"type": rtype.lower(), "index": i},
+                    "environment": "cloud"})
+
+    def test_roles_and_restart_policy(self):
+        specs = self.job["spec"]["tfReplicaSpecs"]
+        self.assertEqual(set(specs), {"Chief", "PS", "Worker"})
+        self.assertEqual(specs["Chief"]["replicas"], 1)
+        for rtype, rspec in specs.items():
+            self.assertEqual(rspec["restartPolicy"], "ExitCode", rtype)
+            spec = rspec["template"]["spec"]
+            (c,) = spec["containers"]
+            self.assertEqual(c["name"], "tensorflow",
+                             "TFJob finds its container by this name")
+            self.assertEqual(c["command"], [IMAGE_BIN + "/plexus-launch"])
+            for e in c.get("env", []):
+                self.assertNotIn(e["name"], ("PLEXUS_CLUSTER_SPEC",
+                                             "PLEXUS_TASK_TYPE",
+                                             "PLEXUS_TASK_INDEX"),
+                                 "a TFJob relies only on TF_CONFIG")
+            for v in spec.get("volumes", []):
+                if "persistentVolumeClaim" in v:
+                    self.assertIn(v["persistentVolumeClaim"]["claimName"],
+                                  self.pvcs)
+
+    def test_flags_from_tf_config(self):
+        specs = self.job["spec"]["tfReplicaSpecs"]
+        for rtype, index, tf_config in self.tf_configs():
+            c = specs[rtype]["template"]["spec"]["containers"][0]
+            env = {e["name"]: str(e["value"]) for e in c.get("env", [])}
+            env["TF_CONFIG"] = tf_config
+            rc, argv, err = launch(env, c.get("args", []))
+            at = f"TFJob {rtype} {index}"
+            self.assertEqual(rc, 0, f"{at}: {err}")
+            ProgramCheck.check(self, argv, at)
+            config = json.loads(tf_config)
+            own = config["cluster"][rtype.lower()][index]
+            self.assertEqual(flag_value(argv, "port"),
+                             own.rsplit(":", 1)[1]) if rtype != "Worker" \
+                else self.assertEqual(flag_value(argv, "coordinator"),
+                                      config["cluster"]["chief"][0])
+            if rtype != "Worker":
+                admin = named_port(c, "admin")
+                self.assertEqual(flag_value(argv, "admin_port"), str(admin))
+                for probe in ("startupProbe", "readinessProbe",
+                              "livenessProbe"):
+                    self.assertEqual(probe_port(c, c[probe]), admin)
+                self.assertLess(
+                    float(flag_value(argv, "shutdown_grace_s")),
+                    specs[rtype]["template"]["spec"][
+                        "terminationGracePeriodSeconds"])
+
+    def run_daemon(self, tf_config, tmp, name):
+        """Starts the real daemon through plexus-launch from `tf_config` (on
+        a free port: --port=0 after the spec's port wins), waits until it
+        serves, SIGTERMs it and returns its exit code."""
+        port_file = os.path.join(tmp, name + ".port")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "PLEXUS_BIN_DIR": BIN, "TF_CONFIG": tf_config,
+               "PLEXUS_DATA_DIR": os.path.join(tmp, name),
+               "PLEXUS_LISTEN_HOST": "127.0.0.1"}
+        log = open(os.path.join(tmp, name + ".log"), "w+")
+        p = subprocess.Popen([LAUNCH, "--port=0", "--admin_port=-1",
+                              "--port_file=" + port_file,
+                              "--shutdown_grace_s=1"],
+                             env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while not os.path.exists(port_file):
+                if p.poll() is not None:
+                    log.seek(0)
+                    self.fail(f"{name} exited {p.returncode}: {log.read()}")
+                self.assertLess(time.monotonic(), deadline,
+                                f"{name} never wrote its port")
+                time.sleep(0.02)  # polling interval, not synchronisation
+            p.send_signal(signal.SIGTERM)
+            return p.wait(timeout=TIMEOUT_S)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+
+    def test_daemons_parse_tf_config(self):
+        configs = {(t, i): c for t, i, c in self.tf_configs()}
+        with tempfile.TemporaryDirectory() as tmp:
+            self.assertEqual(self.run_daemon(configs[("Chief", 0)], tmp,
+                                             "coordinator"), 0)
+            self.assertEqual(self.run_daemon(configs[("PS", 1)], tmp, "ps"),
+                             0)
+
+    def test_bad_tf_config_exits_1(self):
+        good = json.loads(next(c for t, i, c in self.tf_configs()
+                               if t == "Chief"))
+        outside = copy.deepcopy(good)
+        outside["task"] = {"type": "ps", "index": 99}
+        evaluator = copy.deepcopy(good)
+        evaluator["task"] = {"type": "evaluator", "index": 0}
+        for name, text in (("not JSON", "{\"cluster\":"),
+                           ("index outside the spec", json.dumps(outside)),
+                           ("unknown role", json.dumps(evaluator))):
+            rc, _, err = launch({"TF_CONFIG": text}, [], dry_run=False)
+            self.assertEqual(rc, 1, f"plexus-launch, {name}: {err}")
+        # The coordinator itself refuses a TF_CONFIG whose task lies outside
+        # its cluster with exit 1 (permanent), whoever started it.
+        with tempfile.TemporaryDirectory() as tmp:
+            p = subprocess.run(
+                [os.path.join(BIN, "plexus-coordinator"),
+                 "--data_dir=" + tmp, "--port=0", "--admin_port=-1"],
+                env={"TF_CONFIG": json.dumps(outside)}, capture_output=True,
+                text=True, timeout=TIMEOUT_S)
+            self.assertEqual(p.returncode, 1, p.stderr)
+
+
+class ImagesTest(unittest.TestCase):
+
+    def test_dockerfile_uses_the_one_package_list(self):
+        path = os.path.join(DEPLOY, "docker", "Dockerfile")
+        with open(path) as f:
+            text = f.read()
+        self.assertIn("debian:bookworm", text)
+        self.assertIn("deploy/packages.txt", text)
+        self.assertIn("scripts/setup.sh", text,
+                      "the image installs packages the way setup.sh does")
+        self.assertIn(IMAGE_BIN, text)
+        for target in ("cpu", "cuda"):
+            self.assertRegex(text, rf"(?im)^FROM\s+\S+\s+AS\s+{target}\s*$")
+        with open(os.path.join(DEPLOY, "packages.txt")) as f:
+            packages = [l.split()[0] for l in f
+                        if l.strip() and not l.startswith("#")]
+        self.assertIn("jq", packages, "plexus-launch needs jq")
+        # Packages the Dockerfile installs itself (CUDA's): none of them may
+        # repeat the list.
+        joined = text.replace("\\\n", " ")
+        installed = set()
+        for m in re.finditer(r"apt-get install([^&\n]*)", joined):
+            installed |= {w for w in m.group(1).split()
+                          if not w.startswith("-")}
+        self.assertTrue(installed, "the CUDA stage installs the toolkit")
+        self.assertFalse(installed & set(packages), "packages repeated in the "
+                         "Dockerfile: the list lives in deploy/packages.txt")
+
+if __name__ == "__main__":
+    # unittest must not see our positional arguments.
+    result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
+    for s in ProgramCheck.skipped:
+        print("SKIPPED PART:", s)
+    sys.exit(0 if result.wasSuccessful() else 1)
