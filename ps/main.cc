@@ -39,11 +39,20 @@ int main(int argc, char** argv) {
   plexus::ps::PsService service(FLAGS_shard, std::move(*engine),
                                 options.max_message_bytes);
   options.on_drain = [&service] { service.Drain(); };
+  // Checkpoints live in <data_dir>/checkpoints; opening removes staging
+  // leftovers and half-built checkpoints of an earlier incarnation.
+  absl::Status ck = service.OpenCheckpoints(FLAGS_data_dir + "/checkpoints");
+  if (!ck.ok()) {
+    LOG(ERROR) << ck;
+    return 1;
+  }
   auto daemon = plexus::Daemon::Start(options, {&service});
   if (!daemon.ok()) {
     LOG(ERROR) << daemon.status().message();
     return 1;
   }
+  plexus::Daemon* d = daemon->get();
+  service.SetServingCallback([d](bool serving) { d->SetServing(serving); });
   LOG(INFO) << "plexus-ps: shard " << FLAGS_shard << ", data in "
             << FLAGS_data_dir << ", incarnation " << service.incarnation();
   absl::Status st = (*daemon)->Run();

@@ -219,6 +219,144 @@ absl::StatusOr<TableConfig> FromProto(const v1::TableConfig& c) {
   return out;
 }
 
+namespace {
+
+void InitializerToProto(const InitializerConfig& c, v1::InitializerConfig* o) {
+  o->set_seed(c.seed);
+  switch (c.kind) {
+    case InitializerConfig::Kind::kZeros:
+      o->mutable_zeros();
+      break;
+    case InitializerConfig::Kind::kConstant:
+      o->mutable_constant()->set_value(c.value);
+      break;
+    case InitializerConfig::Kind::kUniform:
+      o->mutable_uniform()->set_min(c.min);
+      o->mutable_uniform()->set_max(c.max);
+      break;
+    case InitializerConfig::Kind::kNormal:
+      o->mutable_normal()->set_mean(c.mean);
+      o->mutable_normal()->set_stddev(c.stddev);
+      o->mutable_normal()->set_truncated(c.truncated);
+      break;
+  }
+}
+
+void OptimizerToProto(const OptimizerConfig& c, v1::OptimizerConfig* o) {
+  using K = OptimizerConfig::Kind;
+  switch (c.kind) {
+    case K::kUnspecified:
+      break;
+    case K::kSgd:
+      o->mutable_sgd()->set_learning_rate(c.learning_rate);
+      break;
+    case K::kMomentum: {
+      auto* m = o->mutable_momentum();
+      m->set_learning_rate(c.learning_rate);
+      m->set_momentum(c.momentum);
+      m->set_nesterov(c.nesterov);
+      break;
+    }
+    case K::kAdagrad: {
+      auto* m = o->mutable_adagrad();
+      m->set_learning_rate(c.learning_rate);
+      m->set_initial_accumulator_value(c.initial_accumulator_value);
+      m->set_epsilon(c.epsilon);
+      break;
+    }
+    case K::kAdam: {
+      auto* m = o->mutable_adam();
+      m->set_learning_rate(c.learning_rate);
+      m->set_beta1(c.beta1);
+      m->set_beta2(c.beta2);
+      m->set_epsilon(c.epsilon);
+      break;
+    }
+    case K::kAdamW: {
+      auto* m = o->mutable_adamw();
+      m->set_learning_rate(c.learning_rate);
+      m->set_beta1(c.beta1);
+      m->set_beta2(c.beta2);
+      m->set_epsilon(c.epsilon);
+      m->set_weight_decay(c.weight_decay);
+      break;
+    }
+    case K::kFtrl: {
+      auto* m = o->mutable_ftrl();
+      m->set_learning_rate(c.learning_rate);
+      m->set_learning_rate_power(c.learning_rate_power);
+      m->set_initial_accumulator_value(c.initial_accumulator_value);
+      m->set_l1_regularization(c.l1);
+      m->set_l2_regularization(c.l2);
+      m->set_l2_shrinkage_regularization(c.l2_shrinkage);
+      m->set_beta(c.beta);
+      break;
+    }
+    case K::kRmsProp: {
+      auto* m = o->mutable_rmsprop();
+      m->set_learning_rate(c.learning_rate);
+      m->set_rho(c.rho);
+      m->set_momentum(c.momentum);
+      m->set_epsilon(c.epsilon);
+      m->set_centered(c.centered);
+      break;
+    }
+  }
+}
+
+void ConsistencyToProto(const ConsistencyConfig& c, v1::ConsistencyConfig* o) {
+  switch (c.mode) {
+    case ConsistencyMode::kAsync:
+      o->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+      break;
+    case ConsistencyMode::kSync:
+      o->set_mode(v1::CONSISTENCY_MODE_SYNC);
+      break;
+    case ConsistencyMode::kBoundedStaleness:
+      o->set_mode(v1::CONSISTENCY_MODE_BOUNDED_STALENESS);
+      break;
+    case ConsistencyMode::kUnspecified:
+      break;
+  }
+  o->set_num_workers(c.num_workers);
+  o->set_staleness_bound(c.staleness_bound);
+}
+
+v1::NonFinitePolicy NonFiniteToProto(NonFinitePolicy p) {
+  return p == NonFinitePolicy::kSkip ? v1::NON_FINITE_POLICY_SKIP
+                                     : v1::NON_FINITE_POLICY_REJECT;
+}
+
+}  // namespace
+
+void ToProto(const VariableConfig& c, v1::VariableConfig* out) {
+  out->set_name(c.name);
+  out->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  for (int64_t d : c.shape) out->mutable_spec()->add_shape(d);
+  out->set_storage_dtype(ToProto(c.storage_dtype));
+  InitializerToProto(c.initializer, out->mutable_initializer());
+  OptimizerToProto(c.optimizer, out->mutable_optimizer());
+  ConsistencyToProto(c.consistency, out->mutable_consistency());
+  out->set_non_finite_policy(NonFiniteToProto(c.non_finite_policy));
+}
+
+void ToProto(const TableConfig& c, v1::TableConfig* out) {
+  out->set_name(c.name);
+  out->set_dim(c.dim);
+  out->set_storage_dtype(ToProto(c.storage_dtype));
+  InitializerToProto(c.initializer, out->mutable_initializer());
+  OptimizerToProto(c.optimizer, out->mutable_optimizer());
+  ConsistencyToProto(c.consistency, out->mutable_consistency());
+  out->mutable_admission()->set_min_hit_count(c.admission_min_hit_count);
+  out->mutable_eviction()->set_ttl_steps(c.ttl_steps);
+  out->mutable_eviction()->set_capacity_rows(c.capacity_rows);
+  out->mutable_eviction()->set_policy(
+      c.eviction_policy == EvictionPolicy::kLru   ? v1::EVICTION_POLICY_LRU
+      : c.eviction_policy == EvictionPolicy::kLfu ? v1::EVICTION_POLICY_LFU
+                                                  : v1::EVICTION_POLICY_UNSPECIFIED);
+  out->set_non_finite_policy(NonFiniteToProto(c.non_finite_policy));
+}
+
 v1::PushOutcome ToProto(PushOutcome outcome) {
   switch (outcome) {
     case PushOutcome::kApplied:

@@ -29,6 +29,12 @@ absl::StatusOr<ConsistencyConfig> FromProto(const v1::ConsistencyConfig& c);
 absl::StatusOr<VariableConfig> FromProto(const v1::VariableConfig& c);
 absl::StatusOr<TableConfig> FromProto(const v1::TableConfig& c);
 
+// Engine config -> wire config (after a restore, for what the engine holds
+// but this process never saw created). Hyper-parameters come back as the
+// engine keeps them (rounded to fp32); memory_budget_bytes is not kept.
+void ToProto(const VariableConfig& c, v1::VariableConfig* out);
+void ToProto(const TableConfig& c, v1::TableConfig* out);
+
 // Engine outcome -> wire outcome.
 v1::PushOutcome ToProto(PushOutcome outcome);
 

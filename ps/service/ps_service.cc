@@ -2,7 +2,12 @@
 
 #include <glog/logging.h>
 
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/auth.h"
 #include "common/error_info.h"
 #include "common/failpoint.h"
@@ -67,6 +72,61 @@ void CountPush(const absl::StatusOr<PushResult>& r) {
       ->Increment(static_cast<double>(r->rows_applied));
 }
 
+v1::ShardCheckpointState ToProto(CheckpointState s) {
+  switch (s) {
+    case CheckpointState::kStaging:
+      return v1::SHARD_CHECKPOINT_STATE_STAGING;
+    case CheckpointState::kCommitted:
+      return v1::SHARD_CHECKPOINT_STATE_COMMITTED;
+    case CheckpointState::kPublished:
+      return v1::SHARD_CHECKPOINT_STATE_PUBLISHED;
+    case CheckpointState::kAborted:
+      return v1::SHARD_CHECKPOINT_STATE_ABORTED;
+  }
+  return v1::SHARD_CHECKPOINT_STATE_UNSPECIFIED;
+}
+
+void ToProto(const ShardCheckpointInfo& info, uint32_t shard_index,
+             uint64_t incarnation, v1::ShardCheckpoint* out) {
+  out->set_shard_index(shard_index);
+  out->set_directory(info.directory);
+  for (const auto& f : info.files) {
+    v1::CheckpointFile* pf = out->add_files();
+    pf->set_path(f.path);
+    pf->set_size_bytes(f.size_bytes);
+    pf->set_crc32c(f.crc32c);
+  }
+  out->set_server_incarnation(incarnation);
+  out->set_num_rows(info.num_rows);
+  out->set_total_bytes(info.total_bytes);
+  out->set_new_bytes(info.new_bytes);
+}
+
+// A relative path with no empty, "." or ".." component.
+bool IsSafeRelativePath(absl::string_view p) {
+  if (p.empty() || p.front() == '/') return false;
+  for (absl::string_view part : absl::StrSplit(p, '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+  }
+  return true;
+}
+
+// The store names a bad file as "checkpoint file <path> ..."; the
+// coordinator gets it as ErrorInfo.resource too, so it need not parse.
+absl::Status WithChecksumInfo(const absl::Status& st) {
+  if (st.code() != absl::StatusCode::kDataLoss) return st;
+  constexpr absl::string_view kPrefix = "checkpoint file ";
+  absl::string_view m = st.message();
+  size_t at = m.find(kPrefix);
+  if (at == absl::string_view::npos) return st;
+  absl::string_view rest = m.substr(at + kPrefix.size());
+  size_t end = rest.find_first_of(" :");
+  v1::ErrorInfo info;
+  info.set_reason(v1::ErrorInfo::REASON_CHECKSUM_MISMATCH);
+  info.set_resource(std::string(rest.substr(0, end)));
+  return WithErrorInfo(st, info);
+}
+
 }  // namespace
 
 PsService::PsService(int shard, std::unique_ptr<Engine> engine,
@@ -79,7 +139,58 @@ PsService::PsService(int shard, std::unique_ptr<Engine> engine,
   Metrics()->AddCollector([this] { CollectMetrics(); });
 }
 
-void PsService::Drain() { engine_->Shutdown(); }
+void PsService::Drain() {
+  draining_ = true;
+  engine_->Shutdown();
+}
+
+absl::Status PsService::OpenCheckpoints(const std::string& root) {
+  CHECK(checkpoints_ == nullptr) << "OpenCheckpoints called twice";
+  CheckpointStoreOptions o;
+  o.root = root;
+  checkpoint_root_ = root;
+  PLEXUS_ASSIGN_OR_RETURN(checkpoints_,
+                          CheckpointStore::Open(engine_.get(), o),
+                          absl::StrCat("checkpoints in ", root));
+  for (const auto& l : checkpoints_->List()) {
+    LOG(INFO) << "checkpoint " << l.checkpoint_id << " (step " << l.step_id
+              << ") present in " << root << "/" << l.info.directory;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PsService::CheckServing() const {
+  if (!restoring_.load(std::memory_order_acquire)) return absl::OkStatus();
+  v1::ErrorInfo info;
+  info.set_reason(v1::ErrorInfo::REASON_NOT_SERVING);
+  return WithErrorInfo(
+      absl::UnavailableError("this shard is restoring a checkpoint"), info);
+}
+
+absl::Status PsService::CheckCoordinatorEpoch(const v1::RequestHeader& h) {
+  absl::MutexLock lock(&mu_);
+  if (h.coordinator_epoch() == 0) return absl::OkStatus();
+  if (h.coordinator_epoch() < coordinator_epoch_) {
+    v1::ErrorInfo info;
+    info.set_reason(v1::ErrorInfo::REASON_STALE_COORDINATOR_EPOCH);
+    info.set_current_coordinator_epoch(coordinator_epoch_);
+    return WithErrorInfo(
+        absl::FailedPreconditionError(absl::StrCat(
+            "coordinator epoch ", h.coordinator_epoch(),
+            " is older than this shard's newest ", coordinator_epoch_)),
+        info);
+  }
+  coordinator_epoch_ = h.coordinator_epoch();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CheckpointStore*> PsService::Checkpoints() const {
+  if (checkpoints_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "this shard has no checkpoint store (started without --data_dir)");
+  }
+  return checkpoints_.get();
+}
 
 void PsService::FillHeader(v1::ResponseHeader* h) const {
   absl::MutexLock lock(&mu_);
@@ -137,6 +248,7 @@ absl::Status PsService::DoPush(
     const v1::RequestHeader& h, uint32_t push_seq, uint32_t chunk_index,
     uint32_t num_chunks, const RepeatedPtrField<v1::DenseSliceData>& dense,
     const RepeatedPtrField<v1::SparseUpdate>& sparse, PushResult* result) {
+  PLEXUS_RETURN_IF_ERROR(CheckServing());
   PLEXUS_RETURN_IF_ERROR(CheckMapVersion(h));
   std::vector<DenseGradient> dg;
   dg.reserve(dense.size());
@@ -169,6 +281,7 @@ absl::StatusOr<PullResult> PsService::DoPull(
     grpc::ServerContext* ctx, const v1::RequestHeader& h, v1::DType value_dtype,
     const RepeatedPtrField<v1::DenseSliceRef>& dense,
     const RepeatedPtrField<v1::SparseLookup>& sparse) {
+  PLEXUS_RETURN_IF_ERROR(CheckServing());
   PLEXUS_RETURN_IF_ERROR(CheckMapVersion(h));
   PullOptions o;
   o.step_id = h.step_id();
@@ -420,11 +533,22 @@ grpc::Status PsService::GetShardInfo(grpc::ServerContext* ctx,
   {
     absl::MutexLock lock(&mu_);
     resp->set_shard_index(shard_index_ >= 0 ? shard_index_ : configured_shard_);
+    resp->set_restored_checkpoint_id(restored_checkpoint_id_);
     if (router_ != nullptr && shard_index_ >= 0) {
       resp->set_address(router_->map().shards(shard_index_).address());
     }
   }
-  resp->set_state(v1::SHARD_STATE_SERVING);
+  resp->set_state(restoring_.load() ? v1::SHARD_STATE_RESTORING
+                                    : v1::SHARD_STATE_SERVING);
+  if (checkpoints_ != nullptr) {
+    for (const auto& l : checkpoints_->List()) {
+      if (l.state == CheckpointState::kCommitted ||
+          l.state == CheckpointState::kPublished) {
+        resp->set_last_checkpoint_id(l.checkpoint_id);
+        break;
+      }
+    }
+  }
   resp->set_max_message_bytes(max_message_bytes_);
   resp->set_memory_bytes(memory);
   resp->set_duplicate_pushes(c.duplicate_pushes);
@@ -476,6 +600,268 @@ grpc::Status PsService::SetFailpoint(grpc::ServerContext* ctx,
   PLEXUS_AUTHORIZE(ctx);
   FillHeader(response->mutable_header());
   return HandleSetFailpoint(*request, response);
+}
+
+grpc::Status PsService::PrepareCheckpoint(
+    grpc::ServerContext* ctx, const v1::PrepareCheckpointRequest* req,
+    v1::PrepareCheckpointResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  auto store = Checkpoints();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  absl::Status st = CheckCoordinatorEpoch(req->header());
+  if (!st.ok()) return ToGrpcStatus(st);
+  PrepareOptions o;
+  o.checkpoint_id = req->checkpoint_id();
+  o.step_id = req->step_id();
+  o.base_checkpoint_id = req->base_checkpoint_id();
+  o.directory = req->directory();
+  o.staging_directory = req->staging_directory();
+  auto r = (*store)->Prepare(o);
+  if (!r.ok()) {
+    return ToGrpcStatus(
+        Annotate(r.status(), absl::StrCat("checkpoint ", o.checkpoint_id)));
+  }
+  LOG(INFO) << "checkpoint " << o.checkpoint_id << " at step " << o.step_id
+            << ": cut in " << absl::FormatDuration(r->cut_pause) << ", "
+            << r->dirty_rows << " rows to write"
+            << (r->incremental ? " (incremental)" : "");
+  Metrics()
+      ->GetHistogram("plexus_ps_checkpoint_cut_pause_seconds",
+                     "How long pushes paused for a checkpoint's cut.")
+      ->Observe(absl::ToDoubleSeconds(r->cut_pause));
+  resp->set_cut_pause_us(absl::ToInt64Microseconds(r->cut_pause));
+  resp->set_dirty_rows(r->dirty_rows);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::CommitCheckpoint(grpc::ServerContext* ctx,
+                                         const v1::CommitCheckpointRequest* req,
+                                         v1::CommitCheckpointResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  auto store = Checkpoints();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  if (req->timeout_ms() < 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("timeout_ms must be >= 0, got ", req->timeout_ms())));
+  }
+  absl::Status st = CheckCoordinatorEpoch(req->header());
+  if (!st.ok()) return ToGrpcStatus(st);
+  absl::Duration timeout = req->timeout_ms() > 0
+                               ? absl::Milliseconds(req->timeout_ms())
+                               : DeadlineOf(ctx) - absl::Now();
+  auto r = (*store)->Commit(req->checkpoint_id(), timeout);
+  if (!r.ok()) {
+    LOG(WARNING) << "checkpoint " << req->checkpoint_id()
+                 << " failed: " << r.status();
+    return ToGrpcStatus(Annotate(
+        r.status(), absl::StrCat("checkpoint ", req->checkpoint_id())));
+  }
+  uint32_t shard;
+  {
+    absl::MutexLock lock(&mu_);
+    shard = static_cast<uint32_t>(shard_index_ >= 0 ? shard_index_
+                                                    : configured_shard_);
+  }
+  ToProto(r->info, shard, incarnation_, resp->mutable_shard_checkpoint());
+  resp->set_write_ms(absl::ToInt64Milliseconds(r->write_time));
+  LOG(INFO) << "checkpoint " << req->checkpoint_id() << " committed in "
+            << r->info.directory << ": " << r->info.files.size() << " files, "
+            << r->info.total_bytes << " bytes (" << r->info.new_bytes
+            << " new), written in " << absl::FormatDuration(r->write_time);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::FinalizeCheckpoint(
+    grpc::ServerContext* ctx, const v1::FinalizeCheckpointRequest* req,
+    v1::FinalizeCheckpointResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  auto store = Checkpoints();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  absl::Status st = CheckCoordinatorEpoch(req->header());
+  if (!st.ok()) return ToGrpcStatus(st);
+  auto r = (*store)->Finalize(req->checkpoint_id(), req->published(),
+                              req->keep_last());
+  if (!r.ok()) {
+    return ToGrpcStatus(Annotate(
+        r.status(), absl::StrCat("checkpoint ", req->checkpoint_id())));
+  }
+  LOG(INFO) << "checkpoint " << req->checkpoint_id()
+            << (req->published() ? " published" : " abandoned") << "; "
+            << r->size() << " old checkpoint(s) deleted";
+  for (uint64_t id : *r) resp->add_deleted_checkpoint_ids(id);
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<RestoreResult> PsService::DoRestore(
+    const v1::RestoreRequest& req) {
+  PLEXUS_ASSIGN_OR_RETURN(CheckpointStore * store, Checkpoints());
+  PLEXUS_RETURN_IF_ERROR(CheckCoordinatorEpoch(req.header()));
+  v1::CheckpointManifest manifest;
+  switch (req.source_case()) {
+    case v1::RestoreRequest::kManifest:
+      manifest = req.manifest();
+      break;
+    case v1::RestoreRequest::kManifestPath: {
+      // Only files under the checkpoint root may be read.
+      if (!IsSafeRelativePath(req.manifest_path())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("manifest_path '", req.manifest_path(),
+                         "' is not a relative path under the checkpoint root"));
+      }
+      const std::string path = checkpoint_root_ + "/" + req.manifest_path();
+      std::ifstream in(path, std::ios::binary);
+      if (!in) {
+        return absl::NotFoundError(absl::StrCat("no manifest file ", path));
+      }
+      std::stringstream bytes;
+      bytes << in.rdbuf();
+      if (!manifest.ParseFromString(bytes.str())) {
+        return absl::DataLossError(
+            absl::StrCat("manifest file ", path, " does not parse"));
+      }
+      break;
+    }
+    case v1::RestoreRequest::SOURCE_NOT_SET:
+      return absl::InvalidArgumentError("restore: no manifest given");
+  }
+  if (manifest.checkpoint_id() == 0) {
+    return absl::InvalidArgumentError("restore: manifest checkpoint_id is 0");
+  }
+  const v1::ShardCheckpoint* mine = nullptr;
+  for (const auto& s : manifest.shards()) {
+    if (s.shard_index() == req.shard_index()) mine = &s;
+  }
+  if (mine == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", manifest.checkpoint_id(),
+                     " has no entry for shard ", req.shard_index()));
+  }
+  RestoreOptions o;
+  o.checkpoint_id = manifest.checkpoint_id();
+  o.directory = mine->directory();
+  if (o.directory.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint ", o.checkpoint_id, ": shard ", req.shard_index(),
+        " has no directory"));
+  }
+  for (const auto& f : mine->files()) {
+    if (!IsSafeRelativePath(f.path())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint file path '", f.path(),
+          "' is not a relative path inside the checkpoint directory"));
+    }
+    o.files.push_back({f.path(), f.size_bytes(), f.crc32c()});
+  }
+  if (o.files.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint ", o.checkpoint_id, ": shard ", req.shard_index(),
+        " lists no files"));
+  }
+  o.skip_checksum_verification = req.skip_checksum_verification();
+  bool expected = false;
+  if (!restoring_.compare_exchange_strong(expected, true)) {
+    return absl::FailedPreconditionError("a restore is already running");
+  }
+  std::function<void(bool)> set_serving;
+  {
+    absl::MutexLock lock(&mu_);
+    set_serving = set_serving_;
+  }
+  if (set_serving) set_serving(false);
+  absl::StatusOr<RestoreResult> r = store->Restore(o);
+  if (r.ok()) {
+    ResyncConfigs();
+    absl::MutexLock lock(&mu_);
+    restored_checkpoint_id_ = r->checkpoint_id;
+  }
+  restoring_.store(false, std::memory_order_release);
+  if (set_serving && !draining_) set_serving(true);
+  if (!r.ok()) {
+    return WithChecksumInfo(
+        Annotate(r.status(), absl::StrCat("restore checkpoint ",
+                                          o.checkpoint_id)));
+  }
+  return r;
+}
+
+void PsService::ResyncConfigs() {
+  std::vector<VariableInfo> vars = engine_->ListVariables();
+  std::vector<TableInfo> tables = engine_->ListTables();
+  absl::MutexLock lock(&mu_);
+  absl::flat_hash_map<std::string, v1::VariableConfig> vc;
+  for (const auto& v : vars) {
+    auto it = variable_configs_.find(v.config.name);
+    auto known = it == variable_configs_.end() ? absl::StatusOr<VariableConfig>(
+                                                     absl::NotFoundError(""))
+                                               : FromProto(it->second);
+    if (known.ok() && *known == v.config) {
+      vc[v.config.name] = it->second;
+    } else {
+      ToProto(v.config, &vc[v.config.name]);
+    }
+  }
+  absl::flat_hash_map<std::string, v1::TableConfig> tc;
+  for (const auto& t : tables) {
+    auto it = table_configs_.find(t.config.name);
+    auto known = it == table_configs_.end()
+                     ? absl::StatusOr<TableConfig>(absl::NotFoundError(""))
+                     : FromProto(it->second);
+    if (known.ok() && *known == t.config) {
+      tc[t.config.name] = it->second;
+    } else {
+      ToProto(t.config, &tc[t.config.name]);
+    }
+  }
+  variable_configs_ = std::move(vc);
+  table_configs_ = std::move(tc);
+}
+
+grpc::Status PsService::Restore(grpc::ServerContext* ctx,
+                                const v1::RestoreRequest* req,
+                                v1::RestoreResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  const absl::Time start = absl::Now();
+  auto r = DoRestore(*req);
+  if (!r.ok()) {
+    LOG(WARNING) << r.status();
+    return ToGrpcStatus(r.status());
+  }
+  LOG(INFO) << "restored checkpoint " << r->checkpoint_id << " (step "
+            << r->step_id << ", " << r->num_rows << " rows): verified in "
+            << absl::FormatDuration(r->verify_time) << ", loaded in "
+            << absl::FormatDuration(r->load_time);
+  resp->set_checkpoint_id(r->checkpoint_id);
+  resp->set_step_id(r->step_id);
+  resp->set_restore_ms(absl::ToInt64Milliseconds(absl::Now() - start));
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
+}
+
+grpc::Status PsService::ListCheckpoints(
+    grpc::ServerContext* ctx, const v1::ListShardCheckpointsRequest* req,
+    v1::ListShardCheckpointsResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  auto store = Checkpoints();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  uint32_t shard;
+  {
+    absl::MutexLock lock(&mu_);
+    shard = static_cast<uint32_t>(shard_index_ >= 0 ? shard_index_
+                                                    : configured_shard_);
+  }
+  for (const auto& l : (*store)->List()) {
+    v1::ShardCheckpointInfo* c = resp->add_checkpoints();
+    c->set_checkpoint_id(l.checkpoint_id);
+    c->set_step_id(l.step_id);
+    c->set_state(ToProto(l.state));
+    // The writer's incarnation is only in the manifest: 0 (unknown) here.
+    ToProto(l.info, shard, 0, c->mutable_shard_checkpoint());
+  }
+  FillHeader(resp->mutable_header());
+  return grpc::Status::OK;
 }
 
 void PsService::CollectMetrics() {

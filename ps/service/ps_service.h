@@ -3,12 +3,19 @@
 // version and that sparse ids belong to this shard, converts types, fills
 // response headers, records metrics. The engine does the work.
 //
-// Checkpoint RPCs answer UNIMPLEMENTED until the checkpoints issue lands.
+// Checkpoints: the five checkpoint RPCs map one to one onto
+// ps/storage/checkpoint.h's CheckpointStore (opened by OpenCheckpoints on
+// <data_dir>/checkpoints); without a store they are FAILED_PRECONDITION.
+// While a Restore runs, health is NOT_SERVING and data-plane calls are
+// UNAVAILABLE (REASON_NOT_SERVING); a failed restore (DATA_LOSS naming the
+// file, bad path, ...) leaves the state as it was and the shard serving.
 //
 // Thread safety: gRPC calls the handlers from many threads at once.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/shard_map.h"
 #include "plexus/v1/ps.grpc.pb.h"
+#include "ps/storage/checkpoint.h"
 #include "ps/storage/engine.h"
 
 namespace plexus::ps {
@@ -32,6 +40,17 @@ class PsService final : public v1::ParameterServer::Service {
   uint64_t incarnation() const { return incarnation_; }
   // Wakes pulls waiting for consistency with UNAVAILABLE (on SIGTERM).
   void Drain();
+
+  // Opens the checkpoint store on `root` (created if missing; staging
+  // leftovers and half checkpoints are removed). REQUIRES: called once,
+  // before serving.
+  absl::Status OpenCheckpoints(const std::string& root);
+  // Called with false when a Restore starts and true when it ends (the
+  // daemon's health).
+  void SetServingCallback(std::function<void(bool)> set_serving) {
+    absl::MutexLock lock(&mu_);
+    set_serving_ = std::move(set_serving);
+  }
 
   grpc::Status Pull(grpc::ServerContext* ctx, const v1::PullRequest* req,
                     v1::PullResponse* resp) override;
@@ -67,11 +86,36 @@ class PsService final : public v1::ParameterServer::Service {
   grpc::Status SetFailpoint(grpc::ServerContext* ctx,
                             const v1::SetFailpointRequest* request,
                             v1::SetFailpointResponse* response) override;
+  grpc::Status PrepareCheckpoint(grpc::ServerContext* ctx,
+                                 const v1::PrepareCheckpointRequest* req,
+                                 v1::PrepareCheckpointResponse* resp) override;
+  grpc::Status CommitCheckpoint(grpc::ServerContext* ctx,
+                                const v1::CommitCheckpointRequest* req,
+                                v1::CommitCheckpointResponse* resp) override;
+  grpc::Status FinalizeCheckpoint(
+      grpc::ServerContext* ctx, const v1::FinalizeCheckpointRequest* req,
+      v1::FinalizeCheckpointResponse* resp) override;
+  grpc::Status Restore(grpc::ServerContext* ctx, const v1::RestoreRequest* req,
+                       v1::RestoreResponse* resp) override;
+  grpc::Status ListCheckpoints(
+      grpc::ServerContext* ctx, const v1::ListShardCheckpointsRequest* req,
+      v1::ListShardCheckpointsResponse* resp) override;
 
  private:
   // The request's shard map version must be 0 (a standalone client) or the
   // current one; else FAILED_PRECONDITION carrying the current version.
   absl::Status CheckMapVersion(const v1::RequestHeader& h) const;
+  // UNAVAILABLE (REASON_NOT_SERVING) while a Restore runs.
+  absl::Status CheckServing() const;
+  // Admin calls from a coordinator: an epoch older than the newest seen is
+  // FAILED_PRECONDITION (REASON_STALE_COORDINATOR_EPOCH); 0 is a standalone
+  // caller. Remembers a newer epoch.
+  absl::Status CheckCoordinatorEpoch(const v1::RequestHeader& h);
+  // The store, or FAILED_PRECONDITION when none was opened.
+  absl::StatusOr<CheckpointStore*> Checkpoints() const;
+  absl::StatusOr<RestoreResult> DoRestore(const v1::RestoreRequest& req);
+  // After a restore: the proto configs of what the engine now holds.
+  void ResyncConfigs();
   // Every id must route to this shard under the current map (if any).
   absl::Status CheckOwnership(
       const std::string& table,
@@ -103,11 +147,21 @@ class PsService final : public v1::ParameterServer::Service {
   const int64_t max_message_bytes_;
   const int64_t started_unix_ms_;
   const std::unique_ptr<Engine> engine_;
+  // Set before serving, then constant. Borrows engine_ (declared after it, so
+  // destroyed first).
+  std::unique_ptr<CheckpointStore> checkpoints_;
+  std::string checkpoint_root_;
+  // A Restore is running (the store allows one at a time).
+  std::atomic<bool> restoring_{false};
+  std::atomic<bool> draining_{false};
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const ShardRouter> router_ ABSL_GUARDED_BY(mu_);
   int shard_index_ ABSL_GUARDED_BY(mu_) = -1;
   uint64_t coordinator_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // The checkpoint the state was last restored from; 0: never restored.
+  uint64_t restored_checkpoint_id_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(bool)> set_serving_ ABSL_GUARDED_BY(mu_);
   // The configs as created, for Describe/List (the engine keeps its own).
   absl::flat_hash_map<std::string, v1::VariableConfig> variable_configs_
       ABSL_GUARDED_BY(mu_);
