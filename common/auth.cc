@@ -282,19 +282,12 @@ absl::StatusOr<std::string> ClientToken(const std::string& explicit_token) {
   std::string source = "the given token";
   if (token.empty()) {
     std::string file = FLAGS_token_file;
-    source = "--token_file";
-    if (file.empty()) {
-      const char* env = std::getenv("PLEXUS_TOKEN_FILE");
-      if (env != nullptr) file = env;
-      source = "PLEXUS_TOKEN_FILE";
+    if (const char* env = std::getenv("PLEXUS_TOKEN_FILE");
+        file.empty() && env != nullptr) {
+      file = env;
     }
-    if (!file.empty()) {
-      absl::StatusOr<std::string> text = ReadWholeFile(file, "token file");
-      if (!text.ok()) return text.status();
-      WarnIfOthersCanRead(file, "token file");
-      token = std::string(absl::StripAsciiWhitespace(*text));
-      source = file;
-    } else if (const char* env = std::getenv("PLEXUS_TOKEN"); env != nullptr) {
+    if (!file.empty()) return ReadTokenFile(file);
+    if (const char* env = std::getenv("PLEXUS_TOKEN"); env != nullptr) {
       token = env;
       source = "PLEXUS_TOKEN";
     }
@@ -303,6 +296,19 @@ absl::StatusOr<std::string> ClientToken(const std::string& explicit_token) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the token from ", source,
         " has characters outside printable ASCII or spaces"));
+  }
+  return token;
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path, "token file");
+  if (!text.ok()) return text.status();
+  WarnIfOthersCanRead(path, "token file");
+  std::string token(absl::StripAsciiWhitespace(*text));
+  if (!PrintableToken(token)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "token file ", path,
+        " is empty or has characters outside printable ASCII or spaces"));
   }
   return token;
 }

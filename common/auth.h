@@ -102,6 +102,10 @@ grpc::Status Authorize(const grpc::ServerContext* ctx,
 // NOT_FOUND / PERMISSION_DENIED for a file that cannot be read.
 absl::StatusOr<std::string> ClientToken(const std::string& explicit_token = "");
 
+// The token in the file `path` (surrounding whitespace dropped), checked as
+// ClientToken() checks it.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 // Client interceptors that add "authorization: Bearer <token>" to every call;
 // none for an empty token. For grpc::experimental::
 // CreateCustomChannelWithInterceptors.

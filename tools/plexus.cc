@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 
 #include "absl/strings/ascii.h"
+#include "common/auth.h"
 #include "common/grpc_status.h"
 #include "common/health_client.h"
 #include "common/init.h"
@@ -132,11 +133,20 @@ absl::StatusOr<std::string> CoordinatorAddress(const std::string& flag,
   return absl::NotFoundError(absl::StrCat("no coordinator in ", dir));
 }
 
+// `token_file` (the global --token-file) or else $PLEXUS_TOKEN_FILE /
+// $PLEXUS_TOKEN give the token sent on every call; none: no token.
 absl::StatusOr<std::unique_ptr<plexus::v1::Coordinator::Stub>> Connect(
-    const std::string& address, const plexus::ClientTlsOptions& tls) {
+    const std::string& address, const plexus::ClientTlsOptions& tls,
+    const std::string& token_file) {
   auto creds = plexus::MakeChannelCredentials(tls);
   if (!creds.ok()) return creds.status();
-  return plexus::v1::Coordinator::NewStub(grpc::CreateChannel(address, *creds));
+  auto token = token_file.empty() ? plexus::ClientToken()
+                                  : plexus::ReadTokenFile(token_file);
+  if (!token.ok()) return token.status();
+  return plexus::v1::Coordinator::NewStub(
+      grpc::experimental::CreateCustomChannelWithInterceptors(
+          address, *creds, grpc::ChannelArguments(),
+          plexus::TokenInterceptors(*token)));
 }
 
 grpc::ClientContext* Deadline(grpc::ClientContext* ctx, double seconds) {
@@ -253,6 +263,13 @@ int main(int argc, char** argv) {
       "plexus: run and inspect Plexus parameter-server / collective clusters"};
   app.set_version_flag("--version", plexus::VersionString("plexus"));
   app.require_subcommand(1);
+  // Global: read by every subcommand that calls a daemon. A file, never the
+  // token itself, so that it does not show in `ps`.
+  std::string token_file;
+  app.add_option("--token-file", token_file,
+                 "File holding the token for daemons that require one "
+                 "(default: $PLEXUS_TOKEN_FILE, else $PLEXUS_TOKEN)");
+  app.fallthrough();
 
   // local up|down|status
   auto* localcmd =
@@ -360,7 +377,7 @@ int main(int argc, char** argv) {
   if (job->parsed() || cstatus->parsed()) {
     auto address = CoordinatorAddress(coordinator, dir);
     if (!address.ok()) return Fail(address.status());
-    auto stub = Connect(*address, tls);
+    auto stub = Connect(*address, tls, token_file);
     if (!stub.ok()) return Fail(stub.status());
     grpc::ClientContext ctx;
     Deadline(&ctx, rpc_timeout_s);

@@ -1,0 +1,444 @@
+// Token authentication with roles (common/auth.h), from the token file's
+// parser to real processes: a LocalCluster whose coordinator and PS shard
+// require tokens, raw gRPC stubs, the PS client, the worker runtime
+// (golden_worker, token from the environment) and the `plexus` command.
+//
+// Cases of ../shared/FAULTS.md: a missing or wrong token is UNAUTHENTICATED,
+// a worker token on an admin RPC is PERMISSION_DENIED; each refusal leaves the
+// server serving, changes nothing and moves plexus_auth_failures_total.
+#include "common/auth.h"
+
+#include <google/protobuf/descriptor.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/health_client.h"
+#include "common/process.h"
+#include "plexus/v1/coordinator.grpc.pb.h"
+#include "plexus/v1/ps.grpc.pb.h"
+#include "plexus/worker/ps_client.h"
+#include "tests/integration/golden.h"
+#include "tests/util/test_env.h"
+#include "tools/local/local_cluster.h"
+
+namespace plexus {
+namespace {
+
+using ::plexus::testing::BinDir;
+using ::plexus::testing::GoldenValues;
+using ::plexus::testing::kGoldenElements;
+using ::plexus::testing::TempDir;
+
+constexpr char kAdminToken[] = "admin-4f0c9b1e7d2a";
+constexpr char kWorkerToken[] = "worker-8e3d5a2c6b91";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+  chmod(path.c_str(), 0600);
+}
+
+// ---- the token file and the role table ----
+
+TEST(TokenTableTest, ParsesRolesCommentsAndBlankLines) {
+  auto t = TokenTable::Parse(
+      "# tokens\n\nadmin  a1b2   # the operator\n\tworker\tw9\n", "tokens");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->size(), 2u);
+  ASSERT_NE(t->Find("a1b2"), nullptr);
+  EXPECT_EQ(*t->Find("a1b2"), AuthRole::kAdmin);
+  ASSERT_NE(t->Find("w9"), nullptr);
+  EXPECT_EQ(*t->Find("w9"), AuthRole::kWorker);
+  EXPECT_EQ(t->Find("w"), nullptr);
+  EXPECT_EQ(t->Find("w99"), nullptr);
+  EXPECT_EQ(t->Find(""), nullptr);
+}
+
+TEST(TokenTableTest, BadFilesAreInvalidArgumentNamingTheLine) {
+  struct Case {
+    const char* text;
+    const char* message;
+  } cases[] = {
+      {"root abc\n", "tokens:1: unknown role \"root\""},
+      {"admin\n", "tokens:1: expected \"role token\""},
+      {"worker a b\n", "tokens:1: expected \"role token\""},
+      {"admin a\nworker a\n", "tokens:2: token listed twice"},
+      {"admin caf\xc3\xa9\n", "tokens:1: a token is printable ASCII"},
+      {"# nothing\n\n", "tokens: no tokens"},
+  };
+  for (const Case& c : cases) {
+    auto t = TokenTable::Parse(c.text, "tokens");
+    ASSERT_FALSE(t.ok()) << c.text;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_TRUE(absl::StrContains(t.status().message(), c.message))
+        << t.status();
+  }
+  auto missing = TokenTable::Load("/nonexistent/plexus-tokens");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(
+      absl::StrContains(missing.status().message(), "/nonexistent/plexus-"));
+}
+
+// Every RPC of both services is in the table, so a new RPC cannot silently
+// fall to the default.
+TEST(MethodRolesTest, CoversEveryRpcOfBothServices) {
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  for (const char* service :
+       {"plexus.v1.ParameterServer", "plexus.v1.Coordinator"}) {
+    const google::protobuf::ServiceDescriptor* d =
+        pool->FindServiceByName(service);
+    ASSERT_NE(d, nullptr) << service;
+    for (int i = 0; i < d->method_count(); ++i) {
+      EXPECT_TRUE(MethodRoles().contains(d->method(i)->name()))
+          << service << "/" << d->method(i)->name()
+          << " has no role in common/auth.cc";
+    }
+  }
+  EXPECT_EQ(RequiredRole("Pull"), AuthRole::kWorker);
+  EXPECT_EQ(RequiredRole("Push"), AuthRole::kWorker);
+  EXPECT_EQ(RequiredRole("Register"), AuthRole::kWorker);
+  EXPECT_EQ(RequiredRole("Heartbeat"), AuthRole::kWorker);
+  for (const char* admin :
+       {"CreateTable", "DeleteTable", "CreateVariable", "DeleteVariable",
+        "TriggerCheckpoint", "PrepareCheckpoint", "Restore", "CancelJob",
+        "SetFailpoint", "NoSuchMethod"}) {
+    EXPECT_EQ(RequiredRole(admin), AuthRole::kAdmin) << admin;
+  }
+}
+
+// ---- real processes ----
+
+class AuthTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tokens_ = dir_.Sub("tokens");
+    WriteFile(tokens_, absl::StrCat("# role token\nadmin ", kAdminToken,
+                                    "\nworker ", kWorkerToken, "\n"));
+    WriteFile(dir_.Sub("admin.token"), absl::StrCat(kAdminToken, "\n"));
+    WriteFile(dir_.Sub("worker.token"), absl::StrCat(kWorkerToken, "\n"));
+    local::LocalClusterOptions o;
+    o.bin_dir = BinDir();
+    o.root_dir = dir_.Sub("cluster");
+    o.num_ps = 1;
+    o.extra_flags = {"--auth_token_file=" + tokens_,
+                     "--heartbeat_interval_ms=100", "--suspect_timeout_ms=600",
+                     "--dead_timeout_ms=1500",
+                     "--undefok=heartbeat_interval_ms,suspect_timeout_ms,"
+                     "dead_timeout_ms"};
+    auto c = local::LocalCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+    for (const auto& m : cluster_->members()) {
+      if (m.role == "ps") {
+        shard_ = m.address;
+        ps_admin_port_ = m.admin_port;
+      }
+    }
+    coordinator_ = v1::Coordinator::NewStub(grpc::CreateChannel(
+        cluster_->coordinator_address(), grpc::InsecureChannelCredentials()));
+    ps_ = v1::ParameterServer::NewStub(
+        grpc::CreateChannel(shard_, grpc::InsecureChannelCredentials()));
+  }
+
+  // A client context with a deadline and, unless empty, `authorization`.
+  static void Prepare(grpc::ClientContext* ctx, const std::string& auth) {
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    if (!auth.empty()) ctx->AddMetadata("authorization", auth);
+  }
+
+  absl::Status ListProcesses(const std::string& auth) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, auth);
+    v1::ListProcessesRequest req;
+    v1::ListProcessesResponse resp;
+    return FromGrpcStatus(coordinator_->ListProcesses(&ctx, req, &resp));
+  }
+
+  absl::Status SubmitJob(const std::string& auth, uint64_t steps) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, auth);
+    v1::SubmitJobRequest req;
+    req.set_job_id("golden-job");
+    req.mutable_steps()->set_function_name("golden");
+    req.mutable_steps()->set_num_steps(steps);
+    v1::SubmitJobResponse resp;
+    return FromGrpcStatus(coordinator_->SubmitJob(&ctx, req, &resp));
+  }
+
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& auth) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, auth);
+    v1::GetJobStatusRequest req;
+    req.set_job_id("golden-job");
+    v1::GetJobStatusResponse resp;
+    absl::Status st =
+        FromGrpcStatus(coordinator_->GetJobStatus(&ctx, req, &resp));
+    if (!st.ok()) return st;
+    return resp.status();
+  }
+
+  absl::Status CancelJob(const std::string& auth) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, auth);
+    v1::CancelJobRequest req;
+    req.set_job_id("golden-job");
+    v1::CancelJobResponse resp;
+    return FromGrpcStatus(coordinator_->CancelJob(&ctx, req, &resp));
+  }
+
+  absl::StatusOr<std::vector<std::string>> ListVariables(
+      const std::string& auth) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, auth);
+    v1::ListVariablesRequest req;
+    v1::ListVariablesResponse resp;
+    absl::Status st = FromGrpcStatus(ps_->ListVariables(&ctx, req, &resp));
+    if (!st.ok()) return st;
+    std::vector<std::string> names;
+    for (const auto& v : resp.variables()) names.push_back(v.config().name());
+    return names;
+  }
+
+  static v1::VariableConfig Golden() {
+    v1::VariableConfig v;
+    v.set_name("golden");
+    v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+    v.mutable_spec()->add_shape(kGoldenElements);
+    v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
+    v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+    return v;
+  }
+
+  absl::StatusOr<std::unique_ptr<worker::PsClient>> PsClientWith(
+      const std::string& token) {
+    worker::PsClientOptions o;
+    o.shards = {shard_};
+    o.token = token;
+    o.timeout = absl::Seconds(10);
+    return worker::PsClient::Connect(o);
+  }
+
+  // The value of a sample line `series` in the PS's /metrics (0 if absent).
+  double PsMetric(const std::string& series) {
+    httplib::Client http("127.0.0.1", ps_admin_port_);
+    httplib::Result r = http.Get("/metrics");
+    if (!r) return -1;
+    for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
+      if (absl::ConsumePrefix(&line, series + " ")) {
+        return std::stod(std::string(line));
+      }
+    }
+    return 0;
+  }
+
+  TempDir dir_;
+  std::string tokens_;
+  std::unique_ptr<local::LocalCluster> cluster_;
+  std::string shard_;
+  int ps_admin_port_ = 0;
+  std::unique_ptr<v1::Coordinator::Stub> coordinator_;
+  std::unique_ptr<v1::ParameterServer::Stub> ps_;
+};
+
+const std::string kAdmin = absl::StrCat("Bearer ", kAdminToken);
+const std::string kWorker = absl::StrCat("Bearer ", kWorkerToken);
+
+TEST_F(AuthTest, CoordinatorRefusesMissingAndWrongTokensAndChecksRoles) {
+  EXPECT_EQ(ListProcesses("").code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ListProcesses("Bearer nope").code(),
+            absl::StatusCode::kUnauthenticated);
+  // The token without its scheme, and another token's prefix, are wrong too.
+  EXPECT_EQ(ListProcesses(kAdminToken).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ListProcesses("Bearer admin-4f0c").code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(ListProcesses(kWorker).ok());
+  EXPECT_TRUE(ListProcesses(kAdmin).ok());
+
+  // A worker may read a job but not submit or cancel one; nothing changes.
+  absl::Status denied = SubmitJob(kWorker, 5);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
+  EXPECT_TRUE(absl::StrContains(denied.message(), "admin")) << denied;
+  EXPECT_EQ(GetJob(kAdmin).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(SubmitJob(kAdmin, 5).ok());
+  EXPECT_EQ(CancelJob(kWorker).code(), absl::StatusCode::kPermissionDenied);
+  absl::StatusOr<v1::JobStatus> job = GetJob(kWorker);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_NE(job->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(CancelJob(kAdmin).ok());
+  job = GetJob(kWorker);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::JOB_STATE_CANCELLED);
+
+  // Health probes need no token.
+  absl::StatusOr<Health> health =
+      CheckHealth(cluster_->coordinator_address(), absl::Seconds(10));
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, Health::kServing);
+}
+
+TEST_F(AuthTest, PsRefusesMissingAndWrongTokensAndChecksRoles) {
+  const double before = PsMetric(
+      "plexus_auth_failures_total{reason=\"unauthenticated\"}");
+  // Raw calls.
+  EXPECT_EQ(ListVariables("").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ListVariables("Bearer worker-8e3d5a2c6b9").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_GE(PsMetric("plexus_auth_failures_total{reason=\"unauthenticated\"}"),
+            before + 2);
+  // The PS client: no token, a wrong one.
+  auto none = PsClientWith("");
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnauthenticated)
+      << none.status();
+  auto wrong = PsClientWith("not-a-token");
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kUnauthenticated)
+      << wrong.status();
+
+  // A worker connects, reads and pushes, but may not create or delete.
+  auto worker = PsClientWith(kWorkerToken);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  absl::Status denied = (*worker)->CreateVariable(Golden());
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
+  EXPECT_GE(PsMetric("plexus_auth_failures_total{reason=\"permission_denied\"}"),
+            1);
+  auto names = ListVariables(kWorker);
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_TRUE(names->empty()) << absl::StrJoin(*names, ",");
+
+  auto admin = PsClientWith(kAdminToken);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  ASSERT_TRUE((*admin)->CreateVariable(Golden()).ok());
+  std::vector<float> g(kGoldenElements, -0.5f);
+  auto pushed = (*worker)->PushDense("golden", g);
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  std::vector<float> w(kGoldenElements);
+  ASSERT_TRUE((*worker)->PullDense("golden", absl::MakeSpan(w)).ok());
+  EXPECT_EQ(w[0], 0.5f);
+
+  grpc::ClientContext ctx;
+  Prepare(&ctx, kWorker);
+  v1::DeleteVariableRequest del;
+  del.set_name("golden");
+  v1::DeleteVariableResponse del_resp;
+  EXPECT_EQ(ps_->DeleteVariable(&ctx, del, &del_resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  names = ListVariables(kAdmin);
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_EQ(*names, std::vector<std::string>{"golden"});
+}
+
+// golden_worker takes its token from PLEXUS_TOKEN_FILE: it registers, runs
+// every step of a job an admin submitted, and the variable is golden.
+TEST_F(AuthTest, WorkerRuntimeTrainsWithAToken) {
+  auto admin = PsClientWith(kAdminToken);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  ASSERT_TRUE((*admin)->CreateVariable(Golden()).ok());
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (int i = 0; i < 2; ++i) {
+    SubprocessOptions so;
+    so.argv = {BinDir() + "/golden_worker",
+               "--coordinator=" + cluster_->coordinator_address(),
+               "--ps=" + shard_, absl::StrCat("--task_index=", i)};
+    so.env = {{"PLEXUS_TOKEN_FILE", dir_.Sub("worker.token")}};
+    so.log_file = dir_.Sub(absl::StrCat("worker-", i, ".log"));
+    auto p = Subprocess::Start(so);
+    ASSERT_TRUE(p.ok()) << p.status();
+    workers.push_back(std::move(*p));
+  }
+  constexpr uint64_t kSteps = 20;
+  ASSERT_TRUE(SubmitJob(kAdmin, kSteps).ok());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(70)));
+  ctx.AddMetadata("authorization", kWorker);
+  v1::JoinRequest join;
+  join.set_job_id("golden-job");
+  join.set_timeout_ms(60000);
+  v1::JoinResponse joined;
+  absl::Status st = FromGrpcStatus(coordinator_->Join(&ctx, join, &joined));
+  ASSERT_TRUE(st.ok()) << st << ReadFile(dir_.Sub("worker-0.log"));
+  EXPECT_EQ(joined.status().state(), v1::JOB_STATE_SUCCEEDED)
+      << ReadFile(dir_.Sub("worker-0.log"));
+  EXPECT_EQ(joined.status().closures_succeeded(), kSteps);
+  std::vector<float> w(kGoldenElements);
+  ASSERT_TRUE((*admin)->PullDense("golden", absl::MakeSpan(w)).ok());
+  std::vector<float> golden = GoldenValues(kSteps, kGoldenElements);
+  EXPECT_EQ(0, std::memcmp(w.data(), golden.data(), w.size() * sizeof(float)));
+}
+
+// `plexus status` sends the token from --token-file or PLEXUS_TOKEN_FILE;
+// without one it fails with the server's message.
+TEST_F(AuthTest, CommandLineSendsItsToken) {
+  auto run = [&](std::vector<std::string> args,
+                 std::vector<std::pair<std::string, std::string>> env,
+                 const std::string& log) -> std::pair<int, std::string> {
+    SubprocessOptions so;
+    so.argv = {BinDir() + "/plexus"};
+    so.argv.insert(so.argv.end(), args.begin(), args.end());
+    so.env = std::move(env);
+    so.log_file = dir_.Sub(log);
+    auto p = Subprocess::Start(so);
+    if (!p.ok()) return {-1, std::string(p.status().message())};
+    absl::StatusOr<int> code = (*p)->Wait(absl::Seconds(30));
+    return {code.ok() ? *code : -1, ReadFile(so.log_file)};
+  };
+  const std::string at = "--coordinator=" + cluster_->coordinator_address();
+  auto [code, out] = run({"status", at}, {}, "cli-none.log");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "requires a token")) << out;
+  std::tie(code, out) = run(
+      {"status", at}, {{"PLEXUS_TOKEN_FILE", dir_.Sub("worker.token")}},
+      "cli-env.log");
+  EXPECT_EQ(code, 0) << out;
+  std::tie(code, out) = run(
+      {"--token-file", dir_.Sub("worker.token"), "job", "cancel", at,
+       "--job=golden-job"},
+      {}, "cli-cancel.log");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "needs the admin role")) << out;
+  std::tie(code, out) =
+      run({"--token-file", dir_.Sub("admin.token"), "job", "submit", at,
+           "--function=golden", "--steps=3", "--job=cli-job"},
+          {}, "cli-submit.log");
+  EXPECT_EQ(code, 0) << out;
+}
+
+// A daemon given a bad token file does not start, and says why.
+TEST(AuthDaemonTest, BadTokenFileStopsTheDaemonWithAClearMessage) {
+  TempDir dir;
+  WriteFile(dir.Sub("tokens"), "superuser abc\n");
+  SubprocessOptions so;
+  so.argv = {BinDir() + "/plexus-ps", "--data_dir=" + dir.Sub("data"),
+             "--port_file=" + dir.Sub("port"), "--admin_port=-1",
+             "--auth_token_file=" + dir.Sub("tokens")};
+  so.log_file = dir.Sub("ps.log");
+  auto p = Subprocess::Start(so);
+  ASSERT_TRUE(p.ok()) << p.status();
+  absl::StatusOr<int> code = (*p)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_NE(*code, 0);
+  std::string log = ReadFile(so.log_file);
+  EXPECT_TRUE(absl::StrContains(log, "unknown role \"superuser\"")) << log;
+}
+
+}  // namespace
+}  // namespace plexus
