@@ -32,6 +32,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -255,6 +256,39 @@ def split_address(address):
 def overlays():
     root = os.path.join(DEPLOY, "k8s", "overlays")
     return sorted(os.path.join(root, d) for d in os.listdir(root))
+
+
+def run_daemon(test, task_env, tmp, name):
+    """Starts the real daemon through plexus-launch from `task_env` (on
+    a free port: --port=0 after the spec's port wins), waits until it
+    serves, SIGTERMs it and returns its exit code."""
+    port_file = os.path.join(tmp, name + ".port")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "PLEXUS_BIN_DIR": BIN,
+           "PLEXUS_DATA_DIR": os.path.join(tmp, name),
+           "PLEXUS_LISTEN_HOST": "127.0.0.1"}
+    env.update(task_env)
+    log = open(os.path.join(tmp, name + ".log"), "w+")
+    p = subprocess.Popen([LAUNCH, "--port=0", "--admin_port=-1",
+                          "--port_file=" + port_file,
+                          "--shutdown_grace_s=1"],
+                         env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not os.path.exists(port_file):
+            if p.poll() is not None:
+                log.seek(0)
+                test.fail(f"{name} exited {p.returncode}: {log.read()}")
+            test.assertLess(time.monotonic(), deadline,
+                            f"{name} never wrote its port")
+            time.sleep(0.02)  # polling interval, not synchronisation
+        p.send_signal(signal.SIGTERM)
+        return p.wait(timeout=TIMEOUT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
 
 
 # -------------------------------------------------------------------- tests
@@ -513,10 +547,13 @@ class TfJobTest(unittest.TestCase):
             ProgramCheck.check(self, argv, at)
             config = json.loads(tf_config)
             own = config["cluster"][rtype.lower()][index]
-            self.assertEqual(flag_value(argv, "port"),
-                             own.rsplit(":", 1)[1]) if rtype != "Worker" \
-                else self.assertEqual(flag_value(argv, "coordinator"),
-                                      config["cluster"]["chief"][0])
+            if rtype == "Worker":
+                self.assertEqual(flag_value(argv, "coordinator"),
+                                 config["cluster"]["chief"][0])
+                self.assertEqual(flag_value(argv, "task_index"), str(index))
+            else:
+                self.assertEqual(flag_value(argv, "port"),
+                                 own.rsplit(":", 1)[1])
             if rtype != "Worker":
                 admin = named_port(c, "admin")
                 self.assertEqual(flag_value(argv, "admin_port"), str(admin))
@@ -528,44 +565,14 @@ class TfJobTest(unittest.TestCase):
                     specs[rtype]["template"]["spec"][
                         "terminationGracePeriodSeconds"])
 
-    def run_daemon(self, tf_config, tmp, name):
-        """Starts the real daemon through plexus-launch from `tf_config` (on
-        a free port: --port=0 after the spec's port wins), waits until it
-        serves, SIGTERMs it and returns its exit code."""
-        port_file = os.path.join(tmp, name + ".port")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "PLEXUS_BIN_DIR": BIN, "TF_CONFIG": tf_config,
-               "PLEXUS_DATA_DIR": os.path.join(tmp, name),
-               "PLEXUS_LISTEN_HOST": "127.0.0.1"}
-        log = open(os.path.join(tmp, name + ".log"), "w+")
-        p = subprocess.Popen([LAUNCH, "--port=0", "--admin_port=-1",
-                              "--port_file=" + port_file,
-                              "--shutdown_grace_s=1"],
-                             env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + TIMEOUT_S
-            while not os.path.exists(port_file):
-                if p.poll() is not None:
-                    log.seek(0)
-                    self.fail(f"{name} exited {p.returncode}: {log.read()}")
-                self.assertLess(time.monotonic(), deadline,
-                                f"{name} never wrote its port")
-                time.sleep(0.02)  # polling interval, not synchronisation
-            p.send_signal(signal.SIGTERM)
-            return p.wait(timeout=TIMEOUT_S)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            log.close()
-
     def test_daemons_parse_tf_config(self):
         configs = {(t, i): c for t, i, c in self.tf_configs()}
         with tempfile.TemporaryDirectory() as tmp:
-            self.assertEqual(self.run_daemon(configs[("Chief", 0)], tmp,
-                                             "coordinator"), 0)
-            self.assertEqual(self.run_daemon(configs[("PS", 1)], tmp, "ps"),
-                             0)
+            self.assertEqual(run_daemon(
+                self, {"TF_CONFIG": configs[("Chief", 0)]}, tmp,
+                "coordinator"), 0)
+            self.assertEqual(run_daemon(
+                self, {"TF_CONFIG": configs[("PS", 1)]}, tmp, "ps"), 0)
 
     def test_bad_tf_config_exits_1(self):
         good = json.loads(next(c for t, i, c in self.tf_configs()
@@ -588,6 +595,76 @@ class TfJobTest(unittest.TestCase):
                 env={"TF_CONFIG": json.dumps(outside)}, capture_output=True,
                 text=True, timeout=TIMEOUT_S)
             self.assertEqual(p.returncode, 1, p.stderr)
+
+
+class SlurmTest(unittest.TestCase):
+    """The sbatch script in dry-run mode on a fake allocation: the spec it
+    writes, where each task goes, and the flags each task's program gets."""
+
+    NODES = ["n1", "n2", "n3"]
+
+    def test_spec_and_tasks(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            # scontrol show hostnames: the fake allocation's node names.
+            fake = os.path.join(tmp, "scontrol")
+            with open(fake, "w") as f:
+                f.write('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] || exit 2\n'
+                        'echo "$3" | tr , "\\n"\n')
+            os.chmod(fake, 0o755)
+            env = {"PATH": tmp + ":" + os.environ.get("PATH", "/usr/bin"),
+                   "SLURM_JOB_NODELIST": ",".join(self.NODES),
+                   "SLURM_JOB_ID": "7", "PLEXUS_PS": "4",
+                   "PLEXUS_WORKERS": "5", "PLEXUS_JOB_DIR": tmp + "/job",
+                   "PLEXUS_SLURM_DRY_RUN": "1"}
+            p = subprocess.run([os.path.join(DEPLOY, "slurm",
+                                             "plexus.sbatch")],
+                               env=env, capture_output=True, text=True,
+                               timeout=TIMEOUT_S)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            spec_file = os.path.join(tmp, "job", "cluster_spec.json")
+            with open(spec_file) as f:
+                cluster = json.load(f)
+            self.assertEqual(len(cluster["chief"]), 1)
+            self.assertEqual(len(cluster["ps"]), 4)
+            self.assertEqual(len(cluster["worker"]), 5)
+            everything = cluster["chief"] + cluster["ps"] + cluster["worker"]
+            self.assertEqual(len(set(everything)), len(everything),
+                             "two tasks on one host:port")
+            steps = {}
+            for line in p.stdout.splitlines():
+                if not line.startswith("SLURM_HOSTFILE="):
+                    continue
+                words = shlex.split(line)
+                hostfile = words[0].split("=", 1)[1]
+                role = flag_value(words, "export").split("PLEXUS_TASK_TYPE=")[1]
+                at = words.index("/opt/plexus/bin/plexus-launch")
+                with open(hostfile) as f:
+                    steps[role] = (f.read().split(), words[at + 1:],
+                                   int(flag_value(words, "ntasks")))
+            self.assertEqual(set(steps), {"chief", "ps", "worker"})
+            for role, (hosts, args, ntasks) in steps.items():
+                self.assertEqual(ntasks, len(cluster[role]))
+                self.assertEqual(len(hosts), ntasks)
+                for i, address in enumerate(cluster[role]):
+                    # SLURM_PROCID i runs on line i of the hostfile, and
+                    # that is the host of entry i.
+                    self.assertEqual(hosts[i], split_address(address)[0])
+                    rc, argv, err = launch(
+                        {"PLEXUS_CLUSTER_SPEC": spec_file,
+                         "PLEXUS_TASK_TYPE": role,
+                         "PLEXUS_TASK_INDEX": str(i)}, args)
+                    self.assertEqual(rc, 0, err)
+                    ProgramCheck.check(self, argv, f"slurm {role} {i}")
+                    if role != "worker":
+                        self.assertEqual(flag_value(argv, "port"),
+                                         str(split_address(address)[1]))
+            # The coordinator accepts the spec file it wrote.
+            with tempfile.TemporaryDirectory() as data:
+                rc = run_daemon(self, {
+                    "PLEXUS_CLUSTER_SPEC": spec_file,
+                    "PLEXUS_TASK_TYPE": "chief", "PLEXUS_TASK_INDEX": "0"},
+                    data, "coordinator")
+                self.assertEqual(rc, 0)
 
 
 class ImagesTest(unittest.TestCase):
