@@ -59,7 +59,7 @@ DEFINE_double(lr, 0.05, "learning rate");
 DEFINE_double(momentum, 0.9, "momentum");
 DEFINE_double(weight_decay, 0.0, "L2 weight decay");
 DEFINE_uint64(seed, 1, "seed of the initial weights and the shuffling");
-DEFINE_double(target_accuracy, 0.95,
+DEFINE_double(target_accuracy, 0.90,
               "test accuracy whose first crossing is the time to accuracy");
 DEFINE_bool(stop_at_target, false, "stop once the target is reached");
 DEFINE_int32(eval_every_steps, 0,

@@ -37,7 +37,7 @@ struct TrainOptions {
   float weight_decay = 0.0f; // L2 coefficient added to the gradient
   uint64_t seed = 1;         // initial weights and shuffling
   // Test accuracy whose first crossing is the time to accuracy.
-  double target_accuracy = 0.95;
+  double target_accuracy = 0.90;
   // Stop at the first evaluation that reaches target_accuracy.
   bool stop_at_target = false;
   // Evaluate on the test set every this many steps; 0: once per epoch.
