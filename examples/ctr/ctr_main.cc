@@ -1,0 +1,353 @@
+// ctr_example: the sparse example. A factorisation-machine click-through
+// model (ctr_model.h) trained asynchronously through the PS shards with
+// Adagrad on synthetic click logs from a known ground-truth model
+// (ctr_data.h).
+//
+//   --mode=worker    a training worker: registers the "ctr_train" step with
+//                    the coordinator and runs the steps it is handed
+//   --mode=train     the driver (chief): creates the embedding table,
+//                    submits the job, prints progress (step, examples/s,
+//                    held-out loss and AUC against the truth's, ETA) and a
+//                    final summary; exit 0 when the job finished and the
+//                    held-out AUC is within --target_gap of the truth's
+//   --mode=baseline  the same training in one process, no PS (the
+//                    time-to-accuracy reference)
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/init.h"
+#include "common/status.h"
+#include "common/tls.h"
+#include "examples/ctr/ctr_data.h"
+#include "examples/ctr/ctr_model.h"
+#include "plexus/v1/coordinator.grpc.pb.h"
+#include "plexus/worker/ps_client.h"
+#include "plexus/worker/runtime.h"
+
+DEFINE_string(mode, "train", "worker, train (the driver) or baseline.");
+DEFINE_string(coordinator, "", "Coordinator address host:port.");
+DEFINE_string(ps, "", "PS shard addresses, comma-separated.");
+DEFINE_int32(task_index, -1, "Worker index in the cluster; -1: dynamic.");
+DEFINE_string(job, "ctr", "Job id (train).");
+DEFINE_int64(steps, 3000, "Training steps (train, baseline).");
+DEFINE_int64(batch, 1024, "Examples per step.");
+DEFINE_int64(examples, 3072000,
+             "Training examples (the stream wraps around after them).");
+DEFINE_int64(test_examples, 100000, "Held-out examples.");
+DEFINE_int64(vocab, 1 << 20, "Distinct ids per field.");
+DEFINE_double(learning_rate, 0.05, "Adagrad learning rate.");
+DEFINE_uint64(seed, 1, "Dataset seed.");
+DEFINE_string(config, "",
+              "More dataset/model settings, key=value,... (keys of "
+              "CtrConfig in examples/ctr/ctr_data.h, e.g. fields=10,zipf_s=1.2).");
+DEFINE_int64(eval_examples, 20000,
+             "Held-out examples scored at each progress line (the final "
+             "summary scores all of them).");
+DEFINE_double(progress_s, 2, "Seconds between progress lines.");
+DEFINE_double(target_gap, 0.01,
+              "Target: held-out AUC within this of the ground truth's.");
+DEFINE_bool(json, false, "Print progress and summary as JSON lines.");
+
+namespace plexus::examples {
+namespace {
+
+absl::StatusOr<CtrConfig> ConfigFromFlags() {
+  CtrConfig c;
+  c.seed = FLAGS_seed;
+  c.batch = FLAGS_batch;
+  c.num_train = FLAGS_examples;
+  c.num_test = FLAGS_test_examples;
+  c.vocab = FLAGS_vocab;
+  c.learning_rate = FLAGS_learning_rate;
+  return ParseCtrConfig(FLAGS_config, c);  // --config keys win
+}
+
+// Progress lines and the final summary, human or JSON.
+class Reporter {
+ public:
+  Reporter(const CtrConfig& c, int64_t steps, std::string what)
+      : config_(c), steps_(steps), what_(std::move(what)),
+        start_(absl::Now()) {}
+
+  double elapsed() const { return absl::ToDoubleSeconds(absl::Now() - start_); }
+
+  void Progress(int64_t step, const EvalResult& e) {
+    double t = elapsed();
+    double eps = step * config_.batch / std::max(t, 1e-9);
+    double eta = step > 0 ? t * (steps_ - step) / step : 0;
+    if (time_to_target_ < 0 && e.auc >= e.truth_auc - FLAGS_target_gap) {
+      time_to_target_ = t;
+      steps_to_target_ = step;
+    }
+    if (FLAGS_json) {
+      std::printf(
+          "{\"event\":\"progress\",\"elapsed_s\":%.3f,\"step\":%lld,"
+          "\"steps\":%lld,\"examples_per_s\":%.1f,\"test_logloss\":%.5f,"
+          "\"test_auc\":%.5f,\"truth_auc\":%.5f,\"eta_s\":%.1f}\n",
+          t, static_cast<long long>(step), static_cast<long long>(steps_), eps,
+          e.logloss, e.auc, e.truth_auc, eta);
+    } else {
+      std::printf(
+          "[%7.1fs] %s step %6lld/%lld (%3.0f%%)  %8.0f ex/s  held-out loss "
+          "%.4f  AUC %.4f (truth %.4f)  ETA %.0fs\n",
+          t, what_.c_str(), static_cast<long long>(step),
+          static_cast<long long>(steps_), 100.0 * step / steps_, eps,
+          e.logloss, e.auc, e.truth_auc, eta);
+    }
+    std::fflush(stdout);
+  }
+
+  // Returns the exit code: 0 when the target was reached.
+  int Summary(int64_t steps_done, const EvalResult& e, int workers,
+              uint64_t requeues) {
+    double t = elapsed();
+    bool reached = e.auc >= e.truth_auc - FLAGS_target_gap;
+    if (reached && time_to_target_ < 0) {
+      time_to_target_ = t;
+      steps_to_target_ = steps_done;
+    }
+    double eps = steps_done * config_.batch / std::max(t, 1e-9);
+    if (FLAGS_json) {
+      std::printf(
+          "{\"event\":\"summary\",\"mode\":\"%s\",\"workers\":%d,"
+          "\"steps\":%lld,\"batch\":%lld,\"elapsed_s\":%.3f,"
+          "\"examples_per_s\":%.1f,\"steps_per_s\":%.2f,\"test_examples\":%lld,"
+          "\"test_logloss\":%.5f,\"test_auc\":%.5f,\"truth_auc\":%.5f,"
+          "\"truth_logloss\":%.5f,\"target_gap\":%.4f,\"reached\":%s,"
+          "\"time_to_target_s\":%.3f,\"steps_to_target\":%lld,"
+          "\"requeues\":%llu}\n",
+          what_.c_str(), workers, static_cast<long long>(steps_done),
+          static_cast<long long>(config_.batch), t, eps, steps_done / t,
+          static_cast<long long>(e.examples), e.logloss, e.auc, e.truth_auc,
+          e.truth_logloss, FLAGS_target_gap, reached ? "true" : "false",
+          time_to_target_, static_cast<long long>(steps_to_target_),
+          static_cast<unsigned long long>(requeues));
+    } else {
+      std::printf("\n== %s summary ==\n", what_.c_str());
+      std::printf("  workers            %d\n", workers);
+      std::printf("  steps              %lld x %lld examples in %.1f s "
+                  "(%.0f examples/s, %.1f steps/s)\n",
+                  static_cast<long long>(steps_done),
+                  static_cast<long long>(config_.batch), t, eps,
+                  steps_done / t);
+      std::printf("  held-out AUC       %.4f (ground truth %.4f, gap %.4f; "
+                  "target gap <= %.3f: %s)\n",
+                  e.auc, e.truth_auc, e.truth_auc - e.auc, FLAGS_target_gap,
+                  reached ? "reached" : "NOT reached");
+      std::printf("  held-out log loss  %.4f (ground truth %.4f) on %lld "
+                  "examples\n",
+                  e.logloss, e.truth_logloss,
+                  static_cast<long long>(e.examples));
+      if (time_to_target_ >= 0) {
+        std::printf("  time to target     %.1f s (step %lld)\n",
+                    time_to_target_, static_cast<long long>(steps_to_target_));
+      }
+      if (requeues > 0) {
+        std::printf("  re-queued steps    %llu (worker failures recovered)\n",
+                    static_cast<unsigned long long>(requeues));
+      }
+    }
+    std::fflush(stdout);
+    return reached ? 0 : 2;
+  }
+
+ private:
+  CtrConfig config_;
+  int64_t steps_;
+  std::string what_;
+  absl::Time start_;
+  double time_to_target_ = -1;
+  int64_t steps_to_target_ = 0;
+};
+
+int Fail(const absl::Status& st) {
+  LOG(ERROR) << st;
+  std::fprintf(stderr, "ctr_example: %s\n", st.ToString().c_str());
+  return 1;
+}
+
+int RunBaseline(const CtrConfig& c) {
+  auto data = CtrDataset::Create(c);
+  if (!data.ok()) return Fail(data.status());
+  auto params = NewLocalParams(c);
+  if (!params.ok()) return Fail(params.status());
+  Reporter rep(c, FLAGS_steps, "baseline");
+  double next = FLAGS_progress_s;
+  double comm = 0, total = 0;
+  for (int64_t s = 1; s <= FLAGS_steps; ++s) {
+    auto st = TrainStep(*data, s, **params);
+    if (!st.ok()) return Fail(st.status());
+    comm += st->comm_seconds;
+    total += st->total_seconds;
+    if (rep.elapsed() >= next || s == FLAGS_steps) {
+      auto e = Evaluate(*data, FLAGS_eval_examples, **params);
+      if (!e.ok()) return Fail(e.status());
+      rep.Progress(s, *e);
+      next = rep.elapsed() + FLAGS_progress_s;
+    }
+  }
+  auto e = Evaluate(*data, 0, **params);
+  if (!e.ok()) return Fail(e.status());
+  return rep.Summary(FLAGS_steps, *e, 0, 0);
+}
+
+int RunWorker(const CtrConfig&) {
+  worker::RuntimeOptions o;
+  o.coordinator = FLAGS_coordinator;
+  o.task_index = FLAGS_task_index;
+  o.ps_shards = absl::StrSplit(FLAGS_ps, ',', absl::SkipEmpty());
+  o.next_task_wait = absl::Milliseconds(500);
+  ClientTlsOptions tls = ClientTlsOptionsFromFlags();
+  o.tls_ca_file = tls.ca_file;
+  o.tls_cert_file = tls.cert_file;
+  o.tls_key_file = tls.key_file;
+  if (o.ps_shards.empty()) {
+    return Fail(absl::InvalidArgumentError("--ps is required"));
+  }
+  auto rt = worker::Runtime::Create(o);
+  if (!rt.ok()) return Fail(rt.status());
+  // Datasets by job arguments: building one computes the Zipf tables.
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<const CtrDataset>> datasets;
+  std::atomic<int64_t> done{0};
+  double comm = 0, total = 0;
+  absl::Status reg = (*rt)->RegisterStep(
+      "ctr_train",
+      [&](absl::string_view args,
+          worker::StepContext& ctx) -> absl::StatusOr<std::string> {
+        std::shared_ptr<const CtrDataset> data;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          auto& slot = datasets[std::string(args)];
+          if (slot == nullptr) {
+            PLEXUS_ASSIGN_OR_RETURN(CtrConfig c, ParseCtrConfig(args));
+            PLEXUS_ASSIGN_OR_RETURN(CtrDataset d, CtrDataset::Create(c));
+            slot = std::make_shared<const CtrDataset>(std::move(d));
+          }
+          data = slot;
+        }
+        auto params = NewPsParams(data->config(), ctx.ps(), ctx.step_id());
+        PLEXUS_ASSIGN_OR_RETURN(StepStats st,
+                                TrainStep(*data, ctx.step_id(), *params));
+        int64_t n = ++done;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          comm += st.comm_seconds;
+          total += st.total_seconds;
+          if (n % 200 == 0) {
+            LOG(INFO) << "ctr: " << n << " steps done; communication "
+                      << absl::StrFormat("%.0f%%", 100 * comm / total)
+                      << " of step time; last loss " << st.loss;
+          }
+        }
+        return absl::StrFormat("%.6f", st.loss);
+      });
+  if (!reg.ok()) return Fail(reg);
+  absl::Status st = (*rt)->Run();
+  if (!st.ok()) return Fail(st);
+  LOG(INFO) << "ctr: worker exits after " << done.load() << " steps";
+  return (*rt)->exit_code();
+}
+
+absl::StatusOr<v1::JobStatus> JobStatus(v1::Coordinator::Stub& stub) {
+  v1::GetJobStatusRequest req;
+  req.set_job_id(FLAGS_job);
+  v1::GetJobStatusResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  PLEXUS_RETURN_IF_ERROR(FromGrpcStatus(stub.GetJobStatus(&ctx, req, &resp)));
+  return resp.status();
+}
+
+int RunDriver(const CtrConfig& c) {
+  if (FLAGS_coordinator.empty() || FLAGS_ps.empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--mode=train needs --coordinator and --ps"));
+  }
+  auto data = CtrDataset::Create(c);
+  if (!data.ok()) return Fail(data.status());
+  worker::PsClientOptions po;
+  po.shards = absl::StrSplit(FLAGS_ps, ',', absl::SkipEmpty());
+  auto ps = worker::PsClient::Connect(po);
+  if (!ps.ok()) return Fail(ps.status());
+  if (auto st = (*ps)->CreateTable(CtrTableConfig(c)); !st.ok()) {
+    return Fail(st);
+  }
+  auto creds = MakeChannelCredentials(ClientTlsOptionsFromFlags());
+  if (!creds.ok()) return Fail(creds.status());
+  auto stub = v1::Coordinator::NewStub(
+      grpc::CreateChannel(FLAGS_coordinator, *creds));
+  {
+    v1::SubmitJobRequest req;
+    req.set_job_id(FLAGS_job);
+    req.mutable_steps()->set_function_name("ctr_train");
+    req.mutable_steps()->set_num_steps(FLAGS_steps);
+    req.mutable_steps()->set_args(FormatCtrConfig(c));
+    v1::SubmitJobResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
+    absl::Status st = FromGrpcStatus(stub->SubmitJob(&ctx, req, &resp));
+    if (!st.ok()) return Fail(st);
+    if (!FLAGS_json) {
+      std::printf("%s job %s: %lld steps of %lld examples, %d fields, %lld "
+                  "ids per field, Adagrad on %zu PS shards\n",
+                  resp.created() ? "submitted" : "resumed", FLAGS_job.c_str(),
+                  static_cast<long long>(FLAGS_steps),
+                  static_cast<long long>(c.batch), c.fields,
+                  static_cast<long long>(c.vocab), po.shards.size());
+    }
+  }
+  auto params = NewPsParams(c, ps->get(), 0);
+  Reporter rep(c, FLAGS_steps, "train");
+  v1::JobStatus js;
+  while (true) {
+    absl::SleepFor(absl::Seconds(FLAGS_progress_s));
+    auto s = JobStatus(*stub);
+    if (!s.ok()) return Fail(s.status());
+    js = *s;
+    auto e = Evaluate(*data, FLAGS_eval_examples, *params);
+    if (!e.ok()) return Fail(e.status());
+    rep.Progress(js.closures_succeeded(), *e);
+    if (js.state() == v1::JOB_STATE_SUCCEEDED) break;
+    if (js.state() == v1::JOB_STATE_FAILED ||
+        js.state() == v1::JOB_STATE_CANCELLED) {
+      return Fail(absl::AbortedError(absl::StrCat(
+          "job ", FLAGS_job, " ended ", v1::JobState_Name(js.state()), ": ",
+          js.error().message())));
+    }
+  }
+  auto e = Evaluate(*data, 0, *params);
+  if (!e.ok()) return Fail(e.status());
+  return rep.Summary(js.closures_succeeded(), *e, js.workers_alive(),
+                     js.requeues());
+}
+
+}  // namespace
+}  // namespace plexus::examples
+
+int main(int argc, char** argv) {
+  plexus::InitProcess(
+      &argc, &argv,
+      "ctr_example: the sparse example (a click-through-rate model trained "
+      "through the PS).\n  --mode=worker | train | baseline; see --help.");
+  auto c = plexus::examples::ConfigFromFlags();
+  if (!c.ok()) return plexus::examples::Fail(c.status());
+  if (FLAGS_mode == "baseline") return plexus::examples::RunBaseline(*c);
+  if (FLAGS_mode == "worker") return plexus::examples::RunWorker(*c);
+  if (FLAGS_mode == "train") return plexus::examples::RunDriver(*c);
+  return plexus::examples::Fail(absl::InvalidArgumentError(
+      absl::StrCat("--mode must be worker, train or baseline, not '",
+                   FLAGS_mode, "'")));
+}
