@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Time to accuracy of the dense example (build/bin/mlp_example: an MLP on
+# scikit-learn's digits, synchronous all-reduce of the gradients) with 1, 2 and
+# 4 workers against the single-process baseline, in the same run.
+#
+#   bench/train/dense_tta.sh [--workers "1 2 4"] [--reps 5] [--target 0.90]
+#                            [--epochs 30] [--json FILE] [--bin DIR]
+#                            [-- more mlp_example flags, e.g. --hidden=512]
+#
+# Every configuration trains the same global batches (same seed), so they
+# reach the same accuracy at the same step; what differs is the time a step
+# takes. The configurations run interleaved, --reps times, and the table shows
+# medians (the machine is shared and noisy: read the ratios):
+#   tta_s      seconds from the first step until the test accuracy first
+#              reached --target (evaluated once per epoch), the figure that
+#              matters; x_base is it over the baseline's
+#   run_s      the whole process tree, start-up and connecting included
+#   steps/s    training steps per second of step time (evaluation excluded)
+#   comm       the share of step time spent inside the all-reduce, waiting for
+#              slower peers included
+# Needs the digits data (scripts/fetch_data.sh) and a built tree.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin="${PLEXUS_BUILD_DIR:-$here/build}/bin"
+workers="1 2 4"
+reps=5
+target=0.90
+epochs=30
+json=""
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --workers) workers="$2"; shift 2 ;;
+    --reps) reps="$2"; shift 2 ;;
+    --target) target="$2"; shift 2 ;;
+    --epochs) epochs="$2"; shift 2 ;;
+    --json) json="$2"; shift 2 ;;
+    --bin) bin="$2"; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "dense_tta: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+exe="$bin/mlp_example"
+if [ ! -x "$exe" ]; then
+  echo "dense_tta: $exe not found; build it: cmake --build build --target mlp_example" >&2
+  exit 1
+fi
+
+# Field $2 of the flat JSON object $1 (numbers, null, or a string's text).
+field() {
+  sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$1"
+}
+median() {
+  sort -g | awk '{v[NR] = $1} END {
+    if (NR == 0) { print "nan"; exit }
+    if (v[1] == "null") { print "null"; exit }
+    print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+configs=(baseline)
+for w in $workers; do configs+=("$w"); done
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+common=(--json --epochs="$epochs" --target_accuracy="$target" "${extra[@]}")
+
+echo "dense_tta: $(nproc) cores, ${reps} reps, target test accuracy $target, $epochs epochs; $("$exe" --version 2>&1 | head -1)"
+for ((rep = 1; rep <= reps; rep++)); do
+  for c in "${configs[@]}"; do
+    if [ "$c" = baseline ]; then args=(--mode=baseline); else args=(--mode=local --workers="$c"); fi
+    t0=$(date +%s.%N)
+    if ! out="$("$exe" "${args[@]}" "${common[@]}" 2>"$tmp/err")"; then
+      echo "dense_tta: $c failed:" >&2
+      cat "$tmp/err" >&2
+      exit 1
+    fi
+    t1=$(date +%s.%N)
+    s="$(grep '^{"event":"summary"' <<<"$out")"
+    {
+      echo "$(field "$s" time_to_target_s) $(awk -v a="$t0" -v b="$t1" 'BEGIN{print b - a}')" \
+           "$(field "$s" steps_per_s) $(field "$s" comm_share)" \
+           "$(field "$s" test_accuracy) $(field "$s" epoch_at_target)" \
+           "$(field "$s" algorithm)"
+    } >>"$tmp/$c"
+  done
+done
+
+col() { awk -v k="$2" '{print $k}' "$tmp/$1" | median; }
+base_tta="$(col baseline 1)"
+printf '\n%-10s %7s %8s %7s %7s %10s %6s %8s %6s %s\n' \
+  setup workers tta_s x_base run_s steps/s comm test_acc epoch algorithm
+rows=()
+for c in "${configs[@]}"; do
+  tta="$(col "$c" 1)"; run="$(col "$c" 2)"; sps="$(col "$c" 3)"
+  comm="$(col "$c" 4)"; acc="$(col "$c" 5)"; ep="$(col "$c" 6)"
+  algo="$(awk '{print $7}' "$tmp/$c" | sort | uniq -c | sort -rn | awk 'NR==1{print $2}')"
+  if [ "$tta" = null ] || [ "$base_tta" = null ]; then ratio=null; else
+    ratio="$(awk -v a="$tta" -v b="$base_tta" 'BEGIN{printf "%.2f", a / b}')"; fi
+  if [ "$c" = baseline ]; then name=baseline; w=1; else name=allreduce; w="$c"; fi
+  printf '%-10s %7s %8s %7s %7.2f %10.0f %5.0f%% %7.2f%% %6s %s\n' \
+    "$name" "$w" "$tta" "$ratio" "$run" "$sps" \
+    "$(awk -v x="$comm" 'BEGIN{print 100 * x}')" \
+    "$(awk -v x="$acc" 'BEGIN{print 100 * x}')" "$ep" "$algo"
+  rows+=("{\"setup\":\"$name\",\"workers\":$w,\"tta_s\":$tta,\"tta_over_baseline\":$ratio,\"run_s\":$run,\"steps_per_s\":$sps,\"comm_share\":$comm,\"test_accuracy\":$acc,\"epoch_at_target\":$ep,\"algorithm\":\"$algo\",\"reps\":$reps,\"target\":$target}")
+done
+echo "(medians of $reps runs; tta_s null: target not reached)"
+if [ -n "$json" ]; then
+  (IFS=,; echo "[${rows[*]}]") >"$json"
+  echo "dense_tta: wrote $json"
+fi
