@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -70,6 +71,32 @@ void CountPush(const absl::StatusOr<PushResult>& r) {
       ->GetCounter("plexus_ps_push_rows_total",
                    "Rows applied or aggregated by pushes.")
       ->Increment(static_cast<double>(r->rows_applied));
+}
+
+void CheckpointFailed(const char* stage) {
+  Metrics()
+      ->GetCounter("plexus_ps_checkpoint_failures_total",
+                   "Checkpoints this shard could not cut (prepare) or write "
+                   "(commit).",
+                   {{"stage", stage}})
+      ->Increment();
+}
+
+void RecordCheckpointCommitted(absl::Duration write_time, int64_t new_bytes) {
+  Metrics()
+      ->GetHistogram("plexus_ps_checkpoint_write_seconds",
+                     "Time from a checkpoint's cut to its files being durable "
+                     "on this shard.")
+      ->Observe(absl::ToDoubleSeconds(write_time));
+  Metrics()
+      ->GetGauge("plexus_ps_checkpoint_last_success_time_seconds",
+                 "When this shard last committed a checkpoint, seconds since "
+                 "the Unix epoch.")
+      ->Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+  Metrics()
+      ->GetCounter("plexus_ps_checkpoint_written_bytes_total",
+                   "Bytes of new checkpoint files written by this shard.")
+      ->Increment(static_cast<double>(std::max<int64_t>(new_bytes, 0)));
 }
 
 v1::ShardCheckpointState ToProto(CheckpointState s) {
@@ -618,6 +645,7 @@ grpc::Status PsService::PrepareCheckpoint(
   o.staging_directory = req->staging_directory();
   auto r = (*store)->Prepare(o);
   if (!r.ok()) {
+    CheckpointFailed("prepare");
     return ToGrpcStatus(
         Annotate(r.status(), absl::StrCat("checkpoint ", o.checkpoint_id)));
   }
@@ -652,6 +680,7 @@ grpc::Status PsService::CommitCheckpoint(grpc::ServerContext* ctx,
                                : DeadlineOf(ctx) - absl::Now();
   auto r = (*store)->Commit(req->checkpoint_id(), timeout);
   if (!r.ok()) {
+    CheckpointFailed("commit");
     LOG(WARNING) << "checkpoint " << req->checkpoint_id()
                  << " failed: " << r.status();
     return ToGrpcStatus(Annotate(
@@ -665,6 +694,7 @@ grpc::Status PsService::CommitCheckpoint(grpc::ServerContext* ctx,
   }
   ToProto(r->info, shard, incarnation_, resp->mutable_shard_checkpoint());
   resp->set_write_ms(absl::ToInt64Milliseconds(r->write_time));
+  RecordCheckpointCommitted(r->write_time, r->info.new_bytes);
   LOG(INFO) << "checkpoint " << req->checkpoint_id() << " committed in "
             << r->info.directory << ": " << r->info.files.size() << " files, "
             << r->info.total_bytes << " bytes (" << r->info.new_bytes
@@ -836,6 +866,10 @@ grpc::Status PsService::Restore(grpc::ServerContext* ctx,
   resp->set_checkpoint_id(r->checkpoint_id);
   resp->set_step_id(r->step_id);
   resp->set_restore_ms(absl::ToInt64Milliseconds(absl::Now() - start));
+  Metrics()
+      ->GetHistogram("plexus_ps_restore_duration_seconds",
+                     "Time to verify and load a checkpoint on this shard.")
+      ->Observe(absl::ToDoubleSeconds(absl::Now() - start));
   FillHeader(resp->mutable_header());
   return grpc::Status::OK;
 }
@@ -881,6 +915,13 @@ void PsService::CollectMetrics() {
                    "Memory per dense variable slice: values and slots.",
                    {{"variable", v.config.name}})
         ->Set(static_cast<double>(v.memory_bytes));
+  }
+  // Every outcome exists from the first scrape (at 0), so that rates and
+  // increases of duplicates work before the first one happens.
+  for (const char* outcome : {"applied", "duplicate", "aggregated"}) {
+    Metrics()->GetCounter("plexus_ps_pushes_total",
+                          "Pushes acknowledged, by outcome.",
+                          {{"outcome", outcome}});
   }
   EngineCounters c = engine_->counters();
   Metrics()
