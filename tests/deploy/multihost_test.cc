@@ -10,10 +10,12 @@
 //
 // Needs root and `ip netns`; skips, saying why, where namespaces cannot be
 // made, and the delay test skips where netem is missing from the kernel.
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -90,6 +92,11 @@ class MultiHostTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root for network namespaces";
+    // One rehearsal at a time on this machine (ctest -j runs both tests at
+    // once): their subnets and interface names must not meet.
+    lock_fd_ = open("/tmp/plexus-multihost-test.lock", O_CREAT | O_RDWR, 0644);
+    ASSERT_GE(lock_fd_, 0) << "cannot open the rehearsal lock file";
+    ASSERT_EQ(flock(lock_fd_, LOCK_EX), 0);
     tag_ = absl::StrCat(getpid() % 100000);
     // 10.213.X.0/24, X from the pid: concurrent runs use different subnets.
     subnet_ = absl::StrCat("10.213.", getpid() % 250, ".");
@@ -117,6 +124,7 @@ class MultiHostTest : public ::testing::Test {
       RunCommand({"/usr/sbin/ip", "link", "del", bridge_},
                  dir_.Sub("teardown.log"));
     }
+    if (lock_fd_ >= 0) close(lock_fd_);  // releases the lock
   }
 
   // The cluster spec of the Kubernetes base, through PyYAML, parsed the way
@@ -335,6 +343,7 @@ class MultiHostTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  int lock_fd_ = -1;
   std::string tag_;
   std::string subnet_;
   std::string bridge_;
