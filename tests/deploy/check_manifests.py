@@ -34,6 +34,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -586,6 +587,21 @@ class TfJobTest(unittest.TestCase):
                            ("unknown role", json.dumps(evaluator))):
             rc, _, err = launch({"TF_CONFIG": text}, [], dry_run=False)
             self.assertEqual(rc, 1, f"plexus-launch, {name}: {err}")
+        # A worker whose coordinator never answers exits 138: retryable.
+        with socket.socket() as closed:
+            # Bound, never listening: connections to it are refused.
+            closed.bind(("127.0.0.1", 0))
+            address = "127.0.0.1:%d" % closed.getsockname()[1]
+            cluster = {"chief": [address], "ps": [address],
+                       "worker": ["w0:2222"]}
+            rc, _, err = launch({
+                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {
+                    "type": "worker", "index": 0}}),
+                "PLEXUS_WAIT_S": "1",
+                "PLEXUS_WORKER": os.path.join(BIN, "plexus")}, [],
+                dry_run=False)
+            self.assertEqual(rc, 138, err)
+            self.assertIn("did not accept connections", err)
         # The coordinator itself refuses a TF_CONFIG whose task lies outside
         # its cluster with exit 1 (permanent), whoever started it.
         with tempfile.TemporaryDirectory() as tmp:
