@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -17,11 +18,14 @@
 #include "absl/time/clock.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 #include "common/auth.h"
 #include "common/grpc_status.h"
 #include "common/health_client.h"
 #include "common/init.h"
+#include "common/process.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
+#include "tools/local/chaos.h"
 #include "tools/local/local_cluster.h"
 
 namespace {
@@ -60,8 +64,15 @@ bool Alive(pid_t pid) {
          line[paren + 2] != 'Z';
 }
 
-int LocalUp(const std::string& dir, const std::string& bin_dir, int num_ps,
-            double timeout_s) {
+struct UpOptions {
+  std::string dir, bin_dir, worker_cmd;
+  int num_ps = 1, num_workers = 0;
+  double timeout_s = 30, chaos_s = 0;
+  uint64_t chaos_seed = 1;
+};
+
+int LocalUp(const UpOptions& up) {
+  const std::string& dir = up.dir;
   if (auto st = local::ReadState(local::StatePath(dir)); st.ok()) {
     for (const auto& m : *st) {
       if (Alive(m.pid)) {
@@ -72,16 +83,27 @@ int LocalUp(const std::string& dir, const std::string& bin_dir, int num_ps,
     }
   }
   local::LocalClusterOptions o;
-  o.bin_dir = bin_dir.empty() ? SelfDir() : bin_dir;
+  o.bin_dir = up.bin_dir.empty() ? SelfDir() : up.bin_dir;
   o.root_dir = std::filesystem::absolute(dir).string();
-  o.num_ps = num_ps;
+  o.num_ps = up.num_ps;
+  o.num_workers = up.num_workers;
+  o.worker_argv = absl::StrSplit(
+      up.worker_cmd.empty() ? o.bin_dir + "/ctr_example --mode=worker"
+                            : up.worker_cmd,
+      ' ', absl::SkipEmpty());
   o.kill_with_parent = false;
-  o.start_timeout = absl::Seconds(timeout_s);
+  o.start_timeout = absl::Seconds(up.timeout_s);
   std::cout << "starting a local cluster in " << o.root_dir
-            << ": coordinator + " << num_ps << " PS shard(s)" << std::endl;
+            << ": coordinator + " << up.num_ps << " PS shard(s) + "
+            << up.num_workers << " worker(s)" << std::endl;
   auto cluster = local::LocalCluster::Start(o);
   if (!cluster.ok()) return Fail(cluster.status());
   for (const auto& m : (*cluster)->members()) {
+    if (m.role == "worker") {
+      std::printf("  %-12s %-3d %-22s pid %-7d log %s\n", m.role.c_str(),
+                  m.index, "(registered)", m.pid, m.log_file.c_str());
+      continue;
+    }
     std::printf(
         "  %-12s %-3d %-22s metrics http://127.0.0.1:%d/metrics  pid %-7d log "
         "%s\n",
@@ -93,6 +115,32 @@ int LocalUp(const std::string& dir, const std::string& bin_dir, int num_ps,
   // The processes run in their own sessions and outlive this command: release
   // them without killing (~Subprocess would SIGKILL them).
   (*cluster)->Detach();
+  if (up.chaos_s > 0) {
+    // The monkey outlives this command too; its lines go to our stdout.
+    plexus::SubprocessOptions so;
+    so.argv = {SelfDir() + "/plexus", "local", "chaos", "--dir", o.root_dir,
+               "--every", absl::StrCat(up.chaos_s), "--seed",
+               absl::StrCat(up.chaos_seed)};
+    so.kill_with_parent = false;
+    so.new_session = true;
+    auto monkey = plexus::Subprocess::Start(so);
+    if (!monkey.ok()) return Fail(monkey.status());
+    std::vector<local::Member> members = (*cluster)->members();
+    local::Member m;
+    m.role = "chaos";
+    m.pid = (*monkey)->pid();
+    m.address = "-";
+    m.dir = o.root_dir;
+    m.log_file = "-";
+    members.push_back(m);
+    if (auto st = local::WriteState(local::StatePath(o.root_dir), members);
+        !st.ok()) {
+      return Fail(st);
+    }
+    (*monkey)->Detach();
+    std::printf("chaos: a random worker is killed every %g s (pid %d)\n",
+                up.chaos_s, m.pid);
+  }
   return 0;
 }
 
@@ -104,13 +152,15 @@ int LocalStatus(const std::string& dir) {
               "HEALTH");
   for (const auto& m : *members) {
     std::string health = "down";
-    if (Alive(m.pid)) {
+    if (m.address == "-") {  // workers and the chaos monkey: no gRPC port
+      health = Alive(m.pid) ? "RUNNING" : "down";
+    } else if (Alive(m.pid)) {
       auto h = plexus::CheckHealth(m.address, absl::Seconds(2));
       health = !h.ok() ? std::string(h.status().message())
                : *h == plexus::Health::kServing ? "SERVING"
                                                 : "NOT_SERVING";
     }
-    if (health != "SERVING") ++bad;
+    if (health != "SERVING" && health != "RUNNING") ++bad;
     std::printf("%-12s %-5d %-22s %-8d %s\n", m.role.c_str(), m.index,
                 m.address.c_str(), m.pid, health.c_str());
   }
@@ -228,6 +278,24 @@ int PrintJob(const plexus::v1::JobStatus& j, bool json) {
 int LocalDown(const std::string& dir, double grace_s) {
   auto members = local::ReadState(local::StatePath(dir));
   if (!members.ok()) return Fail(members.status());
+  // The chaos monkey first, so it restarts nothing; then read the state
+  // again, since it may have restarted workers under new pids.
+  bool had_monkey = false;
+  for (const auto& m : *members) {
+    if (m.role == "chaos" && Alive(m.pid)) {
+      kill(m.pid, SIGTERM);
+      had_monkey = true;
+      for (absl::Time end = absl::Now() + absl::Seconds(grace_s);
+           Alive(m.pid) && absl::Now() < end;) {
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+      if (Alive(m.pid)) kill(m.pid, SIGKILL);
+    }
+  }
+  if (had_monkey) {
+    members = local::ReadState(local::StatePath(dir));
+    if (!members.ok()) return Fail(members.status());
+  }
   for (const auto& m : *members) {
     if (Alive(m.pid)) kill(m.pid, SIGTERM);
   }
@@ -278,18 +346,46 @@ int main(int argc, char** argv) {
   std::string dir = "plexus-local", bin_dir;
   int num_ps = 1;
   double timeout_s = 30, grace_s = 15;
-  auto* up = localcmd->add_subcommand("up",
-                                      "Start a coordinator and PS shards, wait "
-                                      "until all serve, print endpoints");
+  UpOptions upo;
+  auto* up = localcmd->add_subcommand(
+      "up",
+      "Start a coordinator, PS shards and workers, wait until all serve "
+      "(workers: registered with the coordinator), print endpoints");
   up->add_option("--dir", dir, "Folder for data, logs and state")
       ->capture_default_str();
   up->add_option("--ps", num_ps, "Number of PS shards")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
+  up->add_option("--workers", upo.num_workers, "Number of training workers")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  up->add_option("--worker", upo.worker_cmd,
+                 "Worker program and its flags, split at spaces; --coordinator, "
+                 "--ps and --task_index are appended (default: the sparse "
+                 "example, BIN_DIR/ctr_example --mode=worker)");
   up->add_option("--bin-dir", bin_dir,
                  "Folder with plexus-ps and plexus-coordinator (default: next "
                  "to this binary)");
   up->add_option("--timeout", timeout_s, "Seconds to wait for health")
+      ->capture_default_str();
+  up->add_option("--chaos", upo.chaos_s,
+                 "Kill a random worker every this many seconds and restart it "
+                 "(0: off); `local down` stops it")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  up->add_option("--chaos-seed", upo.chaos_seed, "Seed of the chaos victims")
+      ->capture_default_str();
+  double chaos_every = 10;
+  auto* chaos = localcmd->add_subcommand(
+      "chaos",
+      "Kill a random worker of a local cluster every N seconds and restart "
+      "it, until the cluster is taken down (what `up --chaos` starts)");
+  chaos->add_option("--dir", dir, "Folder given to `local up`")
+      ->capture_default_str();
+  chaos->add_option("--every", chaos_every, "Seconds between kills")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  chaos->add_option("--seed", upo.chaos_seed, "Seed of the victims")
       ->capture_default_str();
   auto* status = localcmd->add_subcommand(
       "status", "Health of each process of a local cluster");
@@ -364,7 +460,24 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  if (up->parsed()) return LocalUp(dir, bin_dir, num_ps, timeout_s);
+  if (up->parsed()) {
+    upo.dir = dir;
+    upo.bin_dir = bin_dir;
+    upo.num_ps = num_ps;
+    upo.timeout_s = timeout_s;
+    return LocalUp(upo);
+  }
+  if (chaos->parsed()) {
+    local::ChaosOptions co;
+    co.root_dir = std::filesystem::absolute(dir).string();
+    co.every = absl::Seconds(chaos_every);
+    co.seed = upo.chaos_seed;
+    static std::atomic<bool> stopping{false};
+    signal(SIGTERM, [](int) { stopping = true; });
+    signal(SIGINT, [](int) { stopping = true; });
+    absl::Status st = local::RunChaos(co, [] { return stopping.load(); });
+    return st.ok() ? 0 : Fail(st);
+  }
   if (status->parsed()) return LocalStatus(dir);
   if (down->parsed()) return LocalDown(dir, grace_s);
   if (health->parsed()) {

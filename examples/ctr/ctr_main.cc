@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
@@ -34,10 +35,14 @@
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 #include "plexus/worker/runtime.h"
+#include "tools/local/local_cluster.h"
 
 DEFINE_string(mode, "train", "worker, train (the driver) or baseline.");
 DEFINE_string(coordinator, "", "Coordinator address host:port.");
 DEFINE_string(ps, "", "PS shard addresses, comma-separated.");
+DEFINE_string(cluster_dir, "",
+              "Instead of --coordinator and --ps (train): the folder of a "
+              "cluster started with `plexus local up --dir`.");
 DEFINE_int32(task_index, -1, "Worker index in the cluster; -1: dynamic.");
 DEFINE_string(job, "ctr", "Job id (train).");
 DEFINE_int64(steps, 3000, "Training steps (train, baseline).");
@@ -270,10 +275,26 @@ absl::StatusOr<v1::JobStatus> JobStatus(v1::Coordinator::Stub& stub) {
   return resp.status();
 }
 
+// --coordinator and --ps from the local cluster in --cluster_dir.
+absl::Status AddressesFromClusterDir() {
+  PLEXUS_ASSIGN_OR_RETURN(std::vector<local::Member> members,
+                          local::ReadState(local::StatePath(FLAGS_cluster_dir)));
+  std::vector<std::string> ps;
+  for (const local::Member& m : members) {
+    if (m.role == "coordinator") FLAGS_coordinator = m.address;
+    if (m.role == "ps") ps.push_back(m.address);
+  }
+  FLAGS_ps = absl::StrJoin(ps, ",");
+  return absl::OkStatus();
+}
+
 int RunDriver(const CtrConfig& c) {
+  if (!FLAGS_cluster_dir.empty()) {
+    if (absl::Status st = AddressesFromClusterDir(); !st.ok()) return Fail(st);
+  }
   if (FLAGS_coordinator.empty() || FLAGS_ps.empty()) {
     return Fail(absl::InvalidArgumentError(
-        "--mode=train needs --coordinator and --ps"));
+        "--mode=train needs --cluster_dir, or --coordinator and --ps"));
   }
   auto data = CtrDataset::Create(c);
   if (!data.ok()) return Fail(data.status());

@@ -2,6 +2,9 @@
 
 #include <signal.h>
 
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -9,13 +12,120 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/grpc_status.h"
 #include "common/health_client.h"
 #include "common/status.h"
+#include "plexus/v1/coordinator.grpc.pb.h"
 
 namespace plexus::local {
 
 std::string StatePath(const std::string& root_dir) {
   return root_dir + "/cluster.state";
+}
+
+namespace {
+
+std::string WorkerDir(const std::string& root_dir, int index) {
+  return absl::StrCat(root_dir, "/worker-", index);
+}
+
+// Starts a worker from its full command line, saved in its folder first.
+absl::StatusOr<std::unique_ptr<Subprocess>> LaunchWorker(
+    const std::string& root_dir, int index, std::vector<std::string> argv,
+    bool kill_with_parent) {
+  std::string dir = WorkerDir(root_dir, index);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  }
+  PLEXUS_RETURN_IF_ERROR(
+      WriteFileAtomically(dir + "/argv", absl::StrJoin(argv, "\n") + "\n"));
+  SubprocessOptions so;
+  so.argv = std::move(argv);
+  so.log_file = dir + "/log";
+  so.kill_with_parent = kill_with_parent;
+  so.new_session = !kill_with_parent;
+  return Subprocess::Start(so);
+}
+
+}  // namespace
+
+absl::Status WaitForWorker(const std::string& coordinator, pid_t pid,
+                           absl::Duration timeout, Subprocess* process) {
+  auto stub = v1::Coordinator::NewStub(
+      grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()));
+  absl::Time deadline = absl::Now() + timeout;
+  absl::Duration backoff = absl::Milliseconds(10);
+  absl::Status last = absl::OkStatus();
+  while (true) {
+    v1::ListProcessesRequest req;
+    req.set_role(v1::ROLE_WORKER);
+    v1::ListProcessesResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(
+        std::min(deadline, absl::Now() + absl::Seconds(2))));
+    last = FromGrpcStatus(stub->ListProcesses(&ctx, req, &resp));
+    if (last.ok()) {
+      for (const auto& p : resp.processes()) {
+        if (p.pid() == pid && (p.state() == v1::PROCESS_STATE_IDLE ||
+                               p.state() == v1::PROCESS_STATE_BUSY)) {
+          return absl::OkStatus();
+        }
+      }
+    }
+    if (process != nullptr && !process->Running()) {
+      return absl::UnavailableError(absl::StrCat(
+          "worker (pid ", pid, ") exited before it registered"));
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "worker (pid ", pid, ") not registered with the coordinator at ",
+          coordinator, " after ", absl::FormatDuration(timeout),
+          last.ok() ? "" : absl::StrCat(" (last error: ", last.message(), ")")));
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Milliseconds(200));
+  }
+}
+
+absl::StatusOr<pid_t> RestartWorker(const std::string& root_dir, int index,
+                                    absl::Duration timeout) {
+  std::string dir = WorkerDir(root_dir, index);
+  std::ifstream in(dir + "/argv");
+  std::vector<std::string> argv;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) argv.push_back(line);
+  }
+  if (argv.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("no saved command line in ", dir, "/argv"));
+  }
+  PLEXUS_ASSIGN_OR_RETURN(std::vector<Member> members,
+                          ReadState(StatePath(root_dir)));
+  auto coordinator = std::find_if(members.begin(), members.end(), [](auto& m) {
+    return m.role == "coordinator";
+  });
+  auto self = std::find_if(members.begin(), members.end(), [&](auto& m) {
+    return m.role == "worker" && m.index == index;
+  });
+  if (coordinator == members.end() || self == members.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "worker ", index, " or the coordinator is not in ", StatePath(root_dir)));
+  }
+  PLEXUS_ASSIGN_OR_RETURN(auto proc,
+                          LaunchWorker(root_dir, index, argv,
+                                       /*kill_with_parent=*/false));
+  pid_t pid = proc->pid();
+  self->pid = pid;
+  PLEXUS_RETURN_IF_ERROR(WriteState(StatePath(root_dir), members));
+  absl::Status st =
+      WaitForWorker(coordinator->address, pid, timeout, proc.get());
+  proc->Detach();
+  PLEXUS_RETURN_IF_ERROR(st, absl::StrCat("worker ", index, " (log: ", dir,
+                                          "/log)"));
+  return pid;
 }
 
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
@@ -44,6 +154,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
         WaitUntilServing(m.address, options.start_timeout),
         absl::StrCat(m.role, " ", m.index, " (log: ", m.log_file, ")"));
   }
+  PLEXUS_RETURN_IF_ERROR(cluster->StartWorkers(options));
   PLEXUS_RETURN_IF_ERROR(
       WriteState(StatePath(options.root_dir), cluster->members_));
   return cluster;
@@ -88,6 +199,49 @@ absl::Status LocalCluster::StartMember(const LocalClusterOptions& options,
   m.address = absl::StrCat("127.0.0.1:", port);
   members_.push_back(m);
   processes_.push_back(std::move(proc));
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::StartWorkers(const LocalClusterOptions& options) {
+  if (options.num_workers < 0 || options.num_workers > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "number of workers must be 0..1024, got ", options.num_workers));
+  }
+  if (options.num_workers > 0 && options.worker_argv.empty()) {
+    return absl::InvalidArgumentError("workers need a program (worker_argv)");
+  }
+  std::vector<std::string> shards;
+  for (const Member& m : members_) {
+    if (m.role == "ps") shards.push_back(m.address);
+  }
+  const std::string coordinator = coordinator_address();
+  size_t first = members_.size();
+  for (int i = 0; i < options.num_workers; ++i) {
+    std::vector<std::string> argv = options.worker_argv;
+    argv.push_back("--coordinator=" + coordinator);
+    argv.push_back("--ps=" + absl::StrJoin(shards, ","));
+    argv.push_back(absl::StrCat("--task_index=", i));
+    PLEXUS_ASSIGN_OR_RETURN(
+        auto proc,
+        LaunchWorker(options.root_dir, i, argv, options.kill_with_parent),
+        absl::StrCat("starting worker ", i));
+    Member m;
+    m.role = "worker";
+    m.index = i;
+    m.pid = proc->pid();
+    m.address = "-";
+    m.dir = WorkerDir(options.root_dir, i);
+    m.log_file = m.dir + "/log";
+    members_.push_back(m);
+    processes_.push_back(std::move(proc));
+  }
+  for (size_t i = first; i < members_.size(); ++i) {
+    PLEXUS_RETURN_IF_ERROR(
+        WaitForWorker(coordinator, members_[i].pid, options.start_timeout,
+                      processes_[i].get()),
+        absl::StrCat("worker ", members_[i].index,
+                     " (log: ", members_[i].log_file, ")"));
+  }
   return absl::OkStatus();
 }
 

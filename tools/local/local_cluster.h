@@ -8,6 +8,8 @@
 //
 //   <root>/coordinator/{data/,log,port,admin_port}
 //   <root>/ps-<i>/{data/,log,port,admin_port}
+//   <root>/worker-<i>/{log,argv}   argv: the command line, one per line, so
+//                                   a supervisor can restart the worker
 //   <root>/cluster.state          what `plexus local status|down` read
 //
 // Thread safety: a LocalCluster is used by one thread at a time.
@@ -40,14 +42,20 @@ struct LocalClusterOptions {
   bool kill_with_parent = true;
   // Extra flags for every daemon (e.g. --failpoints=...). Default none.
   std::vector<std::string> extra_flags;
+  // Training workers: how many, and the program each runs (argv[0] and its
+  // own flags); the launcher appends --coordinator, --ps (every shard) and
+  // --task_index. A worker counts as started once the coordinator lists it
+  // (by pid) as alive. Default none.
+  int num_workers = 0;
+  std::vector<std::string> worker_argv;
 };
 
 // One process of the cluster.
 struct Member {
-  std::string role;  // "coordinator" or "ps"
-  int index = 0;     // shard index for "ps", 0 otherwise
+  std::string role;  // "coordinator", "ps", "worker" or "chaos"
+  int index = 0;     // shard or worker index, 0 otherwise
   pid_t pid = 0;
-  std::string address;   // "127.0.0.1:port" (gRPC)
+  std::string address;   // "127.0.0.1:port" (gRPC); "-" for workers
   int admin_port = 0;    // plaintext HTTP: /metrics, /healthz
   std::string dir;       // the member's folder under the root
   std::string log_file;  // stdout and stderr
@@ -82,6 +90,7 @@ class LocalCluster {
   absl::Status StartMember(const LocalClusterOptions& options,
                            const std::string& role, int index,
                            std::vector<std::string> args);
+  absl::Status StartWorkers(const LocalClusterOptions& options);
 
   std::vector<Member> members_;
   std::vector<std::unique_ptr<Subprocess>> processes_;
@@ -95,5 +104,18 @@ absl::StatusOr<std::vector<Member>> ReadState(const std::string& path);
 
 // The state file's path under a root folder.
 std::string StatePath(const std::string& root_dir);
+
+// Starts worker `index` of the cluster in `root_dir` again from its saved
+// command line (detached, in its own session, log appended) and waits until
+// the coordinator lists the new process as alive; updates the state file.
+// Returns the new pid. What `plexus local chaos` does after each kill.
+absl::StatusOr<pid_t> RestartWorker(const std::string& root_dir, int index,
+                                    absl::Duration timeout);
+
+// Waits until the coordinator at `coordinator` lists a live worker with
+// process id `pid`. UNAVAILABLE when `process` (may be null) exits first,
+// DEADLINE_EXCEEDED after `timeout`.
+absl::Status WaitForWorker(const std::string& coordinator, pid_t pid,
+                           absl::Duration timeout, Subprocess* process);
 
 }  // namespace plexus::local
