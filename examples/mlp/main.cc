@@ -9,43 +9,62 @@
 //   mlp_example --mode=worker --rank=R --world=W --rendezvous_dir=D
 //                                                # one rank (a launcher or a
 //                                                # scheduler starts W of these)
+//   mlp_example --mode=worker --world=W --coordinator=HOST:PORT
+//                                                # one rank of a Plexus cluster
+//   mlp_example --mode=local --workers=W --coordinator=HOST:PORT
 //
 // Workers find each other through a file store in --rendezvous_dir (processes
-// on one machine). Rank 0 prints progress and the summary (--json: JSON
+// on one machine) or, with --coordinator, through the coordinator: each
+// registers with the worker runtime, joins collective group --group (which
+// assigns the ranks) and bootstraps the communicator through the group's
+// rendezvous keys. Rank 0 prints progress and the summary (--json: JSON
 // lines); the launcher's exit status is 0 when every worker succeeded.
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "collectives/rendezvous/store.h"
 #include "common/init.h"
 #include "common/process.h"
 #include "common/status.h"
 #include "examples/mlp/digits.h"
+#include "examples/mlp/runtime_store.h"
 #include "examples/mlp/train.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "plexus/collectives/communicator.h"
+#include "plexus/worker/runtime.h"
 
 DEFINE_string(mode, "local",
               "local (start --workers worker processes of this program), "
               "worker (one rank), or baseline (one process, no "
               "communication)");
 DEFINE_int32(workers, 2, "local mode: how many worker processes");
-DEFINE_int32(rank, -1, "worker mode: this process's rank, 0..world-1");
+DEFINE_int32(rank, -1,
+             "worker mode with --rendezvous_dir: this process's rank, "
+             "0..world-1 (with --coordinator the coordinator assigns it)");
 DEFINE_int32(world, 0, "worker mode: how many ranks");
 DEFINE_string(rendezvous_dir, "",
               "worker mode: an existing folder shared by the ranks (file "
               "store); give every run its own");
+DEFINE_string(coordinator, "",
+              "worker and local modes: the coordinator host:port; the ranks "
+              "then meet through it (collective group --group) instead of a "
+              "--rendezvous_dir");
+DEFINE_string(group, "mlp_example",
+              "with --coordinator: the collective group's name");
 DEFINE_string(data, "",
               "digits.csv.gz (or the decompressed CSV); empty: look in "
               "$PLEXUS_DATA_DIR, ~/.cache/plexus and the installed "
@@ -117,16 +136,7 @@ absl::Status RunBaseline() {
   return absl::OkStatus();
 }
 
-absl::Status RunWorker() {
-  if (FLAGS_world <= 0 || FLAGS_rank < 0 || FLAGS_rank >= FLAGS_world) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "worker mode needs --world > 0 and 0 <= --rank < --world (got rank ",
-        FLAGS_rank, ", world ", FLAGS_world, ")"));
-  }
-  if (FLAGS_rendezvous_dir.empty()) {
-    return absl::InvalidArgumentError(
-        "worker mode needs --rendezvous_dir (a folder shared by the ranks)");
-  }
+absl::StatusOr<collectives::CommunicatorOptions> CommOptionsFromFlags() {
   auto algorithm = collectives::ParseAlgorithm(FLAGS_algorithm);
   if (!algorithm) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -153,8 +163,124 @@ absl::Status RunWorker() {
   copts.connect_timeout = absl::Seconds(FLAGS_timeout_s);
   copts.algorithm = *algorithm;
   copts.deterministic = FLAGS_deterministic;
-  copts.name = absl::StrCat("mlp", FLAGS_rank);
+  return copts;
+}
 
+// Connects through `store` as `rank` and trains.
+absl::Status TrainRank(const DigitsSplit& data, collectives::Store* store,
+                       int rank, collectives::CommunicatorOptions copts,
+                       absl::string_view how) {
+  copts.name = absl::StrCat("mlp", rank);
+  PLEXUS_ASSIGN_OR_RETURN(
+      auto comm,
+      collectives::Communicator::Create(store, rank, FLAGS_world, copts),
+      absl::StrCat("rank ", rank, " connecting to ", FLAGS_world, " ranks"));
+  TrainOptions o = OptionsFromFlags();
+  o.label = absl::StrCat(
+      FLAGS_world, " worker", FLAGS_world == 1 ? "" : "s", " (", how,
+      "), all-reduce (sum) of the gradients every step, ",
+      copts.progress == collectives::ProgressMode::kBusyPoll ? "busy-poll"
+                                                             : "blocking",
+      " progress", FLAGS_deterministic ? ", deterministic" : "");
+  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, Train(data, o, comm.get(), stdout),
+                          absl::StrCat("rank ", rank));
+  (void)r;
+  return absl::OkStatus();
+}
+
+// One rank of a Plexus cluster: registers with the coordinator (the runtime's
+// task loop runs on its own thread; this program registers no steps, it only
+// uses the runtime for membership and rendezvous), joins the collective
+// group, which assigns the rank, and trains.
+absl::Status RunCoordinatorWorker(std::unique_ptr<worker::Runtime> rt,
+                                  const collectives::CommunicatorOptions& copts) {
+  PLEXUS_ASSIGN_OR_RETURN(DigitsSplit data, LoadData());
+  absl::Status run_status;
+  absl::Notification run_done;
+  std::thread loop([&] {
+    run_status = rt->Run();
+    run_done.Notify();
+  });
+  struct StopOnExit {
+    worker::Runtime* rt;
+    std::thread* loop;
+    ~StopOnExit() {
+      rt->Stop();
+      loop->join();
+    }
+  } stop{rt.get(), &loop};
+
+  // Run() registers asynchronously and has no "registered" signal to wait
+  // on, so poll its identity, backing off, until the connect timeout.
+  const absl::Time deadline = absl::Now() + absl::Seconds(FLAGS_timeout_s);
+  absl::Duration backoff = absl::Milliseconds(1);
+  while (rt->worker_id() == 0) {
+    if (run_done.WaitForNotificationWithTimeout(backoff)) {
+      return Annotate(run_status.ok()
+                          ? absl::AbortedError("the runtime stopped")
+                          : run_status,
+                      absl::StrCat("registering with ", FLAGS_coordinator));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("not registered with the coordinator ",
+                       FLAGS_coordinator, " after ", FLAGS_timeout_s, " s"));
+    }
+    backoff = std::min(backoff * 2, absl::Milliseconds(50));
+  }
+  PLEXUS_ASSIGN_OR_RETURN(
+      v1::GroupInfo group,
+      rt->JoinGroup(FLAGS_group, static_cast<uint32_t>(FLAGS_world),
+                    /*has_gpu=*/false, deadline),
+      absl::StrCat("joining collective group ", FLAGS_group, " of ",
+                   FLAGS_world));
+  auto store = NewRuntimeStore(rt.get(), FLAGS_group, group.epoch());
+  return TrainRank(data, store.get(), group.my_rank(), copts,
+                   absl::StrCat("group ", FLAGS_group, " epoch ",
+                                group.epoch(), " via the coordinator"));
+}
+
+absl::Status RunWorker() {
+  if (FLAGS_world <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker mode needs --world > 0 (got ", FLAGS_world, ")"));
+  }
+  PLEXUS_ASSIGN_OR_RETURN(collectives::CommunicatorOptions copts,
+                          CommOptionsFromFlags());
+  if (!FLAGS_coordinator.empty()) {
+    if (FLAGS_rank >= 0 || !FLAGS_rendezvous_dir.empty()) {
+      return absl::InvalidArgumentError(
+          "with --coordinator the coordinator assigns the rank and is the "
+          "rendezvous: leave out --rank and --rendezvous_dir");
+    }
+    // First, before any thread starts: the runtime blocks SIGTERM in every
+    // thread (a preemption notice drains it).
+    PLEXUS_ASSIGN_OR_RETURN(
+        auto rt, worker::Runtime::Create({.coordinator = FLAGS_coordinator}));
+    // Training runs outside the task loop, but a worker that registers no
+    // step function is not known to the coordinator's scheduler, whose
+    // NextTask then answers "stale incarnation": the runtime re-registers in
+    // a loop, bumping the group's epoch under our feet. One step that only
+    // says what this process is avoids that.
+    PLEXUS_RETURN_IF_ERROR(rt->RegisterStep(
+        "mlp_example.describe",
+        [](absl::string_view, worker::StepContext&)
+            -> absl::StatusOr<std::string> {
+          return absl::StrCat("mlp_example worker of group ", FLAGS_group,
+                              " (", FLAGS_world, " ranks)");
+        }));
+    return RunCoordinatorWorker(std::move(rt), copts);
+  }
+  if (FLAGS_rank < 0 || FLAGS_rank >= FLAGS_world) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker mode needs 0 <= --rank < --world (got rank ", FLAGS_rank,
+        ", world ", FLAGS_world, "), or --coordinator"));
+  }
+  if (FLAGS_rendezvous_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "worker mode needs --rendezvous_dir (a folder shared by the ranks) "
+        "or --coordinator");
+  }
   // Load before connecting, so that a missing data set fails fast here and
   // not as a peer's connect timeout.
   PLEXUS_ASSIGN_OR_RETURN(DigitsSplit data, LoadData());
@@ -162,24 +288,8 @@ absl::Status RunWorker() {
                           collectives::NewFileStore(FLAGS_rendezvous_dir),
                           "rendezvous store");
   auto store = collectives::NewPrefixStore(
-      base.get(), collectives::GroupEpochPrefix("mlp_example", 0));
-  PLEXUS_ASSIGN_OR_RETURN(
-      auto comm,
-      collectives::Communicator::Create(store.get(), FLAGS_rank, FLAGS_world,
-                                        copts),
-      absl::StrCat("rank ", FLAGS_rank, " connecting to ", FLAGS_world,
-                   " ranks"));
-  TrainOptions o = OptionsFromFlags();
-  o.label = absl::StrCat(
-      FLAGS_world, " worker", FLAGS_world == 1 ? "" : "s",
-      ", all-reduce (sum) of the gradients every step, ",
-      copts.progress == collectives::ProgressMode::kBusyPoll ? "busy-poll"
-                                                             : "blocking",
-      " progress", FLAGS_deterministic ? ", deterministic" : "");
-  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, Train(data, o, comm.get(), stdout),
-                          absl::StrCat("rank ", FLAGS_rank));
-  (void)r;
-  return absl::OkStatus();
+      base.get(), collectives::GroupEpochPrefix(FLAGS_group, 0));
+  return TrainRank(data, store.get(), FLAGS_rank, copts, "file store");
 }
 
 // Starts --workers copies of this program in worker mode with this
@@ -219,11 +329,12 @@ absl::Status RunLocal(const std::vector<std::string>& args) {
     so.argv.push_back(self);
     so.argv.insert(so.argv.end(), args.begin() + 1, args.end());
     // Later flags win in gflags: these override whatever the user gave.
-    for (std::string f :
-         {std::string("--mode=worker"), absl::StrCat("--rank=", r),
-          absl::StrCat("--world=", FLAGS_workers),
-          "--rendezvous_dir=" + dir, "--data=" + FLAGS_data}) {
-      so.argv.push_back(std::move(f));
+    so.argv.push_back("--mode=worker");
+    so.argv.push_back(absl::StrCat("--world=", FLAGS_workers));
+    so.argv.push_back("--data=" + FLAGS_data);
+    if (FLAGS_coordinator.empty()) {
+      so.argv.push_back(absl::StrCat("--rank=", r));
+      so.argv.push_back("--rendezvous_dir=" + dir);
     }
     PLEXUS_ASSIGN_OR_RETURN(auto p, Subprocess::Start(so),
                             absl::StrCat("starting worker ", r));

@@ -4,6 +4,8 @@
 //     within 1 point (same global batches, so they should);
 //   - a 1-worker run ends with the baseline's exact parameters, and two
 //     deterministic 2-worker runs with bitwise-identical parameters (hash);
+//   - workers that meet through a real plexus-coordinator (rank assignment
+//     and rendezvous) train the same bits as through a file store;
 //   - a missing or malformed data file is a clear error, exit status 1.
 // Needs the digits data (scripts/setup.sh runs scripts/fetch_data.sh).
 #include <fstream>
@@ -191,6 +193,38 @@ TEST_F(MlpExampleTest, DeterministicRunsEndBitwiseIdentical) {
                            "--progress=blocking", "--seed=2"}));
   ASSERT_EQ(c.exit_code, 0) << c.output;
   EXPECT_NE(JsonField(c.summary, "param_hash"), ha);
+}
+
+// The production bootstrap: the workers register with a real
+// plexus-coordinator, which assigns their ranks in a collective group and
+// carries the communicator's rendezvous keys. Same training, so the same
+// bits as the file-store run.
+TEST_F(MlpExampleTest, WorkersMeetThroughTheCoordinator) {
+  TempDir dir;
+  SubprocessOptions so;
+  so.argv = {BinDir() + "/plexus-coordinator", "--data_dir=" + dir.Sub("data"),
+             "--port_file=" + dir.Sub("port"), "--admin_port=-1"};
+  so.log_file = dir.Sub("coordinator.log");
+  auto coordinator = Subprocess::Start(so);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  auto port =
+      WaitForPortFile(dir.Sub("port"), absl::Seconds(30), coordinator->get());
+  ASSERT_TRUE(port.ok()) << port.status() << ReadFile(so.log_file);
+
+  const auto args = Args({"--mode=local", "--workers=2", "--deterministic",
+                          "--progress=blocking"});
+  auto with_coordinator = args;
+  with_coordinator.push_back(absl::StrCat("--coordinator=127.0.0.1:", *port));
+  ExampleRun via_coordinator = RunExample(with_coordinator);
+  ASSERT_EQ(via_coordinator.exit_code, 0) << via_coordinator.output;
+  EXPECT_TRUE(absl::StrContains(via_coordinator.output, "via the coordinator"))
+      << via_coordinator.output;
+  ExampleRun via_files = RunExample(args);
+  ASSERT_EQ(via_files.exit_code, 0) << via_files.output;
+  EXPECT_EQ(JsonField(via_coordinator.summary, "param_hash"),
+            JsonField(via_files.summary, "param_hash"));
+  EXPECT_NEAR(JsonNumber(via_coordinator.summary, "test_accuracy"),
+              JsonNumber(baseline_->summary, "test_accuracy"), 0.01);
 }
 
 TEST(MlpExampleDataTest, MissingDataFileIsAClearError) {
