@@ -32,3 +32,10 @@ plexus_cc_library(NAME coordinator_state
        plexus::common absl::status absl::statusor absl::strings
        absl::synchronization absl::time RocksDB::rocksdb-shared
   FORBID gRPC::grpc++ gRPC::grpc plexus_proto)
+
+plexus_cc_library(NAME coordinator_checkpointing
+  SRCS checkpointing/checkpointer.cc
+  DEPS plexus::coordinator_scheduling plexus::common absl::status
+       absl::statusor absl::strings absl::synchronization absl::time
+       glog::glog
+  FORBID gRPC::grpc++ gRPC::grpc plexus_proto)

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include "absl/strings/str_split.h"
 #include "common/daemon.h"
 #include "common/daemon_flags.h"
 #include "common/dir_lock.h"
@@ -33,6 +34,23 @@ DEFINE_int32(max_restarts_per_worker, -1,
 DEFINE_int64(no_worker_timeout_ms, 60000,
              "Join fails with UNAVAILABLE when no worker able to run a job "
              "was alive for this long, ms (a job may set its own).");
+
+DEFINE_string(ps_shards, "",
+              "PS shard addresses (host:port, comma-separated, in shard "
+              "order) the coordinator checkpoints, restores and watches "
+              "(a restarted shard makes every shard restore the newest "
+              "checkpoint). Empty: the cluster spec's ps list.");
+DEFINE_uint64(checkpoint_every_steps, 0,
+              "Take a global checkpoint every this many completed steps of "
+              "the running job; 0: off.");
+DEFINE_int64(checkpoint_every_s, 0,
+             "Take a global checkpoint every this many seconds while a job "
+             "makes progress; 0: off.");
+DEFINE_uint32(checkpoint_keep, 3,
+              "Published checkpoints kept (older ones deleted on the "
+              "coordinator and every shard); 0: keep all.");
+DEFINE_int64(checkpoint_timeout_s, 600,
+             "How long a checkpoint may wait for its steps and writes.");
 
 namespace {
 
@@ -86,6 +104,16 @@ int main(int argc, char** argv) {
   so.dead_timeout = absl::Milliseconds(FLAGS_dead_timeout_ms);
   so.max_restarts_per_worker = FLAGS_max_restarts_per_worker;
   so.no_worker_timeout = absl::Milliseconds(FLAGS_no_worker_timeout_ms);
+  so.ps_shards = absl::StrSplit(FLAGS_ps_shards, ',', absl::SkipEmpty());
+  if (FLAGS_checkpoint_every_s < 0 || FLAGS_checkpoint_timeout_s <= 0) {
+    LOG(ERROR) << "--checkpoint_every_s must be >= 0 and "
+                  "--checkpoint_timeout_s > 0";
+    return 1;
+  }
+  so.checkpoint.every_steps = FLAGS_checkpoint_every_steps;
+  so.checkpoint.every = absl::Seconds(FLAGS_checkpoint_every_s);
+  so.checkpoint.keep = FLAGS_checkpoint_keep;
+  so.checkpoint.timeout = absl::Seconds(FLAGS_checkpoint_timeout_s);
   auto service = plexus::coordinator::CoordinatorService::Create(std::move(so));
   if (!service.ok()) {
     LOG(ERROR) << service.status();

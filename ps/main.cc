@@ -12,6 +12,10 @@ DEFINE_string(data_dir, "",
               "Folder for this shard's checkpoints and cold rows (required; "
               "created if missing; one shard per folder).");
 DEFINE_int32(shard, 0, "This shard's index in the cluster (0-based).");
+DEFINE_bool(await_restore, true,
+            "On a restart (the folder holds a published checkpoint), serve "
+            "no pull or push and report NOT_SERVING until the coordinator's "
+            "Restore; false: serve the empty state at once.");
 
 int main(int argc, char** argv) {
   plexus::InitProcess(&argc, &argv,
@@ -41,7 +45,8 @@ int main(int argc, char** argv) {
   options.on_drain = [&service] { service.Drain(); };
   // Checkpoints live in <data_dir>/checkpoints; opening removes staging
   // leftovers and half-built checkpoints of an earlier incarnation.
-  absl::Status ck = service.OpenCheckpoints(FLAGS_data_dir + "/checkpoints");
+  absl::Status ck = service.OpenCheckpoints(FLAGS_data_dir + "/checkpoints",
+                                            FLAGS_await_restore);
   if (!ck.ok()) {
     LOG(ERROR) << ck;
     return 1;
@@ -53,6 +58,7 @@ int main(int argc, char** argv) {
   }
   plexus::Daemon* d = daemon->get();
   service.SetServingCallback([d](bool serving) { d->SetServing(serving); });
+  if (service.awaiting_restore()) d->SetServing(false);
   LOG(INFO) << "plexus-ps: shard " << FLAGS_shard << ", data in "
             << FLAGS_data_dir << ", incarnation " << service.incarnation();
   absl::Status st = (*daemon)->Run();

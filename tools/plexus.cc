@@ -247,6 +247,157 @@ int ClusterStatus(plexus::v1::Coordinator::Stub* stub, bool all) {
   return 0;
 }
 
+// ---- checkpoint create|list|inspect|restore ----
+
+std::string Json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+std::string UnixMsText(int64_t ms) {
+  if (ms <= 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(ms),
+                          absl::UTCTimeZone());
+}
+
+struct ManifestTotals {
+  int64_t files = 0, bytes = 0, new_bytes = 0, rows = 0;
+};
+
+ManifestTotals Totals(const plexus::v1::CheckpointManifest& m) {
+  ManifestTotals t;
+  for (const auto& s : m.shards()) {
+    t.files += s.files_size();
+    t.bytes += s.total_bytes();
+    t.new_bytes += s.new_bytes();
+    t.rows += s.num_rows();
+  }
+  return t;
+}
+
+void PrintManifestLine(const plexus::v1::CheckpointManifest& m) {
+  ManifestTotals t = Totals(m);
+  std::printf("%-6llu %-8llu %-12s %-24s %-6d %-10lld %-14lld %-14lld\n",
+              static_cast<unsigned long long>(m.checkpoint_id()),
+              static_cast<unsigned long long>(m.step_id()),
+              m.job_id().empty() ? "-" : m.job_id().c_str(),
+              UnixMsText(m.published_unix_ms()).c_str(), m.shards_size(),
+              static_cast<long long>(t.rows), static_cast<long long>(t.bytes),
+              static_cast<long long>(t.new_bytes));
+}
+
+void PrintManifest(const plexus::v1::CheckpointManifest& m) {
+  ManifestTotals t = Totals(m);
+  std::printf(
+      "checkpoint %llu\n  step:       %llu\n  job:        %s\n  started:    "
+      "%s\n  published:  %s\n  base:       %llu\n  epoch:      %llu\n  "
+      "shards:     %d\n  rows:       %lld\n  size:       %lld bytes (%lld "
+      "new)\n  files:      %lld\n",
+      static_cast<unsigned long long>(m.checkpoint_id()),
+      static_cast<unsigned long long>(m.step_id()),
+      m.job_id().empty() ? "-" : m.job_id().c_str(),
+      UnixMsText(m.started_unix_ms()).c_str(),
+      UnixMsText(m.published_unix_ms()).c_str(),
+      static_cast<unsigned long long>(m.base_checkpoint_id()),
+      static_cast<unsigned long long>(m.coordinator_epoch()), m.shards_size(),
+      static_cast<long long>(t.rows), static_cast<long long>(t.bytes),
+      static_cast<long long>(t.new_bytes), static_cast<long long>(t.files));
+  for (const auto& s : m.shards()) {
+    std::printf(
+        "  shard %u: %s, %lld rows, %lld bytes (%lld new), incarnation %llx\n",
+        s.shard_index(), s.directory().c_str(),
+        static_cast<long long>(s.num_rows()),
+        static_cast<long long>(s.total_bytes()),
+        static_cast<long long>(s.new_bytes()),
+        static_cast<unsigned long long>(s.server_incarnation()));
+    for (const auto& f : s.files()) {
+      std::printf("    %-28s %12lld  crc32c %08x\n", f.path().c_str(),
+                  static_cast<long long>(f.size_bytes()), f.crc32c());
+    }
+  }
+}
+
+struct CheckpointArgs {
+  std::string job_id;
+  uint64_t step_id = 0;
+  uint64_t checkpoint_id = 0;
+  bool fall_back = false;
+  bool json = false;
+  double timeout_s = 600;
+};
+
+int CheckpointCommand(plexus::v1::Coordinator::Stub* stub,
+                      const std::string& what, const CheckpointArgs& a) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(
+                       static_cast<int64_t>(a.timeout_s * 1000)));
+  if (what == "create") {
+    plexus::v1::TriggerCheckpointRequest req;
+    req.set_job_id(a.job_id);
+    req.set_step_id(a.step_id);
+    req.set_wait(true);
+    plexus::v1::TriggerCheckpointResponse resp;
+    auto st = plexus::FromGrpcStatus(stub->TriggerCheckpoint(&ctx, req, &resp));
+    if (!st.ok()) return Fail(st);
+    if (a.json) {
+      std::printf("%s\n", Json(resp).c_str());
+      return 0;
+    }
+    ManifestTotals t = Totals(resp.manifest());
+    std::printf(
+        "checkpoint %llu at step %llu published: %d shards, %lld files, %lld "
+        "bytes (%lld new), training paused %lld ms\n",
+        static_cast<unsigned long long>(resp.checkpoint_id()),
+        static_cast<unsigned long long>(resp.step_id()),
+        resp.manifest().shards_size(), static_cast<long long>(t.files),
+        static_cast<long long>(t.bytes), static_cast<long long>(t.new_bytes),
+        static_cast<long long>(resp.pause_ms()));
+    return 0;
+  }
+  if (what == "restore") {
+    plexus::v1::RestoreCheckpointRequest req;
+    req.set_checkpoint_id(a.checkpoint_id);
+    req.set_fall_back_to_previous(a.fall_back);
+    plexus::v1::RestoreCheckpointResponse resp;
+    auto st = plexus::FromGrpcStatus(stub->Restore(&ctx, req, &resp));
+    if (!st.ok()) return Fail(st);
+    if (a.json) {
+      std::printf("%s\n", Json(resp).c_str());
+      return 0;
+    }
+    for (const auto& s : resp.skipped()) {
+      std::printf("skipped: %s\n", s.message().c_str());
+    }
+    std::printf("restored checkpoint %llu (step %llu) in %lld ms\n",
+                static_cast<unsigned long long>(resp.manifest().checkpoint_id()),
+                static_cast<unsigned long long>(resp.manifest().step_id()),
+                static_cast<long long>(resp.restore_ms()));
+    return 0;
+  }
+  plexus::v1::ListCheckpointsRequest req;
+  req.set_checkpoint_id(what == "inspect" ? a.checkpoint_id : 0);
+  req.set_include_files(what == "inspect");
+  plexus::v1::ListCheckpointsResponse resp;
+  auto st = plexus::FromGrpcStatus(stub->ListCheckpoints(&ctx, req, &resp));
+  if (!st.ok()) return Fail(st);
+  if (a.json) {
+    std::printf("%s\n", Json(resp).c_str());
+    return 0;
+  }
+  if (what == "inspect") {
+    for (const auto& m : resp.manifests()) PrintManifest(m);
+    return 0;
+  }
+  std::printf("%-6s %-8s %-12s %-24s %-6s %-10s %-14s %-14s\n", "ID", "STEP",
+              "JOB", "PUBLISHED", "SHARDS", "ROWS", "BYTES", "NEW_BYTES");
+  for (const auto& m : resp.manifests()) PrintManifestLine(m);
+  return 0;
+}
+
 int PrintJob(const plexus::v1::JobStatus& j, bool json) {
   if (json) {
     std::string out;
@@ -452,9 +603,30 @@ int main(int argc, char** argv) {
   add_coordinator(cstatus);
   cstatus->add_flag("--all", all, "Include dead and departed processes");
   auto* ckpt = app.add_subcommand(
-      "checkpoint", "List and inspect checkpoints (not implemented yet)");
-  ckpt->add_subcommand("list", "List checkpoints");
-  ckpt->add_subcommand("inspect", "Show a checkpoint's manifest");
+      "checkpoint", "Create, list, inspect and restore global checkpoints");
+  ckpt->require_subcommand(1);
+  CheckpointArgs ck;
+  auto* ck_create =
+      ckpt->add_subcommand("create", "Take a global checkpoint now and wait");
+  ck_create->add_option("--job", ck.job_id, "Job (default: the running one)");
+  ck_create->add_option("--step", ck.step_id,
+                        "Step C to cut at (default: the highest step "
+                        "dispatched so far)");
+  auto* ck_list = ckpt->add_subcommand("list", "List published checkpoints");
+  auto* ck_inspect = ckpt->add_subcommand(
+      "inspect", "Show a checkpoint's manifest: shards, files, checksums");
+  ck_inspect->add_option("id", ck.checkpoint_id, "Checkpoint id")->required();
+  auto* ck_restore = ckpt->add_subcommand(
+      "restore", "Restore every shard to a checkpoint (default: the newest)");
+  ck_restore->add_option("id", ck.checkpoint_id, "Checkpoint id");
+  ck_restore->add_flag("--fall-back", ck.fall_back,
+                       "If it fails verification, use the next older one");
+  for (CLI::App* c : {ck_create, ck_list, ck_inspect, ck_restore}) {
+    add_coordinator(c);
+    c->add_flag("--json", ck.json, "Print the answer as JSON");
+    c->add_option("--timeout", ck.timeout_s, "Seconds to wait for the answer")
+        ->capture_default_str();
+  }
   auto* bench =
       app.add_subcommand("bench", "Run the benchmarks (not implemented yet)");
 
@@ -527,7 +699,17 @@ int main(int argc, char** argv) {
     std::printf("cancelled job %s\n", job_id.c_str());
     return 0;
   }
-  if (ckpt->parsed()) return NotYet("checkpoint", "checkpoints issue");
+  if (ckpt->parsed()) {
+    auto address = CoordinatorAddress(coordinator, dir);
+    if (!address.ok()) return Fail(address.status());
+    auto stub = Connect(*address, tls, token_file);
+    if (!stub.ok()) return Fail(stub.status());
+    const std::string what = ck_create->parsed()    ? "create"
+                             : ck_inspect->parsed() ? "inspect"
+                             : ck_restore->parsed() ? "restore"
+                                                    : "list";
+    return CheckpointCommand(stub->get(), what, ck);
+  }
   if (bench->parsed()) return NotYet("bench", "collectives and PS issues");
   return 0;
 }

@@ -16,6 +16,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "coordinator/membership/names.h"
+#include "coordinator/service/checkpoint_glue.h"
 
 namespace plexus::coordinator {
 namespace {
@@ -284,6 +285,29 @@ absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
               << (ssnap ? ssnap->jobs.size() : 0) << " job(s), epoch " << epoch;
   }
   PLEXUS_RETURN_IF_ERROR(s->SaveNow());
+  if (!s->options_.data_dir.empty()) {
+    // Checkpoints: manifests next to the state; half-written ones removed.
+    PLEXUS_ASSIGN_OR_RETURN(
+        s->manifests_,
+        FileManifestStore::Open(s->options_.data_dir + "/checkpoints"));
+    std::vector<std::string> shards = s->options_.ps_shards;
+    if (shards.empty()) shards = s->options_.cluster.ps;
+    absl::StatusOr<std::string> token = ClientToken();
+    if (!token.ok()) {
+      LOG(WARNING) << "no token for calls to the PS shards: " << token.status();
+    }
+    s->shard_driver_ = std::make_unique<GrpcShardDriver>(
+        shards, token.ok() ? *token : "", epoch);
+    checkpointing::CheckpointerOptions co = s->options_.checkpoint;
+    co.coordinator_epoch = epoch;
+    s->checkpointer_ = std::make_unique<checkpointing::Checkpointer>(
+        co, s->shard_driver_.get(), s->manifests_.get(), s->scheduler_.get(),
+        s->clock_);
+    if (!shards.empty()) {
+      LOG(INFO) << "checkpoints of " << shards.size() << " PS shard(s) in "
+                << s->options_.data_dir << "/checkpoints";
+    }
+  }
   return s;
 }
 
@@ -323,6 +347,31 @@ CoordinatorService::~CoordinatorService() {
 
 void CoordinatorService::Start() {
   thread_ = std::thread([this] { Loop(); });
+  if (checkpointer_ != nullptr && shard_driver_->num_shards() > 0) {
+    checkpoint_thread_ = std::thread([this] { CheckpointLoop(); });
+  }
+}
+
+void CoordinatorService::CheckpointLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stop_) {
+    mu_.Unlock();
+    const bool was = checkpointer_->recovering();
+    checkpointer_->Poll();
+    // A recovery re-queues steps: save that promptly.
+    if (was || checkpointer_->recovering()) MarkDirty();
+    mu_.Lock();
+    if (!stop_) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
+  }
+}
+
+absl::StatusOr<checkpointing::Checkpointer*>
+CoordinatorService::GetCheckpointer() const {
+  if (checkpointer_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "checkpoints need the coordinator to run with --data_dir");
+  }
+  return checkpointer_.get();
 }
 
 void CoordinatorService::Shutdown() {
@@ -334,6 +383,7 @@ void CoordinatorService::Shutdown() {
     cv_.SignalAll();
   }
   if (thread_.joinable()) thread_.join();
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   if (scheduler_ != nullptr) {
     scheduler_->Tick();
     rendezvous_.Tick();
@@ -993,6 +1043,60 @@ grpc::Status CoordinatorService::SetFailpoint(
     v1::SetFailpointResponse* response) {
   PLEXUS_AUTHORIZE(ctx);
   return HandleSetFailpoint(*request, response);
+}
+
+grpc::Status CoordinatorService::TriggerCheckpoint(
+    grpc::ServerContext* ctx, const v1::TriggerCheckpointRequest* req,
+    v1::TriggerCheckpointResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  auto c = GetCheckpointer();
+  if (!c.ok()) return ToGrpc(c.status());
+  absl::StatusOr<checkpointing::TakeResult> r =
+      (*c)->Take(req->job_id(), req->step_id());
+  if (!r.ok()) return ToGrpc(r.status());
+  FillHeader(resp->mutable_header());
+  resp->set_checkpoint_id(r->manifest.checkpoint_id);
+  resp->set_step_id(r->manifest.step_id);
+  ToProto(r->manifest, resp->mutable_manifest());
+  resp->set_pause_ms(absl::ToInt64Milliseconds(r->pause));
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ListCheckpoints(
+    grpc::ServerContext* ctx, const v1::ListCheckpointsRequest* req,
+    v1::ListCheckpointsResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  auto c = GetCheckpointer();
+  if (!c.ok()) return ToGrpc(c.status());
+  auto list = (*c)->List(req->checkpoint_id());
+  if (!list.ok()) return ToGrpc(list.status());
+  FillHeader(resp->mutable_header());
+  for (const checkpointing::Manifest& m : *list) {
+    v1::CheckpointManifest* p = resp->add_manifests();
+    ToProto(m, p);
+    if (!req->include_files()) {
+      for (auto& s : *p->mutable_shards()) s.clear_files();
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Restore(
+    grpc::ServerContext* ctx, const v1::RestoreCheckpointRequest* req,
+    v1::RestoreCheckpointResponse* resp) {
+  PLEXUS_AUTHORIZE(ctx);
+  auto c = GetCheckpointer();
+  if (!c.ok()) return ToGrpc(c.status());
+  auto r = (*c)->Restore(req->checkpoint_id(), req->fall_back_to_previous());
+  MarkDirty();
+  if (!r.ok()) return ToGrpc(r.status());
+  FillHeader(resp->mutable_header());
+  ToProto(r->manifest, resp->mutable_manifest());
+  for (const absl::Status& s : r->skipped) {
+    *resp->add_skipped() = ToStatusProto(s);
+  }
+  resp->set_restore_ms(absl::ToInt64Milliseconds(r->duration));
+  return grpc::Status::OK;
 }
 
 }  // namespace plexus::coordinator

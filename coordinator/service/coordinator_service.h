@@ -27,8 +27,18 @@
 // coordinator.after_dispatch_before_record (NextTask, after the scheduler
 // handed a closure out, before it is recorded or answered).
 //
-// Checkpoint, resource and ReportShardReady RPCs answer UNIMPLEMENTED, and
-// GetShardMap an empty map (version 0), until their issues land.
+// Checkpoints (TriggerCheckpoint, ListCheckpoints, Restore) are
+// coordinator/checkpointing's Checkpointer over the shards in
+// options.ps_shards (checkpoint_glue.h: gRPC driver, manifests in
+// <data_dir>/checkpoints/manifests). A second thread calls
+// Checkpointer::Poll every 200 ms: it notices a lost or restarted PS shard,
+// pauses dispatch and restores every shard to the newest checkpoint (F7),
+// and takes the periodic checkpoints. TriggerCheckpoint always waits for
+// the outcome (wait=false is treated as true). Without a data_dir the
+// checkpoint RPCs are FAILED_PRECONDITION.
+//
+// Resource and ReportShardReady RPCs answer UNIMPLEMENTED, and GetShardMap
+// an empty map (version 0), until their issues land.
 //
 // One service per process: /metrics reads the newest one created.
 //
@@ -49,6 +59,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "coordinator/checkpointing/checkpointer.h"
 #include "coordinator/health/failure_detector.h"
 #include "coordinator/membership/cluster_spec.h"
 #include "coordinator/membership/membership.h"
@@ -77,6 +88,11 @@ struct CoordinatorServiceOptions {
   absl::Duration no_worker_timeout = absl::Seconds(60);
   // Longest a report waits before the state holding it is saved.
   absl::Duration save_interval = absl::Milliseconds(200);
+  // PS shard addresses in shard order, for checkpoints and PS recovery.
+  // Empty: the cluster spec's ps list.
+  std::vector<std::string> ps_shards;
+  // Retention, periodic checkpoints, timeouts (epoch is filled in).
+  checkpointing::CheckpointerOptions checkpoint;
 };
 
 class CoordinatorService final : public v1::Coordinator::Service {
@@ -154,8 +170,20 @@ class CoordinatorService final : public v1::Coordinator::Service {
   grpc::Status SetFailpoint(grpc::ServerContext* ctx,
                             const v1::SetFailpointRequest* request,
                             v1::SetFailpointResponse* response) override;
+  grpc::Status TriggerCheckpoint(grpc::ServerContext* ctx,
+                                 const v1::TriggerCheckpointRequest* req,
+                                 v1::TriggerCheckpointResponse* resp) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext* ctx,
+                               const v1::ListCheckpointsRequest* req,
+                               v1::ListCheckpointsResponse* resp) override;
+  grpc::Status Restore(grpc::ServerContext* ctx,
+                       const v1::RestoreCheckpointRequest* req,
+                       v1::RestoreCheckpointResponse* resp) override;
 
  private:
+  // FAILED_PRECONDITION when checkpoints are not set up.
+  absl::StatusOr<checkpointing::Checkpointer*> GetCheckpointer() const;
+  void CheckpointLoop();
   CoordinatorService(CoordinatorServiceOptions options, uint64_t epoch,
                      std::unique_ptr<state::StateStore> store);
 
@@ -200,6 +228,11 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Restarts counted in the metric so far, by worker id.
   std::map<uint64_t, uint32_t> restarts_seen_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
+  std::thread checkpoint_thread_;
+  // Set once by Create(); null without a data_dir.
+  std::unique_ptr<checkpointing::ShardDriver> shard_driver_;
+  std::unique_ptr<checkpointing::ManifestStore> manifests_;
+  std::unique_ptr<checkpointing::Checkpointer> checkpointer_;
   // Serialises saves so snapshots are written in the order they are taken.
   absl::Mutex save_mu_;
 };

@@ -171,7 +171,8 @@ void PsService::Drain() {
   engine_->Shutdown();
 }
 
-absl::Status PsService::OpenCheckpoints(const std::string& root) {
+absl::Status PsService::OpenCheckpoints(const std::string& root,
+                                        bool await_restore) {
   CHECK(checkpoints_ == nullptr) << "OpenCheckpoints called twice";
   CheckpointStoreOptions o;
   o.root = root;
@@ -182,16 +183,30 @@ absl::Status PsService::OpenCheckpoints(const std::string& root) {
   for (const auto& l : checkpoints_->List()) {
     LOG(INFO) << "checkpoint " << l.checkpoint_id << " (step " << l.step_id
               << ") present in " << root << "/" << l.info.directory;
+    if (await_restore && l.state == CheckpointState::kPublished &&
+        !awaiting_restore_) {
+      awaiting_restore_ = true;
+      LOG(WARNING) << "this shard restarted on a folder with published "
+                      "checkpoints: not serving until the coordinator "
+                      "restores it (--await_restore=false to serve empty)";
+    }
   }
   return absl::OkStatus();
 }
 
 absl::Status PsService::CheckServing() const {
-  if (!restoring_.load(std::memory_order_acquire)) return absl::OkStatus();
+  const bool restoring = restoring_.load(std::memory_order_acquire);
+  if (!restoring && !awaiting_restore_.load(std::memory_order_acquire)) {
+    return absl::OkStatus();
+  }
   v1::ErrorInfo info;
   info.set_reason(v1::ErrorInfo::REASON_NOT_SERVING);
   return WithErrorInfo(
-      absl::UnavailableError("this shard is restoring a checkpoint"), info);
+      absl::UnavailableError(
+          restoring ? "this shard is restoring a checkpoint"
+                    : "this shard restarted and waits for the coordinator to "
+                      "restore the newest checkpoint"),
+      info);
 }
 
 absl::Status PsService::CheckCoordinatorEpoch(const v1::RequestHeader& h) {
@@ -565,8 +580,9 @@ grpc::Status PsService::GetShardInfo(grpc::ServerContext* ctx,
       resp->set_address(router_->map().shards(shard_index_).address());
     }
   }
-  resp->set_state(restoring_.load() ? v1::SHARD_STATE_RESTORING
-                                    : v1::SHARD_STATE_SERVING);
+  resp->set_state(restoring_.load() || awaiting_restore_.load()
+                      ? v1::SHARD_STATE_RESTORING
+                      : v1::SHARD_STATE_SERVING);
   if (checkpoints_ != nullptr) {
     for (const auto& l : checkpoints_->List()) {
       if (l.state == CheckpointState::kCommitted ||
@@ -806,9 +822,10 @@ absl::StatusOr<RestoreResult> PsService::DoRestore(
     ResyncConfigs();
     absl::MutexLock lock(&mu_);
     restored_checkpoint_id_ = r->checkpoint_id;
+    awaiting_restore_ = false;
   }
   restoring_.store(false, std::memory_order_release);
-  if (set_serving && !draining_) set_serving(true);
+  if (set_serving && !draining_ && !awaiting_restore_) set_serving(true);
   if (!r.ok()) {
     return WithChecksumInfo(
         Annotate(r.status(), absl::StrCat("restore checkpoint ",

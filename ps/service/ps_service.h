@@ -44,7 +44,14 @@ class PsService final : public v1::ParameterServer::Service {
   // Opens the checkpoint store on `root` (created if missing; staging
   // leftovers and half checkpoints are removed). REQUIRES: called once,
   // before serving.
-  absl::Status OpenCheckpoints(const std::string& root);
+  // With `await_restore`, a folder that holds a published checkpoint (this
+  // is a restart) makes the shard refuse the data plane (UNAVAILABLE,
+  // REASON_NOT_SERVING) until a Restore succeeds: its state is empty and the
+  // coordinator restores the cluster to its newest checkpoint (F7).
+  absl::Status OpenCheckpoints(const std::string& root,
+                               bool await_restore = false);
+  // True while a restart waits for its Restore (health NOT_SERVING).
+  bool awaiting_restore() const { return awaiting_restore_.load(); }
   // Called with false when a Restore starts and true when it ends (the
   // daemon's health).
   void SetServingCallback(std::function<void(bool)> set_serving) {
@@ -154,6 +161,7 @@ class PsService final : public v1::ParameterServer::Service {
   // A Restore is running (the store allows one at a time).
   std::atomic<bool> restoring_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> awaiting_restore_{false};
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const ShardRouter> router_ ABSL_GUARDED_BY(mu_);
