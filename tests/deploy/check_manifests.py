@@ -317,14 +317,17 @@ class KubernetesTest(unittest.TestCase):
                     if o["metadata"]["name"].endswith("-coordinator")]
         (ps,) = [o for o in by_kind["StatefulSet"]
                  if o["metadata"]["name"].endswith("-ps")]
-        (workers,) = by_kind["Job"]
+        (workers,) = [o for o in by_kind["Job"]
+                      if o["metadata"]["name"].endswith("-worker")]
+        (driver,) = [o for o in by_kind["Job"]
+                     if o["metadata"]["name"].endswith("-driver")]
 
         # Labels: selectors pick their own pods, every object is labelled.
         for o in objs.values():
             self.assertEqual(o["metadata"].get("labels", {}).get(
                 "app.kubernetes.io/name"), "plexus",
                 f"{where}: {key(o)} lacks app.kubernetes.io/name=plexus")
-        workloads = [coord, ps, workers]
+        workloads = [coord, ps, workers, driver]
         for o in workloads:
             labels = o["spec"]["template"]["metadata"]["labels"]
             sel = o["spec"].get("selector", {}).get("matchLabels", {})
@@ -461,6 +464,24 @@ class KubernetesTest(unittest.TestCase):
                         "annotations", {})
                     self.assertEqual(ann.get("prometheus.io/port"),
                                      str(admin))
+                    # The k8s chief is only the coordinator: the driver is
+                    # its own Job (a StatefulSet would run it again).
+                    self.assertEqual(argv.count("---"), 0)
+
+            # The driver Job: the coordinator and every shard of the spec.
+            (c,) = containers(driver)
+            self.assertEqual(c["command"], [IMAGE_BIN + "/plexus-launch"])
+            env = container_env(c, 0)
+            self.assertEqual(env["PLEXUS_TASK_TYPE"], "driver")
+            env["PLEXUS_CLUSTER_SPEC"] = spec_file
+            rc, argv, err = launch(env, c.get("args", []))
+            self.assertEqual(rc, 0, f"{where}: driver: {err}")
+            ProgramCheck.check(self, argv, f"{where}: driver")
+            self.assertEqual(flag_value(argv, "coordinator"),
+                             cluster["chief"][0])
+            self.assertEqual(flag_value(argv, "ps"), ",".join(cluster["ps"]))
+            self.assertEqual(pod_spec(driver)["restartPolicy"], "Never")
+            self.assertEqual(driver["spec"]["completions"], 1)
 
         # Resources; GPU workers request GPUs (requests == limits).
         for o in workloads:
@@ -495,6 +516,50 @@ class TfJobTest(unittest.TestCase):
         (self.job,) = [d for d in docs if d["kind"] == "TFJob"]
         self.pvcs = {d["metadata"]["name"] for d in docs
                      if d["kind"] == "PersistentVolumeClaim"}
+
+    def test_success_is_the_chief(self):
+        # Default success policy: the TFJob succeeds when the chief (the
+        # driver's exit code) does; workers never exit on their own.
+        self.assertNotIn("successPolicy", self.job["spec"])
+        self.assertEqual(self.job["spec"]["runPolicy"]["cleanPodPolicy"],
+                         "Running")
+
+    def test_chief_exits_with_the_drivers_code(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            # A free port for the coordinator (the driver waits for the
+            # spec's address); the "shard" is the coordinator too, which is
+            # all the driver's wait needs.
+            address = f"127.0.0.1:{port}"
+            driver = os.path.join(tmp, "driver")
+            with open(driver, "w") as f:
+                f.write(f'#!/bin/sh\necho "$@" > {tmp}/driver.args\nexit 3\n')
+            os.chmod(driver, 0o755)
+            log_path = os.path.join(tmp, "chief.log")
+            with open(log_path, "w") as log:
+                p = subprocess.run(
+                    [LAUNCH, "--admin_port=-1", "--shutdown_grace_s=1"],
+                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                         "PLEXUS_BIN_DIR": BIN,
+                         "PLEXUS_DATA_DIR": os.path.join(tmp, "data"),
+                         "PLEXUS_LISTEN_HOST": "127.0.0.1",
+                         "PLEXUS_DRIVER": driver, "PLEXUS_WAIT_S": "20",
+                         "TF_CONFIG": json.dumps({
+                             "cluster": {"chief": [address],
+                                         "ps": [address]},
+                             "task": {"type": "chief", "index": 0}})},
+                    stdout=log, stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
+            with open(log_path) as f:
+                log = f.read()
+            self.assertEqual(p.returncode, 3, log)
+            with open(os.path.join(tmp, "driver.args")) as f:
+                self.assertEqual(f.read().split(),
+                                 [f"--coordinator={address}",
+                                  f"--ps={address}"])
+            # The coordinator drained before the chief exited.
+            self.assertIn("plexus-coordinator: stopped", log)
 
     def tf_configs(self):
         """TF_CONFIG per (type, index) as the training-operator writes it:
@@ -542,11 +607,22 @@ class TfJobTest(unittest.TestCase):
             c = specs[rtype]["template"]["spec"]["containers"][0]
             env = {e["name"]: str(e["value"]) for e in c.get("env", [])}
             env["TF_CONFIG"] = tf_config
-            rc, argv, err = launch(env, c.get("args", []))
+            rc, out, err = launch(env, c.get("args", []))
             at = f"TFJob {rtype} {index}"
             self.assertEqual(rc, 0, f"{at}: {err}")
+            argv, driver = (out[:out.index("---")], out[out.index("---") + 1:]
+                            ) if "---" in out else (out, [])
             ProgramCheck.check(self, argv, at)
             config = json.loads(tf_config)
+            # The chief runs the driver beside the coordinator: the TFJob
+            # ends when the chief exits.
+            self.assertEqual(bool(driver), rtype == "Chief", at)
+            if driver:
+                ProgramCheck.check(self, driver, at + " driver")
+                self.assertEqual(flag_value(driver, "coordinator"),
+                                 config["cluster"]["chief"][0])
+                self.assertEqual(flag_value(driver, "ps"),
+                                 ",".join(config["cluster"]["ps"]))
             own = config["cluster"][rtype.lower()][index]
             if rtype == "Worker":
                 self.assertEqual(flag_value(argv, "coordinator"),
