@@ -14,7 +14,7 @@ done
 [ -x "$dest/bin/plexus-ps" ] || { echo "collect-runtime: no plexus-ps in $bin" >&2; exit 1; }
 cp "$here/../bin/plexus-launch" "$(command -v jq)" "$dest/bin/"
 for f in "$dest"/bin/*; do
-  file -b "$f" 2>/dev/null | grep -q ELF || [ "$(head -c 4 "$f" | tr -d '\0')" = $'\x7fELF' ] || continue
+  [ "$(head -c 4 "$f" | tail -c 3)" = ELF ] || continue  # scripts have no libraries
   ldd "$f" | awk '/=> \// {print $3}'
 done | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
