@@ -126,7 +126,8 @@ Counter* AuthFailures(const char* reason) {
 class TokenInterceptor : public grpc::experimental::Interceptor {
  public:
   explicit TokenInterceptor(const std::string* header) : header_(header) {}
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::
                 PRE_SEND_INITIAL_METADATA)) {
@@ -293,9 +294,9 @@ absl::StatusOr<std::string> ClientToken(const std::string& explicit_token) {
     }
   }
   if (!token.empty() && !PrintableToken(token)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the token from ", source,
-        " has characters outside printable ASCII or spaces"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the token from ", source,
+                     " has characters outside printable ASCII or spaces"));
   }
   return token;
 }
@@ -313,7 +314,8 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   return token;
 }
 
-std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+std::vector<
+    std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
 TokenInterceptors(const std::string& token) {
   std::vector<
       std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>

@@ -109,7 +109,8 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 // Client interceptors that add "authorization: Bearer <token>" to every call;
 // none for an empty token. For grpc::experimental::
 // CreateCustomChannelWithInterceptors.
-std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+std::vector<
+    std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
 TokenInterceptors(const std::string& token);
 
 }  // namespace plexus
@@ -117,8 +118,8 @@ TokenInterceptors(const std::string& token);
 // Returns the authorization failure from the enclosing gRPC handler. The
 // handler's own name (__func__) is the method looked up in the role table, so
 // the same line fits every handler.
-#define PLEXUS_AUTHORIZE(ctx)                                         \
-  do {                                                                \
+#define PLEXUS_AUTHORIZE(ctx)                                           \
+  do {                                                                  \
     ::grpc::Status plexus_auth_ = ::plexus::Authorize((ctx), __func__); \
-    if (!plexus_auth_.ok()) return plexus_auth_;                      \
+    if (!plexus_auth_.ok()) return plexus_auth_;                        \
   } while (0)

@@ -925,6 +925,10 @@ void PsService::CollectMetrics() {
         ->GetGauge("plexus_ps_table_memory_bytes",
                    "Memory per table: values, slots, bookkeeping.", l)
         ->Set(static_cast<double>(t.memory_bytes));
+    Metrics()
+        ->GetGauge("plexus_ps_table_last_applied_step",
+                   "Highest training step whose update a table applied.", l)
+        ->Set(static_cast<double>(t.last_applied_step_id));
   }
   for (const auto& v : engine_->ListVariables()) {
     Metrics()
@@ -932,6 +936,12 @@ void PsService::CollectMetrics() {
                    "Memory per dense variable slice: values and slots.",
                    {{"variable", v.config.name}})
         ->Set(static_cast<double>(v.memory_bytes));
+    Metrics()
+        ->GetGauge("plexus_ps_variable_last_applied_step",
+                   "Highest training step whose update a dense variable "
+                   "slice applied.",
+                   {{"variable", v.config.name}})
+        ->Set(static_cast<double>(v.last_applied_step_id));
   }
   // Every outcome exists from the first scrape (at 0), so that rates and
   // increases of duplicates work before the first one happens.

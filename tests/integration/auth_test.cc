@@ -297,8 +297,8 @@ TEST_F(AuthTest, CoordinatorRefusesMissingAndWrongTokensAndChecksRoles) {
 }
 
 TEST_F(AuthTest, PsRefusesMissingAndWrongTokensAndChecksRoles) {
-  const double before = PsMetric(
-      "plexus_auth_failures_total{reason=\"unauthenticated\"}");
+  const double before =
+      PsMetric("plexus_auth_failures_total{reason=\"unauthenticated\"}");
   // Raw calls.
   EXPECT_EQ(ListVariables("").status().code(),
             absl::StatusCode::kUnauthenticated);
@@ -319,8 +319,8 @@ TEST_F(AuthTest, PsRefusesMissingAndWrongTokensAndChecksRoles) {
   ASSERT_TRUE(worker.ok()) << worker.status();
   absl::Status denied = (*worker)->CreateVariable(Golden());
   EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
-  EXPECT_GE(PsMetric("plexus_auth_failures_total{reason=\"permission_denied\"}"),
-            1);
+  EXPECT_GE(
+      PsMetric("plexus_auth_failures_total{reason=\"permission_denied\"}"), 1);
   auto names = ListVariables(kWorker);
   ASSERT_TRUE(names.ok()) << names.status();
   EXPECT_TRUE(names->empty()) << absl::StrJoin(*names, ",");
@@ -405,14 +405,13 @@ TEST_F(AuthTest, CommandLineSendsItsToken) {
   auto [code, out] = run({"status", at}, {}, "cli-none.log");
   EXPECT_EQ(code, 1) << out;
   EXPECT_TRUE(absl::StrContains(out, "requires a token")) << out;
-  std::tie(code, out) = run(
-      {"status", at}, {{"PLEXUS_TOKEN_FILE", dir_.Sub("worker.token")}},
-      "cli-env.log");
+  std::tie(code, out) =
+      run({"status", at}, {{"PLEXUS_TOKEN_FILE", dir_.Sub("worker.token")}},
+          "cli-env.log");
   EXPECT_EQ(code, 0) << out;
-  std::tie(code, out) = run(
-      {"--token-file", dir_.Sub("worker.token"), "job", "cancel", at,
-       "--job=golden-job"},
-      {}, "cli-cancel.log");
+  std::tie(code, out) = run({"--token-file", dir_.Sub("worker.token"), "job",
+                             "cancel", at, "--job=golden-job"},
+                            {}, "cli-cancel.log");
   EXPECT_EQ(code, 1) << out;
   EXPECT_TRUE(absl::StrContains(out, "needs the admin role")) << out;
   std::tie(code, out) =

@@ -137,8 +137,7 @@ class PrometheusTest : public ::testing::Test {
     }
     std::vector<Sample> out;
     const auto& data = json.fields().at("data").struct_value();
-    for (const auto& item :
-         data.fields().at("result").list_value().values()) {
+    for (const auto& item : data.fields().at("result").list_value().values()) {
       const auto& fields = item.struct_value().fields();
       Sample s;
       for (const auto& [k, v] : fields.at("metric").struct_value().fields()) {
@@ -304,6 +303,8 @@ TEST_F(PrometheusTest, ScrapesALocalClusterAndSeriesMoveAsTrainingProceeds) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_FALSE(r->empty()) << series << " is not in Prometheus";
   }
+  EXPECT_GT(Scalar("plexus_ps_variable_last_applied_step{variable=\"golden\"}"),
+            0);
   EXPECT_EQ(Scalar("plexus_coordinator_workers_alive"), 2);
   EXPECT_EQ(Scalar("plexus_coordinator_restarts_total"), 0);
   EXPECT_EQ(Scalar("plexus_ps_pushes_total{outcome=\"duplicate\"}"), 0);
@@ -311,8 +312,7 @@ TEST_F(PrometheusTest, ScrapesALocalClusterAndSeriesMoveAsTrainingProceeds) {
   // push within a scrape interval or two).
   EXPECT_TRUE(WaitFor(
       [&] {
-        return Scalar("plexus_ps_pushes_total{outcome=\"applied\"}") ==
-               kSteps;
+        return Scalar("plexus_ps_pushes_total{outcome=\"applied\"}") == kSteps;
       },
       absl::Seconds(10)))
       << Scalar("plexus_ps_pushes_total{outcome=\"applied\"}");
