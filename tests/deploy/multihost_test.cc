@@ -74,6 +74,15 @@ int RunCommand(const std::vector<std::string>& argv, const std::string& log,
   return code.ok() ? *code : -1;
 }
 
+// The first of /usr/sbin, /sbin, /usr/bin, /bin that holds `tool`; empty if
+// none does (iproute2's tools live in different ones across distributions).
+std::string FindTool(const std::string& tool) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
+    if (access((dir + tool).c_str(), X_OK) == 0) return dir + tool;
+  }
+  return "";
+}
+
 // One task of the spec on its own host (namespace).
 struct Host {
   m::Role role;
@@ -97,16 +106,19 @@ class MultiHostTest : public ::testing::Test {
     lock_fd_ = open("/tmp/plexus-multihost-test.lock", O_CREAT | O_RDWR, 0644);
     ASSERT_GE(lock_fd_, 0) << "cannot open the rehearsal lock file";
     ASSERT_EQ(flock(lock_fd_, LOCK_EX), 0);
+    ip_ = FindTool("ip");
+    tc_ = FindTool("tc");
+    if (ip_.empty()) GTEST_SKIP() << "no `ip` (iproute2) here";
     tag_ = absl::StrCat(getpid() % 100000);
-    // 10.213.X.0/24, X from the pid: concurrent runs use different subnets.
+    // 10.213.X.0/24 and names from the pid: a run never meets what a
+    // crashed earlier run left behind.
     subnet_ = absl::StrCat("10.213.", getpid() % 250, ".");
     std::string probe = "plx" + tag_ + "-probe";
-    if (RunCommand({"/usr/sbin/ip", "netns", "add", probe},
-                   dir_.Sub("probe.log")) != 0) {
+    if (RunCommand({ip_, "netns", "add", probe}, dir_.Sub("probe.log")) != 0) {
       GTEST_SKIP() << "cannot create network namespaces here: "
                    << ReadFile(dir_.Sub("probe.log"));
     }
-    RunCommand({"/usr/sbin/ip", "netns", "del", probe}, dir_.Sub("probe.log"));
+    RunCommand({ip_, "netns", "del", probe}, dir_.Sub("probe.log"));
     ReadSpec();
     if (HasFatalFailure()) return;
     MakeNetwork();
@@ -115,14 +127,12 @@ class MultiHostTest : public ::testing::Test {
   void TearDown() override {
     for (Host& h : hosts_) h.process.reset();  // SIGKILL, reaped
     for (Host& h : hosts_) {
-      RunCommand({"/usr/sbin/ip", "netns", "del", h.ns},
-                 dir_.Sub("teardown.log"));
+      RunCommand({ip_, "netns", "del", h.ns}, dir_.Sub("teardown.log"));
       std::error_code ec;
       std::filesystem::remove_all("/etc/netns/" + h.ns, ec);
     }
     if (!bridge_.empty()) {
-      RunCommand({"/usr/sbin/ip", "link", "del", bridge_},
-                 dir_.Sub("teardown.log"));
+      RunCommand({ip_, "link", "del", bridge_}, dir_.Sub("teardown.log"));
     }
     if (lock_fd_ >= 0) close(lock_fd_);  // releases the lock
   }
@@ -172,7 +182,7 @@ class MultiHostTest : public ::testing::Test {
   // A bridge in this namespace (address .1: the test reaches every host),
   // one veth per host, /etc/netns/NS/hosts with every spec name.
   void MakeNetwork() {
-    const std::string ip = "/usr/sbin/ip";
+    const std::string& ip = ip_;
     bridge_ = "plxbr" + tag_;
     Sh({ip, "link", "add", bridge_, "type", "bridge"});
     Sh({ip, "addr", "add", subnet_ + "1/24", "dev", bridge_});
@@ -230,7 +240,7 @@ class MultiHostTest : public ::testing::Test {
   void Start(Host& h) {
     h.log = dir_.Sub(h.ns + ".log");
     SubprocessOptions so;
-    so.argv = {"/usr/sbin/ip", "netns", "exec", h.ns,
+    so.argv = {ip_, "netns", "exec", h.ns,
                std::string(PLEXUS_SOURCE_DIR) + "/deploy/bin/plexus-launch"};
     if (h.role == m::Role::kChief) {
       for (const char* f :
@@ -344,6 +354,8 @@ class MultiHostTest : public ::testing::Test {
 
   TempDir dir_;
   int lock_fd_ = -1;
+  std::string ip_;
+  std::string tc_;
   std::string tag_;
   std::string subnet_;
   std::string bridge_;
@@ -361,12 +373,12 @@ TEST_F(MultiHostTest, GoldenJobAcrossHosts) {
 
 TEST_F(MultiHostTest, GoldenJobWithLinkDelay) {
   // 20 ms each way on every host's link: a 40 ms round trip between hosts.
+  if (tc_.empty()) GTEST_SKIP() << "no `tc` (iproute2) here";
   for (const Host& h : hosts_) {
     std::string out;
-    if (RunCommand(
-            {"/usr/sbin/ip", "netns", "exec", h.ns, "/usr/sbin/tc", "qdisc",
-             "add", "dev", "eth0", "root", "netem", "delay", "20ms"},
-            dir_.Sub("tc.log"), &out) != 0) {
+    if (RunCommand({ip_, "netns", "exec", h.ns, tc_, "qdisc", "add", "dev",
+                    "eth0", "root", "netem", "delay", "20ms"},
+                   dir_.Sub("tc.log"), &out) != 0) {
       GTEST_SKIP() << "tc netem is not available here (" << out
                    << "); the delayed-link rehearsal needs the sch_netem "
                       "kernel module";
