@@ -265,7 +265,10 @@ absl::Status LocalCluster::Stop(absl::Duration grace) {
       processes_[i]->Wait(absl::Seconds(10)).IgnoreError();
       failures.push_back(absl::StrCat(members_[i].role, " ", members_[i].index,
                                       " did not exit within grace; killed"));
-    } else if (*code != 0) {
+    } else if (*code != 0 &&
+               !(members_[i].role == "worker" && *code == 128 + SIGTERM)) {
+      // (A worker told to stop drains its step and exits 143, as on a
+      // preemption notice.)
       failures.push_back(absl::StrCat(members_[i].role, " ", members_[i].index,
                                       " exited with status ", *code,
                                       " (log: ", members_[i].log_file, ")"));

@@ -79,7 +79,8 @@ class LocalCluster {
   Subprocess* process(size_t i) { return processes_[i].get(); }
 
   // Sends SIGTERM to every process, waits up to `grace` for each to exit, then
-  // SIGKILLs the rest. OK if every process exited 0.
+  // SIGKILLs the rest. OK if every daemon exited 0 and every worker 0 or
+  // 143 (drained after SIGTERM).
   absl::Status Stop(absl::Duration grace);
 
   // Lets every process run on after this object is destroyed.
