@@ -468,6 +468,12 @@ class KubernetesTest(unittest.TestCase):
                     # its own Job (a StatefulSet would run it again).
                     self.assertEqual(argv.count("---"), 0)
 
+            # The real coordinator accepts this spec (and serves with it).
+            self.assertEqual(run_daemon(self, {
+                "PLEXUS_CLUSTER_SPEC": spec_file, "PLEXUS_TASK_TYPE": "chief",
+                "PLEXUS_TASK_INDEX": "0"}, tmp, "coordinator"), 0,
+                f"{where}: the coordinator with this spec")
+
             # The driver Job: the coordinator and every shard of the spec.
             (c,) = containers(driver)
             self.assertEqual(c["command"], [IMAGE_BIN + "/plexus-launch"])
