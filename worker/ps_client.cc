@@ -21,6 +21,7 @@
 #include "common/shard_map.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
+#include "common/tls.h"
 #include "plexus/v1/ps.grpc.pb.h"
 
 namespace plexus::worker {
@@ -143,6 +144,12 @@ class PsClientImpl : public PsClient {
         pool_(options_.num_threads > 0 ? options_.num_threads : 8) {}
 
   absl::Status Init() {
+    PLEXUS_ASSIGN_OR_RETURN(credentials_,
+                            MakeChannelCredentials(
+                                {.ca_file = options_.tls_ca_file,
+                                 .cert_file = options_.tls_cert_file,
+                                 .key_file = options_.tls_key_file}),
+                            "TLS to the PS shards");
     PLEXUS_RETURN_IF_ERROR(RefreshMap());
     if (own_source_ != nullptr) PLEXUS_RETURN_IF_ERROR(InstallMap());
     return absl::OkStatus();
@@ -671,8 +678,7 @@ class PsClientImpl : public PsClient {
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
       stub = v1::ParameterServer::NewStub(
           grpc::experimental::CreateCustomChannelWithInterceptors(
-              address, grpc::InsecureChannelCredentials(), args,
-              TokenInterceptors(options_.token)));
+              address, credentials_, args, TokenInterceptors(options_.token)));
     }
     return stub.get();
   }
@@ -735,6 +741,8 @@ class PsClientImpl : public PsClient {
   }
 
   const PsClientOptions options_;
+  // Plaintext or TLS, from options_; set by Init().
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const CallerIdentity identity_;
   const std::unique_ptr<StaticMapSource> own_source_;
   ShardMapSource* const source_;

@@ -498,6 +498,9 @@ absl::StatusOr<PsClient*> RuntimeImpl::PsClientFor(const std::string& job_id,
   PsClientOptions po;
   po.shards = options_.ps_shards;
   po.token = token_;
+  po.tls_ca_file = options_.tls_ca_file;
+  po.tls_cert_file = options_.tls_cert_file;
+  po.tls_key_file = options_.tls_key_file;
   CallerIdentity id{.job_id = job_id,
                     .coordinator_epoch = 0,
                     .worker_id = worker_id,

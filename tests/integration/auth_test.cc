@@ -27,6 +27,7 @@
 #include "common/grpc_status.h"
 #include "common/health_client.h"
 #include "common/process.h"
+#include "common/tls.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/v1/ps.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
@@ -127,6 +128,16 @@ TEST(MethodRolesTest, CoversEveryRpcOfBothServices) {
 
 // ---- real processes ----
 
+v1::VariableConfig Golden() {
+  v1::VariableConfig v;
+  v.set_name("golden");
+  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  v.mutable_spec()->add_shape(kGoldenElements);
+  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
+  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  return v;
+}
+
 class AuthTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -216,16 +227,6 @@ class AuthTest : public ::testing::Test {
     std::vector<std::string> names;
     for (const auto& v : resp.variables()) names.push_back(v.config().name());
     return names;
-  }
-
-  static v1::VariableConfig Golden() {
-    v1::VariableConfig v;
-    v.set_name("golden");
-    v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-    v.mutable_spec()->add_shape(kGoldenElements);
-    v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-    v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
-    return v;
   }
 
   absl::StatusOr<std::unique_ptr<worker::PsClient>> PsClientWith(
@@ -419,6 +420,129 @@ TEST_F(AuthTest, CommandLineSendsItsToken) {
            "--function=golden", "--steps=3", "--job=cli-job"},
           {}, "cli-submit.log");
   EXPECT_EQ(code, 0) << out;
+}
+
+// Mutual TLS and tokens together, end to end through a training run: a
+// coordinator and a PS shard that require both, golden_worker processes with
+// client certificates (--tls_* flags) and a worker token (environment), a job
+// an admin submits over TLS. A plaintext client is refused by the shard.
+TEST(SecureClusterTest, MutualTlsAndTokensThroughATrainingRun) {
+  TempDir dir;
+  std::string script = R"(set -e
+cd ")" + dir.path() + R"("
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1.key" 2>/dev/null; }
+leaf() { key "$1"; openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$1"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+    -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null; }
+key ca; openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj "/CN=ca"
+leaf server; leaf client
+)";
+  SubprocessOptions certs;
+  certs.argv = {"/bin/sh", "-c", script};
+  certs.log_file = dir.Sub("openssl.log");
+  auto made = Subprocess::Start(certs);
+  ASSERT_TRUE(made.ok()) << made.status();
+  absl::StatusOr<int> made_code = (*made)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(made_code.ok() && *made_code == 0) << ReadFile(certs.log_file);
+  WriteFile(dir.Sub("tokens"), absl::StrCat("admin ", kAdminToken, "\nworker ",
+                                            kWorkerToken, "\n"));
+  WriteFile(dir.Sub("worker.token"), kWorkerToken);
+  const std::vector<std::string> secure = {
+      "--admin_port=-1", "--tls_cert_file=" + dir.Sub("server.pem"),
+      "--tls_key_file=" + dir.Sub("server.key"),
+      "--tls_client_ca_file=" + dir.Sub("ca.pem"),
+      "--auth_token_file=" + dir.Sub("tokens")};
+  auto start = [&](const std::string& name, std::vector<std::string> argv)
+      -> std::pair<std::unique_ptr<Subprocess>, std::string> {
+    argv.push_back("--data_dir=" + dir.Sub(name + "-data"));
+    argv.push_back("--port_file=" + dir.Sub(name + ".port"));
+    argv.insert(argv.end(), secure.begin(), secure.end());
+    SubprocessOptions so;
+    so.argv = argv;
+    so.log_file = dir.Sub(name + ".log");
+    auto p = Subprocess::Start(so);
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) return {nullptr, ""};
+    absl::StatusOr<int> port =
+        WaitForPortFile(dir.Sub(name + ".port"), absl::Seconds(30), p->get());
+    EXPECT_TRUE(port.ok()) << port.status() << ReadFile(so.log_file);
+    if (!port.ok()) return {nullptr, ""};
+    return {std::move(*p), absl::StrCat("127.0.0.1:", *port)};
+  };
+  auto [coordinator, coordinator_address] =
+      start("coordinator",
+            {BinDir() + "/plexus-coordinator", "--heartbeat_interval_ms=100"});
+  ASSERT_NE(coordinator, nullptr);
+  auto [ps, shard] = start("ps", {BinDir() + "/plexus-ps"});
+  ASSERT_NE(ps, nullptr);
+
+  worker::PsClientOptions plain;
+  plain.shards = {shard};
+  plain.token = kAdminToken;
+  plain.timeout = absl::Seconds(2);
+  EXPECT_FALSE(worker::PsClient::Connect(plain).ok());
+  worker::PsClientOptions tls = plain;
+  tls.timeout = absl::Seconds(10);
+  tls.tls_ca_file = dir.Sub("ca.pem");
+  tls.tls_cert_file = dir.Sub("client.pem");
+  tls.tls_key_file = dir.Sub("client.key");
+  auto admin = worker::PsClient::Connect(tls);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  v1::VariableConfig v = Golden();
+  ASSERT_TRUE((*admin)->CreateVariable(v).ok());
+
+  std::vector<std::unique_ptr<Subprocess>> workers;
+  for (int i = 0; i < 2; ++i) {
+    SubprocessOptions so;
+    so.argv = {BinDir() + "/golden_worker",
+               "--coordinator=" + coordinator_address,
+               "--ps=" + shard,
+               absl::StrCat("--task_index=", i),
+               "--tls_ca_file=" + dir.Sub("ca.pem"),
+               "--tls_client_cert_file=" + dir.Sub("client.pem"),
+               "--tls_client_key_file=" + dir.Sub("client.key")};
+    so.env = {{"PLEXUS_TOKEN_FILE", dir.Sub("worker.token")}};
+    so.log_file = dir.Sub(absl::StrCat("worker-", i, ".log"));
+    auto p = Subprocess::Start(so);
+    ASSERT_TRUE(p.ok()) << p.status();
+    workers.push_back(std::move(*p));
+  }
+  auto credentials =
+      MakeChannelCredentials({.ca_file = dir.Sub("ca.pem"),
+                              .cert_file = dir.Sub("client.pem"),
+                              .key_file = dir.Sub("client.key")});
+  ASSERT_TRUE(credentials.ok()) << credentials.status();
+  auto stub = v1::Coordinator::NewStub(
+      grpc::experimental::CreateCustomChannelWithInterceptors(
+          coordinator_address, *credentials, grpc::ChannelArguments(),
+          TokenInterceptors(kAdminToken)));
+  constexpr uint64_t kSteps = 20;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::SubmitJobRequest req;
+    req.set_job_id("secure-job");
+    req.mutable_steps()->set_function_name("golden");
+    req.mutable_steps()->set_num_steps(kSteps);
+    v1::SubmitJobResponse resp;
+    absl::Status st = FromGrpcStatus(stub->SubmitJob(&ctx, req, &resp));
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(70)));
+  v1::JoinRequest join;
+  join.set_job_id("secure-job");
+  join.set_timeout_ms(60000);
+  v1::JoinResponse joined;
+  absl::Status st = FromGrpcStatus(stub->Join(&ctx, join, &joined));
+  ASSERT_TRUE(st.ok()) << st << ReadFile(dir.Sub("worker-0.log"));
+  EXPECT_EQ(joined.status().state(), v1::JOB_STATE_SUCCEEDED)
+      << ReadFile(dir.Sub("worker-0.log"));
+  std::vector<float> w(kGoldenElements);
+  ASSERT_TRUE((*admin)->PullDense("golden", absl::MakeSpan(w)).ok());
+  std::vector<float> golden = GoldenValues(kSteps, kGoldenElements);
+  EXPECT_EQ(0, std::memcmp(w.data(), golden.data(), w.size() * sizeof(float)));
 }
 
 // A daemon given a bad token file does not start, and says why.

@@ -51,6 +51,12 @@ struct PsClientOptions {
   int64_t max_message_bytes = 64 << 20;
   // Threads that carry per-shard RPCs. 0: 2 per shard, at least 4.
   int num_threads = 0;
+  // TLS to the shards (PEM files): the CA their certificates chain to, and
+  // this client's certificate and key where they require mutual TLS. All
+  // empty (default): plaintext.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // Token sent to shards that require one ("authorization: Bearer ...").
   // Empty (default): --token_file, $PLEXUS_TOKEN_FILE or $PLEXUS_TOKEN, else
   // none (common/auth.h).

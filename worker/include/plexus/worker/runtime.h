@@ -68,9 +68,9 @@ struct RuntimeOptions {
   // Handle SIGTERM as described above (blocks it in every thread; Create must
   // then run before any other thread starts). Default true.
   bool handle_sigterm = true;
-  // TLS to the coordinator (PEM files): the CA its certificate chains to,
-  // and this worker's certificate and key where it requires mutual TLS. All
-  // empty (default): plaintext.
+  // TLS to the coordinator and the PS shards (PEM files): the CA their
+  // certificates chain to, and this worker's certificate and key where they
+  // require mutual TLS. All empty (default): plaintext.
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
