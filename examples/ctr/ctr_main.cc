@@ -261,7 +261,11 @@ int RunWorker(const CtrConfig&) {
   if (!reg.ok()) return Fail(reg);
   absl::Status st = (*rt)->Run();
   if (!st.ok()) return Fail(st);
-  LOG(INFO) << "ctr: worker exits after " << done.load() << " steps";
+  // One line a benchmark can read: the share of step time spent in pulls
+  // and pushes (waiting on the PS) over the worker's life.
+  LOG(INFO) << "ctr: worker exits after " << done.load()
+            << " steps; comm_share "
+            << absl::StrFormat("%.3f", total > 0 ? comm / total : 0.0);
   return (*rt)->exit_code();
 }
 
