@@ -131,7 +131,7 @@ TrainOptions OptionsFromFlags() {
 absl::Status RunBaseline() {
   PLEXUS_ASSIGN_OR_RETURN(DigitsSplit data, LoadData());
   TrainOptions o = OptionsFromFlags();
-  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, Train(data, o, nullptr, stdout));
+  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, TrainOnCpu(data, o, nullptr, stdout));
   (void)r;
   return absl::OkStatus();
 }
@@ -182,7 +182,7 @@ absl::Status TrainRank(const DigitsSplit& data, collectives::Store* store,
       copts.progress == collectives::ProgressMode::kBusyPoll ? "busy-poll"
                                                              : "blocking",
       " progress", FLAGS_deterministic ? ", deterministic" : "");
-  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, Train(data, o, comm.get(), stdout),
+  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, TrainOnCpu(data, o, comm.get(), stdout),
                           absl::StrCat("rank ", rank));
   (void)r;
   return absl::OkStatus();

@@ -43,11 +43,107 @@ std::string Rate(double per_s) {
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
+class CpuReplica : public Replica {
+ public:
+  CpuReplica(const DigitsSplit& data, const TrainOptions& o,
+             collectives::Communicator* comm)
+      : data_(data),
+        comm_(comm),
+        model_(o.hidden),
+        sgd_(model_.num_params(), o.lr, o.momentum, o.weight_decay),
+        grad_(model_.num_params() + 1) {
+    model_.Init(o.seed);
+  }
+
+  int rank() const override { return comm_ ? comm_->rank() : 0; }
+  int world() const override { return comm_ ? comm_->size() : 1; }
+  size_t num_params() const override { return model_.num_params(); }
+  std::string algorithm() const override { return algorithm_; }
+
+  absl::Status SyncInitialParams() override {
+    // Every replica initialises from the same seed; the broadcast makes rank
+    // 0's parameters authoritative anyway, as a real job whose ranks may
+    // have been built differently would.
+    if (comm_ == nullptr) return absl::OkStatus();
+    return Annotate(comm_->Broadcast(model_.params().data(),
+                                     model_.num_params(), DataType::kFloat32,
+                                     /*root=*/0),
+                    "broadcasting the initial parameters");
+  }
+
+  absl::StatusOr<double> ComputeGradient(absl::Span<const int> index,
+                                         float scale) override {
+    std::fill(grad_.begin(), grad_.end(), 0.0f);
+    return model_.AccumulateGradient(
+        data_.train, index, scale,
+        absl::MakeSpan(grad_).first(model_.num_params()));
+  }
+
+  absl::StatusOr<double> AllReduceGradient(double loss) override {
+    // The loss rides in the last slot, so it costs no extra operation.
+    grad_.back() = static_cast<float>(loss);
+    if (comm_ != nullptr) {
+      auto work = comm_->AllReduceAsync(grad_.data(), grad_.data(),
+                                        grad_.size(), DataType::kFloat32,
+                                        ReduceOp::kSum);
+      PLEXUS_RETURN_IF_ERROR(work->Wait(), absl::StrCat("all-reduce ", ops_));
+      if (ops_++ == 0) {
+        algorithm_ = std::string(AlgorithmName(work->algorithm()));
+      }
+    }
+    return grad_.back();
+  }
+
+  absl::Status ApplyUpdate() override {
+    sgd_.Apply(absl::MakeConstSpan(grad_).first(model_.num_params()),
+               model_.params());
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> TestAccuracy() override {
+    return model_.Accuracy(data_.test);
+  }
+
+  absl::StatusOr<uint64_t> ParamHash() override { return model_.ParamHash(); }
+
+  absl::Status CheckAgreement(uint64_t hash) override {
+    if (comm_ == nullptr) return absl::OkStatus();
+    std::vector<int64_t> hashes(world());
+    const int64_t mine = static_cast<int64_t>(hash);
+    PLEXUS_RETURN_IF_ERROR(
+        comm_->AllGather(&mine, hashes.data(), 1, DataType::kInt64),
+        "gathering the parameter hashes");
+    for (int i = 0; i < world(); ++i) {
+      if (static_cast<uint64_t>(hashes[i]) != hash) {
+        return absl::InternalError(absl::StrFormat(
+            "replicas diverged: rank %d's parameters hash to %016x, rank "
+            "%d's to %016x",
+            i, static_cast<uint64_t>(hashes[i]), rank(), hash));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const DigitsSplit& data_;
+  collectives::Communicator* const comm_;
+  Mlp model_;
+  MomentumSgd sgd_;
+  // The gradient plus one slot for the loss.
+  std::vector<float> grad_;
+  std::string algorithm_ = "none";
+  int64_t ops_ = 0;
+};
+
 }  // namespace
 
-absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
-                                  const TrainOptions& o,
-                                  collectives::Communicator* comm, FILE* out) {
+std::unique_ptr<Replica> NewCpuReplica(const DigitsSplit& data,
+                                       const TrainOptions& options,
+                                       collectives::Communicator* comm) {
+  return std::make_unique<CpuReplica>(data, options, comm);
+}
+
+absl::Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.hidden <= 0 || o.batch_size <= 0 || o.epochs <= 0 || !(o.lr > 0) ||
       o.momentum < 0 || o.weight_decay < 0 || o.eval_every_steps < 0 ||
       o.report_every <= 0) {
@@ -55,8 +151,24 @@ absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
         "hidden, batch_size, epochs, lr and report_every must be positive; "
         "momentum, weight_decay and eval_every_steps non-negative");
   }
-  const int rank = comm ? comm->rank() : 0;
-  const int world = comm ? comm->size() : 1;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TrainResult> TrainOnCpu(const DigitsSplit& data,
+                                       const TrainOptions& options,
+                                       collectives::Communicator* comm,
+                                       FILE* out) {
+  PLEXUS_RETURN_IF_ERROR(ValidateTrainOptions(options));
+  CpuReplica replica(data, options, comm);
+  return Train(data, options, &replica, out);
+}
+
+absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
+                                  const TrainOptions& o, Replica* replica,
+                                  FILE* out) {
+  PLEXUS_RETURN_IF_ERROR(ValidateTrainOptions(o));
+  const int rank = replica->rank();
+  const int world = replica->world();
   if (o.batch_size < world) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch_size ", o.batch_size, " is smaller than the ", world,
@@ -67,21 +179,7 @@ absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
   }
   const bool report = rank == 0 && out != nullptr;
 
-  Mlp model(o.hidden);
-  model.Init(o.seed);
-  // Every replica initialises from the same seed; the broadcast makes rank 0's
-  // parameters authoritative anyway, as a real job whose ranks may have been
-  // built differently would.
-  if (comm) {
-    PLEXUS_RETURN_IF_ERROR(comm->Broadcast(model.params().data(),
-                                           model.num_params(),
-                                           DataType::kFloat32, /*root=*/0),
-                           "broadcasting the initial parameters");
-  }
-  MomentumSgd sgd(model.num_params(), o.lr, o.momentum, o.weight_decay);
-  // The gradient plus one slot for the loss, so the batch's mean loss comes
-  // with the same all-reduce.
-  std::vector<float> grad(model.num_params() + 1);
+  PLEXUS_RETURN_IF_ERROR(replica->SyncInitialParams());
   const size_t n_train = data.train.size();
   const int steps_per_epoch =
       static_cast<int>((n_train + o.batch_size - 1) / o.batch_size);
@@ -96,14 +194,14 @@ absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
                     "\"train\":%d,\"test\":%d,\"params\":%d,\"batch\":%d,"
                     "\"epochs\":%d,\"steps_per_epoch\":%d,\"target\":%.4f}\n",
                     o.label, world, n_train, data.test.size(),
-                    model.num_params(), o.batch_size, o.epochs,
+                    replica->num_params(), o.batch_size, o.epochs,
                     steps_per_epoch, o.target_accuracy);
     } else {
       absl::FPrintF(out,
                     "mlp_example: %s\n  %d training / %d test digits, %d "
                     "parameters, global batch %d, %d epochs x %d steps, "
                     "target test accuracy %.2f%%\n",
-                    o.label, n_train, data.test.size(), model.num_params(),
+                    o.label, n_train, data.test.size(), replica->num_params(),
                     o.batch_size, o.epochs, steps_per_epoch,
                     100 * o.target_accuracy);
     }
@@ -129,29 +227,21 @@ absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
       const size_t lo = begin + batch * rank / world;
       const size_t hi = begin + batch * (rank + 1) / world;
       const absl::Time t0 = absl::Now();
-      std::fill(grad.begin(), grad.end(), 0.0f);
       const float scale = 1.0f / static_cast<float>(batch);
-      const double loss = model.AccumulateGradient(
-          data.train, absl::MakeConstSpan(order).subspan(lo, hi - lo), scale,
-          absl::MakeSpan(grad).first(model.num_params()));
-      grad.back() = static_cast<float>(loss) * scale;
+      PLEXUS_ASSIGN_OR_RETURN(
+          const double loss,
+          replica->ComputeGradient(
+              absl::MakeConstSpan(order).subspan(lo, hi - lo), scale));
       const absl::Time t1 = absl::Now();
-      if (comm) {
-        auto work = comm->AllReduceAsync(grad.data(), grad.data(), grad.size(),
-                                         DataType::kFloat32, ReduceOp::kSum);
-        PLEXUS_RETURN_IF_ERROR(
-            work->Wait(), absl::StrCat("all-reduce of step ", r.steps));
-        if (r.steps == 0) {
-          r.algorithm = std::string(AlgorithmName(work->algorithm()));
-        }
-      }
+      PLEXUS_ASSIGN_OR_RETURN(const double batch_loss,
+                              replica->AllReduceGradient(loss * scale),
+                              absl::StrCat("step ", r.steps));
       const absl::Time t2 = absl::Now();
-      sgd.Apply(absl::MakeConstSpan(grad).first(model.num_params()),
-                model.params());
+      PLEXUS_RETURN_IF_ERROR(replica->ApplyUpdate());
       const absl::Time t3 = absl::Now();
       compute += (t1 - t0) + (t3 - t2);
       comm_time += t2 - t1;
-      epoch_loss += grad.back();
+      epoch_loss += batch_loss;
       ++epoch_batches;
       ++r.steps;
       r.examples += static_cast<int64_t>(batch);
@@ -162,7 +252,7 @@ absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
       }
       // Every replica holds the same parameters, so every rank computes the
       // same accuracy and takes the same stop decision without talking.
-      r.test_accuracy = model.Accuracy(data.test);
+      PLEXUS_ASSIGN_OR_RETURN(r.test_accuracy, replica->TestAccuracy());
       const double elapsed = Seconds(absl::Now() - start);
       if (!r.time_to_target_s && r.test_accuracy >= o.target_accuracy) {
         r.time_to_target_s = elapsed;
@@ -200,24 +290,10 @@ absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
   r.compute_s = Seconds(compute);
   r.comm_s = Seconds(comm_time);
   r.train_loss = epoch_batches > 0 ? epoch_loss / epoch_batches : 0;
-  r.param_hash = model.ParamHash();
-
+  PLEXUS_ASSIGN_OR_RETURN(r.param_hash, replica->ParamHash());
+  r.algorithm = replica->algorithm();
   // The replicas must have stayed identical: compare every rank's hash.
-  if (comm) {
-    std::vector<int64_t> hashes(world);
-    const int64_t mine = static_cast<int64_t>(r.param_hash);
-    PLEXUS_RETURN_IF_ERROR(comm->AllGather(&mine, hashes.data(), 1,
-                                           DataType::kInt64),
-                           "gathering the parameter hashes");
-    for (int i = 0; i < world; ++i) {
-      if (static_cast<uint64_t>(hashes[i]) != r.param_hash) {
-        return absl::InternalError(absl::StrFormat(
-            "replicas diverged: rank %d's parameters hash to %016x, rank "
-            "%d's to %016x",
-            i, static_cast<uint64_t>(hashes[i]), rank, r.param_hash));
-      }
-    }
-  }
+  PLEXUS_RETURN_IF_ERROR(replica->CheckAgreement(r.param_hash));
 
   if (report) {
     const double step_s = r.compute_s + r.comm_s;

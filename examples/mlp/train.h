@@ -16,10 +16,12 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "examples/mlp/digits.h"
 
 namespace plexus::collectives {
@@ -68,13 +70,60 @@ struct TrainResult {
   std::string algorithm = "none";  // all-reduce algorithm that ran
 };
 
-// Trains on `data`. `comm` (borrowed for the call) is null for the baseline;
-// otherwise this is rank comm->rank() of comm->size(). `out` receives the
-// progress and summary (rank 0 only). INVALID_ARGUMENT for bad options; a
-// communicator error (naming the peer) as it comes; INTERNAL if the replicas'
-// parameters differ at the end.
+// One replica of the model (parameters, optimizer state, a gradient buffer)
+// and the way replicas agree: on the CPU with a collectives Communicator
+// (NewCpuReplica), or on a GPU with NCCL (gpu_replica.h). Train drives it; the
+// split into phases is what lets it time computing and communicating apart.
+// Thread safety: one thread.
+class Replica {
+ public:
+  virtual ~Replica() = default;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  virtual size_t num_params() const = 0;
+  // The all-reduce algorithm that ran ("none" without communication).
+  virtual std::string algorithm() const = 0;
+  // Makes every replica's parameters rank 0's.
+  virtual absl::Status SyncInitialParams() = 0;
+  // Replaces the gradient buffer with the gradient of the summed loss of
+  // training images `index`, times `scale`; returns the summed loss.
+  // Returns when the gradient is computed (GPU work included).
+  virtual absl::StatusOr<double> ComputeGradient(absl::Span<const int> index,
+                                                 float scale) = 0;
+  // Sums the gradient buffers over the replicas, along with `loss` (this
+  // replica's share of the batch's mean loss); returns the summed loss.
+  virtual absl::StatusOr<double> AllReduceGradient(double loss) = 0;
+  // One optimizer step with the (summed) gradient buffer.
+  virtual absl::Status ApplyUpdate() = 0;
+  virtual absl::StatusOr<double> TestAccuracy() = 0;
+  // A hash of the parameters' bytes.
+  virtual absl::StatusOr<uint64_t> ParamHash() = 0;
+  // INTERNAL, naming the ranks, when another replica's parameters hash
+  // differently from `hash`.
+  virtual absl::Status CheckAgreement(uint64_t hash) = 0;
+};
+
+// The CPU replica (Mlp + MomentumSgd). `comm` (borrowed, may be null: the
+// baseline, no communication) must outlive the replica; so must `data`.
+std::unique_ptr<Replica> NewCpuReplica(const DigitsSplit& data,
+                                       const TrainOptions& options,
+                                       collectives::Communicator* comm);
+
+// Trains `replica` (borrowed for the call) on `data`. `out` receives the
+// progress and summary (rank 0 only; null: none). INVALID_ARGUMENT for bad
+// options; a replica's error (naming the peer) as it comes; INTERNAL if the
+// replicas' parameters differ at the end.
 absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
                                   const TrainOptions& options,
-                                  collectives::Communicator* comm, FILE* out);
+                                  Replica* replica, FILE* out);
+
+// Train on a CPU replica over `comm` (null: the baseline).
+absl::StatusOr<TrainResult> TrainOnCpu(const DigitsSplit& data,
+                                       const TrainOptions& options,
+                                       collectives::Communicator* comm,
+                                       FILE* out);
+
+// INVALID_ARGUMENT, saying which, for options no replica can train with.
+absl::Status ValidateTrainOptions(const TrainOptions& options);
 
 }  // namespace plexus::examples
