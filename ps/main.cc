@@ -13,9 +13,10 @@ DEFINE_string(data_dir, "",
               "created if missing; one shard per folder).");
 DEFINE_int32(shard, 0, "This shard's index in the cluster (0-based).");
 DEFINE_bool(await_restore, true,
-            "On a restart (the folder holds a published checkpoint), serve "
-            "no pull or push and report NOT_SERVING until the coordinator's "
-            "Restore; false: serve the empty state at once.");
+            "On a restart (the folder holds a committed or published "
+            "checkpoint), serve no pull or push and report NOT_SERVING "
+            "until the coordinator's Restore; false: serve the empty state "
+            "at once.");
 
 int main(int argc, char** argv) {
   plexus::InitProcess(&argc, &argv,

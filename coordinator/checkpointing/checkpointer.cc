@@ -47,7 +47,7 @@ std::pair<std::string, uint64_t> Checkpointer::JobAndHighestStep(
 
 void Checkpointer::Abort(uint64_t id, int shards) {
   for (int s = 0; s < shards; ++s) {
-    absl::Status st = shards_->Finalize(s, id, /*published=*/false, 0);
+    absl::Status st = shards_->Finalize(s, id, /*published=*/false, 0, "");
     if (!st.ok()) {
       // The shard deletes it anyway when it next starts (no manifest).
       LOG(WARNING) << "checkpoint " << id << ": abort on shard " << s << ": "
@@ -121,7 +121,7 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
       if (clock_->Now() >= next_probe) {
         next_probe = clock_->Now() + absl::Milliseconds(250);
         for (int s = 0; s < n; ++s) {
-          absl::StatusOr<uint64_t> inc = shards_->Probe(s);
+          absl::StatusOr<ShardProbe> inc = shards_->Probe(s);
           if (!inc.ok()) {
             release();
             return Annotate(inc.status(),
@@ -200,7 +200,7 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
 
   // 6. Tell the shards; apply retention here too.
   for (int s = 0; s < n; ++s) {
-    absl::Status st = shards_->Finalize(s, id, true, options_.keep);
+    absl::Status st = shards_->Finalize(s, id, true, options_.keep, job);
     if (!st.ok()) {
       // Published anyway; the shard learns at its next Finalize.
       LOG(WARNING) << "checkpoint " << id << ": finalize on shard " << s
@@ -322,13 +322,16 @@ void Checkpointer::Poll() {
   bool restarted = false;
   std::vector<uint64_t> seen(n, 0);
   for (int s = 0; s < n; ++s) {
-    absl::StatusOr<uint64_t> inc = shards_->Probe(s);
-    if (!inc.ok()) {
+    absl::StatusOr<ShardProbe> probe = shards_->Probe(s);
+    if (!probe.ok()) {
       all_up = false;
       continue;
     }
-    seen[s] = *inc;
-    if (incarnations_[s] != 0 && incarnations_[s] != *inc) restarted = true;
+    seen[s] = probe->incarnation;
+    if (probe->awaiting_restore ||
+        (incarnations_[s] != 0 && incarnations_[s] != probe->incarnation)) {
+      restarted = true;
+    }
   }
   bool recovering;
   {
@@ -369,7 +372,7 @@ void Checkpointer::Poll() {
       }
       resumed = true;
     } else {
-      LOG(ERROR) << "a PS shard restarted but no checkpoint exists: its "
+      LOG_EVERY_N(ERROR, 50) << "a PS shard restarted but no checkpoint exists: its "
                     "state is lost; training resumes on what it holds";
     }
   }

@@ -25,7 +25,8 @@
 // Recovery (Poll, called periodically): every shard is probed for its
 // incarnation. A shard that does not answer pauses dispatch; when every
 // shard answers again and one has a new incarnation (it restarted, or a
-// replacement took its address) the cluster is restored to the newest
+// replacement took its address) or says it waits for a restore (a restart
+// this coordinator did not see) the cluster is restored to the newest
 // manifest (falling back past damaged ones) and dispatch resumes. Poll also
 // takes the periodic checkpoints (every K steps and/or T seconds).
 //
@@ -85,6 +86,11 @@ struct PrepareArgs {
   uint64_t base_checkpoint_id = 0;
 };
 
+struct ShardProbe {
+  uint64_t incarnation = 0;
+  bool awaiting_restore = false;
+};
+
 // One PS shard's checkpoint RPCs. Errors are the shard's (UNAVAILABLE when
 // it cannot be reached).
 class ShardDriver {
@@ -96,11 +102,15 @@ class ShardDriver {
                                                  const PrepareArgs& args) = 0;
   virtual absl::StatusOr<ShardPart> Commit(int shard, uint64_t checkpoint_id,
                                            absl::Duration timeout) = 0;
+  // `job_id`: the checkpoint's job (a published one tells the shard that
+  // every step <= C of that job is done).
   virtual absl::Status Finalize(int shard, uint64_t checkpoint_id,
-                                bool published, uint32_t keep_last) = 0;
+                                bool published, uint32_t keep_last,
+                                const std::string& job_id) = 0;
   virtual absl::Status Restore(int shard, const Manifest& manifest) = 0;
-  // The shard process's incarnation; UNAVAILABLE if it does not answer.
-  virtual absl::StatusOr<uint64_t> Probe(int shard) = 0;
+  // The shard process's incarnation and whether it waits for a restore (a
+  // restarted shard); UNAVAILABLE if it does not answer.
+  virtual absl::StatusOr<ShardProbe> Probe(int shard) = 0;
 };
 
 // Durable home of published manifests.

@@ -201,9 +201,11 @@ absl::StatusOr<ck::ShardPart> GrpcShardDriver::Commit(int shard,
 }
 
 absl::Status GrpcShardDriver::Finalize(int shard, uint64_t checkpoint_id,
-                                       bool published, uint32_t keep_last) {
+                                       bool published, uint32_t keep_last,
+                                       const std::string& job_id) {
   v1::FinalizeCheckpointRequest req;
   FillHeader(req.mutable_header());
+  req.mutable_header()->set_job_id(job_id);
   req.set_checkpoint_id(checkpoint_id);
   req.set_published(published);
   req.set_keep_last(keep_last);
@@ -223,14 +225,17 @@ absl::Status GrpcShardDriver::Restore(int shard, const ck::Manifest& manifest) {
   return FromGrpcStatus(stubs_[shard]->Restore(ctx.get(), req, &resp));
 }
 
-absl::StatusOr<uint64_t> GrpcShardDriver::Probe(int shard) {
+absl::StatusOr<ck::ShardProbe> GrpcShardDriver::Probe(int shard) {
   v1::GetShardInfoRequest req;
   FillHeader(req.mutable_header());
   v1::GetShardInfoResponse resp;
   auto ctx = Context(absl::Seconds(2));
   PLEXUS_RETURN_IF_ERROR(
       FromGrpcStatus(stubs_[shard]->GetShardInfo(ctx.get(), req, &resp)));
-  return resp.header().server_incarnation();
+  // RESTORING outside a restore of ours: a restart waiting for one.
+  return ck::ShardProbe{
+      .incarnation = resp.header().server_incarnation(),
+      .awaiting_restore = resp.state() == v1::SHARD_STATE_RESTORING};
 }
 
 // ---- FileManifestStore ----

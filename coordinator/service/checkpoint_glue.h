@@ -44,10 +44,10 @@ class GrpcShardDriver final : public checkpointing::ShardDriver {
   absl::StatusOr<checkpointing::ShardPart> Commit(
       int shard, uint64_t checkpoint_id, absl::Duration timeout) override;
   absl::Status Finalize(int shard, uint64_t checkpoint_id, bool published,
-                        uint32_t keep_last) override;
+                        uint32_t keep_last, const std::string& job_id) override;
   absl::Status Restore(int shard,
                        const checkpointing::Manifest& manifest) override;
-  absl::StatusOr<uint64_t> Probe(int shard) override;
+  absl::StatusOr<checkpointing::ShardProbe> Probe(int shard) override;
 
  private:
   void FillHeader(v1::RequestHeader* h) const;

@@ -183,8 +183,11 @@ absl::Status PsService::OpenCheckpoints(const std::string& root,
   for (const auto& l : checkpoints_->List()) {
     LOG(INFO) << "checkpoint " << l.checkpoint_id << " (step " << l.step_id
               << ") present in " << root << "/" << l.info.directory;
-    if (await_restore && l.state == CheckpointState::kPublished &&
-        !awaiting_restore_) {
+    // Committed counts too: the coordinator may have published it while
+    // this process died before hearing so.
+    if (await_restore && !awaiting_restore_ &&
+        (l.state == CheckpointState::kPublished ||
+         l.state == CheckpointState::kCommitted)) {
       awaiting_restore_ = true;
       LOG(WARNING) << "this shard restarted on a folder with published "
                       "checkpoints: not serving until the coordinator "
@@ -307,6 +310,23 @@ absl::Status PsService::DoPush(
                             absl::StrCat("table ", s.table()));
     sg.push_back(
         {s.table(), absl::MakeConstSpan(s.ids().data(), s.ids().size()), v});
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!floor_job_.empty() && h.job_id() == floor_job_ && h.step_id() != 0 &&
+        h.step_id() <= floor_step_) {
+      Metrics()
+          ->GetCounter("plexus_ps_pushes_behind_checkpoint_total",
+                       "Late pushes of steps inside the newest checkpoint, "
+                       "acknowledged as duplicates and not applied.")
+          ->Increment();
+      LOG(WARNING) << "push of job " << h.job_id() << " step " << h.step_id()
+                   << " (worker " << h.worker_id()
+                   << ") is inside the checkpoint at step " << floor_step_
+                   << ": duplicate, not applied";
+      result->outcome = PushOutcome::kDuplicate;
+      return absl::OkStatus();
+    }
   }
   PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.push.before_apply"));
   absl::StatusOr<PushResult> r = engine_->Push(
@@ -727,6 +747,21 @@ grpc::Status PsService::FinalizeCheckpoint(
   if (!store.ok()) return ToGrpcStatus(store.status());
   absl::Status st = CheckCoordinatorEpoch(req->header());
   if (!st.ok()) return ToGrpcStatus(st);
+  // Raise the floor before the store trims the record of applied pushes,
+  // so no late push slips between the two.
+  if (req->published() && !req->header().job_id().empty()) {
+    for (const auto& l : (*store)->List()) {
+      if (l.checkpoint_id != req->checkpoint_id() ||
+          l.state == CheckpointState::kAborted) {
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      if (floor_job_ != req->header().job_id() || floor_step_ < l.step_id) {
+        floor_job_ = req->header().job_id();
+        floor_step_ = l.step_id;
+      }
+    }
+  }
   auto r = (*store)->Finalize(req->checkpoint_id(), req->published(),
                               req->keep_last());
   if (!r.ok()) {
@@ -823,6 +858,9 @@ absl::StatusOr<RestoreResult> PsService::DoRestore(
     absl::MutexLock lock(&mu_);
     restored_checkpoint_id_ = r->checkpoint_id;
     awaiting_restore_ = false;
+    // The steps after C run again; the ones up to C are in the state.
+    floor_job_ = manifest.job_id();
+    floor_step_ = r->step_id;
   }
   restoring_.store(false, std::memory_order_release);
   if (set_serving && !draining_ && !awaiting_restore_) set_serving(true);

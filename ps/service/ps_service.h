@@ -44,8 +44,8 @@ class PsService final : public v1::ParameterServer::Service {
   // Opens the checkpoint store on `root` (created if missing; staging
   // leftovers and half checkpoints are removed). REQUIRES: called once,
   // before serving.
-  // With `await_restore`, a folder that holds a published checkpoint (this
-  // is a restart) makes the shard refuse the data plane (UNAVAILABLE,
+  // With `await_restore`, a folder that holds a committed or published
+  // checkpoint (this is a restart) makes the shard refuse the data plane (UNAVAILABLE,
   // REASON_NOT_SERVING) until a Restore succeeds: its state is empty and the
   // coordinator restores the cluster to its newest checkpoint (F7).
   absl::Status OpenCheckpoints(const std::string& root,
@@ -169,6 +169,14 @@ class PsService final : public v1::ParameterServer::Service {
   uint64_t coordinator_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   // The checkpoint the state was last restored from; 0: never restored.
   uint64_t restored_checkpoint_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Every step <= floor_step_ of job floor_job_ is in the newest published
+  // (or restored) checkpoint, and the engine's record of applied pushes no
+  // longer holds them (trimmed at publish): a push of such a step can only
+  // be a late copy of one already applied (a zombie attempt whose retries
+  // outlived a restore and a newer checkpoint), so it is acknowledged as a
+  // duplicate and not applied.
+  std::string floor_job_ ABSL_GUARDED_BY(mu_);
+  uint64_t floor_step_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void(bool)> set_serving_ ABSL_GUARDED_BY(mu_);
   // The configs as created, for Describe/List (the engine keeps its own).
   absl::flat_hash_map<std::string, v1::VariableConfig> variable_configs_

@@ -377,7 +377,9 @@ TEST_F(CheckpointClusterTest, F7_KilledShardRecoversAndTheResultIsGolden) {
   ASSERT_TRUE(WaitUntilServing(shards_[1].address, absl::Seconds(60)).ok())
       << ReadFile(shards_[1].log);
   auto done = Join(absl::Seconds(180));
-  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_TRUE(done.ok()) << done.status() << "\nrestarted shard:\n"
+                         << ReadFile(shards_[1].log) << "\ncoordinator:\n"
+                         << ReadFile(coordinator_.log);
   EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
   ExpectGolden(kSteps);
   EXPECT_TRUE(absl::StrContains(ReadFile(coordinator_.log),

@@ -118,8 +118,10 @@ class CheckpointPsTest : public ::testing::Test {
   // Pushes gradient `g` to rows `ids` of "emb" and to every element of "w",
   // as step `step`.
   absl::Status PushAll(const std::vector<uint64_t>& ids, float g,
-                       uint64_t step) {
+                       uint64_t step, const std::string& job = "",
+                       v1::PushOutcome* outcome = nullptr) {
     v1::PushRequest req;
+    req.mutable_header()->set_job_id(job);
     req.mutable_header()->set_step_id(step);
     req.mutable_header()->set_worker_id(1);
     req.mutable_header()->set_worker_incarnation(1);
@@ -141,7 +143,9 @@ class CheckpointPsTest : public ::testing::Test {
     d->mutable_tensor()->mutable_spec()->add_shape(2);
     d->mutable_tensor()->set_data(dg.data(), dg.size() * sizeof(float));
     v1::PushResponse resp;
-    return Call([&](auto* c) { return stub()->Push(c, req, &resp); });
+    absl::Status st = Call([&](auto* c) { return stub()->Push(c, req, &resp); });
+    if (outcome != nullptr) *outcome = resp.outcome();
+    return st;
   }
 
   // The bytes of rows 0..9 of "emb" and of "w" (empty on error).
@@ -176,6 +180,7 @@ class CheckpointPsTest : public ::testing::Test {
     st = Call([&](auto* ctx) { return stub()->CommitCheckpoint(ctx, c, &cr); });
     if (!st.ok()) return st;
     v1::FinalizeCheckpointRequest f;
+    f.mutable_header()->set_job_id(job_);
     f.set_checkpoint_id(id);
     f.set_published(true);
     f.set_keep_last(keep_last);
@@ -228,6 +233,8 @@ class CheckpointPsTest : public ::testing::Test {
 
   TempDir dir_;
   Shard shard_;
+  // The job Checkpoint() publishes for.
+  std::string job_;
 };
 
 TEST_F(CheckpointPsTest, CheckpointChangeRestore) {
@@ -288,6 +295,30 @@ TEST_F(CheckpointPsTest, CheckpointChangeRestore) {
   EXPECT_FALSE(fs::exists(Root() + "/2"));
   EXPECT_TRUE(fs::exists(Root() + "/3"));
   ExpectServing();
+}
+
+// A push of a step inside the newest published checkpoint of its job is a
+// late copy of one applied before (its record was trimmed at publish): it
+// is acknowledged as a duplicate and not applied.
+TEST_F(CheckpointPsTest, LatePushInsideThePublishedCheckpointIsADuplicate) {
+  CreateResources();
+  job_ = "j";
+  ASSERT_TRUE(PushAll({1}, 1.0f, 4, "j").ok());
+  ASSERT_TRUE(PushAll({1}, 1.0f, 5, "j").ok());
+  ASSERT_TRUE(Checkpoint(1, 5).ok());
+  const std::string at5 = Snapshot();
+  v1::PushOutcome outcome = v1::PUSH_OUTCOME_UNSPECIFIED;
+  ASSERT_TRUE(PushAll({1}, 1.0f, 4, "j", &outcome).ok());
+  EXPECT_EQ(outcome, v1::PUSH_OUTCOME_DUPLICATE);
+  EXPECT_EQ(Snapshot(), at5);
+  // Later steps, and other jobs, apply.
+  ASSERT_TRUE(PushAll({1}, 1.0f, 6, "j", &outcome).ok());
+  EXPECT_EQ(outcome, v1::PUSH_OUTCOME_APPLIED);
+  const std::string at6 = Snapshot();
+  EXPECT_NE(at6, at5);
+  ASSERT_TRUE(PushAll({1}, 1.0f, 4, "other", &outcome).ok());
+  EXPECT_EQ(outcome, v1::PUSH_OUTCOME_APPLIED);
+  EXPECT_NE(Snapshot(), at6);
 }
 
 TEST_F(CheckpointPsTest, RestartedShardRestoresFromItsFolder) {
