@@ -25,9 +25,11 @@
 #include <map>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/process.h"
@@ -119,14 +121,19 @@ class MultiHostTest : public ::testing::Test {
                    << ReadFile(dir_.Sub("probe.log"));
     }
     RunCommand({ip_, "netns", "del", probe}, dir_.Sub("probe.log"));
-    ReadSpec();
-    if (HasFatalFailure()) return;
-    MakeNetwork();
   }
 
   void TearDown() override {
+    batch_.reset();
     for (Host& h : hosts_) h.process.reset();  // SIGKILL, reaped
     for (Host& h : hosts_) {
+      // Whatever still runs inside (started by a script under test).
+      std::string pids;
+      RunCommand({ip_, "netns", "pids", h.ns}, dir_.Sub("pids.log"), &pids);
+      for (absl::string_view pid : absl::StrSplit(pids, '\n')) {
+        int n = 0;
+        if (absl::SimpleAtoi(pid, &n) && n > 0) kill(n, SIGKILL);
+      }
       RunCommand({ip_, "netns", "del", h.ns}, dir_.Sub("teardown.log"));
       std::error_code ec;
       std::filesystem::remove_all("/etc/netns/" + h.ns, ec);
@@ -135,6 +142,13 @@ class MultiHostTest : public ::testing::Test {
       RunCommand({ip_, "link", "del", bridge_}, dir_.Sub("teardown.log"));
     }
     if (lock_fd_ >= 0) close(lock_fd_);  // releases the lock
+  }
+
+  // One host per task of the Kubernetes base's spec, and the network.
+  void PrepareSpecHosts() {
+    ReadSpec();
+    if (HasFatalFailure()) return;
+    MakeNetwork();
   }
 
   // The cluster spec of the Kubernetes base, through PyYAML, parsed the way
@@ -293,6 +307,29 @@ class MultiHostTest : public ::testing::Test {
     auto stub = v1::Coordinator::NewStub(
         grpc::CreateChannel(Addresses(m::Role::kChief).front(),
                             grpc::InsecureChannelCredentials()));
+    // Every worker registered before the job starts, so that each can be
+    // seen to run steps (one alone runs 40 golden steps in milliseconds).
+    const size_t num_workers = Addresses(m::Role::kWorker).size();
+    size_t registered = 0;
+    for (absl::Time deadline = absl::Now() + absl::Seconds(60);
+         registered < num_workers && absl::Now() < deadline;) {
+      v1::ListProcessesRequest lreq;
+      lreq.set_role(v1::ROLE_WORKER);
+      v1::ListProcessesResponse lresp;
+      grpc::ClientContext lctx;
+      lctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+      if (stub->ListProcesses(&lctx, lreq, &lresp).ok()) {
+        // Spec entries nobody registered yet have incarnation 0.
+        registered = 0;
+        for (const v1::ProcessInfo& p : lresp.processes()) {
+          if (p.incarnation() != 0) ++registered;
+        }
+      }
+      if (registered < num_workers) {
+        absl::SleepFor(absl::Milliseconds(20));  // polling interval
+      }
+    }
+    ASSERT_EQ(registered, num_workers) << Logs();
     v1::SubmitJobRequest req;
     req.set_job_id("golden-job");
     req.mutable_steps()->set_function_name("golden");
@@ -353,6 +390,7 @@ class MultiHostTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  std::unique_ptr<Subprocess> batch_;  // the Slurm test's batch script
   int lock_fd_ = -1;
   std::string ip_;
   std::string tc_;
@@ -364,6 +402,8 @@ class MultiHostTest : public ::testing::Test {
 };
 
 TEST_F(MultiHostTest, GoldenJobAcrossHosts) {
+  PrepareSpecHosts();
+  ASSERT_FALSE(HasFatalFailure());
   StartAll();
   ASSERT_FALSE(HasFatalFailure());
   TrainGolden();
@@ -372,6 +412,8 @@ TEST_F(MultiHostTest, GoldenJobAcrossHosts) {
 }
 
 TEST_F(MultiHostTest, GoldenJobWithLinkDelay) {
+  PrepareSpecHosts();
+  ASSERT_FALSE(HasFatalFailure());
   // 20 ms each way on every host's link: a 40 ms round trip between hosts.
   if (tc_.empty()) GTEST_SKIP() << "no `tc` (iproute2) here";
   for (const Host& h : hosts_) {
@@ -389,6 +431,134 @@ TEST_F(MultiHostTest, GoldenJobWithLinkDelay) {
   TrainGolden();
   ASSERT_FALSE(HasFatalFailure());
   StopAll();
+}
+
+// The Slurm route end to end: deploy/slurm/plexus.sbatch on a fake
+// three-node allocation whose nodes are namespaces named like the hosts. A
+// stand-in srun runs task i of a step in the namespace of line i of
+// SLURM_HOSTFILE with SLURM_PROCID=i, as Slurm's arbitrary distribution does;
+// scontrol expands the node list. The script writes the spec, starts the
+// coordinator, 2 shards and 3 workers, runs golden_driver as the driver
+// (it checks the result bit for bit), then stops everything: its exit code
+// is the driver's.
+TEST_F(MultiHostTest, SlurmScriptRunsTheGoldenJob) {
+  for (int i = 0; i < 3; ++i) {
+    Host node;
+    node.ns = absl::StrCat("plx", tag_, "-node", i);
+    node.ip = absl::StrCat(subnet_, 10 + i);
+    node.spec_address = node.ns + ":1";  // the hosts file names the node
+    hosts_.push_back(std::move(node));
+  }
+  MakeNetwork();
+  ASSERT_FALSE(HasFatalFailure());
+
+  const std::string fake = dir_.Sub("fakebin");
+  const std::string home = dir_.Sub("home");
+  std::filesystem::create_directories(fake);
+  std::filesystem::create_directories(home + "/bin");
+  std::ofstream(fake + "/scontrol")
+      << "#!/bin/sh\n[ \"$1 $2\" = \"show hostnames\" ] || exit 2\n"
+         "echo \"$3\" | tr , '\\n'\n";
+  std::ofstream(fake + "/srun")
+      << R"(#!/bin/bash
+# srun for tests: task i runs in the namespace named by line i of
+# SLURM_HOSTFILE, with SLURM_PROCID=i and the --export'ed variables.
+set -u
+ntasks=1 output=/dev/null exports=ALL
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ntasks=*) ntasks=${1#*=} ;;
+    --output=*) output=${1#*=} ;;
+    --export=*) exports=${1#*=} ;;
+    --*) ;;
+    *) break ;;
+  esac
+  shift
+done
+mapfile -t hosts <"$SLURM_HOSTFILE"
+IFS=, read -r -a kv <<<"$exports"
+envs=()
+for e in "${kv[@]}"; do [ "$e" = ALL ] || envs+=("$e"); done
+pids=()
+for ((i = 0; i < ntasks; i++)); do
+  )" << ip_
+      << R"( netns exec "${hosts[$i]}" env SLURM_PROCID=$i "${envs[@]}" "$@" \
+    >>"${output//%t/$i}" 2>&1 &
+  pids+=($!)
+done
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
+code=0
+for p in "${pids[@]}"; do
+  while :; do
+    wait "$p"
+    rc=$?
+    kill -0 "$p" 2>/dev/null || break
+  done
+  [ "$rc" -eq 0 ] || code=$rc
+done
+exit "$code"
+)";
+  std::filesystem::permissions(fake + "/scontrol",
+                               std::filesystem::perms::owner_all);
+  std::filesystem::permissions(fake + "/srun",
+                               std::filesystem::perms::owner_all);
+  std::filesystem::create_symlink(
+      std::string(PLEXUS_SOURCE_DIR) + "/deploy/bin/plexus-launch",
+      home + "/bin/plexus-launch");
+  std::filesystem::create_symlink(BinDir() + "/plexus", home + "/bin/plexus");
+
+  std::vector<std::string> nodes;
+  for (const Host& h : hosts_) nodes.push_back(h.ns);
+  const std::string job_dir = dir_.Sub("job");
+  SubprocessOptions so;
+  so.argv = {ip_,
+             "netns",
+             "exec",
+             hosts_[0].ns,
+             "/bin/bash",
+             std::string(PLEXUS_SOURCE_DIR) + "/deploy/slurm/plexus.sbatch"};
+  const char* path = std::getenv("PATH");
+  so.env = {{"PATH", fake + ":" + (path ? path : "/usr/bin:/bin")},
+            {"SLURM_JOB_NODELIST", absl::StrJoin(nodes, ",")},
+            {"SLURM_JOB_ID", "1"},
+            {"PLEXUS_PS", "2"},
+            {"PLEXUS_WORKERS", "3"},
+            {"PLEXUS_HOME", home},
+            {"PLEXUS_BIN_DIR", BinDir()},
+            {"PLEXUS_JOB_DIR", job_dir},
+            {"PLEXUS_WAIT_S", "60"},
+            {"PLEXUS_WORKER", BinDir() + "/golden_worker"},
+            {"PLEXUS_DRIVER", BinDir() + "/golden_driver --steps=40"}};
+  so.log_file = dir_.Sub("sbatch.log");
+  auto batch = Subprocess::Start(so);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  batch_ = std::move(*batch);
+  absl::StatusOr<int> code = batch_->Wait(absl::Seconds(150));
+  std::string logs = ReadFile(so.log_file);
+  for (const char* role :
+       {"chief-0", "ps-0", "ps-1", "worker-0", "worker-1", "worker-2"}) {
+    absl::StrAppend(&logs, "---- ", role, "\n",
+                    ReadFile(job_dir + "/" + role + ".log"));
+  }
+  ASSERT_TRUE(code.ok()) << code.status() << "\n" << logs;
+  EXPECT_EQ(*code, 0) << logs;
+  // Exactly one driver ran: the batch script's, not one in the chief too.
+  const std::string done = "golden_driver: 40 steps applied exactly once";
+  size_t at = logs.find(done);
+  EXPECT_NE(at, std::string::npos) << logs;
+  if (at != std::string::npos) {
+    EXPECT_EQ(logs.find(done, at + 1), std::string::npos) << logs;
+  }
+  // Shard 1 and worker 1 ran on the second node, as the spec says.
+  EXPECT_NE(ReadFile(job_dir + "/cluster_spec.json")
+                .find("\"" + hosts_[1].ns + ":2224\""),
+            std::string::npos);
+  // The script stopped every process it started.
+  for (const Host& h : hosts_) {
+    std::string pids;
+    RunCommand({ip_, "netns", "pids", h.ns}, dir_.Sub("pids.log"), &pids);
+    EXPECT_EQ(pids, "") << h.ns << " still runs processes";
+  }
 }
 
 }  // namespace
