@@ -476,6 +476,35 @@ void CoordinatorService::CollectMetrics() {
     if (!p.step_functions.empty()) ++alive;
   }
   M().workers_alive->Set(alive);
+  // Checkpoint series from the newest published manifest, so that periodic
+  // checkpoints, RPC-triggered ones and those of a previous incarnation all
+  // count.
+  if (checkpointer_ == nullptr) return;
+  absl::StatusOr<std::vector<checkpointing::Manifest>> list =
+      checkpointer_->List(0);
+  if (!list.ok()) return;
+  Metrics()
+      ->GetGauge("plexus_coordinator_checkpoints_retained",
+                 "Published global checkpoints kept.")
+      ->Set(static_cast<double>(list->size()));
+  if (list->empty()) return;
+  const checkpointing::Manifest& newest = list->front();
+  Metrics()
+      ->GetGauge("plexus_coordinator_checkpoint_last_success_time_seconds",
+                 "When the newest global checkpoint was published, seconds "
+                 "since the Unix epoch.")
+      ->Set(static_cast<double>(newest.published_unix_ms) / 1e3);
+  Metrics()
+      ->GetGauge("plexus_coordinator_checkpoint_last_duration_seconds",
+                 "From the newest global checkpoint's start to its manifest "
+                 "being published.")
+      ->Set(static_cast<double>(newest.published_unix_ms -
+                                newest.started_unix_ms) /
+            1e3);
+  Metrics()
+      ->GetGauge("plexus_coordinator_checkpoint_last_step",
+                 "Training step the newest global checkpoint holds.")
+      ->Set(static_cast<double>(newest.step_id));
 }
 
 void CoordinatorService::FillHeader(v1::ResponseHeader* h) const {

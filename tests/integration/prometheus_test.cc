@@ -26,7 +26,9 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -329,6 +331,109 @@ TEST_F(PrometheusTest, ScrapesALocalClusterAndSeriesMoveAsTrainingProceeds) {
   ASSERT_TRUE((*ps)->PullDense("golden", absl::MakeSpan(w)).ok());
   std::vector<float> golden = GoldenValues(kSteps, kGoldenElements);
   EXPECT_EQ(0, std::memcmp(w.data(), golden.data(), w.size() * sizeof(float)));
+}
+
+// The checkpoint series, read from the daemons' /metrics (no Prometheus
+// needed): a coordinator that knows its PS shard (--ps_shards) takes a global
+// checkpoint every 10 steps of a golden job. LocalCluster's coordinator is
+// not told its shards, so this test starts the processes itself.
+TEST(CheckpointMetricsTest, PeriodicCheckpointsShowInMetrics) {
+  TempDir dir;
+  const double start_time = absl::ToUnixMillis(absl::Now()) / 1e3;
+  auto start = [&](const std::string& name, std::vector<std::string> argv)
+      -> std::tuple<std::unique_ptr<Subprocess>, std::string, int> {
+    argv.push_back("--data_dir=" + dir.Sub(name + "-data"));
+    argv.push_back("--port_file=" + dir.Sub(name + ".port"));
+    argv.push_back("--admin_port_file=" + dir.Sub(name + ".admin_port"));
+    SubprocessOptions so;
+    so.argv = argv;
+    so.log_file = dir.Sub(name + ".log");
+    auto p = Subprocess::Start(so);
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) return {nullptr, "", 0};
+    absl::StatusOr<int> port =
+        WaitForPortFile(dir.Sub(name + ".port"), absl::Seconds(30), p->get());
+    absl::StatusOr<int> admin = WaitForPortFile(dir.Sub(name + ".admin_port"),
+                                                absl::Seconds(30), p->get());
+    EXPECT_TRUE(port.ok() && admin.ok()) << ReadFile(so.log_file);
+    if (!port.ok() || !admin.ok()) return {nullptr, "", 0};
+    return {std::move(*p), absl::StrCat("127.0.0.1:", *port), *admin};
+  };
+  auto [ps, shard, ps_admin] = start("ps", {BinDir() + "/plexus-ps"});
+  ASSERT_NE(ps, nullptr);
+  auto [coordinator, coordinator_address, coordinator_admin] =
+      start("coordinator",
+            {BinDir() + "/plexus-coordinator", "--heartbeat_interval_ms=100",
+             "--ps_shards=" + shard, "--checkpoint_every_steps=10"});
+  ASSERT_NE(coordinator, nullptr);
+
+  worker::PsClientOptions pco;
+  pco.shards = {shard};
+  auto client = worker::PsClient::Connect(pco);
+  ASSERT_TRUE(client.ok()) << client.status();
+  v1::VariableConfig v;
+  v.set_name("golden");
+  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  v.mutable_spec()->add_shape(kGoldenElements);
+  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
+  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  ASSERT_TRUE((*client)->CreateVariable(v).ok());
+  SubprocessOptions wo;
+  wo.argv = {BinDir() + "/golden_worker",
+             "--coordinator=" + coordinator_address, "--ps=" + shard,
+             "--task_index=0", "--pause_after_pull_ms=20"};
+  wo.log_file = dir.Sub("worker.log");
+  auto worker = Subprocess::Start(wo);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  SubprocessOptions submit;
+  submit.argv = {BinDir() + "/plexus",
+                 "job",
+                 "submit",
+                 "--coordinator=" + coordinator_address,
+                 "--function=golden",
+                 "--steps=40",
+                 "--job=golden-job"};
+  submit.log_file = dir.Sub("submit.log");
+  auto submitted = Subprocess::Start(submit);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  absl::StatusOr<int> code = (*submitted)->Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok() && *code == 0) << ReadFile(submit.log_file);
+
+  // The value of `series` in a daemon's /metrics; NaN when absent.
+  auto metric = [](int port, const std::string& series) {
+    httplib::Client http("127.0.0.1", port);
+    httplib::Result r = http.Get("/metrics");
+    if (!r) return std::nan("");
+    for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
+      double v;
+      if (absl::ConsumePrefix(&line, series + " ") &&
+          absl::SimpleAtod(line, &v)) {
+        return v;
+      }
+    }
+    return std::nan("");
+  };
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return metric(coordinator_admin,
+                      "plexus_coordinator_checkpoint_last_step") >= 10;
+      },
+      absl::Seconds(60)))
+      << ReadFile(dir.Sub("coordinator.log"));
+  EXPECT_GT(metric(coordinator_admin,
+                   "plexus_coordinator_checkpoint_last_success_time_seconds"),
+            start_time);
+  EXPECT_GE(metric(coordinator_admin,
+                   "plexus_coordinator_checkpoint_last_duration_seconds"),
+            0);
+  EXPECT_GE(
+      metric(coordinator_admin, "plexus_coordinator_checkpoints_retained"), 1);
+  EXPECT_GT(metric(ps_admin, "plexus_ps_checkpoint_last_success_time_seconds"),
+            start_time);
+  EXPECT_GE(metric(ps_admin, "plexus_ps_checkpoint_write_seconds_count"), 1);
+  EXPECT_GE(metric(ps_admin, "plexus_ps_checkpoint_cut_pause_seconds_count"),
+            1);
+  EXPECT_GT(metric(ps_admin, "plexus_ps_checkpoint_written_bytes_total"), 0);
 }
 
 }  // namespace
