@@ -40,6 +40,7 @@
 #include "common/process.h"
 #include "common/status.h"
 #include "examples/mlp/digits.h"
+#include "examples/mlp/gpu_replica.h"
 #include "examples/mlp/runtime_store.h"
 #include "examples/mlp/train.h"
 #include "gflags/gflags.h"
@@ -92,6 +93,10 @@ DEFINE_string(progress, "auto",
               "how waiting ranks progress: busy, blocking, or auto (blocking "
               "when ranks outnumber cores)");
 DEFINE_string(algorithm, "auto", "all-reduce algorithm: auto, ring, tree, rd");
+DEFINE_string(device, "cpu",
+              "cpu, or gpu: compute on the GPU (rank r on device r mod the "
+              "device count) and all-reduce with NCCL; needs a CUDA build "
+              "and, for more than one worker, one GPU per worker");
 DEFINE_int32(timeout_s, 60,
              "deadline of connecting and of each collective operation");
 
@@ -128,12 +133,26 @@ TrainOptions OptionsFromFlags() {
   return o;
 }
 
+absl::Status CheckDevice() {
+  if (FLAGS_device != "cpu" && FLAGS_device != "gpu") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device=", FLAGS_device, ": want cpu or gpu"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunBaseline() {
+  PLEXUS_RETURN_IF_ERROR(CheckDevice());
   PLEXUS_ASSIGN_OR_RETURN(DigitsSplit data, LoadData());
   TrainOptions o = OptionsFromFlags();
-  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, TrainOnCpu(data, o, nullptr, stdout));
-  (void)r;
-  return absl::OkStatus();
+  if (FLAGS_device == "gpu") {
+    o.label = "baseline on the GPU (1 process, no communication)";
+    PLEXUS_ASSIGN_OR_RETURN(
+        auto replica, NewGpuReplica(data, o, /*store=*/nullptr, 0, 1,
+                                    absl::Seconds(FLAGS_timeout_s)));
+    return Train(data, o, replica.get(), stdout).status();
+  }
+  return TrainOnCpu(data, o, nullptr, stdout).status();
 }
 
 absl::StatusOr<collectives::CommunicatorOptions> CommOptionsFromFlags() {
@@ -170,6 +189,16 @@ absl::StatusOr<collectives::CommunicatorOptions> CommOptionsFromFlags() {
 absl::Status TrainRank(const DigitsSplit& data, collectives::Store* store,
                        int rank, collectives::CommunicatorOptions copts,
                        absl::string_view how) {
+  if (FLAGS_device == "gpu") {
+    TrainOptions o = OptionsFromFlags();
+    o.label = absl::StrCat(FLAGS_world, " GPU worker",
+                           FLAGS_world == 1 ? "" : "s", " (", how,
+                           "), NCCL all-reduce (sum) of the gradients");
+    PLEXUS_ASSIGN_OR_RETURN(
+        auto replica, NewGpuReplica(data, o, store, rank, FLAGS_world,
+                                    absl::Seconds(FLAGS_timeout_s)));
+    return Train(data, o, replica.get(), stdout).status();
+  }
   copts.name = absl::StrCat("mlp", rank);
   PLEXUS_ASSIGN_OR_RETURN(
       auto comm,
@@ -182,10 +211,8 @@ absl::Status TrainRank(const DigitsSplit& data, collectives::Store* store,
       copts.progress == collectives::ProgressMode::kBusyPoll ? "busy-poll"
                                                              : "blocking",
       " progress", FLAGS_deterministic ? ", deterministic" : "");
-  PLEXUS_ASSIGN_OR_RETURN(TrainResult r, TrainOnCpu(data, o, comm.get(), stdout),
-                          absl::StrCat("rank ", rank));
-  (void)r;
-  return absl::OkStatus();
+  return Annotate(TrainOnCpu(data, o, comm.get(), stdout).status(),
+                  absl::StrCat("rank ", rank));
 }
 
 // One rank of a Plexus cluster: registers with the coordinator (the runtime's
@@ -245,6 +272,7 @@ absl::Status RunWorker() {
     return absl::InvalidArgumentError(
         absl::StrCat("worker mode needs --world > 0 (got ", FLAGS_world, ")"));
   }
+  PLEXUS_RETURN_IF_ERROR(CheckDevice());
   PLEXUS_ASSIGN_OR_RETURN(collectives::CommunicatorOptions copts,
                           CommOptionsFromFlags());
   if (!FLAGS_coordinator.empty()) {

@@ -127,10 +127,12 @@ double Mlp::Accuracy(const Dataset& data) const {
   return static_cast<double>(correct) / data.size();
 }
 
-uint64_t Mlp::ParamHash() const {
+uint64_t Mlp::ParamHash() const { return HashFloats(params_); }
+
+uint64_t HashFloats(absl::Span<const float> values) {
   uint64_t h = 0xcbf29ce484222325ULL;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(params_.data());
-  for (size_t i = 0; i < params_.size() * sizeof(float); ++i) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
+  for (size_t i = 0; i < values.size() * sizeof(float); ++i) {
     h ^= bytes[i];
     h *= 0x100000001b3ULL;
   }

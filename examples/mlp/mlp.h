@@ -55,6 +55,10 @@ class Mlp {
   size_t w1_, b1_, w2_, b2_;
 };
 
+// FNV-1a of the floats' bytes (Mlp::ParamHash; the GPU replica hashes its
+// parameters with it too).
+uint64_t HashFloats(absl::Span<const float> values);
+
 // SGD with momentum (heavy ball): v = momentum * v + grad + wd * w;
 // w -= lr * v. Element-wise, so every replica given the same gradient makes
 // the same update.

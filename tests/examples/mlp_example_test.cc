@@ -228,6 +228,26 @@ TEST_F(MlpExampleTest, WorkersMeetThroughTheCoordinator) {
               JsonNumber(baseline_->summary, "test_accuracy"), 0.01);
 }
 
+// --device=gpu: CUDA kernels (and NCCL between ranks). Skips, saying why,
+// where the build has no CUDA or the machine no usable GPU.
+TEST_F(MlpExampleTest, GpuBaselineReachesTheCpuBaselinesAccuracy) {
+  ExampleRun run = RunExample(Args({"--mode=baseline", "--device=gpu"}));
+  if (run.exit_code != 0 &&
+      (absl::StrContains(run.output, "no usable GPU") ||
+       absl::StrContains(run.output, "built without CUDA"))) {
+    GTEST_SKIP() << run.output;
+  }
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NEAR(JsonNumber(run.summary, "test_accuracy"),
+              JsonNumber(baseline_->summary, "test_accuracy"), 0.01)
+      << run.output;
+  // The kernels sum in a fixed order: a second run gives the same bits.
+  ExampleRun again = RunExample(Args({"--mode=baseline", "--device=gpu"}));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(JsonField(run.summary, "param_hash"),
+            JsonField(again.summary, "param_hash"));
+}
+
 TEST(MlpExampleDataTest, MissingDataFileIsAClearError) {
   for (const std::string mode : {"--mode=baseline", "--mode=local"}) {
     ExampleRun run = RunExample({mode, "--data=/nonexistent/digits.csv.gz"});

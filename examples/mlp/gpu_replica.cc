@@ -1,0 +1,325 @@
+#include "examples/mlp/gpu_replica.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "collectives/rendezvous/store.h"
+#include "common/status.h"
+#include "examples/mlp/gpu_kernels.h"
+#include "examples/mlp/mlp.h"
+#include "plexus/config.h"
+#if PLEXUS_HAVE_NCCL
+#include <nccl.h>
+#endif
+
+namespace plexus::examples {
+namespace {
+
+// The one translation of CUDA's and NCCL's errors.
+absl::Status Cuda(cudaError_t e, absl::string_view what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat(what, ": CUDA error ", cudaGetErrorString(e)));
+}
+
+#if PLEXUS_HAVE_NCCL
+absl::Status Nccl(ncclResult_t r, absl::string_view what) {
+  if (r == ncclSuccess) return absl::OkStatus();
+  const absl::StatusCode code = r == ncclRemoteError || r == ncclSystemError
+                                    ? absl::StatusCode::kUnavailable
+                                    : absl::StatusCode::kInternal;
+  return absl::Status(code,
+                      absl::StrCat(what, ": NCCL error ", ncclGetErrorString(r)));
+}
+#endif
+
+// A device allocation freed with its owner.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  absl::Status Allocate(size_t n) {
+    size_ = n;
+    return Cuda(cudaMalloc(reinterpret_cast<void**>(&ptr_),
+                           std::max<size_t>(n, 1) * sizeof(T)),
+                "cudaMalloc");
+  }
+  absl::Status Upload(const T* host, size_t n, cudaStream_t s) {
+    return Cuda(cudaMemcpyAsync(ptr_, host, n * sizeof(T),
+                                cudaMemcpyHostToDevice, s),
+                "copy to the GPU");
+  }
+  T* get() const { return ptr_; }
+  size_t size() const { return size_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+class GpuReplica : public Replica {
+ public:
+  GpuReplica(const DigitsSplit& data, const TrainOptions& o, int rank,
+             int world)
+      : data_(data), o_(o), rank_(rank), world_(world), model_(o.hidden) {}
+
+  ~GpuReplica() override {
+#if PLEXUS_HAVE_NCCL
+    if (comm_ != nullptr) ncclCommDestroy(comm_);
+#endif
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  absl::Status Init(collectives::Store* store, absl::Duration timeout) {
+    int devices = 0;
+    if (cudaError_t e = cudaGetDeviceCount(&devices); e != cudaSuccess) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no usable GPU: ", cudaGetErrorString(e)));
+    }
+    if (devices == 0) {
+      return absl::FailedPreconditionError("no usable GPU: 0 devices");
+    }
+    PLEXUS_RETURN_IF_ERROR(Cuda(cudaSetDevice(rank_ % devices), "cudaSetDevice"));
+    PLEXUS_RETURN_IF_ERROR(Cuda(cudaStreamCreate(&stream_), "cudaStreamCreate"));
+
+    const size_t n = model_.num_params();
+    const size_t rows = std::max(data_.train.size(), data_.test.size());
+    const size_t hidden = o_.hidden;
+    PLEXUS_RETURN_IF_ERROR(params_.Allocate(n));
+    PLEXUS_RETURN_IF_ERROR(velocity_.Allocate(n));
+    PLEXUS_RETURN_IF_ERROR(grad_.Allocate(n + 1));  // + the loss slot
+    PLEXUS_RETURN_IF_ERROR(train_x_.Allocate(data_.train.features.size()));
+    PLEXUS_RETURN_IF_ERROR(train_y_.Allocate(data_.train.size()));
+    PLEXUS_RETURN_IF_ERROR(test_x_.Allocate(data_.test.features.size()));
+    PLEXUS_RETURN_IF_ERROR(index_.Allocate(data_.train.size()));
+    PLEXUS_RETURN_IF_ERROR(pred_.Allocate(data_.test.size()));
+    PLEXUS_RETURN_IF_ERROR(h_.Allocate(rows * hidden));
+    PLEXUS_RETURN_IF_ERROR(dh_.Allocate(rows * hidden));
+    PLEXUS_RETURN_IF_ERROR(logits_.Allocate(rows * kDigitsClasses));
+    PLEXUS_RETURN_IF_ERROR(dlogits_.Allocate(rows * kDigitsClasses));
+    PLEXUS_RETURN_IF_ERROR(loss_.Allocate(rows));
+    PLEXUS_RETURN_IF_ERROR(Cuda(
+        cudaMemsetAsync(velocity_.get(), 0, n * sizeof(float), stream_),
+        "clearing the momentum"));
+    PLEXUS_RETURN_IF_ERROR(train_x_.Upload(data_.train.features.data(),
+                                           data_.train.features.size(),
+                                           stream_));
+    PLEXUS_RETURN_IF_ERROR(
+        train_y_.Upload(data_.train.labels.data(), data_.train.size(), stream_));
+    PLEXUS_RETURN_IF_ERROR(test_x_.Upload(data_.test.features.data(),
+                                          data_.test.features.size(), stream_));
+    model_.Init(o_.seed);
+    PLEXUS_RETURN_IF_ERROR(params_.Upload(model_.params().data(), n, stream_));
+    PLEXUS_RETURN_IF_ERROR(Sync("uploading the data"));
+
+    if (world_ == 1) return absl::OkStatus();
+#if PLEXUS_HAVE_NCCL
+    if (store == nullptr) {
+      return absl::InvalidArgumentError("world > 1 needs a rendezvous store");
+    }
+    ncclUniqueId id;
+    if (rank_ == 0) {
+      PLEXUS_RETURN_IF_ERROR(Nccl(ncclGetUniqueId(&id), "ncclGetUniqueId"));
+      PLEXUS_RETURN_IF_ERROR(
+          store->Set("nccl_id", std::string(id.internal, sizeof(id.internal))));
+    } else {
+      PLEXUS_ASSIGN_OR_RETURN(std::string v,
+                              store->Get("nccl_id", absl::Now() + timeout),
+                              "waiting for rank 0's NCCL id");
+      if (v.size() != sizeof(id.internal)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the NCCL id in the store has ", v.size(), " bytes, want ",
+            sizeof(id.internal)));
+      }
+      std::memcpy(id.internal, v.data(), v.size());
+    }
+    PLEXUS_RETURN_IF_ERROR(Nccl(ncclCommInitRank(&comm_, world_, id, rank_),
+                                "ncclCommInitRank"));
+    return absl::OkStatus();
+#else
+    return absl::FailedPreconditionError(
+        "more than one GPU rank needs NCCL, which this build did not find");
+#endif
+  }
+
+  int rank() const override { return rank_; }
+  int world() const override { return world_; }
+  size_t num_params() const override { return model_.num_params(); }
+  std::string algorithm() const override {
+    return world_ > 1 ? "nccl" : "none";
+  }
+
+  absl::Status SyncInitialParams() override {
+#if PLEXUS_HAVE_NCCL
+    if (comm_ != nullptr) {
+      PLEXUS_RETURN_IF_ERROR(Nccl(
+          ncclBroadcast(params_.get(), params_.get(), model_.num_params(),
+                        ncclFloat, /*root=*/0, comm_, stream_),
+          "broadcasting the initial parameters"));
+    }
+#endif
+    return Sync("broadcasting the initial parameters");
+  }
+
+  absl::StatusOr<double> ComputeGradient(absl::Span<const int> index,
+                                         float scale) override {
+    const size_t n = model_.num_params();
+    if (index.empty()) {  // a rank with no share of a short last batch
+      PLEXUS_RETURN_IF_ERROR(Cuda(
+          cudaMemsetAsync(grad_.get(), 0, (n + 1) * sizeof(float), stream_),
+          "clearing the gradient"));
+      PLEXUS_RETURN_IF_ERROR(Sync("clearing the gradient"));
+      return 0.0;
+    }
+    PLEXUS_RETURN_IF_ERROR(index_.Upload(index.data(), index.size(), stream_));
+    PLEXUS_RETURN_IF_ERROR(Cuda(
+        gpu::LaunchGradient(params_.get(), o_.hidden, train_x_.get(),
+                            train_y_.get(), index_.get(),
+                            static_cast<int>(index.size()), scale, scratch(),
+                            grad_.get(), grad_.get() + n, stream_),
+        "gradient kernels"));
+    float loss = 0;
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(&loss, grad_.get() + n, sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_),
+             "reading the loss"));
+    PLEXUS_RETURN_IF_ERROR(Sync("computing the gradient"));
+    return loss;
+  }
+
+  absl::StatusOr<double> AllReduceGradient(double loss) override {
+    const size_t n = model_.num_params();
+    float slot = static_cast<float>(loss);
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(grad_.get() + n, &slot, sizeof(float),
+                             cudaMemcpyHostToDevice, stream_),
+             "writing the loss"));
+#if PLEXUS_HAVE_NCCL
+    if (comm_ != nullptr) {
+      PLEXUS_RETURN_IF_ERROR(
+          Nccl(ncclAllReduce(grad_.get(), grad_.get(), n + 1, ncclFloat,
+                             ncclSum, comm_, stream_),
+               "all-reduce of the gradient"));
+    }
+#endif
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(&slot, grad_.get() + n, sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_),
+             "reading the summed loss"));
+    PLEXUS_RETURN_IF_ERROR(Sync("all-reduce of the gradient"));
+    return slot;
+  }
+
+  absl::Status ApplyUpdate() override {
+    PLEXUS_RETURN_IF_ERROR(Cuda(
+        gpu::LaunchMomentumSgd(params_.get(), velocity_.get(), grad_.get(),
+                               model_.num_params(), o_.lr, o_.momentum,
+                               o_.weight_decay, stream_),
+        "update kernel"));
+    return Sync("applying the update");
+  }
+
+  absl::StatusOr<double> TestAccuracy() override {
+    const size_t n = data_.test.size();
+    if (n == 0) return 0.0;
+    PLEXUS_RETURN_IF_ERROR(Cuda(
+        gpu::LaunchPredict(params_.get(), o_.hidden, test_x_.get(),
+                           static_cast<int>(n), scratch(), pred_.get(),
+                           stream_),
+        "prediction kernels"));
+    std::vector<int> pred(n);
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(pred.data(), pred_.get(), n * sizeof(int),
+                             cudaMemcpyDeviceToHost, stream_),
+             "reading the predictions"));
+    PLEXUS_RETURN_IF_ERROR(Sync("evaluating"));
+    size_t correct = 0;
+    for (size_t e = 0; e < n; ++e) correct += pred[e] == data_.test.labels[e];
+    return static_cast<double>(correct) / n;
+  }
+
+  absl::StatusOr<uint64_t> ParamHash() override {
+    PLEXUS_RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(model_.params().data(), params_.get(),
+                        model_.num_params() * sizeof(float),
+                        cudaMemcpyDeviceToHost, stream_),
+        "reading the parameters"));
+    PLEXUS_RETURN_IF_ERROR(Sync("reading the parameters"));
+    return HashFloats(model_.params());
+  }
+
+  absl::Status CheckAgreement(uint64_t hash) override {
+#if PLEXUS_HAVE_NCCL
+    if (comm_ == nullptr) return absl::OkStatus();
+    DeviceBuffer<uint64_t> all;
+    PLEXUS_RETURN_IF_ERROR(all.Allocate(world_ + 1));
+    PLEXUS_RETURN_IF_ERROR(all.Upload(&hash, 1, stream_));
+    PLEXUS_RETURN_IF_ERROR(Nccl(ncclAllGather(all.get(), all.get() + 1, 1,
+                                              ncclUint64, comm_, stream_),
+                                "gathering the parameter hashes"));
+    std::vector<uint64_t> hashes(world_);
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(hashes.data(), all.get() + 1,
+                             world_ * sizeof(uint64_t), cudaMemcpyDeviceToHost,
+                             stream_),
+             "reading the hashes"));
+    PLEXUS_RETURN_IF_ERROR(Sync("gathering the parameter hashes"));
+    for (int i = 0; i < world_; ++i) {
+      if (hashes[i] != hash) {
+        return absl::InternalError(absl::StrFormat(
+            "replicas diverged: rank %d's parameters hash to %016x, rank "
+            "%d's to %016x",
+            i, hashes[i], rank_, hash));
+      }
+    }
+#endif
+    return absl::OkStatus();
+  }
+
+ private:
+  gpu::Scratch scratch() const {
+    return {h_.get(), dh_.get(), logits_.get(), dlogits_.get(), loss_.get()};
+  }
+  absl::Status Sync(absl::string_view what) {
+    return Cuda(cudaStreamSynchronize(stream_), what);
+  }
+
+  const DigitsSplit& data_;
+  const TrainOptions o_;
+  const int rank_, world_;
+  Mlp model_;  // host copy: initial values, hashing
+  cudaStream_t stream_ = nullptr;
+#if PLEXUS_HAVE_NCCL
+  ncclComm_t comm_ = nullptr;
+#endif
+  DeviceBuffer<float> params_, velocity_, grad_, train_x_, test_x_;
+  DeviceBuffer<float> h_, dh_, logits_, dlogits_, loss_;
+  DeviceBuffer<int> train_y_, index_, pred_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Replica>> NewGpuReplica(
+    const DigitsSplit& data, const TrainOptions& options,
+    collectives::Store* store, int rank, int world, absl::Duration timeout) {
+  PLEXUS_RETURN_IF_ERROR(ValidateTrainOptions(options));
+  auto replica = std::make_unique<GpuReplica>(data, options, rank, world);
+  PLEXUS_RETURN_IF_ERROR(replica->Init(store, timeout),
+                         absl::StrCat("GPU replica of rank ", rank));
+  return replica;
+}
+
+}  // namespace plexus::examples
