@@ -545,6 +545,83 @@ leaf server; leaf client
   EXPECT_EQ(0, std::memcmp(w.data(), golden.data(), w.size() * sizeof(float)));
 }
 
+// The coordinator's own calls to the PS shards (global checkpoints) carry its
+// token (--token_file): with an admin token a checkpoint is published; with
+// a worker token the shard refuses it, naming the role. The RPC itself needs
+// an admin caller.
+TEST(AuthCheckpointTest, CoordinatorCallsTheShardsWithItsToken) {
+  TempDir dir;
+  WriteFile(dir.Sub("tokens"), absl::StrCat("admin ", kAdminToken, "\nworker ",
+                                            kWorkerToken, "\n"));
+  WriteFile(dir.Sub("admin.token"), kAdminToken);
+  WriteFile(dir.Sub("worker.token"), kWorkerToken);
+  auto start = [&](const std::string& name, std::vector<std::string> argv)
+      -> std::pair<std::unique_ptr<Subprocess>, std::string> {
+    argv.push_back("--data_dir=" + dir.Sub(name + "-data"));
+    argv.push_back("--port_file=" + dir.Sub(name + ".port"));
+    argv.push_back("--admin_port=-1");
+    argv.push_back("--auth_token_file=" + dir.Sub("tokens"));
+    SubprocessOptions so;
+    so.argv = argv;
+    so.log_file = dir.Sub(name + ".log");
+    auto p = Subprocess::Start(so);
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) return {nullptr, ""};
+    absl::StatusOr<int> port =
+        WaitForPortFile(dir.Sub(name + ".port"), absl::Seconds(30), p->get());
+    EXPECT_TRUE(port.ok()) << port.status() << ReadFile(so.log_file);
+    if (!port.ok()) return {nullptr, ""};
+    return {std::move(*p), absl::StrCat("127.0.0.1:", *port)};
+  };
+  auto [ps, shard] = start("ps", {BinDir() + "/plexus-ps"});
+  ASSERT_NE(ps, nullptr);
+  auto [good, good_address] = start(
+      "coordinator", {BinDir() + "/plexus-coordinator", "--ps_shards=" + shard,
+                      "--token_file=" + dir.Sub("admin.token")});
+  ASSERT_NE(good, nullptr);
+  auto [weak, weak_address] =
+      start("weak", {BinDir() + "/plexus-coordinator", "--ps_shards=" + shard,
+                     "--token_file=" + dir.Sub("worker.token")});
+  ASSERT_NE(weak, nullptr);
+
+  auto trigger = [](const std::string& address, const std::string& token) {
+    auto stub = v1::Coordinator::NewStub(
+        grpc::experimental::CreateCustomChannelWithInterceptors(
+            address, grpc::InsecureChannelCredentials(),
+            grpc::ChannelArguments(), TokenInterceptors(token)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    v1::TriggerCheckpointRequest req;
+    v1::TriggerCheckpointResponse resp;
+    return FromGrpcStatus(stub->TriggerCheckpoint(&ctx, req, &resp));
+  };
+  auto published = [](const std::string& address) -> int {
+    auto stub = v1::Coordinator::NewStub(
+        grpc::experimental::CreateCustomChannelWithInterceptors(
+            address, grpc::InsecureChannelCredentials(),
+            grpc::ChannelArguments(), TokenInterceptors(kWorkerToken)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::ListCheckpointsRequest req;
+    v1::ListCheckpointsResponse resp;
+    grpc::Status st = stub->ListCheckpoints(&ctx, req, &resp);
+    return st.ok() ? resp.manifests_size() : -1;
+  };
+
+  absl::Status denied = trigger(good_address, kWorkerToken);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
+  EXPECT_EQ(published(good_address), 0);
+  absl::Status ok = trigger(good_address, kAdminToken);
+  EXPECT_TRUE(ok.ok()) << ok << ReadFile(dir.Sub("coordinator.log"));
+  EXPECT_EQ(published(good_address), 1);
+
+  absl::Status refused = trigger(weak_address, kAdminToken);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.message(), "needs the admin role"))
+      << refused;
+  EXPECT_EQ(published(weak_address), 0);
+}
+
 // A daemon given a bad token file does not start, and says why.
 TEST(AuthDaemonTest, BadTokenFileStopsTheDaemonWithAClearMessage) {
   TempDir dir;
