@@ -949,6 +949,17 @@ grpc::Status CoordinatorService::GetJobStatus(
   if (!r.ok()) return ToGrpc(r.status());
   FillHeader(resp->mutable_header());
   ToProto(*r, resp->mutable_status());
+  if (checkpointer_ != nullptr) {
+    auto list = checkpointer_->List(0);
+    if (list.ok()) {
+      for (const checkpointing::Manifest& m : *list) {  // newest first
+        if (m.job_id != r->job_id) continue;
+        resp->mutable_status()->set_last_checkpoint_id(m.checkpoint_id);
+        resp->mutable_status()->set_last_checkpoint_step_id(m.step_id);
+        break;
+      }
+    }
+  }
   return grpc::Status::OK;
 }
 

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -307,6 +308,15 @@ TEST_F(CheckpointClusterTest, CreateListInspectRestoreAndRerunOnce) {
   ASSERT_TRUE(done.ok()) << done.status();
   ASSERT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
   ExpectGolden(40);
+  {
+    v1::GetJobStatusRequest req;
+    req.set_job_id(kJob);
+    v1::GetJobStatusResponse resp;
+    ASSERT_TRUE(
+        Call([&](auto* c) { return stub_->GetJobStatus(c, req, &resp); }).ok());
+    EXPECT_EQ(resp.status().last_checkpoint_id(), c1->checkpoint_id());
+    EXPECT_EQ(resp.status().last_checkpoint_step_id(), c1->step_id());
+  }
   // A second checkpoint at the end (incremental against the first).
   auto c2 = Trigger();
   ASSERT_TRUE(c2.ok()) << c2.status();
@@ -349,6 +359,50 @@ TEST_F(CheckpointClusterTest, CreateListInspectRestoreAndRerunOnce) {
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
   ExpectGolden(40);
+}
+
+// Periodic checkpoints by time and retention of the newest N on the
+// coordinator and on every shard.
+TEST_F(CheckpointClusterTest, PeriodicByTimeKeepsTheNewestTwo) {
+  coordinator_extra_ = {"--checkpoint_every_s=1", "--checkpoint_keep=2"};
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  std::vector<Proc> workers;
+  workers.push_back(StartWorker(0, {"--pause_after_pull_ms=10"}));
+  constexpr uint64_t kSteps = 100000;  // longer than the test: cancelled
+  ASSERT_TRUE(Submit(kSteps).ok());
+  // Three periodic checkpoints (ids are strictly increasing).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto l = List();
+        return !l.empty() && l.front().checkpoint_id() >= 3;
+      },
+      absl::Seconds(60)));
+  // Stop the job, so no new periodic checkpoint starts.
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(kJob);
+  v1::CancelJobResponse cr;
+  EXPECT_TRUE(
+      Call([&](auto* c) { return stub_->CancelJob(c, cancel, &cr); }).ok());
+  // One more checkpoint: it runs after any periodic one in flight, and
+  // retention has run when it returns.
+  auto last = Trigger();
+  ASSERT_TRUE(last.ok()) << last.status();
+  auto list = List();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_GT(list[0].step_id(), list[1].step_id());
+  // Retention ran on the shards too: only the kept directories remain.
+  for (const Proc& s : shards_) {
+    std::set<std::string> kept;
+    for (const auto& m : list) {
+      kept.insert(m.shards(static_cast<int>(&s - &shards_[0])).directory());
+    }
+    for (const auto& e :
+         fs::directory_iterator(s.dir + "/data/checkpoints")) {
+      const std::string name = e.path().filename().string();
+      if (name == ".staging") continue;
+      EXPECT_TRUE(kept.contains(name)) << s.dir << ": " << name;
+    }
+  }
 }
 
 // F7: a shard dies mid-training and comes back at its address; every shard
