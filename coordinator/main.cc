@@ -28,6 +28,11 @@ DEFINE_int64(suspect_timeout_ms, 5000,
 DEFINE_int64(dead_timeout_ms, 15000,
              "Silence after which a process is declared dead and its work "
              "re-queued, ms.");
+DEFINE_int64(disconnect_timeout_ms, 3000,
+             "A worker whose heartbeat stream closed without saying goodbye "
+             "(its process died) is declared dead if it does not reconnect "
+             "within this, ms, instead of after --dead_timeout_ms; 0: off. "
+             "Must exceed --heartbeat_interval_ms.");
 DEFINE_int32(max_restarts_per_worker, -1,
              "Restarts allowed per worker before its job fails; -1: "
              "unlimited (a job may set its own).");
@@ -102,6 +107,7 @@ int main(int argc, char** argv) {
   so.heartbeat_interval = absl::Milliseconds(FLAGS_heartbeat_interval_ms);
   so.suspect_timeout = absl::Milliseconds(FLAGS_suspect_timeout_ms);
   so.dead_timeout = absl::Milliseconds(FLAGS_dead_timeout_ms);
+  so.disconnect_timeout = absl::Milliseconds(FLAGS_disconnect_timeout_ms);
   so.max_restarts_per_worker = FLAGS_max_restarts_per_worker;
   so.no_worker_timeout = absl::Milliseconds(FLAGS_no_worker_timeout_ms);
   so.ps_shards = absl::StrSplit(FLAGS_ps_shards, ',', absl::SkipEmpty());

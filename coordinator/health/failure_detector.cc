@@ -97,6 +97,7 @@ absl::Status FailureDetector::Heartbeat(uint64_t worker_id,
                      " is ", LivenessName(p.liveness), "; register again"));
   }
   p.last_heartbeat = now;
+  p.disconnected_at = absl::InfinitePast();
   ++p.heartbeats;
   if (info.last_finished_step_id > p.progress.last_finished_step_id ||
       info.closures_finished > p.progress.closures_finished) {
@@ -140,11 +141,30 @@ void FailureDetector::Forget(uint64_t worker_id) {
   processes_.erase(worker_id);
 }
 
+void FailureDetector::Disconnected(uint64_t worker_id, uint64_t incarnation) {
+  if (options_.disconnect_timeout <= absl::ZeroDuration()) return;
+  absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = processes_.find(worker_id);
+  if (it == processes_.end() || it->second.incarnation != incarnation ||
+      IsFinal(it->second.liveness)) {
+    return;
+  }
+  it->second.disconnected_at = now;
+}
+
 std::vector<HealthEvent> FailureDetector::Poll() {
   absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   for (auto& [id, p] : processes_) {
     if (IsFinal(p.liveness)) continue;
+    if (p.disconnected_at != absl::InfinitePast() &&
+        now - p.disconnected_at >= options_.disconnect_timeout) {
+      Emit(p, Liveness::kDead, p.disconnected_at + options_.disconnect_timeout,
+           absl::StrCat("heartbeat stream closed and not reopened for ",
+                        absl::FormatDuration(options_.disconnect_timeout)));
+      continue;
+    }
     absl::Duration silence = now - p.last_heartbeat;
     if (p.liveness == Liveness::kAlive && silence >= options_.suspect_timeout &&
         silence < options_.dead_timeout) {
@@ -172,6 +192,9 @@ absl::Time FailureDetector::NextDeadline() const {
       next = std::min(next, p.last_heartbeat + options_.suspect_timeout);
     } else if (p.liveness == Liveness::kSuspected) {
       next = std::min(next, p.last_heartbeat + options_.dead_timeout);
+    }
+    if (!IsFinal(p.liveness) && p.disconnected_at != absl::InfinitePast()) {
+      next = std::min(next, p.disconnected_at + options_.disconnect_timeout);
     }
   }
   return next;

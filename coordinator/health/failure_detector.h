@@ -11,7 +11,17 @@
 //     the process must register again, and Track() its new incarnation);
 //   * a heartbeat while SUSPECTED       -> ALIVE again;
 //   * Leave() (its last heartbeat said LEFT) -> LEFT, final;
-//   * MarkDead() (an RPC to it failed for good) -> DEAD at once.
+//   * MarkDead() (an RPC to it failed for good) -> DEAD at once;
+//   * Disconnected() (its heartbeat stream closed without LEFT) and no
+//     heartbeat for disconnect_timeout after that -> DEAD. A killed process
+//     closes its connection at once, so this finds it in about
+//     disconnect_timeout instead of dead_timeout; a live one whose
+//     connection broke reconnects and heartbeats again within a heartbeat
+//     interval, which cancels it. A hung process (SIGSTOP) keeps its
+//     connection and is found by the timeouts.
+// (Declaring a live process dead is safe for correctness: its pushes are
+// fenced by incarnation and its closures' re-runs de-duplicated by the PS;
+// it costs a re-run.)
 // Heartbeats from an older incarnation, or for a DEAD/LEFT one, are refused
 // with FAILED_PRECONDITION (the zombie must register again).
 //
@@ -43,6 +53,9 @@ struct FailureDetectorOptions {
   absl::Duration suspect_timeout = absl::Seconds(5);
   // Silence after which a process is DEAD. >= suspect_timeout.
   absl::Duration dead_timeout = absl::Seconds(15);
+  // After Disconnected(), silence after which a process is DEAD; should
+  // exceed the heartbeat interval. Zero: Disconnected() is ignored.
+  absl::Duration disconnect_timeout = absl::Seconds(3);
 };
 
 enum class Liveness { kAlive = 0, kSuspected = 1, kDead = 2, kLeft = 3 };
@@ -83,6 +96,9 @@ struct ProcessHealth {
   absl::Time last_progress;
   HeartbeatInfo progress;
   uint64_t heartbeats = 0;
+  // When its heartbeat stream closed without LEFT and no heartbeat came
+  // since; InfinitePast: connected.
+  absl::Time disconnected_at = absl::InfinitePast();
 };
 
 class FailureDetector {
@@ -109,6 +125,10 @@ class FailureDetector {
   // The process said goodbye: LEFT. Ignored for a stale incarnation.
   void Leave(uint64_t worker_id, uint64_t incarnation);
 
+  // Its heartbeat stream closed without a LEFT: DEAD after
+  // disconnect_timeout unless a heartbeat comes first. Ignored for a stale
+  // or final incarnation.
+  void Disconnected(uint64_t worker_id, uint64_t incarnation);
   // Declares it DEAD now (e.g. its RPCs fail for good). Ignored for a stale
   // or already final incarnation.
   void MarkDead(uint64_t worker_id, uint64_t incarnation,

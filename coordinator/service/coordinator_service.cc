@@ -228,6 +228,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
         absl::FormatDuration(options.suspect_timeout), ", ",
         absl::FormatDuration(options.dead_timeout)));
   }
+  if (options.disconnect_timeout < absl::ZeroDuration() ||
+      (options.disconnect_timeout > absl::ZeroDuration() &&
+       options.disconnect_timeout <= options.heartbeat_interval)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the disconnect timeout must be 0 (off) or exceed the heartbeat "
+        "interval (",
+        absl::FormatDuration(options.heartbeat_interval), "); got ",
+        absl::FormatDuration(options.disconnect_timeout)));
+  }
   std::unique_ptr<state::StateStore> store;
   uint64_t epoch = 1;
   std::optional<membership::MembershipSnapshot> msnap;
@@ -320,7 +329,8 @@ CoordinatorService::CoordinatorService(CoordinatorServiceOptions options,
       store_(std::move(store)),
       clock_(Clock::Real()),
       health_({.suspect_timeout = options_.suspect_timeout,
-               .dead_timeout = options_.dead_timeout},
+               .dead_timeout = options_.dead_timeout,
+               .disconnect_timeout = options_.disconnect_timeout},
               clock_),
       rendezvous_({}, clock_) {
   (void)M();
@@ -591,9 +601,13 @@ grpc::Status CoordinatorService::Heartbeat(
         stream) {
   PLEXUS_AUTHORIZE(ctx);
   v1::HeartbeatRequest req;
+  // Who this stream carries heartbeats for (0: nobody yet, or it left).
+  uint64_t worker_id = 0, incarnation = 0;
   while (stream->Read(&req)) {
     const v1::RequestHeader& h = req.header();
     if (absl::Status st = CheckCaller(h); !st.ok()) return ToGrpc(st);
+    worker_id = req.state() == v1::PROCESS_STATE_LEFT ? 0 : h.worker_id();
+    incarnation = h.worker_incarnation();
     if (req.state() == v1::PROCESS_STATE_DRAINING) {
       // Preempted: no new work for it (it may still report what it runs).
       (void)scheduler_->DrainWorker(h.worker_id(), h.worker_incarnation());
@@ -626,6 +640,14 @@ grpc::Status CoordinatorService::Heartbeat(
     FillHeader(resp.mutable_header());
     resp.set_ack_seq(req.seq());
     if (!stream->Write(resp)) break;
+  }
+  if (worker_id != 0 && !stopping_.load()) {
+    // Closed without LEFT: the process died (its kernel closed the
+    // connection) or its connection broke (it reconnects and heartbeats
+    // again, which cancels this).
+    health_.Disconnected(worker_id, incarnation);
+    absl::MutexLock lock(&mu_);
+    cv_.SignalAll();  // the health loop's next deadline moved
   }
   return stopping_.load() ? ToGrpc(Unavailable()) : grpc::Status::OK;
 }

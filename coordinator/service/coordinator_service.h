@@ -81,6 +81,10 @@ struct CoordinatorServiceOptions {
   // Failure detector timeouts. Defaults 5 s / 15 s.
   absl::Duration suspect_timeout = absl::Seconds(5);
   absl::Duration dead_timeout = absl::Seconds(15);
+  // A worker whose heartbeat stream closed (without saying LEFT) and did not
+  // reopen within this is dead (health/failure_detector.h); 0: only the
+  // timeouts. Must exceed the heartbeat interval. Default 3 s.
+  absl::Duration disconnect_timeout = absl::Seconds(3);
   // Restarts allowed per worker before its job fails; -1: unlimited. A job's
   // own max_restarts_per_worker overrides it.
   int max_restarts_per_worker = -1;

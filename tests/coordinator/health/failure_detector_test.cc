@@ -188,3 +188,54 @@ TEST_F(FailureDetectorTest, ConcurrentHeartbeatsAndPolls) {
 
 }  // namespace
 }  // namespace plexus::coordinator::health
+
+namespace plexus::coordinator::health {
+namespace {
+
+TEST(FailureDetectorDisconnectTest, ClosedStreamIsDeadAfterDisconnectTimeout) {
+  FakeClock clock;
+  FailureDetector d({.suspect_timeout = absl::Seconds(5),
+                     .dead_timeout = absl::Seconds(15),
+                     .disconnect_timeout = absl::Seconds(2)},
+                    &clock);
+  absl::Time start = clock.Now();
+  d.Track(1, 100);
+  d.Disconnected(1, 100);
+  EXPECT_EQ(d.NextDeadline(), start + absl::Seconds(2));
+  clock.Advance(absl::Milliseconds(1999));
+  EXPECT_TRUE(d.Poll().empty());
+  clock.Advance(absl::Milliseconds(1));
+  std::vector<HealthEvent> events = d.Poll();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].to, Liveness::kDead);
+  EXPECT_EQ(events[0].at, start + absl::Seconds(2));
+  EXPECT_THAT(events[0].reason, ::testing::HasSubstr("stream closed"));
+}
+
+TEST(FailureDetectorDisconnectTest, AHeartbeatAfterReconnectingCancelsIt) {
+  FakeClock clock;
+  FailureDetector d({.suspect_timeout = absl::Seconds(5),
+                     .dead_timeout = absl::Seconds(15),
+                     .disconnect_timeout = absl::Seconds(2)},
+                    &clock);
+  d.Track(1, 100);
+  d.Disconnected(1, 100);
+  clock.Advance(absl::Seconds(1));
+  ASSERT_TRUE(d.Heartbeat(1, 100, {}).ok());
+  clock.Advance(absl::Seconds(3));
+  EXPECT_TRUE(d.Poll().empty());
+  EXPECT_EQ(d.Get(1)->liveness, Liveness::kAlive);
+  // A stale incarnation's closed stream, or a zero timeout, changes nothing.
+  d.Disconnected(1, 99);
+  clock.Advance(absl::Seconds(3));
+  ASSERT_TRUE(d.Heartbeat(1, 100, {}).ok());
+  EXPECT_TRUE(d.Poll().empty());
+  FailureDetector off({.disconnect_timeout = absl::ZeroDuration()}, &clock);
+  off.Track(2, 1);
+  off.Disconnected(2, 1);
+  clock.Advance(absl::Seconds(4));
+  EXPECT_TRUE(off.Poll().empty());
+}
+
+}  // namespace
+}  // namespace plexus::coordinator::health
