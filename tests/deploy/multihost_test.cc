@@ -1,12 +1,17 @@
-// A multi-host rehearsal on one machine: every task of the Kubernetes base's
-// cluster spec (deploy/k8s/base/cluster-spec.yaml, read with PyYAML) gets its
-// own network namespace, joined to the others by a bridge, with the spec's
-// DNS names resolved to the namespaces' addresses through /etc/netns/NS/hosts
-// (ip netns exec mounts it over /etc/hosts). Each process is started by
-// deploy/bin/plexus-launch from that spec, as in the containers, and listens
-// on its spec port on its own address. The golden workload (golden_worker)
-// then trains to the bit-exact golden values; a second test adds a link
-// delay with tc netem and the job still completes.
+// Multi-host rehearsals on one machine: every host is a network namespace,
+// joined to the others by a bridge, with the cluster's DNS names resolved to
+// the namespaces' addresses through /etc/netns/NS/hosts (ip netns exec mounts
+// it over /etc/hosts). Processes are started by deploy/bin/plexus-launch, as
+// in the containers, and listen on their spec ports on their own addresses.
+//
+//   * GoldenJobAcrossHosts: one host per task of the Kubernetes base's spec
+//     (deploy/k8s/base/cluster-spec.yaml, read with PyYAML); the golden
+//     workload (golden_worker) trains to the bit-exact golden values.
+//   * GoldenJobWithLinkDelay: the same with a tc netem delay on every link.
+//   * TfJobChiefEndsWithTheJob: hosts and TF_CONFIG as Kubeflow gives
+//     deploy/kubeflow/tfjob.yaml's pods; the chief runs the driver.
+//   * SlurmScriptRunsTheGoldenJob: deploy/slurm/plexus.sbatch on a fake
+//     allocation whose nodes are namespaces.
 //
 // Needs root and `ip netns`; skips, saying why, where namespaces cannot be
 // made, and the delay test skips where netem is missing from the kernel.
@@ -154,18 +159,43 @@ class MultiHostTest : public ::testing::Test {
   // The cluster spec of the Kubernetes base, through PyYAML, parsed the way
   // the coordinator parses it.
   void ReadSpec() {
+    FromYaml(
+        "/deploy/k8s/base/cluster-spec.yaml",
+        "doc = yaml.safe_load(open(sys.argv[1]))\n"
+        "open(sys.argv[2], 'w').write(doc['data']['cluster_spec.json'])\n");
+  }
+
+  // The cluster that Kubeflow's training-operator puts in the TF_CONFIG of
+  // deploy/kubeflow/tfjob.yaml's pods: <job>-<type>-<i>.<namespace>.svc on
+  // the tfjob-port.
+  void ReadTfJob() {
+    FromYaml("/deploy/kubeflow/tfjob.yaml",
+             "docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]\n"
+             "job = next(d for d in docs if d['kind'] == 'TFJob')\n"
+             "cluster = {}\n"
+             "for rtype, r in job['spec']['tfReplicaSpecs'].items():\n"
+             "    c = r['template']['spec']['containers'][0]\n"
+             "    port = next(p['containerPort'] for p in c['ports']\n"
+             "                if p['name'] == 'tfjob-port')\n"
+             "    t = rtype.lower()\n"
+             "    cluster[t] = ['%s-%s-%d.default.svc:%d' % (\n"
+             "        job['metadata']['name'], t, i, port)\n"
+             "        for i in range(r['replicas'])]\n"
+             "open(sys.argv[2], 'w').write(json.dumps(cluster))\n");
+    tf_cluster_ = ReadFile(spec_file_);
+  }
+
+  // Runs `python` (PyYAML; sys.argv[1] the manifest under the repository,
+  // sys.argv[2] where to write the cluster JSON), then one host per task.
+  void FromYaml(const std::string& manifest, const std::string& python) {
     spec_file_ = dir_.Sub("cluster_spec.json");
     std::string out;
-    ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c",
-                          "import sys, yaml\n"
-                          "doc = yaml.safe_load(open(sys.argv[1]))\n"
-                          "open(sys.argv[2], 'w').write(doc['data']"
-                          "['cluster_spec.json'])\n",
-                          std::string(PLEXUS_SOURCE_DIR) +
-                              "/deploy/k8s/base/cluster-spec.yaml",
-                          spec_file_},
-                         dir_.Sub("yaml.log"), &out),
-              0)
+    ASSERT_EQ(
+        RunCommand(
+            {"/usr/bin/python3", "-c", "import json, sys, yaml\n" + python,
+             std::string(PLEXUS_SOURCE_DIR) + manifest, spec_file_},
+            dir_.Sub("yaml.log"), &out),
+        0)
         << out;
     absl::StatusOr<m::TfConfig> spec = m::ReadClusterSpecFile(spec_file_);
     ASSERT_TRUE(spec.ok()) << spec.status();
@@ -268,12 +298,25 @@ class MultiHostTest : public ::testing::Test {
       so.argv.push_back("--shutdown_grace_s=2");
       so.argv.push_back("--port_file=" + dir_.Sub(h.ns + ".port"));
     }
-    so.env = {{"PLEXUS_CLUSTER_SPEC", spec_file_},
-              {"PLEXUS_TASK_TYPE", std::string(m::RoleName(h.role))},
-              {"PLEXUS_TASK_INDEX", absl::StrCat(h.index)},
-              {"PLEXUS_BIN_DIR", BinDir()},
+    so.env = {{"PLEXUS_BIN_DIR", BinDir()},
               {"PLEXUS_DATA_DIR", dir_.Sub("data-" + h.ns)},
               {"PLEXUS_WORKER", BinDir() + "/golden_worker"}};
+    if (tf_cluster_.empty()) {
+      so.env.push_back({"PLEXUS_CLUSTER_SPEC", spec_file_});
+      so.env.push_back({"PLEXUS_TASK_TYPE", std::string(m::RoleName(h.role))});
+      so.env.push_back({"PLEXUS_TASK_INDEX", absl::StrCat(h.index)});
+    } else {
+      // Only TF_CONFIG, as TFJob gives it.
+      so.env.push_back(
+          {"TF_CONFIG",
+           absl::StrCat("{\"cluster\": ", tf_cluster_,
+                        ", \"task\": {\"type\": \"", m::RoleName(h.role),
+                        "\", \"index\": ", h.index,
+                        "}, \"environment\": \"cloud\"}")});
+    }
+    if (h.role == m::Role::kChief) {
+      so.env.insert(so.env.end(), chief_env_.begin(), chief_env_.end());
+    }
     so.log_file = h.log;
     auto p = Subprocess::Start(so);
     ASSERT_TRUE(p.ok()) << p.status();
@@ -398,6 +441,10 @@ class MultiHostTest : public ::testing::Test {
   std::string subnet_;
   std::string bridge_;
   std::string spec_file_;
+  // The TFJob rehearsal: the cluster JSON for TF_CONFIG (else empty), and
+  // what the chief's environment adds.
+  std::string tf_cluster_;
+  std::vector<std::pair<std::string, std::string>> chief_env_;
   std::vector<Host> hosts_;
 };
 
@@ -431,6 +478,45 @@ TEST_F(MultiHostTest, GoldenJobWithLinkDelay) {
   TrainGolden();
   ASSERT_FALSE(HasFatalFailure());
   StopAll();
+}
+
+// The Kubeflow TFJob route: each process gets only the TF_CONFIG the
+// training-operator would give deploy/kubeflow/tfjob.yaml's pods (names
+// resolved to the namespaces), the chief runs golden_driver beside the
+// coordinator, and the chief's exit code, which decides the TFJob, is 0
+// once the job is golden; the coordinator has drained by then.
+TEST_F(MultiHostTest, TfJobChiefEndsWithTheJob) {
+  ReadTfJob();
+  ASSERT_FALSE(HasFatalFailure());
+  MakeNetwork();
+  ASSERT_FALSE(HasFatalFailure());
+  chief_env_ = {{"PLEXUS_DRIVER", BinDir() + "/golden_driver --steps=40"},
+                {"PLEXUS_WAIT_S", "60"}};
+  for (Host& h : hosts_) Start(h);
+  ASSERT_FALSE(HasFatalFailure());
+  Host& chief = hosts_.front();
+  ASSERT_EQ(chief.role, m::Role::kChief);
+  absl::StatusOr<int> code = chief.process->Wait(absl::Seconds(120));
+  ASSERT_TRUE(code.ok()) << code.status() << "\n" << Logs();
+  EXPECT_EQ(*code, 0) << Logs();
+  std::string log = ReadFile(chief.log);
+  EXPECT_NE(log.find("golden_driver: 40 steps applied exactly once"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("plexus-coordinator: stopped"), std::string::npos) << log;
+  // cleanPodPolicy then stops the rest, all at once: shards drain (0),
+  // workers hand back (143).
+  for (Host& h : hosts_) {
+    if (h.role != m::Role::kChief) {
+      ASSERT_TRUE(h.process->Signal(SIGTERM).ok());
+    }
+  }
+  for (Host& h : hosts_) {
+    if (h.role == m::Role::kChief) continue;
+    absl::StatusOr<int> c = h.process->Wait(absl::Seconds(20));
+    ASSERT_TRUE(c.ok()) << h.ns << ": " << c.status();
+    EXPECT_EQ(*c, h.role == m::Role::kWorker ? 143 : 0) << h.ns;
+  }
 }
 
 // The Slurm route end to end: deploy/slurm/plexus.sbatch on a fake
