@@ -378,7 +378,16 @@ absl::Status RunLocal(const std::vector<std::string>& args) {
       done[r] = true;
       --remaining;
       if (*code != 0) {
-        // The destructors kill the others.
+        // The others usually fail too, each naming the peer it waited on,
+        // which is what locates the fault: give them a moment to say so,
+        // then the destructors kill whoever is left.
+        const absl::Time grace = absl::Now() + absl::Seconds(2);
+        for (int o = 0; o < FLAGS_workers; ++o) {
+          if (!done[o]) {
+            (void)procs[o]->Wait(
+                std::max(grace - absl::Now(), absl::ZeroDuration()));
+          }
+        }
         return absl::AbortedError(absl::StrCat(
             "worker ", r, " of ", FLAGS_workers, " exited with status ", *code,
             " (its error is above); stopped the others"));
