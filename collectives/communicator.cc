@@ -59,6 +59,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
                        ? ucx::UcxTransportOptions::Progress::kBlocking
                        : ucx::UcxTransportOptions::Progress::kBusyPoll;
   topts.connect_timeout = options.connect_timeout;
+  topts.group = options.group;
+  topts.group_epoch = options.group_epoch;
   PLEXUS_ASSIGN_OR_RETURN(auto transport,
                           ucx::NewUcxTransport(store, rank, size, topts));
   auto comm =

@@ -1,5 +1,7 @@
+#include <algorithm>
 #include <memory>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -104,6 +106,132 @@ TEST_P(UcxTransportTest, AbortWakesAWaiterPromptly) {
   waiter.join();
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
   EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+}
+
+// An intruder that learned rank 0's worker address (what a stale member of
+// an older epoch, or a peer of another group, would need) sends with rank
+// 1's rank and the same tag as the real rank 1. Rank 0 receives only the real
+// rank 1's data; the intruder's message never matches, even when it is the
+// only one left. With the intruder in the same group and epoch (the control
+// case) its message does match, so the test would see a missing stamp.
+enum class Intruder { kStaleEpoch, kForeignGroup, kSameGroupAndEpoch };
+
+class GroupStampTest : public ::testing::TestWithParam<Intruder> {};
+
+TEST_P(GroupStampTest, OnlyTheGroupsCurrentEpochIsReceived) {
+  UcxTransportOptions group{.group = "trainers", .group_epoch = 2};
+  UcxTransportOptions intruder_options = group;
+  switch (GetParam()) {
+    case Intruder::kStaleEpoch:
+      intruder_options.group_epoch = 1;
+      break;
+    case Intruder::kForeignGroup:
+      intruder_options.group = "evaluators";
+      break;
+    case Intruder::kSameGroupAndEpoch:
+      break;
+  }
+  const bool same = GetParam() == Intruder::kSameGroupAndEpoch;
+  ASSERT_EQ(same, GroupStamp(group.group, group.group_epoch) ==
+                      GroupStamp(intruder_options.group,
+                                 intruder_options.group_epoch));
+
+  auto store = NewMemoryStore();
+  std::vector<std::unique_ptr<Transport>> ts(2);
+  {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        auto t = NewUcxTransport(store.get(), r, 2, group);
+        ASSERT_TRUE(t.ok()) << t.status();
+        ts[r] = std::move(*t);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  ASSERT_TRUE(ts[0] && ts[1]);
+  // The intruder's own store holds rank 0's published address and process.
+  auto intruder_store = NewMemoryStore();
+  for (const char* key : {"ucx/addr/0", "ucx/proc/0"}) {
+    auto v = store->Get(key, absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(v.ok()) << v.status();
+    ASSERT_TRUE(intruder_store->Set(key, *v).ok());
+  }
+  auto intruder = NewUcxTransport(intruder_store.get(), 1, 2, intruder_options);
+  ASSERT_TRUE(intruder.ok()) << intruder.status();
+
+  char stale[8] = {'S', 'T', 'A', 'L', 'E', '!', '!', '!'};
+  char fresh[8] = {'F', 'R', 'E', 'S', 'H', '!', '!', '!'};
+  absl::Status intruder_sent, real_sent;
+  std::thread intruder_thread([&] {
+    auto sq = (*intruder)->ISend(0, Tag{1, 5}, stale, sizeof(stale));
+    ASSERT_TRUE(sq.ok()) << sq.status();
+    Request* reqs[] = {sq->get()};
+    intruder_sent = (*intruder)->Wait(reqs, absl::Now() + absl::Seconds(20));
+  });
+  std::thread real_thread([&] {
+    auto sq = ts[1]->ISend(0, Tag{1, 5}, fresh, sizeof(fresh));
+    ASSERT_TRUE(sq.ok()) << sq.status();
+    Request* reqs[] = {sq->get()};
+    real_sent = ts[1]->Wait(reqs, absl::Now() + absl::Seconds(20));
+  });
+  // Rank 0 receives twice with the same (peer, tag): the real message, then
+  // whatever else matches within half a second.
+  std::string got[2];
+  absl::Status second;
+  for (int i = 0; i < 2; ++i) {
+    char buf[8] = {};
+    auto rq = ts[0]->IRecv(1, Tag{1, 5}, buf, sizeof(buf));
+    ASSERT_TRUE(rq.ok()) << rq.status();
+    Request* reqs[] = {rq->get()};
+    absl::Status st = ts[0]->Wait(
+        reqs,
+        absl::Now() + (i == 0 ? absl::Seconds(20) : absl::Milliseconds(500)));
+    if (i == 0) {
+      ASSERT_TRUE(st.ok()) << st;
+      // The intruder's send has left before the second receive is posted.
+      intruder_thread.join();
+      ASSERT_TRUE(intruder_sent.ok()) << intruder_sent;
+    } else {
+      second = st;
+    }
+    if (st.ok()) got[i] = std::string(buf, sizeof(buf));
+  }
+  real_thread.join();
+  EXPECT_TRUE(real_sent.ok()) << real_sent;
+  if (same) {
+    ASSERT_TRUE(second.ok()) << second;
+    std::vector<std::string> both = {got[0], got[1]};
+    std::sort(both.begin(), both.end());
+    EXPECT_EQ(both, (std::vector<std::string>{"FRESH!!!", "STALE!!!"}));
+  } else {
+    EXPECT_EQ(got[0], "FRESH!!!");
+    EXPECT_EQ(second.code(), absl::StatusCode::kDeadlineExceeded) << second;
+    EXPECT_EQ(got[1], "");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Intruders, GroupStampTest,
+                         ::testing::Values(Intruder::kStaleEpoch,
+                                           Intruder::kForeignGroup,
+                                           Intruder::kSameGroupAndEpoch),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case Intruder::kStaleEpoch:
+                               return "StaleEpoch";
+                             case Intruder::kForeignGroup:
+                               return "ForeignGroup";
+                             default:
+                               return "SameGroupAndEpoch";
+                           }
+                         });
+
+TEST(GroupStampTest, EpochsLessThanSixteenApartDiffer) {
+  for (uint64_t e = 0; e < 64; ++e) {
+    for (uint64_t d = 1; d < 16; ++d) {
+      EXPECT_NE(GroupStamp("g", e), GroupStamp("g", e + d)) << e << "+" << d;
+    }
+  }
 }
 
 TEST(UcxTransportFactoryTest, RejectsBadRank) {

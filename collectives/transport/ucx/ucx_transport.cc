@@ -16,11 +16,15 @@
 namespace plexus::collectives::ucx {
 namespace {
 
-// Tag layout: bit 63 control, bits 44..62 source rank, 32..43 op sequence
-// (mod 4096), 0..31 the algorithm's sub-tag.
+// Tag layout: bit 63 control, bits 55..62 the group stamp (GroupStamp),
+// 40..54 source rank, 32..39 op sequence (mod 256: operations run one at a
+// time), 0..31 the algorithm's sub-tag.
 constexpr uint64_t kControlBit = uint64_t{1} << 63;
-constexpr int kRankShift = 44;
-constexpr int kMaxRanks = 1 << 19;
+constexpr int kStampShift = 55;
+constexpr uint64_t kStampMask = uint64_t{0xFF} << kStampShift;
+constexpr int kRankShift = 40;
+constexpr uint64_t kRankMask = uint64_t{0x7FFF};
+constexpr int kMaxRanks = 1 << 15;
 constexpr absl::Duration kCloseTimeout = absl::Seconds(1);
 constexpr absl::Duration kNoticeGrace = absl::Milliseconds(250);
 
@@ -31,6 +35,17 @@ std::string ProcKey(int rank) { return absl::StrCat("ucx/proc/", rank); }
 
 }  // namespace
 
+uint8_t GroupStamp(absl::string_view group, uint64_t group_epoch) {
+  // FNV-1a of the name, folded to 4 bits.
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : group) h = (h ^ c) * 1099511628211ull;
+  h ^= h >> 32;
+  h ^= h >> 16;
+  h ^= h >> 8;
+  h ^= h >> 4;
+  return static_cast<uint8_t>(((group_epoch & 0xF) << 4) | (h & 0xF));
+}
+
 UcxRequest::~UcxRequest() {
   if (ucp_req != nullptr) {
     ucp_request_cancel(transport->worker_, ucp_req);
@@ -40,7 +55,12 @@ UcxRequest::~UcxRequest() {
 
 UcxTransport::UcxTransport(int rank, int size,
                            const UcxTransportOptions& options)
-    : rank_(rank), size_(size), options_(options) {}
+    : rank_(rank),
+      size_(size),
+      options_(options),
+      stamp_(static_cast<uint64_t>(
+                 GroupStamp(options.group, options.group_epoch))
+             << kStampShift) {}
 
 absl::Status UcxTransport::Init(Store* store) {
   ucp_config_t* config = nullptr;
@@ -178,8 +198,8 @@ UcxTransport::~UcxTransport() {
 }
 
 uint64_t UcxTransport::EncodeTag(int src, Tag tag) const {
-  return (static_cast<uint64_t>(src) << kRankShift) |
-         (static_cast<uint64_t>(tag.op & 0xFFF) << 32) | tag.sub;
+  return stamp_ | (static_cast<uint64_t>(src) << kRankShift) |
+         (static_cast<uint64_t>(tag.op & 0xFF) << 32) | tag.sub;
 }
 
 absl::Status UcxTransport::CheckPeer(int peer) const {
@@ -260,7 +280,8 @@ void UcxTransport::PostControlRecv() {
   p.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
   p.datatype = ucp_dt_make_contig(1);
   void* req = ucp_tag_recv_nbx(worker_, &control_buf_, sizeof(control_buf_),
-                               kControlBit, kControlBit, &p);
+                               kControlBit | stamp_, kControlBit | kStampMask,
+                               &p);
   if (UCS_PTR_IS_ERR(req)) {
     (void)Fail(FromUcs(UCS_PTR_STATUS(req), "posting the control receive"));
     return;
@@ -277,7 +298,7 @@ void UcxTransport::PollControl() {
       control_req_ = nullptr;
       if (st == UCS_OK) {
         int from =
-            static_cast<int>((info.sender_tag & ~kControlBit) >> kRankShift);
+            static_cast<int>((info.sender_tag >> kRankShift) & kRankMask);
         NoticeReceived(static_cast<int>(control_buf_), from);
         PostControlRecv();
       }
@@ -293,7 +314,8 @@ void UcxTransport::PollControl() {
       param.datatype = ucp_dt_make_contig(1);
       void* req = ucp_tag_send_nbx(
           peers_[p]->ep, &notice_payload_[failed], sizeof(int64_t),
-          kControlBit | (static_cast<uint64_t>(rank_) << kRankShift), &param);
+          kControlBit | stamp_ | (static_cast<uint64_t>(rank_) << kRankShift),
+          &param);
       if (UCS_PTR_IS_PTR(req)) ucp_request_free(req);
     }
   }

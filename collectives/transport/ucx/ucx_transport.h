@@ -23,9 +23,12 @@
 // Thread safety: see Transport.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "collectives/rendezvous/store.h"
 #include "collectives/transport/transport.h"
@@ -41,10 +44,26 @@ struct UcxTransportOptions {
   // UCX keepalive interval, unless the UCX_KEEPALIVE_INTERVAL environment
   // variable is set. Zero (default): UCX's own default.
   absl::Duration keepalive = absl::ZeroDuration();
+  // The collective group (as formed through the coordinator) and its epoch.
+  // Every message's tag carries GroupStamp(group, group_epoch) and a receive
+  // matches only messages with this transport's stamp: data from a member of
+  // an older epoch of the group, or of another group, that reached this
+  // worker never lands in a buffer (it stays unmatched, and the receive waits
+  // for the right sender or its deadline). Default "" / 0.
+  std::string group;
+  uint64_t group_epoch = 0;
 };
 
+// The 8 bits of a tag that name (group, epoch): the low 4 bits of the epoch
+// and 4 bits of a hash of the group name. Epochs less than 16 apart always
+// differ; two groups differ with probability 15/16 (the store prefix per
+// group and epoch, and a UCX worker per communicator, keep groups apart in
+// the first place; the stamp catches what gets past them).
+uint8_t GroupStamp(absl::string_view group, uint64_t group_epoch);
+
 // Connects rank `rank` of `size` through `store` (borrowed for the call only;
-// keys "ucx/addr/<rank>"). Every rank must call it with the same size.
+// keys "ucx/addr/<rank>"). Every rank must call it with the same size, group
+// and group epoch. At most 32768 ranks.
 absl::StatusOr<std::unique_ptr<Transport>> NewUcxTransport(
     Store* store, int rank, int size, const UcxTransportOptions& options);
 

@@ -94,6 +94,8 @@ class UcxTransport : public Transport {
   const int rank_;
   const int size_;
   const UcxTransportOptions options_;
+  // GroupStamp(options_.group, options_.group_epoch), shifted into place.
+  const uint64_t stamp_;
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   int worker_fd_ = -1;

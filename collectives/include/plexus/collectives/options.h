@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -70,6 +71,14 @@ struct CommunicatorOptions {
   size_t pipeline_bytes = 256 * 1024;
   // Name used in logs. Default "comm".
   std::string name = "comm";
+  // The collective group this communicator serves (as formed through the
+  // coordinator: worker Runtime::JoinGroup) and its epoch. Every message
+  // carries them (a stamp in the transport's tag) and only messages of this
+  // group and epoch are received, so a stale member of an older epoch or a
+  // peer of another group cannot put data into this one's buffers. Every
+  // rank must give the same values. Default "" / 0.
+  std::string group;
+  uint64_t group_epoch = 0;
 };
 
 struct OpOptions {
