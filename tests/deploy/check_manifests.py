@@ -266,7 +266,7 @@ def run_daemon(test, task_env, tmp, name):
     port_file = os.path.join(tmp, name + ".port")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "PLEXUS_BIN_DIR": BIN,
-           "PLEXUS_DATA_DIR": os.path.join(tmp, name),
+           "PLEXUS_STATE_DIR": os.path.join(tmp, name),
            "PLEXUS_LISTEN_HOST": "127.0.0.1"}
     env.update(task_env)
     log = open(os.path.join(tmp, name + ".log"), "w+")
@@ -370,7 +370,7 @@ class KubernetesTest(unittest.TestCase):
                              "persistent volume per pod")
             self.assertIn(claims[0], mounts)
             env = container_env(containers(o)[0], 0)
-            self.assertEqual(mounts[claims[0]], env["PLEXUS_DATA_DIR"],
+            self.assertEqual(mounts[claims[0]], env["PLEXUS_STATE_DIR"],
                              f"{where}: {key(o)} data is not on its volume")
 
         # The cluster spec, from the ConfigMap every container mounts.
@@ -549,7 +549,7 @@ class TfJobTest(unittest.TestCase):
                     [LAUNCH, "--admin_port=-1", "--shutdown_grace_s=1"],
                     env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                          "PLEXUS_BIN_DIR": BIN,
-                         "PLEXUS_DATA_DIR": os.path.join(tmp, "data"),
+                         "PLEXUS_STATE_DIR": os.path.join(tmp, "data"),
                          "PLEXUS_LISTEN_HOST": "127.0.0.1",
                          "PLEXUS_DRIVER": driver, "PLEXUS_WAIT_S": "20",
                          "TF_CONFIG": json.dumps({

@@ -299,7 +299,7 @@ class MultiHostTest : public ::testing::Test {
       so.argv.push_back("--port_file=" + dir_.Sub(h.ns + ".port"));
     }
     so.env = {{"PLEXUS_BIN_DIR", BinDir()},
-              {"PLEXUS_DATA_DIR", dir_.Sub("data-" + h.ns)},
+              {"PLEXUS_STATE_DIR", dir_.Sub("data-" + h.ns)},
               {"PLEXUS_WORKER", BinDir() + "/golden_worker"}};
     if (tf_cluster_.empty()) {
       so.env.push_back({"PLEXUS_CLUSTER_SPEC", spec_file_});
