@@ -3,20 +3,13 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include "tests/gpu/gpu_util.h"
+
 #include <string>
 
 namespace {
 
-// Returns an empty string when a GPU is usable, else the reason it is not.
-std::string NoGpuReason() {
-  int n = 0;
-  cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
-    return std::string("no usable GPU: ") + cudaGetErrorString(e);
-  }
-  if (n == 0) return "no usable GPU: the CUDA runtime reports 0 devices";
-  return "";
-}
+using ::plexus::testing::NoGpuReason;
 
 TEST(GpuEnv, DeviceMemoryRoundTrip) {
   if (std::string why = NoGpuReason(); !why.empty()) GTEST_SKIP() << why;
