@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 
 namespace plexus::failpoint {
 namespace internal {
@@ -23,7 +24,7 @@ std::atomic<int> g_enabled_count{0};
 
 namespace {
 
-enum class Kind { kOff, kCrash, kHang, kError };
+enum class Kind { kOff, kCrash, kHang, kError, kSleep };
 
 struct Action {
   Kind kind = Kind::kOff;
@@ -32,6 +33,7 @@ struct Action {
   std::string text;       // as configured, for Active()
   absl::StatusCode code = absl::StatusCode::kOk;
   std::string message;
+  absl::Duration sleep;  // kSleep
 };
 
 struct Point {
@@ -132,6 +134,17 @@ class Registry {
         return absl::Status(action.code, action.message.empty()
                                              ? absl::StrCat("failpoint ", name)
                                              : action.message);
+      case Kind::kSleep: {
+        // `action` may change while the lock is released: copy first.
+        const absl::Duration sleep = action.sleep;
+        LOG(WARNING) << "failpoint " << name << ": sleeping "
+                     << absl::FormatDuration(sleep);
+        mu_.Unlock();
+        absl::SleepFor(sleep);
+        mu_.Lock();
+        LOG(WARNING) << "failpoint " << name << ": slept";
+        return absl::OkStatus();
+      }
       case Kind::kHang: {
         LOG(WARNING) << "failpoint " << name << ": hanging";
         uint64_t seen = p.releases;
@@ -192,6 +205,15 @@ absl::StatusOr<Action> ParseAction(absl::string_view text) {
     a.kind = Kind::kCrash;
   } else if (s == "hang") {
     a.kind = Kind::kHang;
+  } else if (absl::ConsumePrefix(&s, "sleep(") &&
+             absl::ConsumeSuffix(&s, ")")) {
+    a.kind = Kind::kSleep;
+    int64_t ms = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(s), &ms) || ms < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("failpoint: bad sleep in '", text, "'"));
+    }
+    a.sleep = absl::Milliseconds(ms);
   } else if (absl::ConsumePrefix(&s, "error(") &&
              absl::ConsumeSuffix(&s, ")")) {
     a.kind = Kind::kError;
@@ -204,7 +226,7 @@ absl::StatusOr<Action> ParseAction(absl::string_view text) {
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("failpoint: unknown action '", text,
-                     "' (want off, crash, hang or error(CODE[,message]), "
+                     "' (want off, crash, hang, sleep(MS) or error(CODE[,message]), "
                      "optionally N*action and action@M)"));
   }
   return a;

@@ -13,6 +13,8 @@
 //   machine) hang                log "failpoint <name>: hanging", block until
 //   Release(name),
 //                       Clear(name) or ClearAll()
+//   sleep(MS)           log "failpoint <name>: sleeping", wait MS
+//                       milliseconds, then pass (a slow call in flight)
 //   error(CODE)         return absl::Status with that code (e.g. UNAVAILABLE)
 //   error(CODE,message) same with a message
 // and may be prefixed by `N*`: pass the first N hits, then act on every later
