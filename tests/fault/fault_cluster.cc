@@ -1,0 +1,470 @@
+#include "tests/fault/fault_cluster.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/health_client.h"
+#include "common/status.h"
+#include "plexus/v1/ps.grpc.pb.h"
+#include "tests/integration/golden.h"
+#include "tests/util/test_env.h"
+
+namespace plexus::fault {
+
+namespace fs = std::filesystem;
+
+bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (cond()) return true;
+    absl::SleepFor(absl::Milliseconds(20));  // polling interval
+  }
+  return cond();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+size_t CountOf(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos;
+       at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+int RunCommand(const std::vector<std::string>& argv, std::string* out,
+               absl::Duration timeout) {
+  char tmpl[] = "/tmp/plexus-fault-cmd-XXXXXX";
+  int fd = mkstemp(tmpl);
+  if (fd < 0) return -1;
+  close(fd);
+  SubprocessOptions so;
+  so.argv = argv;
+  so.log_file = tmpl;
+  auto p = Subprocess::Start(so);
+  int code = -1;
+  if (p.ok()) {
+    absl::StatusOr<int> c = (*p)->Wait(timeout);
+    code = c.ok() ? *c : -1;
+  }
+  if (out != nullptr) *out = ReadFile(tmpl);
+  unlink(tmpl);
+  return code;
+}
+
+// --- NetHost ----------------------------------------------------------------
+
+namespace {
+
+std::string FindTool(const std::string& name) {
+  for (const char* dir : {"/usr/sbin", "/sbin", "/usr/bin", "/bin"}) {
+    std::string path = absl::StrCat(dir, "/", name);
+    if (access(path.c_str(), X_OK) == 0) return path;
+  }
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NetHost>> NetHost::Create() {
+  if (geteuid() != 0) {
+    return absl::FailedPreconditionError(
+        "needs root to create network namespaces");
+  }
+  if (FindTool("ip").empty() || FindTool("iptables").empty()) {
+    return absl::FailedPreconditionError("needs `ip` and `iptables`");
+  }
+  static int counter = 0;
+  const int n = ++counter;
+  // Names and a /30 from the pid and a counter: runs never meet what an
+  // earlier crashed run left behind (each run removes its own).
+  const int id = (getpid() % 4000) * 8 + n % 8;
+  auto h = std::unique_ptr<NetHost>(new NetHost());
+  h->ns_ = absl::StrCat("plxf", getpid(), "-", n);
+  h->outer_dev_ = absl::StrCat("plxfo", id);
+  std::string inner_dev = absl::StrCat("plxfi", id);
+  // 10.214.0.0/15: /30 subnets, .1 outside, .2 inside.
+  const int a = (id * 4) / 256, b = (id * 4) % 256;
+  h->outer_ip_ = absl::StrCat("10.", 214 + a / 256, ".", a % 256, ".", b + 1);
+  h->inner_ip_ = absl::StrCat("10.", 214 + a / 256, ".", a % 256, ".", b + 2);
+  const std::string ip = FindTool("ip");
+  std::string out;
+  if (RunCommand({ip, "netns", "add", h->ns_}, &out) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create a network namespace here: ", out));
+  }
+  std::vector<std::vector<std::string>> steps = {
+      {ip, "link", "add", h->outer_dev_, "type", "veth", "peer", "name",
+       inner_dev},
+      {ip, "link", "set", inner_dev, "netns", h->ns_},
+      {ip, "addr", "add", h->outer_ip_ + "/30", "dev", h->outer_dev_},
+      {ip, "link", "set", h->outer_dev_, "up"},
+      {ip, "-n", h->ns_, "addr", "add", h->inner_ip_ + "/30", "dev",
+       inner_dev},
+      {ip, "-n", h->ns_, "link", "set", inner_dev, "up"},
+      {ip, "-n", h->ns_, "link", "set", "lo", "up"},
+  };
+  for (const auto& argv : steps) {
+    if (RunCommand(argv, &out) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "setting up the test host failed: ", absl::StrJoin(argv, " "), ": ",
+          out));
+    }
+  }
+  // The namespace's iptables must work (nf_tables or legacy).
+  PLEXUS_RETURN_IF_ERROR(h->Iptables({"-L", "OUTPUT", "-n"}));
+  return h;
+}
+
+NetHost::~NetHost() {
+  const std::string ip = FindTool("ip");
+  std::string pids;
+  RunCommand({ip, "netns", "pids", ns_}, &pids);
+  std::stringstream ss(pids);
+  for (int pid; ss >> pid;) {
+    if (pid > 0) kill(pid, SIGKILL);
+  }
+  RunCommand({ip, "link", "del", outer_dev_});
+  RunCommand({ip, "netns", "del", ns_});
+}
+
+std::vector<std::string> NetHost::Wrap(
+    const std::vector<std::string>& argv) const {
+  std::vector<std::string> w = {FindTool("ip"), "netns", "exec", ns_};
+  w.insert(w.end(), argv.begin(), argv.end());
+  return w;
+}
+
+absl::Status NetHost::Iptables(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {FindTool("ip"), "netns", "exec", ns_,
+                                   FindTool("iptables"), "-w"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string out;
+  if (RunCommand(argv, &out) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(absl::StrJoin(argv, " "), " failed: ", out));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NetHost::Partition(int port, bool outbound, bool inbound) {
+  const std::string p = absl::StrCat(port);
+  if (outbound) {
+    PLEXUS_RETURN_IF_ERROR(Iptables({"-A", "OUTPUT", "-p", "tcp", "-d",
+                                     outer_ip_, "--dport", p, "-j", "DROP"}));
+  }
+  if (inbound) {
+    PLEXUS_RETURN_IF_ERROR(Iptables({"-A", "INPUT", "-p", "tcp", "-s",
+                                     outer_ip_, "--sport", p, "-j", "DROP"}));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NetHost::Heal() {
+  PLEXUS_RETURN_IF_ERROR(Iptables({"-F", "OUTPUT"}));
+  return Iptables({"-F", "INPUT"});
+}
+
+// --- FaultCluster -------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Start(
+    const FaultClusterOptions& options) {
+  if (options.root_dir.empty() || options.num_ps < 1) {
+    return absl::InvalidArgumentError("root_dir and num_ps >= 1 are required");
+  }
+  auto c = std::unique_ptr<FaultCluster>(new FaultCluster());
+  c->options_ = options;
+  const std::string bin = testing::BinDir();
+  for (int i = 0; i < options.num_ps; ++i) {
+    Proc p;
+    p.role = "ps";
+    p.index = i;
+    p.dir = absl::StrCat(options.root_dir, "/ps-", i);
+    p.argv = {bin + "/plexus-ps", "--data_dir=" + p.dir + "/data",
+              absl::StrCat("--shard=", i), "--shutdown_grace_s=5"};
+    p.argv.insert(p.argv.end(), options.ps_flags.begin(),
+                  options.ps_flags.end());
+    c->shards_.push_back(std::move(p));
+  }
+  for (Proc& p : c->shards_) PLEXUS_RETURN_IF_ERROR(c->StartDaemon(p));
+  Proc& co = c->coordinator_;
+  co.role = "coordinator";
+  co.dir = options.root_dir + "/coordinator";
+  co.argv = {bin + "/plexus-coordinator", "--data_dir=" + co.dir + "/data",
+             "--heartbeat_interval_ms=100", "--suspect_timeout_ms=600",
+             "--dead_timeout_ms=1500", "--shutdown_grace_s=5"};
+  if (options.coordinator_knows_shards) {
+    co.argv.push_back("--ps_shards=" + absl::StrJoin(c->ps_addresses(), ","));
+  }
+  co.argv.insert(co.argv.end(), options.coordinator_flags.begin(),
+                 options.coordinator_flags.end());
+  PLEXUS_RETURN_IF_ERROR(c->StartDaemon(co));
+  c->stub_ = v1::Coordinator::NewStub(
+      grpc::CreateChannel(co.address, grpc::InsecureChannelCredentials()));
+  worker::PsClientOptions po;
+  po.shards = c->ps_addresses();
+  po.timeout = absl::Seconds(20);
+  PLEXUS_ASSIGN_OR_RETURN(c->ps_, worker::PsClient::Connect(po));
+  if (options.create_golden_variable) {
+    v1::VariableConfig v;
+    v.set_name(kGoldenVariable);
+    v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+    // [elements, 1]: the PS client slices along axis 0.
+    v.mutable_spec()->add_shape(testing::kGoldenElements);
+    v.mutable_spec()->add_shape(1);
+    v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
+    v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+    PLEXUS_RETURN_IF_ERROR(c->ps_->CreateVariable(v),
+                           "creating the golden variable");
+  }
+  return c;
+}
+
+FaultCluster::~FaultCluster() {
+  ps_.reset();
+  for (auto& w : workers_) w->process.reset();  // SIGKILL, reaped
+  coordinator_.process.reset();
+  for (Proc& p : shards_) p.process.reset();
+}
+
+std::vector<std::string> FaultCluster::ps_addresses() const {
+  std::vector<std::string> a;
+  for (const Proc& p : shards_) a.push_back(p.address);
+  return a;
+}
+
+absl::Status FaultCluster::Launch(Proc& p) {
+  std::error_code ec;
+  fs::create_directories(p.dir, ec);
+  p.log = absl::StrCat(p.dir, "/log-", ++p.runs);
+  SubprocessOptions so;
+  so.argv = p.argv;
+  so.env = p.env;
+  so.log_file = p.log;
+  PLEXUS_ASSIGN_OR_RETURN(p.process, Subprocess::Start(so),
+                          absl::StrCat("starting ", p.role, " ", p.index));
+  return absl::OkStatus();
+}
+
+absl::Status FaultCluster::StartDaemon(Proc& p) {
+  const std::string port_file = p.dir + "/port";
+  const std::string admin_file = p.dir + "/admin_port";
+  std::error_code ec;
+  fs::create_directories(p.dir, ec);
+  fs::remove(port_file, ec);
+  fs::remove(admin_file, ec);
+  if (p.runs == 0) {
+    // First start: port 0 (a free one), found through the port file; a
+    // restart passes the port it had (the argv keeps it).
+    p.argv.insert(p.argv.begin() + 1,
+                  {"--host=" + options_.bind_host, "--port=0",
+                   "--port_file=" + port_file, "--admin_port=0",
+                   "--admin_port_file=" + admin_file, "--failpoint_rpc"});
+  }
+  PLEXUS_RETURN_IF_ERROR(Launch(p));
+  PLEXUS_ASSIGN_OR_RETURN(
+      int port, WaitForPortFile(port_file, absl::Seconds(30), p.process.get()),
+      absl::StrCat(p.role, " ", p.index, " (log ", p.log, "):\n",
+                   ReadFile(p.log)));
+  PLEXUS_ASSIGN_OR_RETURN(
+      p.admin_port,
+      WaitForPortFile(admin_file, absl::Seconds(5), p.process.get()));
+  p.port = port;
+  p.address = absl::StrCat("127.0.0.1:", port);
+  if (p.runs == 1) {
+    for (std::string& a : p.argv) {
+      if (a == "--port=0") a = absl::StrCat("--port=", port);
+      if (a == "--admin_port=0") a = absl::StrCat("--admin_port=", p.admin_port);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FaultCluster::Restart(Proc& p) {
+  if (p.process != nullptr && p.process->Running()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(p.role, " ", p.index, " is still running"));
+  }
+  if (p.role == "worker") return Launch(p);
+  return StartDaemon(p);
+}
+
+absl::Status FaultCluster::Signal(Proc& p, int sig) {
+  if (p.process == nullptr) return absl::FailedPreconditionError("not started");
+  PLEXUS_RETURN_IF_ERROR(p.process->Signal(sig));
+  if (sig == SIGKILL) {
+    PLEXUS_RETURN_IF_ERROR(p.process->Wait(absl::Seconds(10)).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FaultCluster::StartWorker(int index,
+                                       std::vector<std::string> argv_extra,
+                                       const std::string& failpoints,
+                                       const NetHost* host) {
+  Proc* p = nullptr;
+  for (auto& w : workers_) {
+    if (w->index == index) p = w.get();
+  }
+  if (p == nullptr) {
+    workers_.push_back(std::make_unique<Proc>());
+    p = workers_.back().get();
+    p->role = "worker";
+    p->index = index;
+    p->dir = absl::StrCat(options_.root_dir, "/worker-", index);
+  } else if (p->process != nullptr && p->process->Running()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", index, " is still running"));
+  }
+  if (p->runs == 0 || !argv_extra.empty() || !failpoints.empty() ||
+      host != nullptr) {
+    std::string ip = host != nullptr ? host->outer_ip() : "127.0.0.1";
+    std::vector<std::string> shards;
+    for (const Proc& s : shards_) shards.push_back(absl::StrCat(ip, ":", s.port));
+    std::vector<std::string> argv = {
+        testing::BinDir() + "/golden_worker",
+        absl::StrCat("--coordinator=", ip, ":", coordinator_.port),
+        "--ps=" + absl::StrJoin(shards, ","),
+        absl::StrCat("--task_index=", index)};
+    argv.insert(argv.end(), argv_extra.begin(), argv_extra.end());
+    p->argv = host != nullptr ? host->Wrap(argv) : argv;
+    p->env.clear();
+    if (!failpoints.empty()) p->env.push_back({"PLEXUS_FAILPOINTS", failpoints});
+  }
+  return Launch(*p);
+}
+
+absl::Status FaultCluster::SetFailpoint(const Proc& daemon,
+                                        const std::string& name,
+                                        const std::string& action) {
+  v1::SetFailpointRequest req;
+  req.set_name(name);
+  req.set_action(action);
+  v1::SetFailpointResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  auto channel =
+      grpc::CreateChannel(daemon.address, grpc::InsecureChannelCredentials());
+  if (daemon.role == "ps") {
+    return FromGrpcStatus(v1::ParameterServer::NewStub(channel)->SetFailpoint(
+        &ctx, req, &resp));
+  }
+  return FromGrpcStatus(
+      v1::Coordinator::NewStub(channel)->SetFailpoint(&ctx, req, &resp));
+}
+
+absl::Status FaultCluster::Submit(uint64_t steps, int64_t no_worker_timeout_ms,
+                                  uint32_t max_restarts) {
+  v1::SubmitJobRequest req;
+  req.set_job_id(kGoldenJob);
+  req.set_max_restarts_per_worker(max_restarts);
+  req.mutable_steps()->set_function_name("golden");
+  req.mutable_steps()->set_num_steps(steps);
+  req.set_no_worker_timeout_ms(no_worker_timeout_ms);
+  v1::SubmitJobResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  return FromGrpcStatus(stub_->SubmitJob(&ctx, req, &resp));
+}
+
+absl::StatusOr<v1::JobStatus> FaultCluster::Join(absl::Duration timeout) {
+  v1::JoinRequest req;
+  req.set_job_id(kGoldenJob);
+  req.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
+  v1::JoinResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout + absl::Seconds(5)));
+  PLEXUS_RETURN_IF_ERROR(FromGrpcStatus(stub_->Join(&ctx, req, &resp)));
+  return resp.status();
+}
+
+absl::StatusOr<v1::GetJobStatusResponse> FaultCluster::JobStatus() {
+  v1::GetJobStatusRequest req;
+  req.set_job_id(kGoldenJob);
+  v1::GetJobStatusResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  PLEXUS_RETURN_IF_ERROR(FromGrpcStatus(stub_->GetJobStatus(&ctx, req, &resp)));
+  return resp;
+}
+
+uint64_t FaultCluster::Succeeded() {
+  auto s = JobStatus();
+  return s.ok() ? s->status().closures_succeeded() : 0;
+}
+
+absl::StatusOr<std::vector<float>> FaultCluster::Values(
+    absl::Duration timeout) {
+  std::vector<float> w(testing::kGoldenElements, -1.0f);
+  absl::Status st;
+  WaitFor(
+      [&] {
+        st = ps_->PullDense(kGoldenVariable, absl::MakeSpan(w));
+        return st.ok();
+      },
+      timeout);
+  PLEXUS_RETURN_IF_ERROR(st, "pulling the golden variable");
+  return w;
+}
+
+absl::Status FaultCluster::CheckGolden(uint64_t steps) {
+  PLEXUS_ASSIGN_OR_RETURN(std::vector<float> w, Values());
+  std::vector<float> golden =
+      testing::GoldenValues(steps, testing::kGoldenElements);
+  if (std::memcmp(w.data(), golden.data(), w.size() * sizeof(float)) == 0) {
+    return absl::OkStatus();
+  }
+  std::string diff;
+  for (size_t i = 0; i < w.size(); ++i) {
+    absl::StrAppend(&diff, " [", i, "] ", w[i], " vs ", golden[i]);
+  }
+  return absl::DataLossError(
+      absl::StrCat("parameters differ from the golden run of ", steps,
+                   " steps:", diff));
+}
+
+absl::Status FaultCluster::CheckJobGolden(uint64_t steps,
+                                          absl::Duration timeout) {
+  PLEXUS_ASSIGN_OR_RETURN(v1::JobStatus done, Join(timeout));
+  if (done.state() != v1::JOB_STATE_SUCCEEDED ||
+      done.closures_total() != steps || done.closures_succeeded() != steps) {
+    return absl::InternalError(absl::StrCat(
+        "job ended ", v1::JobState_Name(done.state()), " with ",
+        done.closures_succeeded(), "/", done.closures_total(),
+        " closures, want ", steps));
+  }
+  return CheckGolden(steps);
+}
+
+std::string FaultCluster::Logs(size_t tail_bytes) const {
+  std::string out;
+  auto add = [&](const Proc& p) {
+    std::string log = ReadFile(p.log);
+    if (log.size() > tail_bytes) log = log.substr(log.size() - tail_bytes);
+    absl::StrAppend(&out, "\n==== ", p.role, " ", p.index, " (", p.log,
+                    ") ====\n", log);
+  };
+  add(coordinator_);
+  for (const Proc& p : shards_) add(p);
+  for (const auto& w : workers_) add(*w);
+  return out;
+}
+
+}  // namespace plexus::fault
