@@ -17,29 +17,25 @@
 #include "examples/mlp/mlp.h"
 #include "plexus/config.h"
 #if PLEXUS_HAVE_NCCL
-#include <nccl.h>
+#include "collectives/nccl/nccl_communicator.h"
 #endif
 
 namespace plexus::examples {
 namespace {
 
-// The one translation of CUDA's and NCCL's errors.
+#if PLEXUS_HAVE_NCCL
+using collectives::DataType;
+using collectives::ReduceOp;
+using collectives::nccl::NcclCommunicator;
+#endif
+
+// The one translation of CUDA's errors (NcclCommunicator translates NCCL's).
 absl::Status Cuda(cudaError_t e, absl::string_view what) {
   if (e == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(
       absl::StrCat(what, ": CUDA error ", cudaGetErrorString(e)));
 }
 
-#if PLEXUS_HAVE_NCCL
-absl::Status Nccl(ncclResult_t r, absl::string_view what) {
-  if (r == ncclSuccess) return absl::OkStatus();
-  const absl::StatusCode code = r == ncclRemoteError || r == ncclSystemError
-                                    ? absl::StatusCode::kUnavailable
-                                    : absl::StatusCode::kInternal;
-  return absl::Status(code,
-                      absl::StrCat(what, ": NCCL error ", ncclGetErrorString(r)));
-}
-#endif
 
 // A device allocation freed with its owner.
 template <typename T>
@@ -73,17 +69,22 @@ class DeviceBuffer {
 class GpuReplica : public Replica {
  public:
   GpuReplica(const DigitsSplit& data, const TrainOptions& o, int rank,
-             int world)
-      : data_(data), o_(o), rank_(rank), world_(world), model_(o.hidden) {}
+             int world, absl::Duration timeout)
+      : data_(data),
+        o_(o),
+        rank_(rank),
+        world_(world),
+        timeout_(timeout),
+        model_(o.hidden) {}
 
   ~GpuReplica() override {
 #if PLEXUS_HAVE_NCCL
-    if (comm_ != nullptr) ncclCommDestroy(comm_);
+    comm_.reset();  // before the stream its operations were enqueued on
 #endif
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
-  absl::Status Init(collectives::Store* store, absl::Duration timeout) {
+  absl::Status Init(collectives::Store* store) {
     int devices = 0;
     if (cudaError_t e = cudaGetDeviceCount(&devices); e != cudaSuccess) {
       return absl::FailedPreconditionError(
@@ -130,24 +131,12 @@ class GpuReplica : public Replica {
     if (store == nullptr) {
       return absl::InvalidArgumentError("world > 1 needs a rendezvous store");
     }
-    ncclUniqueId id;
-    if (rank_ == 0) {
-      PLEXUS_RETURN_IF_ERROR(Nccl(ncclGetUniqueId(&id), "ncclGetUniqueId"));
-      PLEXUS_RETURN_IF_ERROR(
-          store->Set("nccl_id", std::string(id.internal, sizeof(id.internal))));
-    } else {
-      PLEXUS_ASSIGN_OR_RETURN(std::string v,
-                              store->Get("nccl_id", absl::Now() + timeout),
-                              "waiting for rank 0's NCCL id");
-      if (v.size() != sizeof(id.internal)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the NCCL id in the store has ", v.size(), " bytes, want ",
-            sizeof(id.internal)));
-      }
-      std::memcpy(id.internal, v.data(), v.size());
-    }
-    PLEXUS_RETURN_IF_ERROR(Nccl(ncclCommInitRank(&comm_, world_, id, rank_),
-                                "ncclCommInitRank"));
+    PLEXUS_ASSIGN_OR_RETURN(
+        comm_,
+        NcclCommunicator::Create(
+            store, rank_, world_,
+            {.device = rank_ % devices, .init_timeout = timeout_}),
+        "joining the NCCL group");
     return absl::OkStatus();
 #else
     return absl::FailedPreconditionError(
@@ -165,10 +154,10 @@ class GpuReplica : public Replica {
   absl::Status SyncInitialParams() override {
 #if PLEXUS_HAVE_NCCL
     if (comm_ != nullptr) {
-      PLEXUS_RETURN_IF_ERROR(Nccl(
-          ncclBroadcast(params_.get(), params_.get(), model_.num_params(),
-                        ncclFloat, /*root=*/0, comm_, stream_),
-          "broadcasting the initial parameters"));
+      PLEXUS_RETURN_IF_ERROR(
+          comm_->Broadcast(params_.get(), model_.num_params(),
+                           DataType::kFloat32, /*root=*/0, Deadline(), stream_),
+          "broadcasting the initial parameters");
     }
 #endif
     return Sync("broadcasting the initial parameters");
@@ -210,9 +199,9 @@ class GpuReplica : public Replica {
 #if PLEXUS_HAVE_NCCL
     if (comm_ != nullptr) {
       PLEXUS_RETURN_IF_ERROR(
-          Nccl(ncclAllReduce(grad_.get(), grad_.get(), n + 1, ncclFloat,
-                             ncclSum, comm_, stream_),
-               "all-reduce of the gradient"));
+          comm_->AllReduce(grad_.get(), grad_.get(), n + 1, DataType::kFloat32,
+                           ReduceOp::kSum, Deadline(), stream_),
+          "all-reduce of the gradient");
     }
 #endif
     PLEXUS_RETURN_IF_ERROR(
@@ -267,9 +256,10 @@ class GpuReplica : public Replica {
     DeviceBuffer<uint64_t> all;
     PLEXUS_RETURN_IF_ERROR(all.Allocate(world_ + 1));
     PLEXUS_RETURN_IF_ERROR(all.Upload(&hash, 1, stream_));
-    PLEXUS_RETURN_IF_ERROR(Nccl(ncclAllGather(all.get(), all.get() + 1, 1,
-                                              ncclUint64, comm_, stream_),
-                                "gathering the parameter hashes"));
+    PLEXUS_RETURN_IF_ERROR(comm_->AllGather(all.get(), all.get() + 1, 1,
+                                            DataType::kInt64, Deadline(),
+                                            stream_),
+                           "gathering the parameter hashes");
     std::vector<uint64_t> hashes(world_);
     PLEXUS_RETURN_IF_ERROR(
         Cuda(cudaMemcpyAsync(hashes.data(), all.get() + 1,
@@ -293,6 +283,7 @@ class GpuReplica : public Replica {
   gpu::Scratch scratch() const {
     return {h_.get(), dh_.get(), logits_.get(), dlogits_.get(), loss_.get()};
   }
+  absl::Time Deadline() const { return absl::Now() + timeout_; }
   absl::Status Sync(absl::string_view what) {
     return Cuda(cudaStreamSynchronize(stream_), what);
   }
@@ -300,10 +291,11 @@ class GpuReplica : public Replica {
   const DigitsSplit& data_;
   const TrainOptions o_;
   const int rank_, world_;
+  const absl::Duration timeout_;  // per operation, and for joining
   Mlp model_;  // host copy: initial values, hashing
   cudaStream_t stream_ = nullptr;
 #if PLEXUS_HAVE_NCCL
-  ncclComm_t comm_ = nullptr;
+  std::unique_ptr<NcclCommunicator> comm_;  // null when world_ == 1
 #endif
   DeviceBuffer<float> params_, velocity_, grad_, train_x_, test_x_;
   DeviceBuffer<float> h_, dh_, logits_, dlogits_, loss_;
@@ -316,8 +308,9 @@ absl::StatusOr<std::unique_ptr<Replica>> NewGpuReplica(
     const DigitsSplit& data, const TrainOptions& options,
     collectives::Store* store, int rank, int world, absl::Duration timeout) {
   PLEXUS_RETURN_IF_ERROR(ValidateTrainOptions(options));
-  auto replica = std::make_unique<GpuReplica>(data, options, rank, world);
-  PLEXUS_RETURN_IF_ERROR(replica->Init(store, timeout),
+  auto replica =
+      std::make_unique<GpuReplica>(data, options, rank, world, timeout);
+  PLEXUS_RETURN_IF_ERROR(replica->Init(store),
                          absl::StrCat("GPU replica of rank ", rank));
   return replica;
 }

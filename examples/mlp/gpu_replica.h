@@ -1,8 +1,9 @@
 // The dense example's GPU replica: parameters, optimizer state and both data
 // sets in device memory, the gradient computed by CUDA kernels
 // (gpu_kernels.h, fixed summation order), and replicas summing gradients with
-// ncclAllReduce, bootstrapped through the rendezvous Store (rank 0 publishes
-// the NCCL unique id under "nccl_id").
+// the collectives' NCCL backend (collectives/nccl/nccl_communicator.h:
+// bootstrapped through the rendezvous Store, every operation bounded by a
+// deadline).
 //
 // One GPU per rank: rank r uses device r mod the device count. NCCL refuses
 // two ranks of one communicator on the same GPU, so world > 1 needs that
@@ -30,7 +31,8 @@ namespace plexus::examples {
 
 // `data` is copied to the device (it must still outlive the replica, as
 // Train reads its sizes); `store` (borrowed, outliving the call; may be null
-// when world == 1) carries the NCCL id, waited for until `timeout`.
+// when world == 1) carries the NCCL id. `timeout` bounds joining the group
+// and each collective operation.
 absl::StatusOr<std::unique_ptr<Replica>> NewGpuReplica(
     const DigitsSplit& data, const TrainOptions& options,
     collectives::Store* store, int rank, int world, absl::Duration timeout);
