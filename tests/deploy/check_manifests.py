@@ -160,7 +160,7 @@ def flags_of(program):
     if program not in _help_cache:
         p = subprocess.run([program, "--help"], capture_output=True,
                            text=True, timeout=TIMEOUT_S)
-        names = set(re.findall(r"^\s+--([A-Za-z0-9_]+)\b",
+        names = set(re.findall(r"^  --([A-Za-z0-9_]+) \(",
                                p.stdout + p.stderr, re.M))
         if not names:
             raise AssertionError(f"{program} --help listed no flags")
