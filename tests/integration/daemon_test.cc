@@ -322,9 +322,63 @@ TEST(PlexusCli, LocalUpStatusDown) {
       << Slurp(dir.Sub("down"));
   EXPECT_EQ(run({"local", "status", "--dir", root}, "status2"), 1);
   // Unimplemented subcommands say so and do nothing.
-  EXPECT_EQ(run({"checkpoint", "list"}, "ckpt"), 3);
-  EXPECT_NE(Slurp(dir.Sub("ckpt")).find("not implemented yet"),
+  EXPECT_EQ(run({"bench"}, "bench"), 3);
+  EXPECT_NE(Slurp(dir.Sub("bench")).find("not implemented yet"),
             std::string::npos);
+}
+
+// `plexus local up --workers`: worker processes are started, counted as up
+// once registered, shown by `local status` (and a dead one as down), and
+// `local down` stops them with the daemons.
+TEST(PlexusCli, LocalUpWithWorkers) {
+  TempDir dir;
+  auto run = [&](std::vector<std::string> args, const std::string& log) {
+    SubprocessOptions o;
+    o.argv = {BinDir() + "/plexus"};
+    o.argv.insert(o.argv.end(), args.begin(), args.end());
+    o.log_file = dir.Sub(log);
+    auto p = Subprocess::Start(o);
+    EXPECT_TRUE(p.ok());
+    return p.ok() ? *(*p)->Wait(absl::Seconds(60)) : -1;
+  };
+  std::string root = dir.Sub("c");
+  ASSERT_EQ(run({"local", "up", "--dir", root, "--ps", "1", "--workers", "2",
+                 "--worker", BinDir() + "/golden_worker"},
+                "up"),
+            0)
+      << Slurp(dir.Sub("up"));
+  auto state = local::ReadState(local::StatePath(root));
+  ASSERT_TRUE(state.ok()) << state.status();
+  std::vector<pid_t> pids;
+  for (const auto& m : *state) {
+    if (m.role == "worker") pids.push_back(m.pid);
+    EXPECT_EQ(kill(m.pid, 0), 0) << m.role << " " << m.index;
+  }
+  ASSERT_EQ(pids.size(), 2u);
+  EXPECT_EQ(run({"local", "status", "--dir", root}, "status"), 0)
+      << Slurp(dir.Sub("status"));
+  EXPECT_NE(Slurp(dir.Sub("status")).find("RUNNING"), std::string::npos);
+  // Each worker's command line is saved for restarts.
+  EXPECT_NE(Slurp(root + "/worker-1/argv").find("--task_index=1"),
+            std::string::npos);
+  // A dead worker shows as down, and `status` says something is wrong. The
+  // workers are not our children (`up` detached them): a killed one may
+  // linger as a zombie, which does not count as running.
+  auto running = [](pid_t pid) {
+    return kill(pid, 0) == 0 &&
+           Slurp("/proc/" + std::to_string(pid) + "/stat").find(") Z") ==
+               std::string::npos;
+  };
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+  for (int i = 0; i < 2000 && running(pids[0]); ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(run({"local", "status", "--dir", root}, "status2"), 1);
+  EXPECT_NE(Slurp(dir.Sub("status2")).find("down"), std::string::npos);
+  EXPECT_EQ(run({"local", "down", "--dir", root}, "down"), 0)
+      << Slurp(dir.Sub("down"));
+  EXPECT_FALSE(running(pids[1]))
+      << "worker 1 still runs after `local down`";
 }
 
 }  // namespace
