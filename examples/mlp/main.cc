@@ -19,7 +19,7 @@
 // assigns the ranks) and bootstraps the communicator through the group's
 // rendezvous keys. Rank 0 prints progress and the summary (--json: JSON
 // lines); the launcher's exit status is 0 when every worker succeeded.
-#include <sys/stat.h>
+// --device=gpu computes on the GPU and all-reduces with NCCL (gpu_replica.h).
 #include <unistd.h>
 
 #include <algorithm>
@@ -216,9 +216,9 @@ absl::Status TrainRank(const DigitsSplit& data, collectives::Store* store,
 }
 
 // One rank of a Plexus cluster: registers with the coordinator (the runtime's
-// task loop runs on its own thread; this program registers no steps, it only
-// uses the runtime for membership and rendezvous), joins the collective
-// group, which assigns the rank, and trains.
+// task loop runs on its own thread; training does not go through it, the
+// runtime serves for membership and rendezvous), joins the collective group,
+// which assigns the rank, and trains.
 absl::Status RunCoordinatorWorker(std::unique_ptr<worker::Runtime> rt,
                                   const collectives::CommunicatorOptions& copts) {
   PLEXUS_ASSIGN_OR_RETURN(DigitsSplit data, LoadData());
