@@ -31,7 +31,11 @@ std::pair<std::string, uint64_t> Checkpointer::JobAndHighestStep(
   std::string job = job_id;
   if (job.empty()) {
     std::vector<std::string> running = scheduler_->RunningJobIds();
-    if (!running.empty()) job = running.front();
+    if (!running.empty()) {
+      job = running.front();
+    } else if (auto newest = scheduler_->GetJobStatus(""); newest.ok()) {
+      job = newest->job_id;
+    }
   }
   uint64_t highest = 0;
   scheduling::SchedulerSnapshot snap = scheduler_->Snapshot();
@@ -75,6 +79,10 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
   }
   const absl::Time started = clock_->Now();
   const absl::Time deadline = started + options_.timeout;
+  // Ids are never reused, also for checkpoints that end up aborted (the
+  // shards remember those).
+  PLEXUS_ASSIGN_OR_RETURN(const uint64_t id, manifests_->NextId(),
+                          "checkpoint id");
   // 1. Pick C with dispatch paused, so no step past it slips out meanwhile.
   scheduler_->Pause("checkpoint cut");
   auto [job, highest] = JobAndHighestStep(job_id);
@@ -137,8 +145,6 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
   }
 
   // 3. Cut on every shard.
-  PLEXUS_ASSIGN_OR_RETURN(const uint64_t id, manifests_->NextId(),
-                          "checkpoint id");
   uint64_t base = 0;
   {
     auto published = manifests_->List();
@@ -185,6 +191,9 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
 
   // 5. Publish: the manifest makes it real.
   absl::Status fp = PLEXUS_FAILPOINT("coordinator.checkpoint.before_manifest");
+  if (fp.ok() && options_.save_state) {
+    fp = Annotate(options_.save_state(), "saving the coordinator's state");
+  }
   if (!fp.ok()) {
     Abort(id, n);
     return fp;
@@ -346,10 +355,9 @@ void Checkpointer::Poll() {
       absl::MutexLock l(&mu_);
       recovering_ = true;
     }
-    // Remember who answered; a missing one counts as restarted when back.
-    for (int s = 0; s < n; ++s) {
-      if (seen[s] == 0) incarnations_[s] = ~uint64_t{0};
-    }
+    // A shard that comes back with its old incarnation had a blip and
+    // holds its state; one that restarted has a new incarnation (or says it
+    // awaits a restore).
     return;
   }
   bool resumed = false;
@@ -400,8 +408,11 @@ void Checkpointer::Poll() {
   if (!by_steps && !by_time) return;
   absl::StatusOr<TakeResult> r = TakeLocked(job, 0);
   if (!r.ok()) {
+    // Try again after the next interval, not at every Poll.
     LOG(WARNING) << "periodic checkpoint failed: " << r.status();
     last_periodic_ = clock_->Now();
+    last_periodic_step_ =
+        std::max(last_periodic_step_, status->completed_through_step_id);
   }
 }
 

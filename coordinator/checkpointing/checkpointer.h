@@ -35,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -141,6 +142,12 @@ struct CheckpointerOptions {
   absl::Duration probe_timeout = absl::Seconds(2);
   // Coordinator epoch written into manifests.
   uint64_t coordinator_epoch = 0;
+  // Called after the cut and before the manifest is published: must make
+  // the coordinator's record of the steps <= C durable. (Publishing lets
+  // the shards forget which pushes of those steps they applied; a
+  // coordinator that crashed and re-ran one would apply it twice.) Null:
+  // nothing to save.
+  std::function<absl::Status()> save_state;
 };
 
 struct TakeResult {
@@ -165,7 +172,7 @@ class Checkpointer {
                Clock* clock);
 
   // Takes a global checkpoint of `job_id` (empty: the oldest running job,
-  // or none) at `step_id` (0: the highest step dispatched so far). A step
+  // else the newest job, or none) at `step_id` (0: the highest step dispatched so far). A step
   // below that is FAILED_PRECONDITION; UNAVAILABLE while a recovery runs;
   // the shards' errors (RESOURCE_EXHAUSTED for a full disk) otherwise, with
   // nothing published.

@@ -269,7 +269,8 @@ absl::StatusOr<uint64_t> FileManifestStore::NextId() {
     }
   }
   // Published manifests count too (a last_id lost with its folder).
-  for (const auto& e : fs::directory_iterator(root_ + "/manifests")) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_ + "/manifests", ec)) {
     uint64_t id = 0;
     if (e.path().extension() == ".pb" &&
         absl::SimpleAtoi(e.path().stem().string(), &id)) {

@@ -309,6 +309,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
         shards, token.ok() ? *token : "", epoch);
     checkpointing::CheckpointerOptions co = s->options_.checkpoint;
     co.coordinator_epoch = epoch;
+    CoordinatorService* self = s.get();
+    co.save_state = [self] { return self->SaveNow(); };
     s->checkpointer_ = std::make_unique<checkpointing::Checkpointer>(
         co, s->shard_driver_.get(), s->manifests_.get(), s->scheduler_.get(),
         s->clock_);
