@@ -90,8 +90,8 @@ DEFINE_bool(deterministic, false,
             "collectives' deterministic mode: fixed algorithm and reduction "
             "order, so runs end with bitwise-identical parameters");
 DEFINE_string(progress, "auto",
-              "how waiting ranks progress: busy, blocking, or auto (blocking "
-              "when ranks outnumber cores)");
+              "how waiting ranks progress: busy, blocking, or auto (busy "
+              "polling only while the ranks leave a core free)");
 DEFINE_string(algorithm, "auto", "all-reduce algorithm: auto, ring, tree, rd");
 DEFINE_string(device, "cpu",
               "cpu, or gpu: compute on the GPU (rank r on device r mod the "
@@ -163,10 +163,13 @@ absl::StatusOr<collectives::CommunicatorOptions> CommOptionsFromFlags() {
   }
   collectives::CommunicatorOptions copts;
   if (FLAGS_progress == "auto") {
-    copts.progress = FLAGS_world > static_cast<int>(
+    // Busy polling needs a core per rank and collapses (tens of times
+    // slower, measured here) as soon as anything else wants one of them: use
+    // it only while a core stays free for the rest of the machine.
+    copts.progress = FLAGS_world < static_cast<int>(
                                        std::thread::hardware_concurrency())
-                         ? collectives::ProgressMode::kBlocking
-                         : collectives::ProgressMode::kBusyPoll;
+                         ? collectives::ProgressMode::kBusyPoll
+                         : collectives::ProgressMode::kBlocking;
   } else if (FLAGS_progress == "busy" || FLAGS_progress == "blocking") {
     copts.progress = FLAGS_progress == "busy"
                          ? collectives::ProgressMode::kBusyPoll
