@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The nemesis soak of the fault suite (tests/fault/nemesis.cc; not part of
+# CI): for T minutes, rounds of the golden job on a fresh local cluster
+# (2 PS shards, a checkpointing coordinator, 3 golden workers in network
+# namespaces when run as root) with a random fault every few seconds:
+# SIGKILL / SIGTERM / SIGSTOP of workers, shards and the coordinator, and
+# partitions of workers from the shards or the coordinator. Each round must
+# end golden (no acknowledged update lost or applied twice); the time to
+# recover after each fault is printed, with a summary table at the end.
+#
+#   scripts/nemesis.sh [--minutes T] [--seed S] [--every_s S] [--build-dir DIR]
+#                      [--no-build] [other nemesis flags]
+#
+# Exit 0 when every round was golden and every fault recovered.
+set -euo pipefail
+src="$(cd "$(dirname "$0")/.." && pwd)"
+build_dir="$src/build"
+do_build=1
+args=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build-dir) build_dir="$2"; shift 2 ;;
+    --no-build) do_build=0; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if [[ $do_build == 1 ]]; then
+  flock /tmp/plexus-build.lock cmake --build "$build_dir" -j2 \
+    --target nemesis plexus-ps plexus-coordinator golden_worker
+fi
+export PLEXUS_BIN_DIR="$build_dir/bin"
+exec "$build_dir/bin/nemesis" --logtostderr=0 --minloglevel=2 "${args[@]}"
