@@ -4,7 +4,9 @@
 // (ctr_data.h).
 //
 //   --mode=worker    a training worker: registers the "ctr_train" step with
-//                    the coordinator and runs the steps it is handed
+//                    the coordinator and runs the steps it is handed; exit
+//                    143 after SIGTERM, 138 when the coordinator cannot be
+//                    reached (retryable), 1 for bad flags
 //   --mode=train     the driver (chief): creates the embedding table,
 //                    submits the job, prints progress (step, examples/s,
 //                    held-out loss and AUC against the truth's, ETA) and a
@@ -260,6 +262,12 @@ int RunWorker(const CtrConfig&) {
       });
   if (!reg.ok()) return Fail(reg);
   absl::Status st = (*rt)->Run();
+  if (absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st)) {
+    // The coordinator could not be reached: retryable (TFJob's ExitCode
+    // policy and Kubernetes restart exit codes above 127).
+    Fail(st);
+    return 138;
+  }
   if (!st.ok()) return Fail(st);
   // One line a benchmark can read: the share of step time spent in pulls
   // and pushes (waiting on the PS) over the worker's life.
