@@ -26,6 +26,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -36,6 +39,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "bench/collectives/png_plot.h"
 #include "collectives/rendezvous/store.h"
 #include "common/process.h"
 #include "glog/logging.h"
@@ -44,6 +50,7 @@
 #ifdef PLEXUS_BENCH_WITH_GLOO
 #include <gloo/allreduce_halving_doubling.h>
 #include <gloo/allreduce_ring_chunked.h>
+#include <gloo/barrier_all_to_all.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
 #include <gloo/rendezvous/prefix_store.h>
@@ -119,6 +126,12 @@ void Print(const Row& r) {
   if (r.p50 > 0) printf(" %9.1f %9.1f", r.p50, r.p99);
   printf("\n");
   fflush(stdout);
+}
+
+// One row as the line the launcher parses (ParseLines).
+std::string RowLine(const Row& r) {
+  return absl::StrFormat("ROW %s %s %d %.3f %.3f %.3f %d", r.impl, r.algo,
+                         r.bytes, r.time_us, r.p50, r.p99, r.wrong);
 }
 
 // --- Limits -----------------------------------------------------------------
@@ -308,10 +321,13 @@ int Worker(const Args& args) {
         row.algbw = row.bytes / row.time_us / 1e3;
         row.busbw = row.algbw * bus;
         if (bytes <= (64 << 10)) {
-          // Blocking latency: Plexus' barrier (UCX) before each run.
+          // Blocking latency: Gloo's own barrier before each run (with
+          // Plexus' busy-polling barrier Gloo's sleeping threads measured
+          // milliseconds, which is not Gloo's latency).
+          gloo::BarrierAllToAll barrier(ctx);
           std::vector<double> lat;
           for (int i = 0; i < 200; ++i) {
-            CHECK(comm->Barrier().ok());
+            barrier.run();
             double s = NowUs();
             algo->run();
             lat.push_back(NowUs() - s);
@@ -327,51 +343,13 @@ int Worker(const Args& args) {
 #endif
 
   if (rank == 0) {
-    // Ratios: Plexus busbw vs the best Gloo algorithm per size >= 1 MiB, and
-    // p50 latency at <= 4 KiB.
-    printf("# ratios (plexus / best gloo): size busbw_ratio p50_ratio\n");
-    for (const Row& p : rows) {
-      if (p.impl != "plexus") continue;
-      double gbw = 0, glat = 1e30;
-      for (const Row& g : rows) {
-        if (g.impl == "gloo" && g.bytes == p.bytes) {
-          gbw = std::max(gbw, g.busbw);
-          if (g.p50 > 0) glat = std::min(glat, g.p50);
-        }
-      }
-      if (gbw == 0) continue;
-      if (p.bytes >= (1 << 20) || p.bytes <= 4096) {
-        printf("# %11zu  busbw x%.2f", p.bytes, p.busbw / gbw);
-        if (p.p50 > 0 && glat < 1e30)
-          printf("  p50 x%.2f (lower is better)", p.p50 / glat);
-        printf("\n");
-      }
+    // The launcher merges these rows with the MPI peer's and reports.
+    std::string out;
+    for (const auto& [name, v] : limits) {
+      absl::StrAppend(&out, "LIMIT\t", name, "\t", v, "\n");
     }
-    const std::string json = args.Get("json", "");
-    if (!json.empty()) {
-      std::string out =
-          absl::StrCat("{\"n\": ", n, ", \"progress\": \"",
-                       blocking ? "blocking" : "busy", "\", \"limits\": {");
-      for (size_t i = 0; i < limits.size(); ++i) {
-        absl::StrAppend(&out, i ? ", " : "", "\"", limits[i].first,
-                        "\": ", limits[i].second);
-      }
-      absl::StrAppend(&out, "}, \"rows\": [");
-      for (size_t i = 0; i < rows.size(); ++i) {
-        const Row& r = rows[i];
-        absl::StrAppend(
-            &out, i ? ",\n  " : "\n  ",
-            absl::StrFormat(
-                "{\"impl\": \"%s\", \"algo\": \"%s\", \"bytes\": %d, "
-                "\"dtype\": \"fp32\", \"time_us\": %.3f, \"algbw_GBps\": "
-                "%.4f, \"busbw_GBps\": %.4f, \"wrong\": %d, \"p50_us\": %.3f, "
-                "\"p99_us\": %.3f}",
-                r.impl, r.algo, r.bytes, r.time_us, r.algbw, r.busbw, r.wrong,
-                r.p50, r.p99));
-      }
-      absl::StrAppend(&out, "\n]}\n");
-      CHECK(WriteFileAtomically(json, out).ok());
-    }
+    for (const Row& r : rows) absl::StrAppend(&out, RowLine(r), "\n");
+    CHECK(WriteFileAtomically(dir + "/rows.txt", out).ok());
   }
   CHECK(comm->Barrier().ok());
   return 0;
@@ -380,39 +358,408 @@ int Worker(const Args& args) {
 // --- Launcher
 // -----------------------------------------------------------------
 
+// What one round measured: rows and limits (name -> GB/s).
+struct Round {
+  std::vector<Row> rows;
+  std::vector<std::pair<std::string, double>> limits;
+};
+
+// Parses ROW / LIMIT lines (RowLine's format, and the MPI program's).
+void ParseLines(const std::string& text, Round* round) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, absl::ByAnyChar(" \t"),
+                                                absl::SkipEmpty());
+    if (f.size() == 8 && f[0] == "ROW") {
+      Row r{f[1], f[2]};
+      double t = 0, p50 = 0, p99 = 0;
+      int64_t wrong = 0;
+      if (!absl::SimpleAtoi(f[3], &r.bytes) || !absl::SimpleAtod(f[4], &t) ||
+          !absl::SimpleAtod(f[5], &p50) || !absl::SimpleAtod(f[6], &p99) ||
+          !absl::SimpleAtoi(f[7], &wrong)) {
+        continue;
+      }
+      r.time_us = t;
+      r.p50 = p50;
+      r.p99 = p99;
+      r.wrong = wrong;
+      round->rows.push_back(r);
+    }
+  }
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, '\t');
+    double v = 0;
+    if (f.size() == 3 && f[0] == "LIMIT" && absl::SimpleAtod(f[2], &v)) {
+      round->limits.push_back({f[1], v});
+    }
+  }
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `name` found on PATH; empty if none.
+std::string FindProgram(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  for (absl::string_view d : absl::StrSplit(path ? path : "", ':')) {
+    std::string p = absl::StrCat(d, "/", name);
+    if (!d.empty() && access(p.c_str(), X_OK) == 0) return p;
+  }
+  return "";
+}
+
+std::string SelfPath() {
+  return std::filesystem::read_symlink("/proc/self/exe").string();
+}
+
+// Runs argv with its output in `log`; true when it exits 0 within `timeout`.
+bool RunLogged(std::vector<std::string> argv,
+               std::vector<std::pair<std::string, std::string>> env,
+               const std::string& log, absl::Duration timeout) {
+  SubprocessOptions o;
+  o.argv = std::move(argv);
+  o.env = std::move(env);
+  o.log_file = log;
+  auto p = Subprocess::Start(o);
+  if (!p.ok()) {
+    fprintf(stderr, "# cannot start %s: %s\n", o.argv[0].c_str(),
+            p.status().ToString().c_str());
+    return false;
+  }
+  auto code = (*p)->Wait(timeout);
+  if (!code.ok() || *code != 0) {
+    fprintf(stderr, "# %s failed (%s); output in %s\n", o.argv[0].c_str(),
+            code.ok() ? absl::StrCat("exit ", *code).c_str()
+                      : code.status().ToString().c_str(),
+            log.c_str());
+    return false;
+  }
+  return true;
+}
+
+// Open MPI's MPI_Allreduce over the same sizes, n processes (mpirun), once
+// with Open MPI's defaults (shared memory: vader, with CMA single-copy) and
+// once over TCP loopback (`--mca pml ob1 --mca btl self,tcp`), as
+// BENCHMARKS.md asks.
+void RunMpi(const Args& args, const std::string& dir, int n, Round* round) {
+  const std::string mpirun = FindProgram("mpirun");
+  const std::string bin =
+      std::filesystem::path(SelfPath()).parent_path() / "mpi_allreduce_bench";
+  if (mpirun.empty() || access(bin.c_str(), X_OK) != 0) {
+    printf("# Open MPI peer skipped: %s not found\n",
+           mpirun.empty() ? "mpirun" : bin.c_str());
+    return;
+  }
+  struct Variant {
+    std::string label;
+    std::vector<std::string> mca;
+  };
+  const std::vector<Variant> variants = {
+      {"shm", {}},
+      {"tcp", {"--mca", "pml", "ob1", "--mca", "btl", "self,tcp"}},
+  };
+  for (const Variant& v : variants) {
+    std::vector<std::string> argv = {mpirun, "--allow-run-as-root",
+                                     "--oversubscribe", "-np",
+                                     absl::StrCat(n)};
+    argv.insert(argv.end(), v.mca.begin(), v.mca.end());
+    argv.insert(argv.end(),
+                {bin, absl::StrCat("--min_bytes=", args.Int("min_bytes", 4)),
+                 absl::StrCat("--max_bytes=", args.Int("max_bytes", 256 << 20)),
+                 "--label=" + v.label});
+    const std::string log = dir + "/mpi_" + v.label + ".txt";
+    if (!RunLogged(argv, {}, log, absl::Minutes(30))) {
+      continue;
+    }
+    Round r;
+    ParseLines(ReadFile(log), &r);
+    for (Row& row : r.rows) {
+      row.algbw = row.bytes / row.time_us / 1e3;
+      row.busbw = row.algbw * 2.0 * (n - 1) / n;
+      Print(row);
+      round->rows.push_back(row);
+    }
+  }
+}
+
+// UCX's own point-to-point bandwidth between two processes (ucx_perftest,
+// tag_bw, 1 MiB messages), with CMA (UCX's defaults) and without it (what
+// Plexus' transport runs with): the shared-memory limit for the ring.
+void RunUcxPerftest(const std::string& dir, Round* round) {
+  const std::string bin = FindProgram("ucx_perftest");
+  if (bin.empty()) {
+    printf("# UCX shared-memory limit skipped: ucx_perftest not found "
+           "(Debian's ucx-utils)\n");
+    return;
+  }
+  struct Variant {
+    std::string name;
+    std::vector<std::pair<std::string, std::string>> env;
+  };
+  const std::vector<Variant> variants = {
+      {"UCX tag_bw 1 MiB, shm+cma (GB/s)", {}},
+      {"UCX tag_bw 1 MiB, no cma (GB/s)", {{"UCX_TLS", "^cma"}}},
+  };
+  int port = 20000 + getpid() % 20000;
+  for (const Variant& v : variants) {
+    ++port;
+    SubprocessOptions so;
+    so.argv = {bin, "-p", absl::StrCat(port)};
+    so.env = v.env;
+    so.log_file = dir + "/perftest_server.txt";
+    auto server = Subprocess::Start(so);
+    if (!server.ok()) continue;
+    absl::SleepFor(absl::Milliseconds(300));
+    const std::string log = dir + "/perftest.txt";
+    std::filesystem::remove(log);
+    if (!RunLogged({bin, "127.0.0.1", "-p", absl::StrCat(port), "-t", "tag_bw",
+                    "-s", "1048576", "-n", "2000"},
+                   v.env, log, absl::Minutes(2))) {
+      continue;
+    }
+    (*server)->Wait(absl::Seconds(5)).IgnoreError();
+    // "Final: iters 50%ile avg overall bw_avg(MB/s) bw_overall msgrate..."
+    for (absl::string_view line : absl::StrSplit(ReadFile(log), '\n')) {
+      std::vector<std::string> f =
+          absl::StrSplit(line, ' ', absl::SkipEmpty());
+      double mbs = 0;
+      if (f.size() >= 6 && f[0] == "Final:" && absl::SimpleAtod(f[5], &mbs)) {
+        round->limits.push_back({v.name, mbs * 1048576 / 1e9});
+      }
+    }
+  }
+}
+
+std::string Key(const Row& r) {
+  return absl::StrCat(r.impl == "plexus" ? "plexus" : r.impl + " " + r.algo);
+}
+
+double Median(std::vector<double> v) { return Percentile(std::move(v), 0.5); }
+
 int Launcher(const Args& args) {
   const int n = static_cast<int>(args.Int("n", 2));
-  char tmpl[] = "/tmp/plexus-bench-XXXXXX";
-  CHECK(mkdtemp(tmpl) != nullptr);
-  const std::string dir = tmpl;
-  std::filesystem::create_directory(dir + "/store");
-  std::filesystem::create_directory(dir + "/gloo");
-  std::vector<std::unique_ptr<Subprocess>> procs;
-  for (int r = 0; r < n; ++r) {
-    SubprocessOptions o;
-    o.argv = {"/proc/self/exe"};
-    o.argv[0] = std::filesystem::read_symlink("/proc/self/exe").string();
-    for (int i = 1; i < args.argc; ++i) o.argv.push_back(args.argv[i]);
-    o.argv.push_back("--worker");
-    o.argv.push_back(absl::StrCat("--rank=", r));
-    o.argv.push_back("--dir=" + dir);
-    if (r > 0) o.log_file = dir + absl::StrCat("/rank", r, ".log");
-    auto p = Subprocess::Start(o);
-    CHECK(p.ok()) << p.status();
-    procs.push_back(std::move(*p));
-  }
+  const int repeats = static_cast<int>(std::max<int64_t>(1, args.Int("repeats", 1)));
+  const bool blocking = args.Get("progress", "busy") == "blocking";
+  std::vector<Round> rounds;
   int rc = 0;
-  for (int r = 0; r < n; ++r) {
-    auto code = procs[r]->Wait(absl::Minutes(30));
-    if (!code.ok() || *code != 0) {
-      fprintf(stderr, "rank %d failed (%s); log in %s\n", r,
-              code.ok() ? absl::StrCat("exit ", *code).c_str()
-                        : code.status().ToString().c_str(),
-              dir.c_str());
+  for (int round = 0; round < repeats; ++round) {
+    char tmpl[] = "/tmp/plexus-bench-XXXXXX";
+    CHECK(mkdtemp(tmpl) != nullptr);
+    const std::string dir = tmpl;
+    std::filesystem::create_directory(dir + "/store");
+    std::filesystem::create_directory(dir + "/gloo");
+    if (repeats > 1) printf("# round %d of %d\n", round + 1, repeats);
+    std::vector<std::unique_ptr<Subprocess>> procs;
+    for (int r = 0; r < n; ++r) {
+      SubprocessOptions o;
+      o.argv = {SelfPath()};
+      for (int i = 1; i < args.argc; ++i) o.argv.push_back(args.argv[i]);
+      o.argv.push_back("--worker");
+      o.argv.push_back(absl::StrCat("--rank=", r));
+      o.argv.push_back("--dir=" + dir);
+      if (r > 0) o.log_file = dir + absl::StrCat("/rank", r, ".log");
+      auto p = Subprocess::Start(o);
+      CHECK(p.ok()) << p.status();
+      procs.push_back(std::move(*p));
+    }
+    bool ok = true;
+    for (int r = 0; r < n; ++r) {
+      auto code = procs[r]->Wait(absl::Minutes(30));
+      if (!code.ok() || *code != 0) {
+        fprintf(stderr, "rank %d failed (%s); log in %s\n", r,
+                code.ok() ? absl::StrCat("exit ", *code).c_str()
+                          : code.status().ToString().c_str(),
+                dir.c_str());
+        ok = false;
+      }
+    }
+    if (!ok) {
+      rc = 1;
+      continue;
+    }
+    Round result;
+    ParseLines(ReadFile(dir + "/rows.txt"), &result);
+    // The peers run after the workers have exited: a busy-polling rank
+    // would otherwise take a core from them.
+    if (args.Int("mpi", 1) != 0) RunMpi(args, dir, n, &result);
+    if (args.Int("ucx_perftest", 1) != 0) RunUcxPerftest(dir, &result);
+    rounds.push_back(std::move(result));
+    std::filesystem::remove_all(dir);
+  }
+  if (rounds.empty()) return 1;
+
+  // Medians over rounds, per (implementation, algorithm, size).
+  std::map<std::pair<std::string, size_t>, std::vector<Row>> by_key;
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<double>> limit_values;
+  std::vector<std::string> limit_order;
+  for (const Round& r : rounds) {
+    for (const Row& row : r.rows) {
+      const std::string k = Key(row);
+      if (std::find(order.begin(), order.end(), k) == order.end()) {
+        order.push_back(k);
+      }
+      by_key[{k, row.bytes}].push_back(row);
+    }
+    for (const auto& [name, v] : r.limits) {
+      if (!limit_values.count(name)) limit_order.push_back(name);
+      limit_values[name].push_back(v);
+    }
+  }
+  const double bus = 2.0 * (n - 1) / n;
+  std::map<std::string, std::vector<Row>> series;
+  for (const auto& [key, rows] : by_key) {
+    Row m = rows.back();
+    std::vector<double> t, p50, p99;
+    m.wrong = 0;
+    for (const Row& r : rows) {
+      t.push_back(r.time_us);
+      p50.push_back(r.p50);
+      p99.push_back(r.p99);
+      m.wrong += r.wrong;
+    }
+    m.time_us = Median(t);
+    m.p50 = Median(p50);
+    m.p99 = Median(p99);
+    m.algbw = m.bytes / m.time_us / 1e3;
+    m.busbw = m.algbw * bus;
+    series[key.first].push_back(m);
+  }
+  std::vector<std::pair<std::string, double>> limits;
+  for (const std::string& name : limit_order) {
+    limits.push_back({name, Median(limit_values[name])});
+  }
+
+  printf("\n# Summary: all-reduce fp32 sum, n=%d, Plexus progress=%s, medians "
+         "over %d round(s)%s\n",
+         n, blocking ? "blocking" : "busy-poll", static_cast<int>(rounds.size()),
+         n > static_cast<int>(std::thread::hardware_concurrency())
+             ? " (oversubscribed: more ranks than cores)"
+             : "");
+  for (const auto& [name, v] : limits) {
+    printf("# limit: %s = %.2f\n", name.c_str(), v);
+  }
+  printf("%-7s %-5s %11s %10s %5s %11s %8s %8s %6s %9s %9s\n", "impl", "algo",
+         "size(B)", "count", "type", "time(us)", "algbw", "busbw", "#wrong",
+         "p50(us)", "p99(us)");
+  for (const std::string& k : order) {
+    for (const Row& r : series[k]) Print(r);
+  }
+
+  // Ratios at the sizes the targets name: busbw for >= 1 MiB, p50 for
+  // <= 4 KiB (lower is better for latency ratios).
+  auto find = [&](const std::string& k, size_t bytes) -> const Row* {
+    for (const Row& r : series[k]) {
+      if (r.bytes == bytes) return &r;
+    }
+    return nullptr;
+  };
+  std::vector<std::string> peers;
+  for (const std::string& k : order) {
+    if (k != "plexus") peers.push_back(k);
+  }
+  std::string json_ratios;
+  printf("\n# ratios: plexus / peer (busbw: higher is better; p50 latency: "
+         "lower is better)\n# %10s %7s", "size(B)", "metric");
+  for (const std::string& p : peers) printf(" %12s", p.c_str());
+  printf(" %12s\n", "best-gloo");
+  for (const Row& p : series["plexus"]) {
+    const bool big = p.bytes >= (1 << 20), small = p.bytes <= 4096;
+    if (!big && !small) continue;
+    printf("# %10zu %7s", p.bytes, big ? "busbw" : "p50");
+    double best_gloo = big ? 0 : 1e30;
+    std::string json_row = absl::StrFormat(
+        "{\"bytes\": %d, \"metric\": \"%s\"", p.bytes, big ? "busbw" : "p50");
+    for (const std::string& k : peers) {
+      const Row* g = find(k, p.bytes);
+      double ratio = 0;
+      if (g != nullptr) {
+        ratio = big ? p.busbw / g->busbw : (g->p50 > 0 ? p.p50 / g->p50 : 0);
+        if (absl::StartsWith(k, "gloo")) {
+          best_gloo = big ? std::max(best_gloo, g->busbw)
+                          : std::min(best_gloo, g->p50 > 0 ? g->p50 : 1e30);
+        }
+      }
+      printf(" %12.2f", ratio);
+      absl::StrAppend(&json_row, ", \"", k, "\": ", ratio);
+    }
+    double r = 0;
+    if (big && best_gloo > 0) r = p.busbw / best_gloo;
+    if (small && best_gloo < 1e30) r = p.p50 / best_gloo;
+    printf(" %12.2f\n", r);
+    absl::StrAppend(&json_row, ", \"best gloo\": ", r, "}");
+    absl::StrAppend(&json_ratios, json_ratios.empty() ? "\n  " : ",\n  ",
+                    json_row);
+  }
+
+  const std::string json = args.Get("json", "");
+  if (!json.empty()) {
+    std::string out = absl::StrCat(
+        "{\"n\": ", n, ", \"progress\": \"", blocking ? "blocking" : "busy",
+        "\", \"rounds\": ", rounds.size(), ", \"cores\": ",
+        std::thread::hardware_concurrency(), ", \"limits_GBps\": {");
+    for (size_t i = 0; i < limits.size(); ++i) {
+      absl::StrAppend(&out, i ? ", " : "", "\"", limits[i].first,
+                      "\": ", limits[i].second);
+    }
+    absl::StrAppend(&out, "}, \"rows\": [");
+    bool first = true;
+    for (const std::string& k : order) {
+      for (const Row& r : series[k]) {
+        absl::StrAppend(
+            &out, first ? "\n  " : ",\n  ",
+            absl::StrFormat(
+                "{\"impl\": \"%s\", \"algo\": \"%s\", \"bytes\": %d, "
+                "\"count\": %d, \"dtype\": \"fp32\", \"time_us\": %.3f, "
+                "\"algbw_GBps\": %.4f, \"busbw_GBps\": %.4f, \"wrong\": %d, "
+                "\"p50_us\": %.3f, \"p99_us\": %.3f}",
+                r.impl, r.algo, r.bytes, r.bytes / 4, r.time_us, r.algbw,
+                r.busbw, r.wrong, r.p50, r.p99));
+        first = false;
+      }
+    }
+    absl::StrAppend(&out, "\n], \"ratios\": [", json_ratios, "\n]}\n");
+    CHECK(WriteFileAtomically(json, out).ok());
+    printf("# wrote %s\n", json.c_str());
+  }
+
+  const std::string png = args.Get("png", "");
+  if (!png.empty()) {
+    PlotSpec spec;
+    spec.title = absl::StrFormat("all-reduce busbw, fp32, n=%d%s", n,
+                                 blocking ? ", plexus blocking" : "");
+    spec.x_label = "message size (bytes)";
+    spec.y_label = "busbw (GB/s)";
+    const uint32_t colors[] = {0x1F77B4, 0xFF7F0E, 0x8C564B,
+                               0x2CA02C, 0x9467BD, 0x17BECF};
+    int c = 0;
+    for (const std::string& k : order) {
+      PlotSeries s{k, colors[c++ % 6]};
+      for (const Row& r : series[k]) {
+        s.points.push_back({static_cast<double>(r.bytes), r.busbw});
+      }
+      spec.series.push_back(std::move(s));
+    }
+    const uint32_t limit_colors[] = {0xD62728, 0x7F7F7F, 0xBCBD22,
+                                     0xE377C2, 0x000000};
+    int lc = 0;
+    for (const auto& [name, v] : limits) {
+      std::string label = name;
+      const size_t cut = label.find(" (GB/s");
+      if (cut != std::string::npos) label.resize(cut);
+      spec.limits.push_back({label, limit_colors[lc++ % 5], v});
+    }
+    absl::Status st = WritePlotPng(spec, png);
+    if (st.ok()) {
+      printf("# wrote %s\n", png.c_str());
+    } else {
+      fprintf(stderr, "# plot: %s\n", st.ToString().c_str());
       rc = 1;
     }
   }
-  if (rc == 0) std::filesystem::remove_all(dir);
   return rc;
 }
 
