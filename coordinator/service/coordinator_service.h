@@ -34,8 +34,12 @@
 // Checkpointer::Poll every 200 ms: it notices a lost or restarted PS shard,
 // pauses dispatch and restores every shard to the newest checkpoint (F7),
 // and takes the periodic checkpoints. TriggerCheckpoint always waits for
-// the outcome (wait=false is treated as true). Without a data_dir the
-// checkpoint RPCs are FAILED_PRECONDITION.
+// the outcome (wait=false is treated as true). The state is saved before a
+// manifest is published. Without a data_dir the checkpoint RPCs are
+// FAILED_PRECONDITION. Checkpoint failpoints:
+// coordinator.checkpoint.before_manifest (after every shard committed),
+// coordinator.checkpoint.before_manifest_rename (manifest fsynced, not yet
+// renamed), coordinator.checkpoint.after_manifest_before_finalize.
 //
 // Resource and ReportShardReady RPCs answer UNIMPLEMENTED, and GetShardMap
 // an empty map (version 0), until their issues land.
