@@ -562,7 +562,10 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx,
         rendezvous_.MemberDied(reg->worker_id, reg->replaced_incarnation));
   }
   health_.Track(reg->worker_id, reg->incarnation);
-  if (!r.step_functions.empty()) {
+  // Every worker is scheduled, also one with no step functions yet (it gets
+  // no closures, but its NextTask calls must find it: before, they were
+  // answered "stale incarnation" and it re-registered in a loop).
+  if (r.role == membership::Role::kWorker || !r.step_functions.empty()) {
     absl::Status added = scheduler_->AddWorker(reg->worker_id, reg->incarnation,
                                                r.step_functions);
     if (!added.ok()) return ToGrpc(added);

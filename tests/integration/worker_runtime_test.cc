@@ -64,7 +64,8 @@ class WorkerRuntimeTest : public ::testing::Test {
 
   // A runtime with an "echo" step, running on its own thread.
   Runtime* StartRuntime(
-      std::function<void(const v1::ReformGroupCommand&)> on_reform = {}) {
+      std::function<void(const v1::ReformGroupCommand&)> on_reform = {},
+      bool with_step = true) {
     worker::RuntimeOptions o;
     o.coordinator = address_;
     o.handle_sigterm = false;
@@ -73,6 +74,7 @@ class WorkerRuntimeTest : public ::testing::Test {
     EXPECT_TRUE(rt.ok()) << rt.status();
     Runtime* r = rt->get();
     EXPECT_TRUE(
+        !with_step ||
         r->RegisterStep("echo",
                         [](absl::string_view args, worker::StepContext& ctx)
                             -> absl::StatusOr<std::string> {
@@ -132,6 +134,33 @@ TEST_F(WorkerRuntimeTest, ClosuresRunAndComeBackAsRemoteValues) {
     EXPECT_EQ(fresp.state(), v1::CLOSURE_STATE_SUCCEEDED);
     EXPECT_EQ(fresp.result(), absl::StrCat("a", i, "@", fresp.step_id()));
   }
+}
+
+// A worker with no step functions (e.g. one that only joins collective
+// groups) registers once and stays registered while it polls for tasks.
+TEST_F(WorkerRuntimeTest, AWorkerWithoutStepsStaysRegistered) {
+  Runtime* r = StartRuntime({}, /*with_step=*/false);
+  const uint64_t incarnation = r->incarnation();
+  ASSERT_NE(incarnation, 0u);
+  // Wait until it has been registered for over a second: with a 200 ms
+  // NextTask wait it has asked for work several times by then.
+  absl::StatusOr<v1::ProcessInfo> info;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        v1::ListProcessesRequest req;
+        v1::ListProcessesResponse resp;
+        grpc::ClientContext ctx;
+        if (!stub_->ListProcesses(&ctx, req, &resp).ok()) return false;
+        for (const auto& p : resp.processes()) {
+          if (p.worker_id() == r->worker_id()) info = p;
+        }
+        return info.ok() && info->last_heartbeat_unix_ms() >
+                                info->registered_unix_ms() + 1000;
+      },
+      absl::Seconds(20)));
+  EXPECT_EQ(r->incarnation(), incarnation);
+  EXPECT_EQ(info->incarnation(), incarnation);
+  EXPECT_EQ(info->restarts(), 0u);
 }
 
 TEST_F(WorkerRuntimeTest, RendezvousGroupsAndReformAfterAMemberLeaves) {
