@@ -60,8 +60,13 @@ void Checkpointer::Abort(uint64_t id, int shards) {
   }
 }
 
+void Checkpointer::Stop() { stopped_.store(true); }
+
 absl::StatusOr<TakeResult> Checkpointer::Take(const std::string& job_id,
                                               uint64_t step_id) {
+  if (stopped_.load()) {
+    return absl::UnavailableError("the coordinator is shutting down");
+  }
   if (recovering()) {
     return absl::UnavailableError(
         "a PS shard is being recovered; checkpoint again once it is back");
@@ -117,6 +122,11 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
           st->state != scheduling::JobState::kRunning ||
           (st->closures_running == 0 && st->completed_through_step_id >= c);
       if (done) break;
+      if (stopped_.load()) {
+        release();
+        return absl::UnavailableError(absl::StrCat(
+            "checkpoint at step ", c, ": the coordinator is shutting down"));
+      }
       if (clock_->Now() > deadline) {
         release();
         return absl::DeadlineExceededError(absl::StrCat(
@@ -323,6 +333,7 @@ absl::StatusOr<std::vector<Manifest>> Checkpointer::List(
 }
 
 void Checkpointer::Poll() {
+  if (stopped_.load()) return;
   absl::MutexLock lock(&op_mu_);
   const int n = shards_->num_shards();
   if (n == 0) return;

@@ -34,6 +34,7 @@
 // restores and recoveries run one at a time.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -193,6 +194,10 @@ class Checkpointer {
   // True while dispatch is paused for a lost shard.
   bool recovering() const;
 
+  // Shutdown: a checkpoint waiting for its steps gives up (UNAVAILABLE) and
+  // no new one starts. Idempotent.
+  void Stop();
+
  private:
   absl::StatusOr<TakeResult> TakeLocked(const std::string& job_id,
                                         uint64_t step_id)
@@ -222,6 +227,7 @@ class Checkpointer {
 
   mutable absl::Mutex mu_;
   bool recovering_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> stopped_{false};
 };
 
 }  // namespace plexus::coordinator::checkpointing

@@ -388,6 +388,7 @@ CoordinatorService::GetCheckpointer() const {
 
 void CoordinatorService::Shutdown() {
   stopping_.store(true);
+  if (checkpointer_ != nullptr) checkpointer_->Stop();
   {
     absl::MutexLock lock(&mu_);
     if (stop_) return;
@@ -1116,6 +1117,7 @@ grpc::Status CoordinatorService::TriggerCheckpoint(
     grpc::ServerContext* ctx, const v1::TriggerCheckpointRequest* req,
     v1::TriggerCheckpointResponse* resp) {
   PLEXUS_AUTHORIZE(ctx);
+  if (stopping_.load()) return ToGrpc(Unavailable());
   auto c = GetCheckpointer();
   if (!c.ok()) return ToGrpc(c.status());
   absl::StatusOr<checkpointing::TakeResult> r =
@@ -1152,6 +1154,7 @@ grpc::Status CoordinatorService::Restore(
     grpc::ServerContext* ctx, const v1::RestoreCheckpointRequest* req,
     v1::RestoreCheckpointResponse* resp) {
   PLEXUS_AUTHORIZE(ctx);
+  if (stopping_.load()) return ToGrpc(Unavailable());
   auto c = GetCheckpointer();
   if (!c.ok()) return ToGrpc(c.status());
   auto r = (*c)->Restore(req->checkpoint_id(), req->fall_back_to_previous());

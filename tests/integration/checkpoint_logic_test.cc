@@ -241,6 +241,23 @@ TEST_F(CheckpointerTest, StepsUpToCFinishAndLaterOnesWaitOnlyForTheCut) {
   EXPECT_EQ(after.task->step_id, 3u);
 }
 
+TEST_F(CheckpointerTest, StopEndsAWaitingCheckpointAndLiftsTheHold) {
+  StartJob(10);
+  auto running = Next(1);  // step 1 runs and never finishes here
+  ASSERT_TRUE(running.task.has_value());
+  absl::StatusOr<TakeResult> r;
+  std::thread t([&] { r = checkpointer_->Take("", 0); });
+  ASSERT_TRUE(shards_.probed().WaitForNotificationWithTimeout(
+      absl::Seconds(30)));
+  checkpointer_->Stop();
+  t.join();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_TRUE(checkpointer_->List(0)->empty());
+  EXPECT_TRUE(Next(2).task.has_value());  // step 2 is not held back
+  EXPECT_EQ(checkpointer_->Take("", 0).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
 TEST_F(CheckpointerTest, AFailedCommitOrManifestPublishesNothing) {
   StartJob(10);
   RunOne(1);
