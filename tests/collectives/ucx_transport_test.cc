@@ -5,6 +5,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "collectives/rendezvous/store.h"
 #include "collectives/transport/ucx/ucx_transport.h"
 #include "gtest/gtest.h"
@@ -150,13 +152,21 @@ TEST_P(GroupStampTest, OnlyTheGroupsCurrentEpochIsReceived) {
     for (auto& t : threads) t.join();
   }
   ASSERT_TRUE(ts[0] && ts[1]);
-  // The intruder's own store holds rank 0's published address and process.
+  // The intruder's own store holds rank 0's published address and process,
+  // and a forged group entry that matches the intruder's own (an honest
+  // stale peer is refused at connect: PeersOfAnotherEpochAreNotConnected).
   auto intruder_store = NewMemoryStore();
   for (const char* key : {"ucx/addr/0", "ucx/proc/0"}) {
     auto v = store->Get(key, absl::Now() + absl::Seconds(5));
     ASSERT_TRUE(v.ok()) << v.status();
     ASSERT_TRUE(intruder_store->Set(key, *v).ok());
   }
+  ASSERT_TRUE(
+      intruder_store
+          ->Set("ucx/group/0",
+                absl::StrCat("epoch ", intruder_options.group_epoch,
+                             " of group '", intruder_options.group, "'"))
+          .ok());
   auto intruder = NewUcxTransport(intruder_store.get(), 1, 2, intruder_options);
   ASSERT_TRUE(intruder.ok()) << intruder.status();
 
@@ -225,6 +235,30 @@ INSTANTIATE_TEST_SUITE_P(Intruders, GroupStampTest,
                                return "SameGroupAndEpoch";
                            }
                          });
+
+// Ranks that published different epochs of a group in one store (a stale
+// member) are not connected: each side names the other's epoch.
+TEST(GroupStampTest, PeersOfAnotherEpochAreNotConnected) {
+  auto store = NewMemoryStore();
+  absl::Status st[2];
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      UcxTransportOptions o{.connect_timeout = absl::Seconds(20),
+                            .group = "trainers",
+                            .group_epoch = r == 0 ? 3u : 2u};
+      st[r] = NewUcxTransport(store.get(), r, 2, o).status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(st[0].code(), absl::StatusCode::kFailedPrecondition) << st[0];
+  EXPECT_TRUE(absl::StrContains(st[0].message(),
+                                "rank 1 is in epoch 2 of group 'trainers'"))
+      << st[0];
+  EXPECT_EQ(st[1].code(), absl::StatusCode::kFailedPrecondition) << st[1];
+  EXPECT_TRUE(absl::StrContains(st[1].message(), "rank 0 is in epoch 3"))
+      << st[1];
+}
 
 TEST(GroupStampTest, EpochsLessThanSixteenApartDiffer) {
   for (uint64_t e = 0; e < 64; ++e) {

@@ -32,6 +32,7 @@ constexpr absl::Duration kLivenessPeriod = absl::Milliseconds(100);
 
 std::string AddrKey(int rank) { return absl::StrCat("ucx/addr/", rank); }
 std::string ProcKey(int rank) { return absl::StrCat("ucx/proc/", rank); }
+std::string GroupKey(int rank) { return absl::StrCat("ucx/group/", rank); }
 
 }  // namespace
 
@@ -121,6 +122,11 @@ absl::Status UcxTransport::Init(Store* store) {
   const ProcessId self = Self();
   PLEXUS_RETURN_IF_ERROR(store->Set(ProcKey(rank_), self.Serialize()),
                          "publishing the process id");
+  const std::string membership =
+      absl::StrCat("epoch ", options_.group_epoch, " of group '",
+                   options_.group, "'");
+  PLEXUS_RETURN_IF_ERROR(store->Set(GroupKey(rank_), membership),
+                         "publishing the group and epoch");
 
   const absl::Time deadline = absl::Now() + options_.connect_timeout;
   for (int p = 0; p < size_; ++p) {
@@ -136,6 +142,17 @@ absl::Status UcxTransport::Init(Store* store) {
                             absl::StrCat("waiting for rank ", p, "'s address"));
     PLEXUS_ASSIGN_OR_RETURN(std::string proc, store->Get(ProcKey(p), deadline),
                             absl::StrCat("waiting for rank ", p, "'s process"));
+    // Only members of this group's epoch are connected: a peer that
+    // published another one (a stale member, a store shared by mistake) is
+    // refused before any endpoint exists.
+    PLEXUS_ASSIGN_OR_RETURN(std::string theirs,
+                            store->Get(GroupKey(p), deadline),
+                            absl::StrCat("waiting for rank ", p, "'s group"));
+    if (theirs != membership) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("rank ", p, " is in ", theirs, ", this rank in ",
+                       membership, ": not connecting to it"));
+    }
     std::optional<ProcessId> id = ProcessId::Parse(proc);
     if (!id) {
       return absl::InvalidArgumentError(

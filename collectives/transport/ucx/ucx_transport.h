@@ -62,8 +62,10 @@ struct UcxTransportOptions {
 uint8_t GroupStamp(absl::string_view group, uint64_t group_epoch);
 
 // Connects rank `rank` of `size` through `store` (borrowed for the call only;
-// keys "ucx/addr/<rank>"). Every rank must call it with the same size, group
-// and group epoch. At most 32768 ranks.
+// keys "ucx/addr/<rank>", "ucx/proc/<rank>", "ucx/group/<rank>"). Every rank
+// must call it with the same size, group and group epoch: a peer that
+// published another group or epoch is FAILED_PRECONDITION naming it, and no
+// endpoint is made. At most 32768 ranks.
 absl::StatusOr<std::unique_ptr<Transport>> NewUcxTransport(
     Store* store, int rank, int size, const UcxTransportOptions& options);
 
