@@ -7,14 +7,21 @@
 //   * GoldenJobAcrossHosts: one host per task of the Kubernetes base's spec
 //     (deploy/k8s/base/cluster-spec.yaml, read with PyYAML); the golden
 //     workload (golden_worker) trains to the bit-exact golden values.
-//   * GoldenJobWithLinkDelay: the same with a tc netem delay on every link.
+//   * GoldenJobWithLinkDelay: the same with 20 ms more each way on every
+//     link between hosts: `tc netem` on each host's interface where the
+//     kernel has sch_netem, else, in user space, a delaying TCP relay
+//     (delay_relay) on a host of its own, to which iptables DNAT rules in
+//     every host send the connections for the other hosts' spec addresses.
+//     Either way processes and spec are unchanged. A gRPC health check
+//     timed from a worker's host (health_rtt) shows the delay is there;
+//     the test's output names the mechanism used.
 //   * TfJobChiefEndsWithTheJob: hosts and TF_CONFIG as Kubeflow gives
 //     deploy/kubeflow/tfjob.yaml's pods; the chief runs the driver.
 //   * SlurmScriptRunsTheGoldenJob: deploy/slurm/plexus.sbatch on a fake
 //     allocation whose nodes are namespaces.
 //
 // Needs root and `ip netns`; skips, saying why, where namespaces cannot be
-// made, and the delay test skips where netem is missing from the kernel.
+// made; the delay test skips only where it has neither netem nor iptables.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -27,9 +34,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -108,6 +118,7 @@ class MultiHostTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root for network namespaces";
+    BinDir();  // aborts without PLEXUS_BIN_DIR: before any namespace exists
     // One rehearsal at a time on this machine (ctest -j runs both tests at
     // once): their subnets and interface names must not meet.
     lock_fd_ = open("/tmp/plexus-multihost-test.lock", O_CREAT | O_RDWR, 0644);
@@ -130,18 +141,22 @@ class MultiHostTest : public ::testing::Test {
 
   void TearDown() override {
     batch_.reset();
+    relay_.reset();
     for (Host& h : hosts_) h.process.reset();  // SIGKILL, reaped
-    for (Host& h : hosts_) {
+    std::vector<std::string> namespaces;
+    for (const Host& h : hosts_) namespaces.push_back(h.ns);
+    if (!relay_ns_.empty()) namespaces.push_back(relay_ns_);
+    for (const std::string& ns : namespaces) {
       // Whatever still runs inside (started by a script under test).
       std::string pids;
-      RunCommand({ip_, "netns", "pids", h.ns}, dir_.Sub("pids.log"), &pids);
+      RunCommand({ip_, "netns", "pids", ns}, dir_.Sub("pids.log"), &pids);
       for (absl::string_view pid : absl::StrSplit(pids, '\n')) {
         int n = 0;
         if (absl::SimpleAtoi(pid, &n) && n > 0) kill(n, SIGKILL);
       }
-      RunCommand({ip_, "netns", "del", h.ns}, dir_.Sub("teardown.log"));
+      RunCommand({ip_, "netns", "del", ns}, dir_.Sub("teardown.log"));
       std::error_code ec;
-      std::filesystem::remove_all("/etc/netns/" + h.ns, ec);
+      std::filesystem::remove_all("/etc/netns/" + ns, ec);
     }
     if (!bridge_.empty()) {
       RunCommand({ip_, "link", "del", bridge_}, dir_.Sub("teardown.log"));
@@ -237,19 +252,211 @@ class MultiHostTest : public ::testing::Test {
           h.ip, " ", h.spec_address.substr(0, h.spec_address.rfind(':')), "\n");
     }
     for (size_t i = 0; i < hosts_.size(); ++i) {
-      const Host& h = hosts_[i];
-      std::string outer = absl::StrCat("plxv", tag_, "h", i);
-      std::string inner = absl::StrCat("plxi", tag_, "h", i);
-      Sh({ip, "netns", "add", h.ns});
-      Sh({ip, "link", "add", outer, "type", "veth", "peer", "name", inner});
-      Sh({ip, "link", "set", outer, "master", bridge_, "up"});
-      Sh({ip, "link", "set", inner, "netns", h.ns});
-      Sh({ip, "-n", h.ns, "link", "set", inner, "name", "eth0"});
-      Sh({ip, "-n", h.ns, "addr", "add", h.ip + "/24", "dev", "eth0"});
-      Sh({ip, "-n", h.ns, "link", "set", "eth0", "up"});
-      Sh({ip, "-n", h.ns, "link", "set", "lo", "up"});
-      std::filesystem::create_directories("/etc/netns/" + h.ns);
-      std::ofstream("/etc/netns/" + h.ns + "/hosts") << hosts_file;
+      AttachHost(hosts_[i].ns, hosts_[i].ip, absl::StrCat("h", i));
+      if (HasFatalFailure()) return;
+      std::filesystem::create_directories("/etc/netns/" + hosts_[i].ns);
+      std::ofstream("/etc/netns/" + hosts_[i].ns + "/hosts") << hosts_file;
+    }
+  }
+
+  // A namespace `ns` with `address` on eth0, a veth joined to the bridge.
+  void AttachHost(const std::string& ns, const std::string& address,
+                  const std::string& suffix) {
+    const std::string& ip = ip_;
+    std::string outer = absl::StrCat("plxv", tag_, suffix);
+    std::string inner = absl::StrCat("plxi", tag_, suffix);
+    Sh({ip, "netns", "add", ns});
+    Sh({ip, "link", "add", outer, "type", "veth", "peer", "name", inner});
+    Sh({ip, "link", "set", outer, "master", bridge_, "up"});
+    Sh({ip, "link", "set", inner, "netns", ns});
+    Sh({ip, "-n", ns, "link", "set", inner, "name", "eth0"});
+    Sh({ip, "-n", ns, "addr", "add", address + "/24", "dev", "eth0"});
+    Sh({ip, "-n", ns, "link", "set", "eth0", "up"});
+    Sh({ip, "-n", ns, "link", "set", "lo", "up"});
+  }
+
+  // Adds `delay` each way to every link between the spec hosts, without
+  // touching processes or spec: `tc netem` on every host's eth0 where the
+  // kernel has sch_netem (a packet leaving a host waits `delay`), else the
+  // user-space relay (below). Sets mechanism_ to what was used; skips where
+  // neither can be had.
+  void AddLinkDelay(absl::Duration delay) {
+    const std::string ms = absl::StrCat(absl::ToInt64Milliseconds(delay));
+    std::string netem_out = "no `tc` (iproute2) here";
+    if (!tc_.empty() &&
+        RunCommand({ip_, "netns", "exec", hosts_[0].ns, tc_, "qdisc", "add",
+                    "dev", "eth0", "root", "netem", "delay", ms + "ms"},
+                   dir_.Sub("tc.log"), &netem_out) == 0) {
+      for (size_t i = 1; i < hosts_.size(); ++i) {
+        Sh({ip_, "netns", "exec", hosts_[i].ns, tc_, "qdisc", "add", "dev",
+            "eth0", "root", "netem", "delay", ms + "ms"});
+        if (HasFatalFailure()) return;
+      }
+      mechanism_ = "tc netem: " + ms + " ms on every host's eth0";
+      return;
+    }
+    netem_out = std::string(absl::StripAsciiWhitespace(netem_out));
+    AddRelayDelay(delay);
+    if (IsSkipped()) {
+      GTEST_SKIP() << "and tc netem is not available either (" << netem_out
+                   << ")";
+    }
+    if (HasFatalFailure()) return;
+    mechanism_ =
+        absl::StrCat("user-space relay (tc netem unavailable: ", netem_out,
+                     "): ", ms, " ms each way through delay_relay on ",
+                     relay_ip_, ", iptables DNAT in every host");
+  }
+
+  // The user-space delay: delay_relay on a host of its own (relay_ns_,
+  // relay_ip_), one listening port per daemon (chief, ps) forwarding to the
+  // daemon's real address, and in every spec host a nat OUTPUT rule per
+  // other host's daemon sending its connections to that port. Each chunk is
+  // held `delay` in each direction: a round trip between hosts gains
+  // 2 * delay, as with netem on both ends. (A daemon's connections seem to
+  // come from the relay's address; nothing in Plexus looks at peers'
+  // addresses. The relay accepts before it reaches the daemon, so a bare
+  // TCP connect, as plexus-launch's wait makes, succeeds while the daemon is
+  // down: the daemons here serve before the workers start.)
+  void AddRelayDelay(absl::Duration delay) {
+    const std::string iptables = FindTool("iptables");
+    if (iptables.empty()) GTEST_SKIP() << "no `iptables` here for the relay";
+    relay_ns_ = absl::StrCat("plx", tag_, "-relay");
+    relay_ip_ = subnet_ + "2";
+    AttachHost(relay_ns_, relay_ip_, "r");
+    if (HasFatalFailure()) return;
+    std::vector<std::string> argv = {ip_, "netns", "exec", relay_ns_,
+                                     BinDir() + "/delay_relay"};
+    argv.push_back(
+        absl::StrCat("--delay_ms=", absl::ToInt64Milliseconds(delay)));
+    argv.push_back("--ready_file=" + dir_.Sub("relay.ready"));
+    std::map<std::string, int> relay_port;  // daemon address -> relay port
+    for (const Host& t : hosts_) {
+      if (t.role == m::Role::kWorker) continue;  // workers serve nothing
+      int port = 20000 + static_cast<int>(relay_port.size());
+      relay_port[t.address()] = port;
+      argv.push_back(absl::StrCat(port, "=", t.address()));
+    }
+    SubprocessOptions so;
+    so.argv = argv;
+    so.log_file = relay_log_ = dir_.Sub("relay.log");
+    auto p = Subprocess::Start(so);
+    ASSERT_TRUE(p.ok()) << p.status();
+    relay_ = std::move(*p);
+    absl::StatusOr<int> ready = WaitForPortFile(
+        dir_.Sub("relay.ready"), absl::Seconds(10), relay_.get());
+    ASSERT_TRUE(ready.ok()) << ready.status() << "\n" << ReadFile(relay_log_);
+    bool first = true;
+    for (const Host& h : hosts_) {
+      for (const Host& t : hosts_) {
+        if (&t == &h || t.role == m::Role::kWorker) continue;
+        std::string port = t.address().substr(t.address().rfind(':') + 1);
+        std::vector<std::string> rule = {ip_,  "netns",  "exec",
+                                         h.ns, iptables, "-w"};
+        for (absl::string_view a : absl::StrSplit(
+                 absl::StrCat("-t nat -A OUTPUT -p tcp -d ", t.ip, " --dport ",
+                              port, " -j DNAT --to-destination ", relay_ip_,
+                              ":", relay_port[t.address()]),
+                 ' ')) {
+          rule.emplace_back(a);
+        }
+        if (first) {
+          // Whether this kernel does NAT in a namespace at all.
+          std::string out;
+          if (RunCommand(rule, dir_.Sub("iptables.log"), &out) != 0) {
+            GTEST_SKIP() << "iptables DNAT does not work here ("
+                         << absl::StripAsciiWhitespace(out) << ")";
+          }
+          first = false;
+          continue;
+        }
+        Sh(rule);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+
+  // Times gRPC health checks of every daemon from the first worker's host,
+  // through its spec names as the workers reach them, and checks each round
+  // trip takes at least 2 * delay; prints them beside the same checks from
+  // the test's own namespace (no relay; with netem, one delayed direction).
+  void CheckDelay(absl::Duration delay) {
+    const Host* worker = nullptr;
+    std::vector<std::string> names, direct;
+    for (const Host& h : hosts_) {
+      if (h.role == m::Role::kWorker) {
+        if (worker == nullptr) worker = &h;
+      } else {
+        names.push_back(h.spec_address);
+        direct.push_back(h.address());
+      }
+    }
+    ASSERT_NE(worker, nullptr);
+    std::vector<std::string> argv = {
+        ip_,        "netns", "exec", worker->ns, BinDir() + "/health_rtt",
+        "--count=5"};
+    argv.insert(argv.end(), names.begin(), names.end());
+    std::string from_worker, from_test;
+    ASSERT_EQ(RunCommand(argv, dir_.Sub("rtt.log"), &from_worker), 0)
+        << from_worker;
+    argv = {BinDir() + "/health_rtt", "--count=5"};
+    argv.insert(argv.end(), direct.begin(), direct.end());
+    ASSERT_EQ(RunCommand(argv, dir_.Sub("rtt0.log"), &from_test), 0)
+        << from_test;
+    std::cout << "[ delay    ] mechanism: " << mechanism_ << "\n"
+              << "[ delay    ] from " << worker->ns << ":\n"
+              << from_worker << "[ delay    ] from the test's namespace:\n"
+              << from_test << std::flush;
+    RecordProperty("link_delay_mechanism", mechanism_);
+    int seen = 0;
+    for (absl::string_view line : absl::StrSplit(from_worker, '\n')) {
+      size_t at = line.find(" min=");
+      if (!absl::StartsWith(line, "health_rtt: ") || at == line.npos) continue;
+      double min_ms = 0;
+      ASSERT_TRUE(absl::SimpleAtod(
+          line.substr(at + 5, line.find(' ', at + 1) - at - 5), &min_ms))
+          << line;
+      EXPECT_GE(min_ms, 2 * absl::ToDoubleMilliseconds(delay)) << line;
+      ++seen;
+    }
+    EXPECT_EQ(seen, static_cast<int>(names.size())) << from_worker;
+  }
+
+  // Relay only: every worker's connections to every daemon went through it.
+  void CheckRelayCarried() {
+    if (relay_ == nullptr) return;
+    std::string log = ReadFile(relay_log_);
+    std::vector<absl::string_view> lines = absl::StrSplit(log, '\n');
+    // "... ended: A bytes there, B back"
+    int connections = 0;
+    uint64_t bytes = 0;
+    for (absl::string_view line : lines) {
+      size_t at = line.find(" ended: ");
+      if (at == line.npos) continue;
+      ++connections;
+      std::vector<absl::string_view> w =
+          absl::StrSplit(line.substr(at + 8), ' ');
+      uint64_t there = 0, back = 0;
+      if (w.size() == 5 && absl::SimpleAtoi(w[0], &there) &&
+          absl::SimpleAtoi(w[3], &back)) {
+        bytes += there + back;
+      }
+    }
+    std::cout << "[ delay    ] the relay carried " << connections
+              << " connections, " << bytes << " bytes" << std::endl;
+    for (const Host& w : hosts_) {
+      if (w.role != m::Role::kWorker) continue;
+      for (const Host& t : hosts_) {
+        if (t.role == m::Role::kWorker) continue;
+        bool found = false;
+        for (absl::string_view line : lines) {
+          found |= absl::StrContains(line, " from " + w.ip + ":") &&
+                   absl::EndsWith(line, " to " + t.address());
+        }
+        EXPECT_TRUE(found) << w.ns << " -> " << t.ns
+                           << " did not go through the relay:\n"
+                           << log;
+      }
     }
   }
 
@@ -441,6 +648,13 @@ class MultiHostTest : public ::testing::Test {
   std::string subnet_;
   std::string bridge_;
   std::string spec_file_;
+  // The delay test: what adds the delay, and the relay's host and process
+  // where it is the relay.
+  std::string mechanism_;
+  std::string relay_ns_;
+  std::string relay_ip_;
+  std::string relay_log_;
+  std::unique_ptr<Subprocess> relay_;
   // The TFJob rehearsal: the cluster JSON for TF_CONFIG (else empty), and
   // what the chief's environment adds.
   std::string tf_cluster_;
@@ -461,23 +675,18 @@ TEST_F(MultiHostTest, GoldenJobAcrossHosts) {
 TEST_F(MultiHostTest, GoldenJobWithLinkDelay) {
   PrepareSpecHosts();
   ASSERT_FALSE(HasFatalFailure());
-  // 20 ms each way on every host's link: a 40 ms round trip between hosts.
-  if (tc_.empty()) GTEST_SKIP() << "no `tc` (iproute2) here";
-  for (const Host& h : hosts_) {
-    std::string out;
-    if (RunCommand({ip_, "netns", "exec", h.ns, tc_, "qdisc", "add", "dev",
-                    "eth0", "root", "netem", "delay", "20ms"},
-                   dir_.Sub("tc.log"), &out) != 0) {
-      GTEST_SKIP() << "tc netem is not available here (" << out
-                   << "); the delayed-link rehearsal needs the sch_netem "
-                      "kernel module";
-    }
-  }
+  // 20 ms each way on every link: a 40 ms round trip between hosts.
+  const absl::Duration delay = absl::Milliseconds(20);
+  AddLinkDelay(delay);
+  if (IsSkipped() || HasFatalFailure()) return;
   StartAll();
+  ASSERT_FALSE(HasFatalFailure());
+  CheckDelay(delay);
   ASSERT_FALSE(HasFatalFailure());
   TrainGolden();
   ASSERT_FALSE(HasFatalFailure());
   StopAll();
+  CheckRelayCarried();
 }
 
 // The Kubeflow TFJob route: each process gets only the TF_CONFIG the
