@@ -8,7 +8,7 @@ status=0
 # Folders that hold logic only: no gRPC, no generated wire types.
 for dir in common ps/storage collectives/patterns collectives/algorithms \
            collectives/rendezvous coordinator/membership coordinator/health \
-           coordinator/scheduling coordinator/checkpoint coordinator/rendezvous \
+           coordinator/scheduling coordinator/checkpointing coordinator/rendezvous \
            coordinator/state; do
   [ -d "$root/$dir" ] || continue
   while IFS= read -r hit; do
