@@ -14,8 +14,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
@@ -134,10 +134,10 @@ TEST_F(CoordinatorBadInputTest, RendezvousNamesKeysAndSizes) {
     req.set_group("g");
     req.set_timeout_ms(100);
     v1::RendezvousWaitResponse resp;
-    EXPECT_EQ(
-        Call([&](auto* c) { return stub_->RendezvousWait(c, req, &resp); })
-            .code(),
-        absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(Call([&](auto* c) {
+                return stub_->RendezvousWait(c, req, &resp);
+              }).code(),
+              absl::StatusCode::kInvalidArgument);
   }
   ASSERT_NO_FATAL_FAILURE(ExpectServing());
 }
@@ -148,19 +148,19 @@ TEST_F(CoordinatorBadInputTest, GroupsJobsCheckpointsAndFailpoints) {
     v1::GetGroupRequest req;
     req.set_group("nope");
     v1::GetGroupResponse resp;
-    EXPECT_EQ(Call([&](auto* c) { return stub_->GetGroup(c, req, &resp); })
-                  .code(),
-              absl::StatusCode::kNotFound);
+    EXPECT_EQ(
+        Call([&](auto* c) { return stub_->GetGroup(c, req, &resp); }).code(),
+        absl::StatusCode::kNotFound);
   }
   {
     v1::BumpGroupEpochRequest req;
     req.set_group("nope");
     req.set_expected_epoch(1);
     v1::BumpGroupEpochResponse resp;
-    EXPECT_EQ(
-        Call([&](auto* c) { return stub_->BumpGroupEpoch(c, req, &resp); })
-            .code(),
-        absl::StatusCode::kNotFound);
+    EXPECT_EQ(Call([&](auto* c) {
+                return stub_->BumpGroupEpoch(c, req, &resp);
+              }).code(),
+              absl::StatusCode::kNotFound);
   }
   for (uint32_t size : {0u, 1u << 30}) {
     for (const char* group : {"", "../g", "ring"}) {
@@ -172,9 +172,9 @@ TEST_F(CoordinatorBadInputTest, GroupsJobsCheckpointsAndFailpoints) {
       req.set_timeout_ms(100);
       v1::JoinGroupResponse resp;
       SCOPED_TRACE(absl::StrCat("group '", group, "' size ", req.size()));
-      EXPECT_EQ(Call([&](auto* c) { return stub_->JoinGroup(c, req, &resp); })
-                    .code(),
-                absl::StatusCode::kInvalidArgument);
+      EXPECT_EQ(
+          Call([&](auto* c) { return stub_->JoinGroup(c, req, &resp); }).code(),
+          absl::StatusCode::kInvalidArgument);
     }
   }
   // Jobs: unknown, bad ids, overflowing steps.
@@ -182,29 +182,28 @@ TEST_F(CoordinatorBadInputTest, GroupsJobsCheckpointsAndFailpoints) {
     v1::CancelJobRequest req;
     req.set_job_id("nope");
     v1::CancelJobResponse resp;
-    EXPECT_EQ(Call([&](auto* c) { return stub_->CancelJob(c, req, &resp); })
-                  .code(),
-              absl::StatusCode::kNotFound);
+    EXPECT_EQ(
+        Call([&](auto* c) { return stub_->CancelJob(c, req, &resp); }).code(),
+        absl::StatusCode::kNotFound);
   }
   {
     v1::FetchRequest req;
     req.set_remote_value_id(123456);
     req.set_timeout_ms(100);
     v1::FetchResponse resp;
-    EXPECT_EQ(
-        Call([&](auto* c) { return stub_->Fetch(c, req, &resp); }).code(),
-        absl::StatusCode::kNotFound);
+    EXPECT_EQ(Call([&](auto* c) { return stub_->Fetch(c, req, &resp); }).code(),
+              absl::StatusCode::kNotFound);
   }
   for (const std::string& id : {std::string(4096, 'j'), std::string("a b"),
-                               std::string("a/../b"), std::string("..")}) {
+                                std::string("a/../b"), std::string("..")}) {
     v1::SubmitJobRequest req;
     req.set_job_id(id);
     req.mutable_steps()->set_function_name("golden");
     req.mutable_steps()->set_num_steps(3);
     v1::SubmitJobResponse resp;
-    EXPECT_EQ(Call([&](auto* c) { return stub_->SubmitJob(c, req, &resp); })
-                  .code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(
+        Call([&](auto* c) { return stub_->SubmitJob(c, req, &resp); }).code(),
+        absl::StatusCode::kInvalidArgument)
         << id.substr(0, 16);
   }
   {
@@ -213,17 +212,17 @@ TEST_F(CoordinatorBadInputTest, GroupsJobsCheckpointsAndFailpoints) {
     req.mutable_steps()->set_function_name("");
     req.mutable_steps()->set_num_steps(3);
     v1::SubmitJobResponse resp;
-    EXPECT_EQ(Call([&](auto* c) { return stub_->SubmitJob(c, req, &resp); })
-                  .code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(
+        Call([&](auto* c) { return stub_->SubmitJob(c, req, &resp); }).code(),
+        absl::StatusCode::kInvalidArgument)
         << "empty step function";
     v1::GetJobStatusRequest sreq;
     sreq.set_job_id("huge");
     v1::GetJobStatusResponse sresp;
-    EXPECT_EQ(
-        Call([&](auto* c) { return stub_->GetJobStatus(c, sreq, &sresp); })
-            .code(),
-        absl::StatusCode::kNotFound)
+    EXPECT_EQ(Call([&](auto* c) {
+                return stub_->GetJobStatus(c, sreq, &sresp);
+              }).code(),
+              absl::StatusCode::kNotFound)
         << "a refused job must leave no state";
   }
   // Checkpoints on a coordinator that knows no shards; an unknown id.
@@ -243,16 +242,16 @@ TEST_F(CoordinatorBadInputTest, GroupsJobsCheckpointsAndFailpoints) {
     req.set_name("coordinator.after_dispatch_before_record");
     req.set_action("explode");
     v1::SetFailpointResponse resp;
-    EXPECT_EQ(
-        Call([&](auto* c) { return stub_->SetFailpoint(c, req, &resp); })
-            .code(),
-        absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(Call([&](auto* c) {
+                return stub_->SetFailpoint(c, req, &resp);
+              }).code(),
+              absl::StatusCode::kInvalidArgument);
     req.set_name("bad name");
     req.set_action("crash");
-    EXPECT_EQ(
-        Call([&](auto* c) { return stub_->SetFailpoint(c, req, &resp); })
-            .code(),
-        absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(Call([&](auto* c) {
+                return stub_->SetFailpoint(c, req, &resp);
+              }).code(),
+              absl::StatusCode::kInvalidArgument);
     req.set_name("x");
     req.set_action("off");
     ASSERT_TRUE(
@@ -278,9 +277,7 @@ TEST_F(CoordinatorBadInputTest, CallsDuringShutdownAreUnavailable) {
   Proc& co = cluster_->coordinator();
   ASSERT_TRUE(co.process->Signal(SIGTERM).ok());
   ASSERT_TRUE(WaitFor(
-      [&] {
-        return absl::StrContains(ReadFile(co.log), "draining (SIGTERM)");
-      },
+      [&] { return absl::StrContains(ReadFile(co.log), "draining (SIGTERM)"); },
       absl::Seconds(10)));
   auto fresh = v1::Coordinator::NewStub(
       grpc::CreateChannel(co.address, grpc::InsecureChannelCredentials()));

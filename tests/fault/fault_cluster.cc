@@ -116,8 +116,7 @@ absl::StatusOr<std::unique_ptr<NetHost>> NetHost::Create() {
       {ip, "link", "set", inner_dev, "netns", h->ns_},
       {ip, "addr", "add", h->outer_ip_ + "/30", "dev", h->outer_dev_},
       {ip, "link", "set", h->outer_dev_, "up"},
-      {ip, "-n", h->ns_, "addr", "add", h->inner_ip_ + "/30", "dev",
-       inner_dev},
+      {ip, "-n", h->ns_, "addr", "add", h->inner_ip_ + "/30", "dev", inner_dev},
       {ip, "-n", h->ns_, "link", "set", inner_dev, "up"},
       {ip, "-n", h->ns_, "link", "set", "lo", "up"},
   };
@@ -153,7 +152,7 @@ std::vector<std::string> NetHost::Wrap(
 }
 
 absl::Status NetHost::Iptables(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {FindTool("ip"), "netns", "exec", ns_,
+  std::vector<std::string> argv = {FindTool("ip"),       "netns", "exec", ns_,
                                    FindTool("iptables"), "-w"};
   argv.insert(argv.end(), args.begin(), args.end());
   std::string out;
@@ -182,7 +181,8 @@ absl::Status NetHost::Heal() {
   return Iptables({"-F", "INPUT"});
 }
 
-// --- FaultCluster -------------------------------------------------------------
+// --- FaultCluster
+// -------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Start(
     const FaultClusterOptions& options) {
@@ -207,9 +207,9 @@ absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Start(
   Proc& co = c->coordinator_;
   co.role = "coordinator";
   co.dir = options.root_dir + "/coordinator";
-  co.argv = {bin + "/plexus-coordinator", "--data_dir=" + co.dir + "/data",
+  co.argv = {bin + "/plexus-coordinator",   "--data_dir=" + co.dir + "/data",
              "--heartbeat_interval_ms=100", "--suspect_timeout_ms=600",
-             "--dead_timeout_ms=1500", "--shutdown_grace_s=5"};
+             "--dead_timeout_ms=1500",      "--shutdown_grace_s=5"};
   if (options.coordinator_knows_shards) {
     co.argv.push_back("--ps_shards=" + absl::StrJoin(c->ps_addresses(), ","));
   }
@@ -291,7 +291,8 @@ absl::Status FaultCluster::StartDaemon(Proc& p) {
   if (p.runs == 1) {
     for (std::string& a : p.argv) {
       if (a == "--port=0") a = absl::StrCat("--port=", port);
-      if (a == "--admin_port=0") a = absl::StrCat("--admin_port=", p.admin_port);
+      if (a == "--admin_port=0")
+        a = absl::StrCat("--admin_port=", p.admin_port);
     }
   }
   return absl::OkStatus();
@@ -333,11 +334,11 @@ absl::Status FaultCluster::StartWorker(int index,
     return absl::FailedPreconditionError(
         absl::StrCat("worker ", index, " is still running"));
   }
-  if (p->runs == 0 || !argv_extra.empty() || !failpoints.empty() ||
-      host != nullptr) {
+  {
     std::string ip = host != nullptr ? host->outer_ip() : "127.0.0.1";
     std::vector<std::string> shards;
-    for (const Proc& s : shards_) shards.push_back(absl::StrCat(ip, ":", s.port));
+    for (const Proc& s : shards_)
+      shards.push_back(absl::StrCat(ip, ":", s.port));
     std::vector<std::string> argv = {
         testing::BinDir() + "/golden_worker",
         absl::StrCat("--coordinator=", ip, ":", coordinator_.port),
@@ -346,7 +347,8 @@ absl::Status FaultCluster::StartWorker(int index,
     argv.insert(argv.end(), argv_extra.begin(), argv_extra.end());
     p->argv = host != nullptr ? host->Wrap(argv) : argv;
     p->env.clear();
-    if (!failpoints.empty()) p->env.push_back({"PLEXUS_FAILPOINTS", failpoints});
+    if (!failpoints.empty())
+      p->env.push_back({"PLEXUS_FAILPOINTS", failpoints});
   }
   return Launch(*p);
 }
@@ -363,8 +365,8 @@ absl::Status FaultCluster::SetFailpoint(const Proc& daemon,
   auto channel =
       grpc::CreateChannel(daemon.address, grpc::InsecureChannelCredentials());
   if (daemon.role == "ps") {
-    return FromGrpcStatus(v1::ParameterServer::NewStub(channel)->SetFailpoint(
-        &ctx, req, &resp));
+    return FromGrpcStatus(
+        v1::ParameterServer::NewStub(channel)->SetFailpoint(&ctx, req, &resp));
   }
   return FromGrpcStatus(
       v1::Coordinator::NewStub(channel)->SetFailpoint(&ctx, req, &resp));
@@ -390,7 +392,8 @@ absl::StatusOr<v1::JobStatus> FaultCluster::Join(absl::Duration timeout) {
   req.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
   v1::JoinResponse resp;
   grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout + absl::Seconds(5)));
+  ctx.set_deadline(
+      absl::ToChronoTime(absl::Now() + timeout + absl::Seconds(5)));
   PLEXUS_RETURN_IF_ERROR(FromGrpcStatus(stub_->Join(&ctx, req, &resp)));
   return resp.status();
 }
@@ -435,9 +438,8 @@ absl::Status FaultCluster::CheckGolden(uint64_t steps) {
   for (size_t i = 0; i < w.size(); ++i) {
     absl::StrAppend(&diff, " [", i, "] ", w[i], " vs ", golden[i]);
   }
-  return absl::DataLossError(
-      absl::StrCat("parameters differ from the golden run of ", steps,
-                   " steps:", diff));
+  return absl::DataLossError(absl::StrCat(
+      "parameters differ from the golden run of ", steps, " steps:", diff));
 }
 
 absl::Status FaultCluster::CheckJobGolden(uint64_t steps,
@@ -445,10 +447,10 @@ absl::Status FaultCluster::CheckJobGolden(uint64_t steps,
   PLEXUS_ASSIGN_OR_RETURN(v1::JobStatus done, Join(timeout));
   if (done.state() != v1::JOB_STATE_SUCCEEDED ||
       done.closures_total() != steps || done.closures_succeeded() != steps) {
-    return absl::InternalError(absl::StrCat(
-        "job ended ", v1::JobState_Name(done.state()), " with ",
-        done.closures_succeeded(), "/", done.closures_total(),
-        " closures, want ", steps));
+    return absl::InternalError(
+        absl::StrCat("job ended ", v1::JobState_Name(done.state()), " with ",
+                     done.closures_succeeded(), "/", done.closures_total(),
+                     " closures, want ", steps));
   }
   return CheckGolden(steps);
 }

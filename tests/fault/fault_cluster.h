@@ -134,8 +134,8 @@ class FaultCluster {
   Proc& worker(int i) { return *workers_[i]; }
   int num_workers() const { return static_cast<int>(workers_.size()); }
 
-  // Starts golden_worker `index` (a new slot, or a restart of that slot with
-  // the same command line when `argv_extra` is empty and the slot exists).
+  // Starts golden_worker `index` with this command line (a new slot, or the
+  // slot's next run: a new log; Restart() reruns the previous command line).
   // `host` (may be null): run inside that test host, reaching the daemons at
   // its outer_ip(). `failpoints`: PLEXUS_FAILPOINTS of the worker.
   absl::Status StartWorker(int index, std::vector<std::string> argv_extra = {},

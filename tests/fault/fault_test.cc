@@ -76,12 +76,15 @@ TEST_P(F11Test, PartitionedWorkerAppliesEveryStepOnce) {
   ASSERT_TRUE(cluster_->Submit(kSteps).ok());
   // Mid-step: worker 0 pulled its second step and sleeps before the push.
   ASSERT_TRUE(WaitFor(
-      [&] { return CountOf(ReadFile(cluster_->worker(0).log), " pulled") >= 2; },
+      [&] {
+        return CountOf(ReadFile(cluster_->worker(0).log), " pulled") >= 2;
+      },
       absl::Seconds(30)))
       << cluster_->Logs();
   const int ps_port = cluster_->ps(0).port;
-  ASSERT_TRUE((*host)->Partition(ps_port, /*outbound=*/!ack_only,
-                                 /*inbound=*/true)
+  ASSERT_TRUE((*host)
+                  ->Partition(ps_port, /*outbound=*/!ack_only,
+                              /*inbound=*/true)
                   .ok());
   const absl::Time cut = absl::Now();
   // The other worker goes on meanwhile.
@@ -114,8 +117,8 @@ TEST_F(FaultTest, F12_SigtermPsDrainsInFlightPushThenExits0) {
   Proc& ps = cluster_->ps(0);
   std::vector<float> g(testing::kGoldenElements, -1.0f);
   ASSERT_TRUE(cluster_->ps_client()->PushDense(kGoldenVariable, g).ok());
-  ASSERT_TRUE(cluster_->SetFailpoint(ps, "ps.push.before_apply", "sleep(1500)@1")
-                  .ok());
+  ASSERT_TRUE(
+      cluster_->SetFailpoint(ps, "ps.push.before_apply", "sleep(1500)@1").ok());
   std::atomic<bool> push_done{false};
   absl::Status push_status;
   std::thread pusher([&] {

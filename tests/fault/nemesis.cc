@@ -29,8 +29,8 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <random>
 
@@ -98,7 +98,8 @@ class Nemesis {
     cluster_ = std::move(*c);
     for (int i = 0; i < FLAGS_workers; ++i) {
       absl::Status st = cluster_->StartWorker(
-          i, {absl::StrCat("--pause_after_pull_ms=", FLAGS_pause_after_pull_ms)},
+          i,
+          {absl::StrCat("--pause_after_pull_ms=", FLAGS_pause_after_pull_ms)},
           "", hosts_.empty() ? nullptr : hosts_[i].get());
       if (!st.ok()) {
         std::printf("round %d: worker %d: %s\n", round, i,
@@ -119,7 +120,8 @@ class Nemesis {
     while (absl::Now() < stop_faults && !Done()) {
       absl::Time next =
           absl::Now() + absl::Seconds(std::min(3 * FLAGS_every_s, gap(rng_)));
-      while (absl::Now() < next && !Done()) absl::SleepFor(absl::Milliseconds(50));
+      while (absl::Now() < next && !Done())
+        absl::SleepFor(absl::Milliseconds(50));
       if (Done() || absl::Now() >= stop_faults) break;
       if (!OneFault(start)) ok = false;
     }
@@ -148,7 +150,8 @@ class Nemesis {
       std::vector<double>& v = s.recover_ms;
       std::sort(v.begin(), v.end());
       auto at = [&](double q) {
-        return v.empty() ? 0.0 : v[std::min(v.size() - 1, size_t(q * v.size()))];
+        return v.empty() ? 0.0
+                         : v[std::min(v.size() - 1, size_t(q * v.size()))];
       };
       std::printf("%-16s %6d %7d %10.0f %10.0f %10.0f %10.0f\n", name.c_str(),
                   s.count, s.unrecovered, v.empty() ? 0.0 : v.front(), at(0.5),
@@ -170,14 +173,18 @@ class Nemesis {
     v1::ListCheckpointsResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    return cluster_->coordinator_stub()->ListCheckpoints(&ctx, req, &resp).ok() &&
+    return cluster_->coordinator_stub()
+               ->ListCheckpoints(&ctx, req, &resp)
+               .ok() &&
            !resp.manifests().empty();
   }
 
   int Uniform(int lo, int hi) {
     return std::uniform_int_distribution<int>(lo, hi)(rng_);
   }
-  absl::Duration Ms(int lo, int hi) { return absl::Milliseconds(Uniform(lo, hi)); }
+  absl::Duration Ms(int lo, int hi) {
+    return absl::Milliseconds(Uniform(lo, hi));
+  }
 
   // Brings every process back: SIGCONT to all, restarts the dead, heals
   // every partition.
@@ -204,10 +211,9 @@ class Nemesis {
   // Injects one fault, heals it, waits for progress. False if the job did
   // not move again within 3 minutes.
   bool OneFault(absl::Time round_start) {
-    std::vector<std::string> kinds = {"kill-worker", "term-worker",
-                                      "stop-worker", "kill-coord",
-                                      "stop-coord",  "stop-ps",
-                                      "term-ps",     "kill-ps"};
+    std::vector<std::string> kinds = {
+        "kill-worker", "term-worker", "stop-worker", "kill-coord",
+        "stop-coord",  "stop-ps",     "term-ps",     "kill-ps"};
     if (!hosts_.empty()) {
       kinds.push_back("part-worker-ps");
       kinds.push_back("part-worker-co");
@@ -268,8 +274,8 @@ class Nemesis {
         auto code = ps.process->Wait(absl::Seconds(30));
         st = code.status();
         if (st.ok() && *code != 0) {
-          st = absl::InternalError(absl::StrCat("PS exited ", *code,
-                                                " after SIGTERM, want 0"));
+          st = absl::InternalError(
+              absl::StrCat("PS exited ", *code, " after SIGTERM, want 0"));
         }
       }
       if (ps.process != nullptr && !ps.process->Running()) {
@@ -346,10 +352,11 @@ int main(int argc, char** argv) {
     absl::Duration took;
     if (nemesis.Round(rounds, steps, stop, &took)) ++golden;
     // Size the next job to last about a round.
-    double scale = absl::ToDoubleSeconds(absl::Seconds(FLAGS_round_minutes * 60)) /
-                   std::max(1.0, absl::ToDoubleSeconds(took));
-    steps = std::clamp<int64_t>(static_cast<int64_t>(steps * scale), 200,
-                                200000);
+    double scale =
+        absl::ToDoubleSeconds(absl::Seconds(FLAGS_round_minutes * 60)) /
+        std::max(1.0, absl::ToDoubleSeconds(took));
+    steps =
+        std::clamp<int64_t>(static_cast<int64_t>(steps * scale), 200, 200000);
   }
   nemesis.Summary();
   std::printf("\nnemesis: %d round(s), %d golden, %s of faults\n", rounds,

@@ -65,32 +65,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           [](auto& r) { r.set_wait_ms(std::min<int64_t>(r.wait_ms(), 1)); });
       break;
     case 4:
-      Call<v1::ReportResultRequest, v1::ReportResultResponse>(
-          body, n, &S::ReportResult);
+      Call<v1::ReportResultRequest, v1::ReportResultResponse>(body, n,
+                                                              &S::ReportResult);
       break;
     case 5:
-      Call<v1::SubmitJobRequest, v1::SubmitJobResponse>(body, n,
-                                                        &S::SubmitJob);
+      Call<v1::SubmitJobRequest, v1::SubmitJobResponse>(body, n, &S::SubmitJob);
       break;
     case 6:
       Call<v1::ScheduleRequest, v1::ScheduleResponse>(body, n, &S::Schedule);
       break;
     case 7:
-      Call<v1::JoinRequest, v1::JoinResponse>(
-          body, n, &S::Join, [](auto& r) {
-            r.set_timeout_ms(std::clamp<int64_t>(r.timeout_ms(), 1, 1));
-          });
+      Call<v1::JoinRequest, v1::JoinResponse>(body, n, &S::Join, [](auto& r) {
+        r.set_timeout_ms(std::clamp<int64_t>(r.timeout_ms(), 1, 1));
+      });
       break;
     case 8:
       Call<v1::FetchRequest, v1::FetchResponse>(body, n, &S::Fetch);
       break;
     case 9:
-      Call<v1::CancelJobRequest, v1::CancelJobResponse>(body, n,
-                                                        &S::CancelJob);
+      Call<v1::CancelJobRequest, v1::CancelJobResponse>(body, n, &S::CancelJob);
       break;
     case 10:
-      Call<v1::GetJobStatusRequest, v1::GetJobStatusResponse>(
-          body, n, &S::GetJobStatus);
+      Call<v1::GetJobStatusRequest, v1::GetJobStatusResponse>(body, n,
+                                                              &S::GetJobStatus);
       break;
     case 11:
       Call<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>(
