@@ -70,7 +70,7 @@ run_one() {
     -max_len=4096 -print_final_stats=1 -artifact_prefix="$dir/crashes/" \
     > "$dir/log" 2>&1 || true
   local execs crashes
-  execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$dir/log" | grep -o '[0-9]*$' || echo '?')"
+  execs="$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$dir/log" | grep -o '[0-9]*$' || echo '?')"
   crashes="$(find "$dir/crashes" -type f | wc -l)"
   echo "$t: ${seconds}s, ${execs} executions, ${crashes} crash(es), corpus $(ls "$dir/corpus" | wc -l) inputs (log: $dir/log)"
   [[ "$crashes" == 0 ]]
