@@ -9,6 +9,7 @@
 #include "common/daemon_flags.h"
 #include "common/dir_lock.h"
 #include "common/init.h"
+#include "common/tls.h"
 #include "coordinator/membership/cluster_spec.h"
 #include "coordinator/service/coordinator_service.h"
 
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
   so.suspect_timeout = absl::Milliseconds(FLAGS_suspect_timeout_ms);
   so.dead_timeout = absl::Milliseconds(FLAGS_dead_timeout_ms);
   so.disconnect_timeout = absl::Milliseconds(FLAGS_disconnect_timeout_ms);
+  so.ps_tls = plexus::ClientTlsOptionsFromFlags();
   so.max_restarts_per_worker = FLAGS_max_restarts_per_worker;
   so.no_worker_timeout = absl::Milliseconds(FLAGS_no_worker_timeout_ms);
   so.ps_shards = absl::StrSplit(FLAGS_ps_shards, ',', absl::SkipEmpty());

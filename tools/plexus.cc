@@ -67,7 +67,7 @@ bool Alive(pid_t pid) {
 struct UpOptions {
   std::string dir, bin_dir, worker_cmd;
   int num_ps = 1, num_workers = 0;
-  double timeout_s = 30, chaos_s = 0;
+  double timeout_s = 30, chaos_s = 0, checkpoint_every_s = 0;
   uint64_t chaos_seed = 1;
 };
 
@@ -93,6 +93,13 @@ int LocalUp(const UpOptions& up) {
       ' ', absl::SkipEmpty());
   o.kill_with_parent = false;
   o.start_timeout = absl::Seconds(up.timeout_s);
+  // The coordinator watches the shards: `plexus checkpoint` works and a
+  // restarted shard is restored from the newest checkpoint.
+  o.coordinator_watches_shards = true;
+  if (up.checkpoint_every_s > 0) {
+    o.coordinator_flags.push_back(
+        absl::StrCat("--checkpoint_every_s=", up.checkpoint_every_s));
+  }
   std::cout << "starting a local cluster in " << o.root_dir
             << ": coordinator + " << up.num_ps << " PS shard(s) + "
             << up.num_workers << " worker(s)" << std::endl;
@@ -526,6 +533,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   up->add_option("--chaos-seed", upo.chaos_seed, "Seed of the chaos victims")
       ->capture_default_str();
+  up->add_option("--checkpoint-every", upo.checkpoint_every_s,
+                 "Take a global checkpoint every this many seconds (0: only "
+                 "on `plexus checkpoint create`)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   double chaos_every = 10;
   auto* chaos = localcmd->add_subcommand(
       "chaos",

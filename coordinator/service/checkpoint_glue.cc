@@ -154,16 +154,17 @@ ck::Manifest FromProto(const v1::CheckpointManifest& m) {
 
 // ---- GrpcShardDriver ----
 
-GrpcShardDriver::GrpcShardDriver(std::vector<std::string> addresses,
-                                 const std::string& token,
-                                 uint64_t coordinator_epoch)
+GrpcShardDriver::GrpcShardDriver(
+    std::vector<std::string> addresses,
+    std::shared_ptr<grpc::ChannelCredentials> credentials,
+    const std::string& token, uint64_t coordinator_epoch)
     : epoch_(coordinator_epoch) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   for (const std::string& a : addresses) {
     stubs_.push_back(v1::ParameterServer::NewStub(
         grpc::experimental::CreateCustomChannelWithInterceptors(
-            a, grpc::InsecureChannelCredentials(), args,
+            a, credentials, args,
             TokenInterceptors(token))));
   }
 }

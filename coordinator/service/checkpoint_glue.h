@@ -15,6 +15,8 @@
 // FileManifestStore's methods are serialised internally.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,10 +33,12 @@ checkpointing::Manifest FromProto(const v1::CheckpointManifest& m);
 
 class GrpcShardDriver final : public checkpointing::ShardDriver {
  public:
-  // `addresses` in shard order ("host:port"). `token` (may be empty) goes
+  // `addresses` in shard order ("host:port"), reached with `credentials`
+  // (plaintext or TLS, as the shards serve). `token` (may be empty) goes
   // with every call as a Bearer token.
-  GrpcShardDriver(std::vector<std::string> addresses, const std::string& token,
-                  uint64_t coordinator_epoch);
+  GrpcShardDriver(std::vector<std::string> addresses,
+                  std::shared_ptr<grpc::ChannelCredentials> credentials,
+                  const std::string& token, uint64_t coordinator_epoch);
 
   int num_shards() const override {
     return static_cast<int>(stubs_.size());

@@ -305,8 +305,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
     if (!token.ok()) {
       LOG(WARNING) << "no token for calls to the PS shards: " << token.status();
     }
+    PLEXUS_ASSIGN_OR_RETURN(
+        std::shared_ptr<grpc::ChannelCredentials> creds,
+        MakeChannelCredentials(s->options_.ps_tls),
+        "TLS towards the PS shards (--tls_ca_file, --tls_client_cert_file, "
+        "--tls_client_key_file)");
     s->shard_driver_ = std::make_unique<GrpcShardDriver>(
-        shards, token.ok() ? *token : "", epoch);
+        shards, std::move(creds), token.ok() ? *token : "", epoch);
     checkpointing::CheckpointerOptions co = s->options_.checkpoint;
     co.coordinator_epoch = epoch;
     CoordinatorService* self = s.get();

@@ -63,6 +63,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/tls.h"
 #include "coordinator/checkpointing/checkpointer.h"
 #include "coordinator/health/failure_detector.h"
 #include "coordinator/membership/cluster_spec.h"
@@ -99,6 +100,9 @@ struct CoordinatorServiceOptions {
   // PS shard addresses in shard order, for checkpoints and PS recovery.
   // Empty: the cluster spec's ps list.
   std::vector<std::string> ps_shards;
+  // TLS towards the shards (their CA; a client certificate where they
+  // require mutual TLS). All empty (default): plaintext.
+  ClientTlsOptions ps_tls;
   // Retention, periodic checkpoints, timeouts (epoch is filled in).
   checkpointing::CheckpointerOptions checkpoint;
 };

@@ -144,10 +144,26 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
         absl::StrCat("cannot create ", options.root_dir, ": ", ec.message()));
   }
   auto cluster = std::unique_ptr<LocalCluster>(new LocalCluster());
-  PLEXUS_RETURN_IF_ERROR(cluster->StartMember(options, "coordinator", 0, {}));
+  if (!options.coordinator_watches_shards) {
+    PLEXUS_RETURN_IF_ERROR(cluster->StartMember(options, "coordinator", 0,
+                                                options.coordinator_flags));
+  }
   for (int i = 0; i < options.num_ps; ++i) {
     PLEXUS_RETURN_IF_ERROR(
         cluster->StartMember(options, "ps", i, {absl::StrCat("--shard=", i)}));
+  }
+  if (options.coordinator_watches_shards) {
+    std::vector<std::string> shards;
+    for (const Member& m : cluster->members_) shards.push_back(m.address);
+    std::vector<std::string> flags = options.coordinator_flags;
+    flags.push_back("--ps_shards=" + absl::StrJoin(shards, ","));
+    PLEXUS_RETURN_IF_ERROR(
+        cluster->StartMember(options, "coordinator", 0, std::move(flags)));
+    // The coordinator stays members()[0] (and process(0)).
+    std::rotate(cluster->members_.begin(), cluster->members_.end() - 1,
+                cluster->members_.end());
+    std::rotate(cluster->processes_.begin(), cluster->processes_.end() - 1,
+                cluster->processes_.end());
   }
   for (const Member& m : cluster->members_) {
     PLEXUS_RETURN_IF_ERROR(

@@ -48,6 +48,13 @@ struct LocalClusterOptions {
   // (by pid) as alive. Default none.
   int num_workers = 0;
   std::vector<std::string> worker_argv;
+  // Tell the coordinator the shards' addresses (--ps_shards), so that it can
+  // take global checkpoints and restore restarted shards (F7); the shards
+  // then start before it. Off (default): the coordinator starts first and
+  // knows no shards. `plexus local up` turns it on.
+  bool coordinator_watches_shards = false;
+  // Extra flags for the coordinator only (e.g. --checkpoint_every_s=60).
+  std::vector<std::string> coordinator_flags;
 };
 
 // One process of the cluster.
