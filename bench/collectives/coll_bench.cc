@@ -1,20 +1,30 @@
 // nccl-tests-style all-reduce benchmark: Plexus collectives over UCX against
-// Gloo (ring_chunked and halving_doubling over TCP loopback) in the same run,
-// with this machine's limits (memory bandwidth, memcpy, loopback TCP).
+// its peers in the same run -- Gloo (ring_chunked and halving_doubling over
+// TCP loopback) and Open MPI's MPI_Allreduce (shared memory, and TCP with
+// `--mca btl self,tcp`; mpi_allreduce_bench.cc) -- and this machine's limits
+// (a[i] += b[i], memcpy, loopback TCP, UCX tag bandwidth with and without
+// CMA from ucx_perftest).
 //
 //   coll_bench [--n=2] [--progress=busy|blocking] [--min_bytes=4]
-//              [--max_bytes=268435456] [--gloo=1] [--json=FILE]
-//              [--pipeline_bytes=262144]
+//              [--max_bytes=268435456] [--repeats=1] [--gloo=1] [--mpi=1]
+//              [--ucx_perftest=1] [--ucx_tls=...] [--pipeline_bytes=262144]
+//              [--json=FILE] [--png=FILE]
 //
-// The launcher starts n copies of itself (--worker) joined by a file store in
-// a temporary folder; rank 0 prints the table. Per size S (doubling) and fp32
-// sum: time = median per-operation time over back-to-back iterations after
-// warm-up; algbw = S / time; busbw = algbw * 2 (n - 1) / n; #wrong counts
-// elements differing from the exact expected sum. For S <= 64 KiB also
-// OSU-style blocking latency (a barrier before each operation), p50 and p99.
-// Gloo gets its own context per algorithm, warmed up with the largest message
+// Each round: the launcher starts n copies of itself (--worker) joined by a
+// file store in a temporary folder (Plexus, then Gloo; rank 0 prints rows as
+// they come), then, once they have exited, `mpirun --allow-run-as-root
+// --oversubscribe -np n` for each Open MPI variant, then ucx_perftest. The
+// summary is the median over rounds of each row. Per size S (doubling) and
+// fp32 sum: time = median per-operation time over back-to-back iterations
+// after warm-up; algbw = S / time; busbw = algbw * 2 (n - 1) / n; #wrong
+// counts elements differing from the exact expected sum on any rank (MPI) or
+// rank 0 (Plexus, Gloo). For S <= 64 KiB also OSU-style blocking latency (the
+// implementation's own barrier before each operation), p50 and p99. Ratios
+// are Plexus over each peer: busbw for S >= 1 MiB, p50 for S <= 4 KiB. Gloo
+// gets its own context per algorithm, warmed up with the largest message
 // first (Debian's Gloo never grows a connection's send buffer past its first
-// message, see BENCHMARKS.md).
+// message, see BENCHMARKS.md). --ucx_tls sets UCX_TLS for the Plexus ranks
+// only. Peers that are not installed are skipped with a message.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -82,6 +92,10 @@ struct Args {
     return false;
   }
 };
+
+// A benchmark has no caller to hand an error to: a failed collective ends the
+// run, saying why.
+void CheckOk(const absl::Status& status) { CHECK(status.ok()) << status; }
 
 double NowUs() {
   return std::chrono::duration<double, std::micro>(
@@ -220,7 +234,7 @@ int Worker(const Args& args) {
   auto comm_or = Communicator::Create(file_store->get(), rank, n, options);
   CHECK(comm_or.ok()) << comm_or.status();
   Communicator* comm = comm_or->get();
-  CHECK(comm->Barrier().ok());
+  CheckOk(comm->Barrier());
 
   if (rank == 0) {
     printf("# Plexus collectives all-reduce benchmark: n=%d progress=%s\n", n,
@@ -243,7 +257,7 @@ int Worker(const Args& args) {
   std::vector<float> send(max_bytes / 4 + 1, rank + 1.0f), recv(send.size());
   for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 2) {
     const size_t count = std::max<size_t>(1, bytes / 4);
-    CHECK(comm->Barrier().ok());
+    CheckOk(comm->Barrier());
     std::fill(recv.begin(), recv.begin() + count, 0.0f);
     Algorithm algo = Algorithm::kAuto;
     // The blocking form (what training loops call); the algorithm comes from
@@ -251,13 +265,12 @@ int Worker(const Args& args) {
     {
       auto w = comm->AllReduceAsync(send.data(), recv.data(), count,
                                     DataType::kFloat32, ReduceOp::kSum);
-      CHECK(w->Wait().ok());
+      CheckOk(w->Wait());
       algo = w->algorithm();
     }
     auto times = TimeOps(Iterations(bytes), [&] {
-      CHECK(comm->AllReduce(send.data(), recv.data(), count, DataType::kFloat32,
-                            ReduceOp::kSum)
-                .ok());
+      CheckOk(comm->AllReduce(send.data(), recv.data(), count,
+                              DataType::kFloat32, ReduceOp::kSum));
     });
     Row row{"plexus", std::string(AlgorithmName(algo)), count * 4};
     row.time_us = Percentile(times, 0.5);
@@ -267,11 +280,10 @@ int Worker(const Args& args) {
     if (bytes <= (64 << 10)) {
       std::vector<double> lat;
       for (int i = 0; i < 200; ++i) {
-        CHECK(comm->Barrier().ok());
+        CheckOk(comm->Barrier());
         double s = NowUs();
-        CHECK(comm->AllReduce(send.data(), recv.data(), count,
-                              DataType::kFloat32, ReduceOp::kSum)
-                  .ok());
+        CheckOk(comm->AllReduce(send.data(), recv.data(), count,
+                                DataType::kFloat32, ReduceOp::kSum));
         lat.push_back(NowUs() - s);
       }
       row.p50 = Percentile(lat, 0.5);
@@ -351,7 +363,7 @@ int Worker(const Args& args) {
     for (const Row& r : rows) absl::StrAppend(&out, RowLine(r), "\n");
     CHECK(WriteFileAtomically(dir + "/rows.txt", out).ok());
   }
-  CHECK(comm->Barrier().ok());
+  CheckOk(comm->Barrier());
   return 0;
 }
 
@@ -543,6 +555,7 @@ int Launcher(const Args& args) {
   const int n = static_cast<int>(args.Int("n", 2));
   const int repeats = static_cast<int>(std::max<int64_t>(1, args.Int("repeats", 1)));
   const bool blocking = args.Get("progress", "busy") == "blocking";
+  const std::string ucx_tls = args.Get("ucx_tls", "");
   std::vector<Round> rounds;
   int rc = 0;
   for (int round = 0; round < repeats; ++round) {
@@ -561,6 +574,9 @@ int Launcher(const Args& args) {
       o.argv.push_back(absl::StrCat("--rank=", r));
       o.argv.push_back("--dir=" + dir);
       if (r > 0) o.log_file = dir + absl::StrCat("/rank", r, ".log");
+      // UCX_TLS for Plexus (and Gloo) ranks only: mpirun's ranks read it too
+      // when Open MPI runs over UCX.
+      if (!ucx_tls.empty()) o.env.push_back({"UCX_TLS", ucx_tls});
       auto p = Subprocess::Start(o);
       CHECK(p.ok()) << p.status();
       procs.push_back(std::move(*p));
@@ -633,9 +649,11 @@ int Launcher(const Args& args) {
     limits.push_back({name, Median(limit_values[name])});
   }
 
-  printf("\n# Summary: all-reduce fp32 sum, n=%d, Plexus progress=%s, medians "
-         "over %d round(s)%s\n",
-         n, blocking ? "blocking" : "busy-poll", static_cast<int>(rounds.size()),
+  printf("\n# Summary: all-reduce fp32 sum, n=%d, Plexus progress=%s%s, "
+         "medians over %d round(s)%s\n",
+         n, blocking ? "blocking" : "busy-poll",
+         ucx_tls.empty() ? "" : (" UCX_TLS=" + ucx_tls).c_str(),
+         static_cast<int>(rounds.size()),
          n > static_cast<int>(std::thread::hardware_concurrency())
              ? " (oversubscribed: more ranks than cores)"
              : "");
