@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -453,6 +454,23 @@ absl::Status FaultCluster::CheckJobGolden(uint64_t steps,
                      " closures, want ", steps));
   }
   return CheckGolden(steps);
+}
+
+double FaultCluster::Metric(const Proc& daemon, const std::string& series) {
+  httplib::Client http("127.0.0.1", daemon.admin_port);
+  http.set_connection_timeout(2);
+  http.set_read_timeout(5);
+  httplib::Result r = http.Get("/metrics");
+  if (!r) return -1;
+  std::stringstream ss(r->body);
+  for (std::string line; std::getline(ss, line);) {
+    if (line.size() > series.size() &&
+        line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return -1;
 }
 
 std::string FaultCluster::Logs(size_t tail_bytes) const {

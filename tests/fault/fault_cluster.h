@@ -169,6 +169,10 @@ class FaultCluster {
   // total and succeeded and golden values.
   absl::Status CheckJobGolden(uint64_t steps, absl::Duration timeout);
 
+  // The value of one series (e.g. `plexus_ps_pushes_total{outcome="applied"}`)
+  // on a daemon's /metrics; -1 if the daemon does not answer or lacks it.
+  double Metric(const Proc& daemon, const std::string& series);
+
   v1::Coordinator::Stub* coordinator_stub() { return stub_.get(); }
   worker::PsClient* ps_client() { return ps_.get(); }
   // A short summary of every member's log tail, for failure messages.

@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -96,6 +97,14 @@ TEST_P(F11Test, PartitionedWorkerAppliesEveryStepOnce) {
   ASSERT_TRUE((*host)->Heal().ok());
   absl::Status st = cluster_->CheckJobGolden(kSteps, absl::Seconds(90));
   EXPECT_TRUE(st.ok()) << st << cluster_->Logs();
+  // Applied-update counts exact: one applied push per step; a re-sent push
+  // is a duplicate, never applied.
+  const std::string applied = "plexus_ps_pushes_total{outcome=\"applied\"}";
+  const std::string dup = "plexus_ps_pushes_total{outcome=\"duplicate\"}";
+  EXPECT_EQ(cluster_->Metric(cluster_->ps(0), applied), kSteps);
+  std::cerr << "F11 " << (ack_only ? "acks lost" : "both ways") << ": applied "
+            << cluster_->Metric(cluster_->ps(0), applied) << ", duplicates "
+            << cluster_->Metric(cluster_->ps(0), dup) << "\n";
   // The partitioned worker is alive and took part after the heal or was
   // fenced out and re-registered; either way nothing was applied twice.
   EXPECT_TRUE(cluster_->worker(0).process->Running());
