@@ -97,6 +97,7 @@ TEST_F(F17Test, KilledRankIsNamedAndTheGroupReforms) {
   std::string golden;
   {
     Rank a = StartRank("clean", 20), b = StartRank("clean", 20);
+    ASSERT_TRUE(a.process && b.process);
     for (Rank* r : {&a, &b}) {
       absl::StatusOr<int> code = r->process->Wait(absl::Seconds(90));
       ASSERT_TRUE(code.ok()) << code.status() << ReadFile(r->log);
@@ -110,6 +111,7 @@ TEST_F(F17Test, KilledRankIsNamedAndTheGroupReforms) {
   // not is rank 1.
   constexpr int kTimeoutS = 5;
   Rank a = StartRank("ring", kTimeoutS), b = StartRank("ring", kTimeoutS);
+  ASSERT_TRUE(a.process && b.process);
   Rank* rank0 = nullptr;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -159,6 +161,7 @@ TEST_F(F17Test, KilledRankIsNamedAndTheGroupReforms) {
       },
       absl::Seconds(20)));
   Rank c = StartRank("ring", 20), d = StartRank("ring", 20);
+  ASSERT_TRUE(c.process && d.process);
   for (Rank* r : {&c, &d}) {
     absl::StatusOr<int> done = r->process->Wait(absl::Seconds(90));
     ASSERT_TRUE(done.ok()) << done.status() << ReadFile(r->log);
