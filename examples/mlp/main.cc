@@ -265,7 +265,12 @@ absl::Status RunCoordinatorWorker(std::unique_ptr<worker::Runtime> rt,
       absl::StrCat("joining collective group ", FLAGS_group, " of ",
                    FLAGS_world));
   auto store = NewRuntimeStore(rt.get(), FLAGS_group, group.epoch());
-  return TrainRank(data, store.get(), group.my_rank(), copts,
+  // Every message of the communicator carries the group and its epoch, so a
+  // member of an older epoch (or another group) cannot put data into ours.
+  collectives::CommunicatorOptions stamped = copts;
+  stamped.group = FLAGS_group;
+  stamped.group_epoch = group.epoch();
+  return TrainRank(data, store.get(), group.my_rank(), stamped,
                    absl::StrCat("group ", FLAGS_group, " epoch ",
                                 group.epoch(), " via the coordinator"));
 }
