@@ -12,7 +12,8 @@ namespace {
 
 class AdminHttpServerImpl : public AdminHttpServer {
  public:
-  AdminHttpServerImpl(std::function<bool()> serving)
+  AdminHttpServerImpl(std::function<bool()> serving,
+                      const AdminHttpHandlers& extra)
       : serving_(std::move(serving)) {
     server_.new_task_queue = [] { return new httplib::ThreadPool(2); };
     server_.Get(
@@ -25,6 +26,16 @@ class AdminHttpServerImpl : public AdminHttpServer {
           res.status = ok ? 200 : 503;
           res.set_content(ok ? "SERVING\n" : "NOT_SERVING\n", "text/plain");
         });
+    for (const auto& [path, handler] : extra) {
+      if (path == "/metrics" || path == "/healthz") continue;
+      server_.Get(path, [handler](const httplib::Request&,
+                                  httplib::Response& res) {
+        AdminHttpResponse r = handler();
+        res.status = r.status;
+        if (!r.location.empty()) res.set_header("Location", r.location);
+        res.set_content(r.body, r.content_type);
+      });
+    }
   }
 
   ~AdminHttpServerImpl() override {
@@ -59,12 +70,13 @@ class AdminHttpServerImpl : public AdminHttpServer {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<AdminHttpServer>> AdminHttpServer::Start(
-    const std::string& host, int port, std::function<bool()> serving) {
+    const std::string& host, int port, std::function<bool()> serving,
+    const AdminHttpHandlers& extra) {
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("admin port must be in 0..65535, got ", port));
   }
-  auto s = std::make_unique<AdminHttpServerImpl>(std::move(serving));
+  auto s = std::make_unique<AdminHttpServerImpl>(std::move(serving), extra);
   absl::Status st = s->Bind(host, port);
   if (!st.ok()) return st;
   return s;

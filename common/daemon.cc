@@ -146,14 +146,19 @@ class DaemonImpl : public Daemon {
     if (options_.admin_port < 0) return absl::OkStatus();
     PLEXUS_ASSIGN_OR_RETURN(
         admin_, AdminHttpServer::Start(options_.host, options_.admin_port,
-                                       [this] { return health_->serving(); }));
+                                       [this] { return health_->serving(); },
+                                       options_.admin_pages));
     if (!options_.admin_port_file.empty()) {
       PLEXUS_RETURN_IF_ERROR(
           WriteFileAtomically(options_.admin_port_file,
                               absl::StrCat(admin_->port(), "\n")),
           "writing --admin_port_file");
     }
-    LOG(INFO) << options_.name << ": admin HTTP (/metrics, /healthz) on "
+    std::string pages = "/metrics, /healthz";
+    for (const auto& [path, handler] : options_.admin_pages) {
+      absl::StrAppend(&pages, ", ", path);
+    }
+    LOG(INFO) << options_.name << ": admin HTTP (" << pages << ") on "
               << options_.host << ":" << admin_->port();
     return absl::OkStatus();
   }

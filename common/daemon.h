@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/admin_http.h"
 #include "common/tls.h"
 
 namespace grpc {
@@ -46,6 +47,9 @@ struct DaemonOptions {
   int admin_port = 0;
   // If not empty, the bound admin port is written here once serving.
   std::string admin_port_file;
+  // Extra GET pages on the admin port (plexus-coordinator's /status).
+  // Default none.
+  AdminHttpHandlers admin_pages;
   // TLS (and mutual TLS) for the gRPC port; default plaintext. The admin HTTP
   // port is always plaintext (metrics and probes only).
   ServerTlsOptions tls;

@@ -131,6 +131,17 @@ int main(int argc, char** argv) {
       plexus::DaemonOptionsFromFlags("plexus-coordinator");
   plexus::coordinator::CoordinatorService* svc = service->get();
   options.on_drain = [svc] { svc->Shutdown(); };
+  // The status page; "/" sends a browser there.
+  options.admin_pages["/status"] = [svc] {
+    return plexus::AdminHttpResponse{.content_type = "text/html; charset=utf-8",
+                                     .body = svc->StatusPage()};
+  };
+  options.admin_pages["/"] = [] {
+    return plexus::AdminHttpResponse{
+        .status = 302,
+        .body = "see /status\n",
+        .location = "/status"};
+  };
   auto daemon = plexus::Daemon::Start(options, {svc});
   if (!daemon.ok()) {
     LOG(ERROR) << daemon.status().message();

@@ -6,7 +6,10 @@
 #include <utility>
 
 #include "absl/base/call_once.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "common/auth.h"
 #include "common/error_info.h"
 #include "common/failpoint.h"
@@ -324,6 +327,18 @@ absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
                 << s->options_.data_dir << "/checkpoints";
     }
   }
+  {
+    // Events start from here: restored jobs are watched, and checkpoints
+    // published before this start are not news.
+    absl::MutexLock lock(&s->events_mu_);
+    s->jobs_seen_ = s->scheduler_->RunningJobIds();
+    if (s->checkpointer_ != nullptr) {
+      auto list = s->checkpointer_->List(0);
+      if (list.ok() && !list->empty()) {
+        s->last_checkpoint_seen_ = list->front().checkpoint_id;
+      }
+    }
+  }
   return s;
 }
 
@@ -375,8 +390,22 @@ void CoordinatorService::CheckpointLoop() {
     mu_.Unlock();
     const bool was = checkpointer_->recovering();
     checkpointer_->Poll();
+    const bool now = checkpointer_->recovering();
     // A recovery re-queues steps: save that promptly.
-    if (was || checkpointer_->recovering()) MarkDirty();
+    if (was || now) MarkDirty();
+    // The checkpointer logs these itself.
+    if (!was && now) {
+      RecordEvent(EventSeverity::kWarning, "recovery",
+                  "a PS shard was lost or restarted: dispatch paused until "
+                  "every shard is restored",
+                  /*log=*/false);
+    } else if (was && !now) {
+      RecordEvent(EventSeverity::kInfo, "recovery",
+                  "PS recovery finished: every shard restored, dispatch "
+                  "resumed",
+                  /*log=*/false);
+    }
+    WatchCheckpoints();
     mu_.Lock();
     if (!stop_) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
   }
@@ -434,12 +463,15 @@ void CoordinatorService::Loop() {
 void CoordinatorService::PollHealth() {
   for (const health::HealthEvent& e : health_.Poll()) {
     if (e.to == health::Liveness::kDead) {
-      LOG(WARNING) << "worker id " << e.worker_id << " incarnation "
-                   << e.incarnation << " declared dead: " << e.reason;
       membership_->MarkDead(e.worker_id, e.incarnation, e.reason);
       std::vector<uint64_t> requeued =
           scheduler_->RemoveWorker(e.worker_id, e.incarnation, e.reason);
       M().requeued->Increment(static_cast<double>(requeued.size()));
+      RecordEvent(EventSeverity::kWarning, "died",
+                  absl::StrFormat("worker id %d incarnation %016x declared "
+                                  "dead (%s); %d closure(s) re-queued",
+                                  e.worker_id, e.incarnation, e.reason,
+                                  requeued.size()));
       QueueNotices(rendezvous_.MemberDied(e.worker_id, e.incarnation));
       MarkDirty();
     } else if (e.to == health::Liveness::kLeft) {
@@ -447,15 +479,107 @@ void CoordinatorService::PollHealth() {
       std::vector<uint64_t> requeued = scheduler_->RemoveWorker(
           e.worker_id, e.incarnation, e.reason, /*failure=*/false);
       M().requeued->Increment(static_cast<double>(requeued.size()));
+      RecordEvent(EventSeverity::kInfo, "left",
+                  absl::StrFormat("worker id %d incarnation %016x left (%s); "
+                                  "%d closure(s) handed back",
+                                  e.worker_id, e.incarnation, e.reason,
+                                  requeued.size()));
       // A member that left cannot take part in its groups any more either.
       QueueNotices(rendezvous_.MemberDied(e.worker_id, e.incarnation));
       MarkDirty();
     } else if (e.to == health::Liveness::kSuspected) {
-      LOG(INFO) << "worker id " << e.worker_id << " suspected: " << e.reason;
+      RecordEvent(EventSeverity::kWarning, "suspected",
+                  absl::StrFormat("worker id %d incarnation %016x suspected "
+                                  "(%s)",
+                                  e.worker_id, e.incarnation, e.reason));
     }
   }
   scheduler_->Tick();
   rendezvous_.Tick();
+  WatchJobs();
+}
+
+void CoordinatorService::RecordEvent(EventSeverity severity, std::string kind,
+                                     std::string text, bool log) {
+  if (log) {
+    switch (severity) {
+      case EventSeverity::kInfo:
+        LOG(INFO) << text;
+        break;
+      case EventSeverity::kWarning:
+        LOG(WARNING) << text;
+        break;
+      case EventSeverity::kError:
+        LOG(ERROR) << text;
+        break;
+    }
+  }
+  absl::MutexLock lock(&events_mu_);
+  events_.push_back({.time = absl::Now(),
+                     .severity = severity,
+                     .kind = std::move(kind),
+                     .text = std::move(text)});
+  while (events_.size() > kMaxEvents) events_.pop_front();
+}
+
+void CoordinatorService::WatchJobs() {
+  std::vector<std::string> watch;
+  {
+    absl::MutexLock lock(&events_mu_);
+    for (const std::string& id : jobs_seen_) {
+      if (!job_ended_[id]) watch.push_back(id);
+    }
+  }
+  for (const std::string& id : watch) {
+    absl::StatusOr<scheduling::JobStatus> j = scheduler_->GetJobStatus(id);
+    if (!j.ok() || j->state == scheduling::JobState::kRunning) continue;
+    {
+      absl::MutexLock lock(&events_mu_);
+      if (job_ended_[id]) continue;
+      job_ended_[id] = true;
+    }
+    double secs = absl::ToDoubleSeconds(j->finished_at - j->submitted_at);
+    std::string what = absl::StrFormat(
+        "%d/%d closures through step %d in %.1f s, %d re-queued",
+        j->closures_succeeded, j->closures_total,
+        j->completed_through_step_id, secs, j->requeues);
+    if (j->state == scheduling::JobState::kSucceeded) {
+      RecordEvent(EventSeverity::kInfo, "job",
+                  absl::StrCat("job '", id, "' succeeded: ", what));
+    } else {
+      RecordEvent(
+          EventSeverity::kError, "job",
+          absl::StrCat("job '", id, "' ",
+                       j->state == scheduling::JobState::kFailed ? "failed"
+                                                                 : "cancelled",
+                       ": ", what, ": ", j->error.ToString()));
+    }
+  }
+}
+
+void CoordinatorService::WatchCheckpoints() {
+  if (checkpointer_ == nullptr) return;
+  absl::StatusOr<std::vector<checkpointing::Manifest>> list =
+      checkpointer_->List(0);
+  if (!list.ok()) return;
+  std::vector<const checkpointing::Manifest*> fresh;  // oldest first
+  {
+    absl::MutexLock lock(&events_mu_);
+    for (auto it = list->rbegin(); it != list->rend(); ++it) {
+      if (it->checkpoint_id > last_checkpoint_seen_) fresh.push_back(&*it);
+    }
+    if (!fresh.empty()) last_checkpoint_seen_ = fresh.back()->checkpoint_id;
+  }
+  // The checkpointer logged its start and publication.
+  for (const checkpointing::Manifest* m : fresh) {
+    RecordEvent(EventSeverity::kInfo, "checkpoint",
+                absl::StrFormat("checkpoint %d of job '%s' at step %d "
+                                "published (%d shard(s), %d ms)",
+                                m->checkpoint_id, m->job_id, m->step_id,
+                                m->shards.size(),
+                                m->published_unix_ms - m->started_unix_ms),
+                /*log=*/false);
+  }
 }
 
 absl::Status CoordinatorService::SaveNow() {
@@ -587,10 +711,19 @@ grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx,
   }
   EnforceBudget(*reg);
   if (absl::Status st = SaveNow(); !st.ok()) return ToGrpc(st);
-  LOG(INFO) << "registered " << membership::RoleName(r.role) << " "
-            << r.task_index << " as worker id " << reg->worker_id
-            << " incarnation " << reg->incarnation << " (pid " << r.pid
-            << ", restarts " << reg->restarts << ")";
+  const bool back = reg->restarts > 0 || reg->replaced_incarnation != 0;
+  RecordEvent(EventSeverity::kInfo, back ? "returned" : "joined",
+              absl::StrFormat("%s %d %s as worker id %d incarnation %016x "
+                              "(pid %d on %s, restarts %d)",
+                              membership::RoleName(r.role), reg->task_index,
+                              back ? "came back" : "joined", reg->worker_id,
+                              reg->incarnation, r.pid,
+                              r.address.empty() ? r.hostname : r.address,
+                              reg->restarts));
+  VLOG(1) << "worker id " << reg->worker_id << ": hostname " << r.hostname
+          << ", " << r.step_functions.size() << " step function(s), gpu "
+          << r.has_gpu << ", replaced incarnation "
+          << reg->replaced_incarnation;
   FillHeader(resp->mutable_header());
   resp->set_worker_id(reg->worker_id);
   resp->set_incarnation(reg->incarnation);
@@ -668,12 +801,17 @@ grpc::Status CoordinatorService::ListProcesses(
     v1::ListProcessesResponse* resp) {
   PLEXUS_AUTHORIZE(ctx);
   FillHeader(resp->mutable_header());
+  FillProcesses(req->include_dead(), req->role(), resp);
+  return grpc::Status::OK;
+}
+
+void CoordinatorService::FillProcesses(bool include_dead, v1::Role want,
+                                       v1::ListProcessesResponse* resp) {
   // Liveness as of the health loop's last Poll (at most ~50 ms old): the
   // loop alone consumes the detector's events.
-  for (const membership::ProcessRecord& p :
-       membership_->List(req->include_dead())) {
+  for (const membership::ProcessRecord& p : membership_->List(include_dead)) {
     v1::Role role = ToProto(p.role);
-    if (req->role() != v1::ROLE_UNSPECIFIED && req->role() != role) continue;
+    if (want != v1::ROLE_UNSPECIFIED && want != role) continue;
     v1::ProcessInfo* out = resp->add_processes();
     out->set_worker_id(p.worker_id);
     out->set_incarnation(p.incarnation);
@@ -711,7 +849,94 @@ grpc::Status CoordinatorService::ListProcesses(
       }
     }
   }
-  return grpc::Status::OK;
+}
+
+std::string CoordinatorService::StatusPage() {
+  StatusPageData d;
+  d.epoch = epoch_;
+  d.now = absl::Now();
+  v1::ListProcessesResponse procs;
+  FillProcesses(/*include_dead=*/true, v1::ROLE_UNSPECIFIED, &procs);
+  for (const v1::ProcessInfo& p : procs.processes()) {
+    StatusProcess& o = d.processes.emplace_back();
+    o.worker_id = p.worker_id();
+    o.incarnation = p.incarnation();
+    o.role = absl::AsciiStrToLower(
+        absl::StripPrefix(v1::Role_Name(p.role()), "ROLE_"));
+    o.task_index = static_cast<int>(p.task_index());
+    o.address = p.address();
+    o.hostname = p.hostname();
+    o.pid = p.pid();
+    o.state = std::string(
+        absl::StripPrefix(v1::ProcessState_Name(p.state()), "PROCESS_STATE_"));
+    o.restarts = p.restarts();
+    if (p.last_heartbeat_unix_ms() > 0) {
+      o.last_heartbeat = absl::FromUnixMillis(p.last_heartbeat_unix_ms());
+    }
+    o.current_step_id = p.current_step_id();
+    o.last_finished_step_id = p.last_finished_step_id();
+  }
+  std::vector<checkpointing::Manifest> manifests;
+  if (checkpointer_ != nullptr) {
+    d.checkpoints_enabled = shard_driver_->num_shards() > 0;
+    auto list = checkpointer_->List(0);
+    if (list.ok()) manifests = std::move(*list);
+  }
+  for (const checkpointing::Manifest& m : manifests) {
+    StatusCheckpoint& c = d.checkpoints.emplace_back();
+    c.checkpoint_id = m.checkpoint_id;
+    c.step_id = m.step_id;
+    c.job_id = m.job_id;
+    c.base_checkpoint_id = m.base_checkpoint_id;
+    c.shards = static_cast<int>(m.shards.size());
+    c.started_at = absl::FromUnixMillis(m.started_unix_ms);
+    c.published_at = absl::FromUnixMillis(m.published_unix_ms);
+  }
+  std::vector<std::string> jobs;
+  {
+    absl::MutexLock lock(&events_mu_);
+    jobs = jobs_seen_;
+    d.events.assign(events_.rbegin(), events_.rend());
+  }
+  for (const std::string& id : scheduler_->RunningJobIds()) {
+    if (std::find(jobs.begin(), jobs.end(), id) == jobs.end()) {
+      jobs.push_back(id);
+    }
+  }
+  // Newest job first.
+  for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+    absl::StatusOr<scheduling::JobStatus> j = scheduler_->GetJobStatus(*it);
+    if (!j.ok()) continue;
+    v1::JobStatus p;
+    ToProto(*j, &p);
+    StatusJob& o = d.jobs.emplace_back();
+    o.job_id = j->job_id;
+    o.state = std::string(
+        absl::StripPrefix(v1::JobState_Name(p.state()), "JOB_STATE_"));
+    o.closures_total = j->closures_total;
+    o.closures_succeeded = j->closures_succeeded;
+    o.closures_running = j->closures_running;
+    o.closures_queued = j->closures_queued;
+    o.closures_failed = j->closures_failed;
+    o.requeues = j->requeues;
+    o.completed_through_step_id = j->completed_through_step_id;
+    o.workers_alive = j->workers_alive;
+    if (!j->error.ok()) o.error = j->error.ToString();
+    o.submitted_at = j->submitted_at;
+    o.finished_at = j->finished_at;
+    absl::Time end = std::min(d.now, j->finished_at);
+    double secs = absl::ToDoubleSeconds(end - j->submitted_at);
+    if (secs > 0) {
+      o.closures_per_second = static_cast<double>(j->closures_succeeded) / secs;
+    }
+    for (const checkpointing::Manifest& m : manifests) {  // newest first
+      if (m.job_id != j->job_id) continue;
+      o.last_checkpoint_id = m.checkpoint_id;
+      o.last_checkpoint_step_id = m.step_id;
+      break;
+    }
+  }
+  return RenderStatusPage(d);
 }
 
 grpc::Status CoordinatorService::GetShardMap(grpc::ServerContext* ctx,
@@ -884,6 +1109,17 @@ grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* ctx,
         static_cast<int>(req->max_restarts_per_worker()));
   }
   if (absl::Status st = SaveNow(); !st.ok()) return ToGrpc(st);
+  if (r->created) {
+    {
+      absl::MutexLock lock(&events_mu_);
+      jobs_seen_.push_back(r->job_id);
+    }
+    absl::StatusOr<scheduling::JobStatus> j =
+        scheduler_->GetJobStatus(r->job_id);
+    RecordEvent(EventSeverity::kInfo, "job",
+                absl::StrFormat("job '%s' submitted: %d closure(s)",
+                                r->job_id, j.ok() ? j->closures_total : 0));
+  }
   FillHeader(resp->mutable_header());
   resp->set_job_id(r->job_id);
   for (uint64_t id : r->closure_ids) resp->add_remote_value_ids(id);
@@ -1125,9 +1361,17 @@ grpc::Status CoordinatorService::TriggerCheckpoint(
   if (stopping_.load()) return ToGrpc(Unavailable());
   auto c = GetCheckpointer();
   if (!c.ok()) return ToGrpc(c.status());
+  VLOG(1) << "TriggerCheckpoint job '" << req->job_id() << "' step "
+          << req->step_id();
   absl::StatusOr<checkpointing::TakeResult> r =
       (*c)->Take(req->job_id(), req->step_id());
-  if (!r.ok()) return ToGrpc(r.status());
+  if (!r.ok()) {
+    RecordEvent(EventSeverity::kWarning, "checkpoint",
+                absl::StrCat("checkpoint of job '", req->job_id(),
+                             "' failed: ", r.status().ToString()));
+    return ToGrpc(r.status());
+  }
+  WatchCheckpoints();
   FillHeader(resp->mutable_header());
   resp->set_checkpoint_id(r->manifest.checkpoint_id);
   resp->set_step_id(r->manifest.step_id);
@@ -1164,7 +1408,21 @@ grpc::Status CoordinatorService::Restore(
   if (!c.ok()) return ToGrpc(c.status());
   auto r = (*c)->Restore(req->checkpoint_id(), req->fall_back_to_previous());
   MarkDirty();
-  if (!r.ok()) return ToGrpc(r.status());
+  if (!r.ok()) {
+    RecordEvent(EventSeverity::kError, "restore",
+                absl::StrCat("restore of checkpoint ", req->checkpoint_id(),
+                             " failed: ", r.status().ToString()));
+    return ToGrpc(r.status());
+  }
+  // The checkpointer logged the restore.
+  RecordEvent(EventSeverity::kInfo, "restore",
+              absl::StrFormat("checkpoint %d of job '%s' (step %d) restored "
+                              "on request in %d ms, %d shard(s) skipped",
+                              r->manifest.checkpoint_id, r->manifest.job_id,
+                              r->manifest.step_id,
+                              absl::ToInt64Milliseconds(r->duration),
+                              r->skipped.size()),
+              /*log=*/false);
   FillHeader(resp->mutable_header());
   ToProto(r->manifest, resp->mutable_manifest());
   for (const absl::Status& s : r->skipped) {

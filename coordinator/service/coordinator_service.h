@@ -44,6 +44,16 @@
 // Resource and ReportShardReady RPCs answer UNIMPLEMENTED, and GetShardMap
 // an empty map (version 0), until their issues land.
 //
+// Status and logs: StatusPage() renders status_page.h's page from
+// membership, health, the scheduler, the checkpointer and a ring of the last
+// kMaxEvents events. Each event a person cares about -- a process joined,
+// died, left or came back (worker id, incarnation), a job submitted,
+// finished or failed (job id, steps), a checkpoint published or failed, a
+// restore or PS recovery -- is logged once at INFO/WARNING through
+// RecordEvent, which also puts it in the ring. The checkpointer logs its own
+// checkpoint and restore lines; for those the ring gets the event without a
+// second log line. Per-call details are VLOG(1).
+//
 // One service per process: /metrics reads the newest one created.
 //
 // Thread safety: gRPC calls the handlers from many threads at once; Start()
@@ -52,6 +62,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -70,6 +81,7 @@
 #include "coordinator/membership/membership.h"
 #include "coordinator/rendezvous/rendezvous.h"
 #include "coordinator/scheduling/scheduler.h"
+#include "coordinator/service/status_page.h"
 #include "coordinator/state/state_store.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 
@@ -125,6 +137,12 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Stops the background thread, wakes every waiting call (they answer
   // UNAVAILABLE or their current state), saves the state. Idempotent.
   void Shutdown();
+
+  // The status page (HTML), for GET /status on the admin port. Any thread.
+  std::string StatusPage();
+
+  // Events kept for the status page.
+  static constexpr size_t kMaxEvents = 50;
 
   grpc::Status Register(grpc::ServerContext* ctx,
                         const v1::RegisterRequest* req,
@@ -214,6 +232,17 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Fails every running job when a registration exceeded its budget.
   void EnforceBudget(const membership::Registration& reg);
   void CollectMetrics();
+  // Logs `text` at the severity's level (unless `log` is false: it was
+  // logged elsewhere) and keeps it in the event ring.
+  void RecordEvent(EventSeverity severity, std::string kind, std::string text,
+                   bool log = true);
+  // Records jobs that finished since the last call (from the health loop).
+  void WatchJobs();
+  // Records checkpoints published since the last call.
+  void WatchCheckpoints();
+  // ListProcesses' answer without the call around it.
+  void FillProcesses(bool include_dead, v1::Role role,
+                     v1::ListProcessesResponse* resp);
 
   // Constant after construction.
   const CoordinatorServiceOptions options_;
@@ -247,6 +276,16 @@ class CoordinatorService final : public v1::Coordinator::Service {
   std::unique_ptr<checkpointing::Checkpointer> checkpointer_;
   // Serialises saves so snapshots are written in the order they are taken.
   absl::Mutex save_mu_;
+
+  absl::Mutex events_mu_;
+  // Newest last, at most kMaxEvents.
+  std::deque<StatusEvent> events_ ABSL_GUARDED_BY(events_mu_);
+  // Jobs submitted (or running at restore), oldest first, and those whose
+  // end was recorded.
+  std::vector<std::string> jobs_seen_ ABSL_GUARDED_BY(events_mu_);
+  std::map<std::string, bool> job_ended_ ABSL_GUARDED_BY(events_mu_);
+  // Newest published checkpoint already recorded.
+  uint64_t last_checkpoint_seen_ ABSL_GUARDED_BY(events_mu_) = 0;
 };
 
 }  // namespace plexus::coordinator
