@@ -386,7 +386,7 @@ void CoordinatorService::Start() {
 
 void CoordinatorService::CheckpointLoop() {
   absl::MutexLock lock(&mu_);
-  while (!stop_) {
+  for (int round = 0; !stop_; ++round) {
     mu_.Unlock();
     const bool was = checkpointer_->recovering();
     checkpointer_->Poll();
@@ -405,7 +405,8 @@ void CoordinatorService::CheckpointLoop() {
                   "resumed",
                   /*log=*/false);
     }
-    WatchCheckpoints();
+    // Manifests are read from disk: look for new ones once a second.
+    if (round % 5 == 0) WatchCheckpoints();
     mu_.Lock();
     if (!stop_) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(200));
   }
@@ -500,19 +501,16 @@ void CoordinatorService::PollHealth() {
 }
 
 void CoordinatorService::RecordEvent(EventSeverity severity, std::string kind,
-                                     std::string text, bool log) {
+                                     std::string text, bool log,
+                                     std::source_location where) {
   if (log) {
-    switch (severity) {
-      case EventSeverity::kInfo:
-        LOG(INFO) << text;
-        break;
-      case EventSeverity::kWarning:
-        LOG(WARNING) << text;
-        break;
-      case EventSeverity::kError:
-        LOG(ERROR) << text;
-        break;
-    }
+    google::LogSeverity level = google::GLOG_INFO;
+    if (severity == EventSeverity::kWarning) level = google::GLOG_WARNING;
+    if (severity == EventSeverity::kError) level = google::GLOG_ERROR;
+    google::LogMessage(where.file_name(), static_cast<int>(where.line()),
+                       level)
+            .stream()
+        << text;
   }
   absl::MutexLock lock(&events_mu_);
   events_.push_back({.time = absl::Now(),

@@ -65,6 +65,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <source_location>
 #include <string>
 #include <thread>
 #include <vector>
@@ -232,10 +233,12 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Fails every running job when a registration exceeded its budget.
   void EnforceBudget(const membership::Registration& reg);
   void CollectMetrics();
-  // Logs `text` at the severity's level (unless `log` is false: it was
-  // logged elsewhere) and keeps it in the event ring.
-  void RecordEvent(EventSeverity severity, std::string kind, std::string text,
-                   bool log = true);
+  // Logs `text` at the severity's level, as from the caller's line (unless
+  // `log` is false: it was logged elsewhere), and keeps it in the event ring.
+  void RecordEvent(
+      EventSeverity severity, std::string kind, std::string text,
+      bool log = true,
+      std::source_location where = std::source_location::current());
   // Records jobs that finished since the last call (from the health loop).
   void WatchJobs();
   // Records checkpoints published since the last call.
