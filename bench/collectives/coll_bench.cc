@@ -299,12 +299,22 @@ int Worker(const Args& args) {
     attr.hostname = "127.0.0.1";
     auto dev = gloo::transport::tcp::CreateDevice(attr);
     gloo::rendezvous::FileStore gstore(dir + "/gloo");
-    for (std::string name : {"ring_chunked", "halving_doubling"}) {
-      // A fresh context (fresh connections) per algorithm.
+    // A fresh context (fresh connections) per algorithm, all connected up
+    // front: Gloo's file store gives up on a key after 30 s, less than a
+    // slow rank's whole ring run takes when oversubscribed.
+    const std::vector<std::string> names = {"ring_chunked",
+                                            "halving_doubling"};
+    std::vector<std::shared_ptr<gloo::rendezvous::Context>> contexts;
+    for (const std::string& name : names) {
       gloo::rendezvous::PrefixStore pstore(name, gstore);
       auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, n);
       ctx->setTimeout(std::chrono::seconds(300));
       ctx->connectFullMesh(pstore, dev);
+      contexts.push_back(std::move(ctx));
+    }
+    for (size_t a = 0; a < names.size(); ++a) {
+      const std::string& name = names[a];
+      std::shared_ptr<gloo::rendezvous::Context> ctx = contexts[a];
       auto make = [&](float* buf,
                       size_t count) -> std::unique_ptr<gloo::Algorithm> {
         std::vector<float*> ptrs = {buf};
