@@ -874,8 +874,11 @@ std::string CoordinatorService::StatusPage() {
     o.current_step_id = p.current_step_id();
     o.last_finished_step_id = p.last_finished_step_id();
   }
+  d.ps_shards = options_.ps_shards.empty() ? options_.cluster.ps
+                                           : options_.ps_shards;
   std::vector<checkpointing::Manifest> manifests;
   if (checkpointer_ != nullptr) {
+    d.ps_recovering = checkpointer_->recovering();
     d.checkpoints_enabled = shard_driver_->num_shards() > 0;
     auto list = checkpointer_->List(0);
     if (list.ok()) manifests = std::move(*list);

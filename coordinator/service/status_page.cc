@@ -43,7 +43,8 @@ std::string Badge(absl::string_view state) {
     cls = "ok";
   } else if (state == "BUSY" || state == "RUNNING") {
     cls = "busy";
-  } else if (state == "SUSPECTED" || state == "CANCELLED") {
+  } else if (state == "SUSPECTED" || state == "CANCELLED" ||
+             state == "RECOVERING") {
     cls = "warn";
   } else if (state == "DEAD" || state == "FAILED") {
     cls = "bad";
@@ -80,6 +81,20 @@ void Processes(const StatusPageData& d, std::string* out) {
   }
   absl::StrAppend(out, "<section id=\"processes\"><h2>Processes (", alive,
                   " alive of ", d.processes.size(), ")</h2>");
+  if (!d.ps_shards.empty()) {
+    absl::StrAppend(out, "<p id=\"ps-shards\">PS shards watched: ");
+    for (size_t i = 0; i < d.ps_shards.size(); ++i) {
+      absl::StrAppend(out, i == 0 ? "" : ", ", "shard ", i, " ",
+                      HtmlEscape(d.ps_shards[i]));
+    }
+    absl::StrAppend(out, " ",
+                    d.ps_recovering
+                        ? Badge("RECOVERING") +
+                              " a shard was lost or restarted: dispatch "
+                              "paused until every shard is restored"
+                        : Badge("SERVING"),
+                    "</p>");
+  }
   if (d.processes.empty()) {
     absl::StrAppend(out, "<p class=\"muted\">No process registered.</p>",
                     "</section>");

@@ -96,6 +96,10 @@ struct StatusPageData {
   // <meta http-equiv="refresh">; 0: none. Default 2 s.
   int refresh_s = 2;
   std::vector<StatusProcess> processes;
+  // The PS shards the coordinator checkpoints and watches, in shard order,
+  // and whether dispatch is paused while one is restored.
+  std::vector<std::string> ps_shards;
+  bool ps_recovering = false;
   std::vector<StatusJob> jobs;
   // False: the coordinator has no data_dir or no shards (shown as such).
   bool checkpoints_enabled = false;

@@ -211,7 +211,7 @@ TEST(StatusPageTest, ShowsProcessesJobFailureAndCheckpoints) {
        {"<meta http-equiv=\"refresh\" content=\"2\">", "id=\"processes\"",
         "id=\"jobs\"", "id=\"events\"", "id=\"checkpoints\"", kJob, "SUCCEEDED",
         "100.0%", "closures/s", "declared dead", "came back", "published (",
-        "came back as worker id"}) {
+        "came back as worker id", "PS shards watched"}) {
     EXPECT_TRUE(absl::StrContains(page.body, want)) << want << "\n"
                                                     << page.body;
   }

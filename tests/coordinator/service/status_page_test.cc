@@ -89,6 +89,20 @@ TEST(RenderStatusPageTest, ShowsTheData) {
   EXPECT_TRUE(absl::StrContains(page, "300 ms"));
   EXPECT_TRUE(absl::StrContains(page, "Checkpoints (1 kept)"));
   EXPECT_TRUE(absl::StrContains(page, "class=\"warning\""));
+  EXPECT_FALSE(absl::StrContains(page, "PS shards watched"));
+}
+
+TEST(RenderStatusPageTest, ShowsTheShardsAndARecovery) {
+  StatusPageData d = Sample();
+  d.ps_shards = {"127.0.0.1:1111", "127.0.0.1:2222"};
+  std::string page = RenderStatusPage(d);
+  EXPECT_TRUE(absl::StrContains(
+      page, "shard 0 127.0.0.1:1111, shard 1 127.0.0.1:2222"));
+  EXPECT_TRUE(absl::StrContains(page, "badge ok\">SERVING"));
+  d.ps_recovering = true;
+  page = RenderStatusPage(d);
+  EXPECT_TRUE(absl::StrContains(page, "badge warn\">RECOVERING"));
+  EXPECT_TRUE(absl::StrContains(page, "dispatch paused"));
 }
 
 TEST(RenderStatusPageTest, EscapesEverythingFromOutside) {
