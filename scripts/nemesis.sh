@@ -29,5 +29,12 @@ if [[ $do_build == 1 ]]; then
   flock /tmp/plexus-build.lock cmake --build "$build_dir" -j2 \
     --target nemesis plexus-ps plexus-coordinator golden_worker
 fi
-export PLEXUS_BIN_DIR="$build_dir/bin"
-exec "$build_dir/bin/nemesis" --logtostderr=0 --minloglevel=2 "${args[@]}"
+# A snapshot of the binaries: restarts must not pick up a rebuild that
+# happens during the soak (or fail on a half-linked file).
+bin="$(mktemp -d /tmp/plexus-nemesis-bin.XXXXXX)"
+trap 'rm -rf "$bin"' EXIT
+for b in nemesis plexus-ps plexus-coordinator golden_worker; do
+  cp "$build_dir/bin/$b" "$bin/"
+done
+export PLEXUS_BIN_DIR="$bin"
+"$bin/nemesis" --logtostderr=0 --minloglevel=2 "${args[@]}"
