@@ -32,9 +32,28 @@ fi
 # A snapshot of the binaries: restarts must not pick up a rebuild that
 # happens during the soak (or fail on a half-linked file).
 bin="$(mktemp -d /tmp/plexus-nemesis-bin.XXXXXX)"
-trap 'rm -rf "$bin"' EXIT
 for b in nemesis plexus-ps plexus-coordinator golden_worker; do
   cp "$build_dir/bin/$b" "$bin/"
 done
 export PLEXUS_BIN_DIR="$bin"
-"$bin/nemesis" --logtostderr=0 --minloglevel=2 "${args[@]}"
+pid=""
+# The nemesis's daemons and workers die with it; its test hosts (network
+# namespaces plxf<pid>-N) are removed here if it was stopped early.
+cleanup() {
+  if [[ -n "$pid" ]]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^plxf$pid-" || true); do
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+      ip netns del "$ns" 2>/dev/null || true
+    done
+  fi
+  rm -rf "$bin"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+"$bin/nemesis" --logtostderr=0 --minloglevel=2 "${args[@]}" &
+pid=$!
+rc=0
+wait "$pid" || rc=$?
+exit "$rc"
