@@ -568,16 +568,21 @@ void CoordinatorService::WatchCheckpoints() {
     }
     if (!fresh.empty()) last_checkpoint_seen_ = fresh.back()->checkpoint_id;
   }
-  // The checkpointer logged its start and publication.
+  // The checkpointer logged its start and publication: into the ring only,
+  // at the time it was published.
+  absl::MutexLock lock(&events_mu_);
   for (const checkpointing::Manifest* m : fresh) {
-    RecordEvent(EventSeverity::kInfo, "checkpoint",
-                absl::StrFormat("checkpoint %d of job '%s' at step %d "
-                                "published (%d shard(s), %d ms)",
-                                m->checkpoint_id, m->job_id, m->step_id,
-                                m->shards.size(),
-                                m->published_unix_ms - m->started_unix_ms),
-                /*log=*/false);
+    events_.push_back(
+        {.time = absl::FromUnixMillis(m->published_unix_ms),
+         .severity = EventSeverity::kInfo,
+         .kind = "checkpoint",
+         .text = absl::StrFormat("checkpoint %d of job '%s' at step %d "
+                                 "published (%d shard(s), %d ms)",
+                                 m->checkpoint_id, m->job_id, m->step_id,
+                                 m->shards.size(),
+                                 m->published_unix_ms - m->started_unix_ms)});
   }
+  while (events_.size() > kMaxEvents) events_.pop_front();
 }
 
 absl::Status CoordinatorService::SaveNow() {
@@ -899,6 +904,11 @@ std::string CoordinatorService::StatusPage() {
     jobs = jobs_seen_;
     d.events.assign(events_.rbegin(), events_.rend());
   }
+  // Newest first (checkpoints are noticed up to a second late).
+  std::stable_sort(d.events.begin(), d.events.end(),
+                   [](const StatusEvent& a, const StatusEvent& b) {
+                     return a.time > b.time;
+                   });
   for (const std::string& id : scheduler_->RunningJobIds()) {
     if (std::find(jobs.begin(), jobs.end(), id) == jobs.end()) {
       jobs.push_back(id);
