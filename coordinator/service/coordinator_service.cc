@@ -71,6 +71,14 @@ absl::Status FromStatusProto(const v1::StatusProto& p) {
   return absl::Status(static_cast<absl::StatusCode>(p.code()), p.message());
 }
 
+// A negative wait is a caller's mistake, not "for ever" (a client without a
+// deadline would hold a server thread indefinitely).
+absl::Status NegativeTimeout(int64_t timeout_ms) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "timeout_ms must be >= 0 (0: until the call's own deadline); got ",
+      timeout_ms));
+}
+
 absl::Time DeadlineOf(const grpc::ServerContext* ctx, Clock* clock,
                       int64_t timeout_ms) {
   absl::Time d = absl::InfiniteFuture();
@@ -1159,6 +1167,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* ctx,
                                       const v1::JoinRequest* req,
                                       v1::JoinResponse* resp) {
   PLEXUS_AUTHORIZE(ctx);
+  if (req->timeout_ms() < 0) return ToGrpc(NegativeTimeout(req->timeout_ms()));
   absl::Time deadline = DeadlineOf(ctx, clock_, req->timeout_ms());
   while (true) {
     if (stopping_.load()) return ToGrpc(Unavailable());
@@ -1278,6 +1287,7 @@ grpc::Status CoordinatorService::RendezvousWait(
   if (keys.empty()) {
     return ToGrpc(absl::InvalidArgumentError("keys: at least one is needed"));
   }
+  if (req->timeout_ms() < 0) return ToGrpc(NegativeTimeout(req->timeout_ms()));
   absl::Time deadline = DeadlineOf(ctx, clock_, req->timeout_ms());
   while (true) {
     if (stopping_.load()) return ToGrpc(Unavailable());
@@ -1315,6 +1325,7 @@ grpc::Status CoordinatorService::JoinGroup(grpc::ServerContext* ctx,
                                  .incarnation = h.worker_incarnation(),
                                  .hostname = rec->hostname,
                                  .has_gpu = req->has_gpu()};
+  if (req->timeout_ms() < 0) return ToGrpc(NegativeTimeout(req->timeout_ms()));
   absl::Time deadline = DeadlineOf(ctx, clock_, req->timeout_ms());
   while (true) {
     if (stopping_.load()) return ToGrpc(Unavailable());

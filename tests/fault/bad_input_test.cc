@@ -127,8 +127,27 @@ TEST_F(CoordinatorBadInputTest, RendezvousNamesKeysAndSizes) {
             absl::StatusCode::kResourceExhausted);
   EXPECT_LT(absl::Now() - big_start, absl::Seconds(5));
   EXPECT_EQ(Get("g", "big").status().code(), absl::StatusCode::kNotFound);
-  // Wait for no keys. (A negative timeout_ms is taken as 0, "until the
-  // gRPC deadline", rather than refused: see README.md, finding 2.)
+  // A negative wait is refused (it used to wait until the gRPC deadline:
+  // for ever for a client without one), for rendezvous, Join and JoinGroup.
+  {
+    v1::RendezvousWaitRequest req;
+    req.set_group("g");
+    req.add_keys("k");
+    req.set_timeout_ms(-5);
+    v1::RendezvousWaitResponse resp;
+    EXPECT_EQ(Call([&](auto* c) {
+                return stub_->RendezvousWait(c, req, &resp);
+              }).code(),
+              absl::StatusCode::kInvalidArgument);
+    v1::JoinRequest jreq;
+    jreq.set_job_id("any");
+    jreq.set_timeout_ms(-1);
+    v1::JoinResponse jresp;
+    EXPECT_EQ(
+        Call([&](auto* c) { return stub_->Join(c, jreq, &jresp); }).code(),
+        absl::StatusCode::kInvalidArgument);
+  }
+  // Wait for no keys.
   {
     v1::RendezvousWaitRequest req;
     req.set_group("g");
