@@ -146,6 +146,16 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
                             absl::StrCat("checkpoint at step ", c, ": shard ",
                                          s, " does not answer"));
           }
+          // A shard that restarted answers, but the steps it lost keep
+          // failing until it is restored, which Poll does on this thread:
+          // give up for it, as for a shard that does not answer.
+          if (inc->awaiting_restore ||
+              (incarnations_[s] != 0 && incarnations_[s] != inc->incarnation)) {
+            release();
+            return absl::UnavailableError(absl::StrCat(
+                "checkpoint at step ", c, ": shard ", s,
+                " restarted (it must be restored first)"));
+          }
         }
       }
       // The scheduler has no wait-for-progress call; a short poll costs

@@ -258,6 +258,24 @@ TEST_F(CheckpointerTest, StopEndsAWaitingCheckpointAndLiftsTheHold) {
             absl::StatusCode::kUnavailable);
 }
 
+// A shard that restarts while the checkpoint waits for its steps answers
+// probes, but those steps fail until it is restored (by Poll, on the same
+// thread): the checkpoint must give up at once, not wait for its timeout
+// (the nemesis found a 600 s stall that failed the job).
+TEST_F(CheckpointerTest, AShardRestartedDuringTheWaitEndsTheCheckpoint) {
+  StartJob(10);
+  checkpointer_->Poll();  // learns every shard's incarnation
+  auto running = Next(1);  // step 1 runs and never finishes here
+  ASSERT_TRUE(running.task.has_value());
+  shards_.Restart(0);
+  absl::StatusOr<TakeResult> r = checkpointer_->Take("", 0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_NE(r.status().message().find("shard 0 restarted"), std::string::npos)
+      << r.status();
+  EXPECT_TRUE(checkpointer_->List(0)->empty());
+  EXPECT_TRUE(Next(2).task.has_value());  // the hold on step 2 is lifted
+}
+
 TEST_F(CheckpointerTest, AFailedCommitOrManifestPublishesNothing) {
   StartJob(10);
   RunOne(1);
