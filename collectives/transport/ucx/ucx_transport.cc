@@ -64,6 +64,23 @@ UcxTransport::UcxTransport(int rank, int size,
              << kStampShift) {}
 
 absl::Status UcxTransport::Init(Store* store) {
+  // Where the peers run decides the transports (below), so process ids are
+  // exchanged before UCX starts.
+  const ProcessId self = Self();
+  PLEXUS_RETURN_IF_ERROR(store->Set(ProcKey(rank_), self.Serialize()),
+                         "publishing the process id");
+  bool all_local = true;
+  {
+    const absl::Time deadline = absl::Now() + options_.connect_timeout;
+    for (int p = 0; p < size_ && all_local; ++p) {
+      if (p == rank_) continue;
+      PLEXUS_ASSIGN_OR_RETURN(
+          std::string proc, store->Get(ProcKey(p), deadline),
+          absl::StrCat("waiting for rank ", p, "'s process"));
+      std::optional<ProcessId> id = ProcessId::Parse(proc);
+      all_local = id.has_value() && id->host == self.host;
+    }
+  }
   ucp_config_t* config = nullptr;
   PLEXUS_RETURN_IF_ERROR(
       FromUcs(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
@@ -75,14 +92,21 @@ absl::Status UcxTransport::Init(Store* store) {
         ucp_config_modify(config, "KEEPALIVE_INTERVAL", ka.c_str());
     if (st != UCS_OK) LOG(WARNING) << "UCX: cannot set KEEPALIVE_INTERVAL";
   }
-  // Same-host endpoints run without UCX peer error handling (see
-  // ucx_transport.h), and UCX 1.13 aborts the whole process when a CMA read
-  // hits a dead peer (cma_ep.c: process_vm_readv ... No such process): a
-  // dead peer must be an error, never a crash, so CMA is left out unless
-  // UCX_TLS says otherwise. Shared memory (posix, sysv) stays.
+  // Transports, unless UCX_TLS says otherwise. CMA is left out: same-host
+  // endpoints run without UCX peer error handling (see ucx_transport.h), and
+  // UCX 1.13 aborts the whole process when a CMA read hits a dead peer
+  // (cma_ep.c: process_vm_readv ... No such process); a dead peer must be an
+  // error, never a crash. When every rank is on this host TCP is left out
+  // too: without CMA, UCX puts its rendezvous lanes (messages from 16 KiB
+  // up, so every piece of a ring) on TCP, over any interface it finds --
+  // loopback or another program's veth pair -- and polls TCP's epoll set on
+  // every progress call. Shared memory alone carries rendezvous through its
+  // own active messages: several times the bandwidth from 16 KiB up and a
+  // lower small-message latency here (bench/collectives/coll_bench).
   if (std::getenv("UCX_TLS") == nullptr) {
-    ucs_status_t st = ucp_config_modify(config, "TLS", "^cma");
-    if (st != UCS_OK) LOG(WARNING) << "UCX: cannot exclude the cma transport";
+    const char* tls = all_local ? "^cma,tcp" : "^cma";
+    ucs_status_t st = ucp_config_modify(config, "TLS", tls);
+    if (st != UCS_OK) LOG(WARNING) << "UCX: cannot set TLS to " << tls;
   }
   ucp_params_t params{};
   params.field_mask =
@@ -119,9 +143,6 @@ absl::Status UcxTransport::Init(Store* store) {
       AddrKey(rank_), std::string(reinterpret_cast<char*>(addr), addr_len));
   ucp_worker_release_address(worker_, addr);
   PLEXUS_RETURN_IF_ERROR(set, "publishing the UCX address");
-  const ProcessId self = Self();
-  PLEXUS_RETURN_IF_ERROR(store->Set(ProcKey(rank_), self.Serialize()),
-                         "publishing the process id");
   const std::string membership =
       absl::StrCat("epoch ", options_.group_epoch, " of group '",
                    options_.group, "'");
@@ -401,13 +422,18 @@ bool UcxTransport::Poll(UcxRequest* req, absl::Status* error) {
   ucp_request_free(req->ucp_req);
   req->ucp_req = nullptr;
   req->done = true;
+  if (st == UCS_OK && (!req->is_recv || req->info.length == req->bytes)) {
+    return true;
+  }
+  // Only failures pay for the message (a heap string per completion showed
+  // in small-message profiles).
   const std::string what = absl::StrCat(
       "rank ", rank_, ": ", req->is_recv ? "receive from" : "send to", " rank ",
       req->peer);
   if (st != UCS_OK) {
     *error = FromUcs(st, what);
     if (absl::IsUnavailable(*error)) *error = FailForPeer(req->peer, *error);
-  } else if (req->is_recv && req->info.length != req->bytes) {
+  } else {
     *error = absl::InvalidArgumentError(absl::StrCat(
         what, ": got ", req->info.length, " bytes, expected ", req->bytes));
   }
@@ -454,7 +480,13 @@ void UcxTransport::Progress(absl::Time deadline) {
 
 absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
                                 absl::Time deadline) {
-  while (true) {
+  // Reading the clock costs more than a progress call here (absl::Now about
+  // 250 ns on this project's VMs, a third of the samples of a busy-polling
+  // rank): busy polling looks at it every kClockEvery rounds only, which
+  // leaves deadlines and liveness checks late by microseconds at most.
+  constexpr int kClockEvery = 64;
+  const bool busy = options_.progress == UcxTransportOptions::Progress::kBusyPoll;
+  for (int spin = 1;; ++spin) {
     if (has_error_.load(std::memory_order_acquire)) return status();
     bool all_done = true;
     UcxRequest* pending = nullptr;
@@ -473,17 +505,19 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
       }
     }
     if (all_done) return absl::OkStatus();
-    const absl::Time now = absl::Now();
-    if (now >= next_liveness_check_) {
-      next_liveness_check_ = now + kLivenessPeriod;
-      CheckLiveness();
-    }
-    if (now >= deadline) {
-      return Fail(absl::DeadlineExceededError(
-          absl::StrCat("rank ", rank_, ": deadline exceeded waiting for ",
-                       pending->is_recv ? "a receive from" : "a send to",
-                       " rank ", pending->peer, " (", pending->bytes,
-                       " bytes, tag ", absl::Hex(pending->tag), ")")));
+    if (!busy || spin % kClockEvery == 0) {
+      const absl::Time now = absl::Now();
+      if (now >= next_liveness_check_) {
+        next_liveness_check_ = now + kLivenessPeriod;
+        CheckLiveness();
+      }
+      if (now >= deadline) {
+        return Fail(absl::DeadlineExceededError(
+            absl::StrCat("rank ", rank_, ": deadline exceeded waiting for ",
+                         pending->is_recv ? "a receive from" : "a send to",
+                         " rank ", pending->peer, " (", pending->bytes,
+                         " bytes, tag ", absl::Hex(pending->tag), ")")));
+      }
     }
     Progress(deadline);
   }

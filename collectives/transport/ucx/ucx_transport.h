@@ -1,6 +1,8 @@
 // The UCX (UCP) host transport: one ucp worker per communicator, worker
 // addresses exchanged through the rendezvous Store, tag matching for messages,
-// and UCX choosing shared memory, CMA or TCP per peer.
+// and UCX choosing the transport per peer. Unless UCX_TLS is set, CMA is
+// never used (see Init), nor TCP when every rank runs on this host: same-host
+// groups then run on shared memory alone (posix, sysv).
 //
 // Progress: kBusyPoll spins on ucp_worker_progress (lowest latency, burns a
 // core per rank); kBlocking sleeps on the worker's event fd between
