@@ -39,12 +39,17 @@ if valid "/$member"; then
   cp "/$member" "$tmp/digits.csv.gz"
 else
   echo "fetch_data: downloading python3-sklearn with apt-get to extract digits.csv.gz"
-  # apt-get download writes into the current folder; as root it warns that
-  # the _apt user cannot write there, which is harmless.
-  # As root, apt warns that its _apt user cannot write to our private temp
-  # folder and downloads as root instead: harmless, so that line is dropped.
-  if ! (cd "$tmp" && apt-get download -qq python3-sklearn 2>&1 |
-        { grep -v 'unsandboxed as root' || true; } >&2; exit "${PIPESTATUS[0]}"); then
+  # apt-get download writes into the current folder. As root, apt warns that
+  # its _apt user cannot write to our private temp folder and downloads as
+  # root instead: harmless, so that line is dropped.
+  download() {
+    (cd "$tmp" && apt-get download -qq python3-sklearn 2>&1 |
+      { grep -v 'unsandboxed as root' || true; } >&2; exit "${PIPESTATUS[0]}")
+  }
+  # A fresh machine (or image) may have no package lists yet: update once.
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! download && ! { $sudo apt-get update -qq && download; }; then
     echo "fetch_data: 'apt-get download python3-sklearn' failed (network or apt sources?)." >&2
     echo "fetch_data: alternatively install it (apt-get install python3-sklearn) or copy" >&2
     echo "fetch_data: sklearn/datasets/data/digits.csv.gz from any scikit-learn to $digits" >&2
