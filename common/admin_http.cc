@@ -28,13 +28,14 @@ class AdminHttpServerImpl : public AdminHttpServer {
         });
     for (const auto& [path, handler] : extra) {
       if (path == "/metrics" || path == "/healthz") continue;
-      server_.Get(path, [handler](const httplib::Request&,
-                                  httplib::Response& res) {
-        AdminHttpResponse r = handler();
-        res.status = r.status;
-        if (!r.location.empty()) res.set_header("Location", r.location);
-        res.set_content(r.body, r.content_type);
-      });
+      server_.Get(path,
+                  [handler](const httplib::Request&, httplib::Response& res) {
+                    AdminHttpResponse r = handler();
+                    res.status = r.status;
+                    if (!r.location.empty())
+                      res.set_header("Location", r.location);
+                    res.set_content(r.body, r.content_type);
+                  });
     }
   }
 

@@ -144,10 +144,10 @@ class DaemonImpl : public Daemon {
 
   absl::Status StartAdmin() {
     if (options_.admin_port < 0) return absl::OkStatus();
-    PLEXUS_ASSIGN_OR_RETURN(
-        admin_, AdminHttpServer::Start(options_.host, options_.admin_port,
-                                       [this] { return health_->serving(); },
-                                       options_.admin_pages));
+    PLEXUS_ASSIGN_OR_RETURN(admin_, AdminHttpServer::Start(
+                                        options_.host, options_.admin_port,
+                                        [this] { return health_->serving(); },
+                                        options_.admin_pages));
     if (!options_.admin_port_file.empty()) {
       PLEXUS_RETURN_IF_ERROR(
           WriteFileAtomically(options_.admin_port_file,

@@ -224,10 +224,10 @@ absl::StatusOr<Action> ParseAction(absl::string_view text) {
     a.code = *code;
     a.message = std::string(absl::StripAsciiWhitespace(parts.second));
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("failpoint: unknown action '", text,
-                     "' (want off, crash, hang, sleep(MS) or error(CODE[,message]), "
-                     "optionally N*action and action@M)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "failpoint: unknown action '", text,
+        "' (want off, crash, hang, sleep(MS) or error(CODE[,message]), "
+        "optionally N*action and action@M)"));
   }
   return a;
 }

@@ -138,9 +138,7 @@ int main(int argc, char** argv) {
   };
   options.admin_pages["/"] = [] {
     return plexus::AdminHttpResponse{
-        .status = 302,
-        .body = "see /status\n",
-        .location = "/status"};
+        .status = 302, .body = "see /status\n", .location = "/status"};
   };
   auto daemon = plexus::Daemon::Start(options, {svc});
   if (!daemon.ok()) {

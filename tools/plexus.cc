@@ -87,10 +87,10 @@ int LocalUp(const UpOptions& up) {
   o.root_dir = std::filesystem::absolute(dir).string();
   o.num_ps = up.num_ps;
   o.num_workers = up.num_workers;
-  o.worker_argv = absl::StrSplit(
-      up.worker_cmd.empty() ? o.bin_dir + "/ctr_example --mode=worker"
-                            : up.worker_cmd,
-      ' ', absl::SkipEmpty());
+  o.worker_argv = absl::StrSplit(up.worker_cmd.empty()
+                                     ? o.bin_dir + "/ctr_example --mode=worker"
+                                     : up.worker_cmd,
+                                 ' ', absl::SkipEmpty());
   o.kill_with_parent = false;
   o.start_timeout = absl::Seconds(up.timeout_s);
   // The coordinator watches the shards: `plexus checkpoint` works and a
@@ -125,8 +125,14 @@ int LocalUp(const UpOptions& up) {
   if (up.chaos_s > 0) {
     // The monkey outlives this command too; its lines go to our stdout.
     plexus::SubprocessOptions so;
-    so.argv = {SelfDir() + "/plexus", "local", "chaos", "--dir", o.root_dir,
-               "--every", absl::StrCat(up.chaos_s), "--seed",
+    so.argv = {SelfDir() + "/plexus",
+               "local",
+               "chaos",
+               "--dir",
+               o.root_dir,
+               "--every",
+               absl::StrCat(up.chaos_s),
+               "--seed",
                absl::StrCat(up.chaos_seed)};
     so.kill_with_parent = false;
     so.new_session = true;
@@ -339,9 +345,9 @@ struct CheckpointArgs {
 int CheckpointCommand(plexus::v1::Coordinator::Stub* stub,
                       const std::string& what, const CheckpointArgs& a) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(
-                       static_cast<int64_t>(a.timeout_s * 1000)));
+  ctx.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000)));
   if (what == "create") {
     plexus::v1::TriggerCheckpointRequest req;
     req.set_job_id(a.job_id);
@@ -379,10 +385,11 @@ int CheckpointCommand(plexus::v1::Coordinator::Stub* stub,
     for (const auto& s : resp.skipped()) {
       std::printf("skipped: %s\n", s.message().c_str());
     }
-    std::printf("restored checkpoint %llu (step %llu) in %lld ms\n",
-                static_cast<unsigned long long>(resp.manifest().checkpoint_id()),
-                static_cast<unsigned long long>(resp.manifest().step_id()),
-                static_cast<long long>(resp.restore_ms()));
+    std::printf(
+        "restored checkpoint %llu (step %llu) in %lld ms\n",
+        static_cast<unsigned long long>(resp.manifest().checkpoint_id()),
+        static_cast<unsigned long long>(resp.manifest().step_id()),
+        static_cast<long long>(resp.restore_ms()));
     return 0;
   }
   plexus::v1::ListCheckpointsRequest req;
@@ -517,10 +524,11 @@ int main(int argc, char** argv) {
   up->add_option("--workers", upo.num_workers, "Number of training workers")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
-  up->add_option("--worker", upo.worker_cmd,
-                 "Worker program and its flags, split at spaces; --coordinator, "
-                 "--ps and --task_index are appended (default: the sparse "
-                 "example, BIN_DIR/ctr_example --mode=worker)");
+  up->add_option(
+      "--worker", upo.worker_cmd,
+      "Worker program and its flags, split at spaces; --coordinator, "
+      "--ps and --task_index are appended (default: the sparse "
+      "example, BIN_DIR/ctr_example --mode=worker)");
   up->add_option("--bin-dir", bin_dir,
                  "Folder with plexus-ps and plexus-coordinator (default: next "
                  "to this binary)");

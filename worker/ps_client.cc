@@ -144,12 +144,12 @@ class PsClientImpl : public PsClient {
         pool_(options_.num_threads > 0 ? options_.num_threads : 8) {}
 
   absl::Status Init() {
-    PLEXUS_ASSIGN_OR_RETURN(credentials_,
-                            MakeChannelCredentials(
-                                {.ca_file = options_.tls_ca_file,
-                                 .cert_file = options_.tls_cert_file,
-                                 .key_file = options_.tls_key_file}),
-                            "TLS to the PS shards");
+    PLEXUS_ASSIGN_OR_RETURN(
+        credentials_,
+        MakeChannelCredentials({.ca_file = options_.tls_ca_file,
+                                .cert_file = options_.tls_cert_file,
+                                .key_file = options_.tls_key_file}),
+        "TLS to the PS shards");
     PLEXUS_RETURN_IF_ERROR(RefreshMap());
     if (own_source_ != nullptr) PLEXUS_RETURN_IF_ERROR(InstallMap());
     return absl::OkStatus();

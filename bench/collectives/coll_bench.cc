@@ -37,10 +37,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <map>
-#include <sstream>
 #include <functional>
+#include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -302,8 +302,7 @@ int Worker(const Args& args) {
     // A fresh context (fresh connections) per algorithm, all connected up
     // front: Gloo's file store gives up on a key after 30 s, less than a
     // slow rank's whole ring run takes when oversubscribed.
-    const std::vector<std::string> names = {"ring_chunked",
-                                            "halving_doubling"};
+    const std::vector<std::string> names = {"ring_chunked", "halving_doubling"};
     std::vector<std::shared_ptr<gloo::rendezvous::Context>> contexts;
     for (const std::string& name : names) {
       gloo::rendezvous::PrefixStore pstore(name, gstore);
@@ -389,8 +388,8 @@ struct Round {
 // Parses ROW / LIMIT lines (RowLine's format, and the MPI program's).
 void ParseLines(const std::string& text, Round* round) {
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    std::vector<std::string> f = absl::StrSplit(line, absl::ByAnyChar(" \t"),
-                                                absl::SkipEmpty());
+    std::vector<std::string> f =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (f.size() == 8 && f[0] == "ROW") {
       Row r{f[1], f[2]};
       double t = 0, p50 = 0, p99 = 0;
@@ -485,8 +484,7 @@ void RunMpi(const Args& args, const std::string& dir, int n, Round* round) {
   };
   for (const Variant& v : variants) {
     std::vector<std::string> argv = {mpirun, "--allow-run-as-root",
-                                     "--oversubscribe", "-np",
-                                     absl::StrCat(n)};
+                                     "--oversubscribe", "-np", absl::StrCat(n)};
     argv.insert(argv.end(), v.mca.begin(), v.mca.end());
     argv.insert(argv.end(),
                 {bin, absl::StrCat("--min_bytes=", args.Int("min_bytes", 4)),
@@ -513,8 +511,9 @@ void RunMpi(const Args& args, const std::string& dir, int n, Round* round) {
 void RunUcxPerftest(const std::string& dir, Round* round) {
   const std::string bin = FindProgram("ucx_perftest");
   if (bin.empty()) {
-    printf("# UCX shared-memory limit skipped: ucx_perftest not found "
-           "(Debian's ucx-utils)\n");
+    printf(
+        "# UCX shared-memory limit skipped: ucx_perftest not found "
+        "(Debian's ucx-utils)\n");
     return;
   }
   struct Variant {
@@ -545,8 +544,7 @@ void RunUcxPerftest(const std::string& dir, Round* round) {
     (*server)->Wait(absl::Seconds(5)).IgnoreError();
     // "Final: iters 50%ile avg overall bw_avg(MB/s) bw_overall msgrate..."
     for (absl::string_view line : absl::StrSplit(ReadFile(log), '\n')) {
-      std::vector<std::string> f =
-          absl::StrSplit(line, ' ', absl::SkipEmpty());
+      std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
       double mbs = 0;
       if (f.size() >= 6 && f[0] == "Final:" && absl::SimpleAtod(f[5], &mbs)) {
         round->limits.push_back({v.name, mbs * 1048576 / 1e9});
@@ -563,7 +561,8 @@ double Median(std::vector<double> v) { return Percentile(std::move(v), 0.5); }
 
 int Launcher(const Args& args) {
   const int n = static_cast<int>(args.Int("n", 2));
-  const int repeats = static_cast<int>(std::max<int64_t>(1, args.Int("repeats", 1)));
+  const int repeats =
+      static_cast<int>(std::max<int64_t>(1, args.Int("repeats", 1)));
   const bool blocking = args.Get("progress", "busy") == "blocking";
   const std::string ucx_tls = args.Get("ucx_tls", "");
   std::vector<Round> rounds;
@@ -659,14 +658,15 @@ int Launcher(const Args& args) {
     limits.push_back({name, Median(limit_values[name])});
   }
 
-  printf("\n# Summary: all-reduce fp32 sum, n=%d, Plexus progress=%s%s, "
-         "medians over %d round(s)%s\n",
-         n, blocking ? "blocking" : "busy-poll",
-         ucx_tls.empty() ? "" : (" UCX_TLS=" + ucx_tls).c_str(),
-         static_cast<int>(rounds.size()),
-         n > static_cast<int>(std::thread::hardware_concurrency())
-             ? " (oversubscribed: more ranks than cores)"
-             : "");
+  printf(
+      "\n# Summary: all-reduce fp32 sum, n=%d, Plexus progress=%s%s, "
+      "medians over %d round(s)%s\n",
+      n, blocking ? "blocking" : "busy-poll",
+      ucx_tls.empty() ? "" : (" UCX_TLS=" + ucx_tls).c_str(),
+      static_cast<int>(rounds.size()),
+      n > static_cast<int>(std::thread::hardware_concurrency())
+          ? " (oversubscribed: more ranks than cores)"
+          : "");
   for (const auto& [name, v] : limits) {
     printf("# limit: %s = %.2f\n", name.c_str(), v);
   }
@@ -690,8 +690,10 @@ int Launcher(const Args& args) {
     if (k != "plexus") peers.push_back(k);
   }
   std::string json_ratios;
-  printf("\n# ratios: plexus / peer (busbw: higher is better; p50 latency: "
-         "lower is better)\n# %10s %7s", "size(B)", "metric");
+  printf(
+      "\n# ratios: plexus / peer (busbw: higher is better; p50 latency: "
+      "lower is better)\n# %10s %7s",
+      "size(B)", "metric");
   for (const std::string& p : peers) printf(" %12s", p.c_str());
   printf(" %12s\n", "best-gloo");
   for (const Row& p : series["plexus"]) {
@@ -699,8 +701,8 @@ int Launcher(const Args& args) {
     if (!big && !small) continue;
     printf("# %10zu %7s", p.bytes, big ? "busbw" : "p50");
     double best_gloo = big ? 0 : 1e30;
-    std::string json_row = absl::StrFormat(
-        "{\"bytes\": %d, \"metric\": \"%s\"", p.bytes, big ? "busbw" : "p50");
+    std::string json_row = absl::StrFormat("{\"bytes\": %d, \"metric\": \"%s\"",
+                                           p.bytes, big ? "busbw" : "p50");
     for (const std::string& k : peers) {
       const Row* g = find(k, p.bytes);
       double ratio = 0;
@@ -727,8 +729,9 @@ int Launcher(const Args& args) {
   if (!json.empty()) {
     std::string out = absl::StrCat(
         "{\"n\": ", n, ", \"progress\": \"", blocking ? "blocking" : "busy",
-        "\", \"rounds\": ", rounds.size(), ", \"cores\": ",
-        std::thread::hardware_concurrency(), ", \"limits_GBps\": {");
+        "\", \"rounds\": ", rounds.size(),
+        ", \"cores\": ", std::thread::hardware_concurrency(),
+        ", \"limits_GBps\": {");
     for (size_t i = 0; i < limits.size(); ++i) {
       absl::StrAppend(&out, i ? ", " : "", "\"", limits[i].first,
                       "\": ", limits[i].second);
@@ -771,8 +774,8 @@ int Launcher(const Args& args) {
       }
       spec.series.push_back(std::move(s));
     }
-    const uint32_t limit_colors[] = {0xD62728, 0x7F7F7F, 0xBCBD22,
-                                     0xE377C2, 0x000000};
+    const uint32_t limit_colors[] = {0xD62728, 0x7F7F7F, 0xBCBD22, 0xE377C2,
+                                     0x000000};
     int lc = 0;
     for (const auto& [name, v] : limits) {
       std::string label = name;

@@ -57,8 +57,8 @@ int main(int argc, char** argv) {
   int rank = 0, n = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &n);
-  const size_t min_bytes = std::strtoull(
-      Flag(argc, argv, "min_bytes", "4").c_str(), nullptr, 10);
+  const size_t min_bytes =
+      std::strtoull(Flag(argc, argv, "min_bytes", "4").c_str(), nullptr, 10);
   const size_t max_bytes = std::strtoull(
       Flag(argc, argv, "max_bytes", "268435456").c_str(), nullptr, 10);
   const std::string label = Flag(argc, argv, "label", "default");

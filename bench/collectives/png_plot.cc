@@ -128,8 +128,8 @@ class Canvas {
   void Text(int x, int y, const std::string& s, uint32_t rgb, int scale = 1,
             bool vertical = false) {
     for (size_t i = 0; i < s.size(); ++i) {
-      const char c = static_cast<char>(
-          std::toupper(static_cast<unsigned char>(s[i])));
+      const char c =
+          static_cast<char>(std::toupper(static_cast<unsigned char>(s[i])));
       const Glyph* g = nullptr;
       for (const Glyph& f : kFont) {
         if (f.c == c) g = &f;
@@ -252,14 +252,16 @@ absl::Status WritePlotPng(const PlotSpec& spec, const std::string& path) {
   const double lx0 = std::floor(std::log2(xmin)),
                lx1 = std::max(lx0 + 1, std::ceil(std::log2(xmax)));
   const int ly0 = static_cast<int>(std::floor(std::log10(ymin)));
-  const int ly1 = std::max(ly0 + 1, static_cast<int>(std::ceil(std::log10(ymax))));
+  const int ly1 =
+      std::max(ly0 + 1, static_cast<int>(std::ceil(std::log10(ymax))));
   auto px = [&](double x) {
-    return static_cast<int>(std::lround(x0 + (std::log2(x) - lx0) /
-                                                 (lx1 - lx0) * (x1 - x0)));
+    return static_cast<int>(
+        std::lround(x0 + (std::log2(x) - lx0) / (lx1 - lx0) * (x1 - x0)));
   };
   auto py = [&](double y) {
-    return static_cast<int>(std::lround(
-        y0 - (std::log10(y) - ly0) / static_cast<double>(ly1 - ly0) * (y0 - y1)));
+    return static_cast<int>(
+        std::lround(y0 - (std::log10(y) - ly0) /
+                             static_cast<double>(ly1 - ly0) * (y0 - y1)));
   };
 
   // Grid, ticks and labels.
@@ -282,8 +284,8 @@ absl::Status WritePlotPng(const PlotSpec& spec, const std::string& path) {
   c.Line(x0, y0, x1, y0, axis);
   c.Line(x0, y0, x0, y1, axis);
   c.Text(x0, 12, spec.title, axis, 2);
-  c.Text((x0 + x1) / 2 - Canvas::TextWidth(spec.x_label) / 2,
-         spec.height - 28, spec.x_label, axis);
+  c.Text((x0 + x1) / 2 - Canvas::TextWidth(spec.x_label) / 2, spec.height - 28,
+         spec.x_label, axis);
   c.Text(16, (y0 + y1) / 2 + Canvas::TextWidth(spec.y_label) / 2, spec.y_label,
          axis, 1, /*vertical=*/true);
 

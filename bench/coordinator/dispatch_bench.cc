@@ -124,27 +124,27 @@ struct Bench {
           absl::StrCat("dispatch-bench-", getpid());
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
-    std::string bin_dir = FLAGS_bin_dir.empty()
-                              ? std::filesystem::path(SelfPath()).parent_path().string()
-                              : FLAGS_bin_dir;
+    std::string bin_dir =
+        FLAGS_bin_dir.empty()
+            ? std::filesystem::path(SelfPath()).parent_path().string()
+            : FLAGS_bin_dir;
     SubprocessOptions so;
-    so.argv = {bin_dir + "/plexus-coordinator",
-               "--data_dir=" + dir + "/coordinator",
-               "--port=0",
-               "--port_file=" + dir + "/port",
-               "--admin_port=-1",
-               absl::StrCat("--heartbeat_interval_ms=",
-                            FLAGS_heartbeat_interval_ms),
-               absl::StrCat("--suspect_timeout_ms=", FLAGS_suspect_timeout_ms),
-               absl::StrCat("--dead_timeout_ms=", FLAGS_dead_timeout_ms),
-               absl::StrCat("--disconnect_timeout_ms=",
-                            FLAGS_disconnect_timeout_ms),
-               "--max_restarts_per_worker=-1"};
+    so.argv = {
+        bin_dir + "/plexus-coordinator",
+        "--data_dir=" + dir + "/coordinator",
+        "--port=0",
+        "--port_file=" + dir + "/port",
+        "--admin_port=-1",
+        absl::StrCat("--heartbeat_interval_ms=", FLAGS_heartbeat_interval_ms),
+        absl::StrCat("--suspect_timeout_ms=", FLAGS_suspect_timeout_ms),
+        absl::StrCat("--dead_timeout_ms=", FLAGS_dead_timeout_ms),
+        absl::StrCat("--disconnect_timeout_ms=", FLAGS_disconnect_timeout_ms),
+        "--max_restarts_per_worker=-1"};
     so.log_file = dir + "/coordinator.log";
     PLEXUS_ASSIGN_OR_RETURN(coordinator, Subprocess::Start(so));
     PLEXUS_ASSIGN_OR_RETURN(
-        int port, WaitForPortFile(dir + "/port", absl::Seconds(30),
-                                  coordinator.get()));
+        int port,
+        WaitForPortFile(dir + "/port", absl::Seconds(30), coordinator.get()));
     address = absl::StrCat("127.0.0.1:", port);
     PLEXUS_RETURN_IF_ERROR(WaitUntilServing(address, absl::Seconds(30)));
     stub = v1::Coordinator::NewStub(
@@ -171,7 +171,8 @@ struct Bench {
     req.mutable_steps()->set_num_steps(steps);
     v1::SubmitJobResponse resp;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
     PLEXUS_RETURN_IF_ERROR(FromGrpcStatus(stub->SubmitJob(&ctx, req, &resp)));
     return resp.job_id();
   }
@@ -191,7 +192,8 @@ struct Bench {
     req.set_job_id(job);
     v1::GetJobStatusResponse resp;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
     PLEXUS_RETURN_IF_ERROR(
         FromGrpcStatus(stub->GetJobStatus(&ctx, req, &resp)));
     return resp.status();
@@ -230,7 +232,8 @@ absl::StatusOr<double> Failover(Bench& b, int rep) {
   PLEXUS_ASSIGN_OR_RETURN(auto victim, b.StartWorker("victim"));
   PLEXUS_ASSIGN_OR_RETURN(std::string job, b.Submit("hold", 1));
   // Wait until the victim runs the closure.
-  for (absl::Duration d = absl::Milliseconds(1);; d = std::min(d * 2, absl::Milliseconds(20))) {
+  for (absl::Duration d = absl::Milliseconds(1);;
+       d = std::min(d * 2, absl::Milliseconds(20))) {
     PLEXUS_ASSIGN_OR_RETURN(v1::JobStatus s, b.Status(job));
     if (s.closures_running() == 1) break;
     absl::SleepFor(d);
@@ -257,11 +260,13 @@ int RunBench() {
     std::fprintf(stderr, "dispatch_bench: %s\n", st.ToString().c_str());
     return 1;
   }
-  std::printf("dispatch_bench: %u cores, coordinator %s, %lld empty closures "
-              "per job, %d reps (medians)\n\n",
-              std::thread::hardware_concurrency(), b.address.c_str(),
-              static_cast<long long>(FLAGS_closures), FLAGS_reps);
-  std::printf("%-8s %12s %12s %14s\n", "workers", "closures/s", "min", "us/closure");
+  std::printf(
+      "dispatch_bench: %u cores, coordinator %s, %lld empty closures "
+      "per job, %d reps (medians)\n\n",
+      std::thread::hardware_concurrency(), b.address.c_str(),
+      static_cast<long long>(FLAGS_closures), FLAGS_reps);
+  std::printf("%-8s %12s %12s %14s\n", "workers", "closures/s", "min",
+              "us/closure");
   std::string json = "{\"throughput\":[";
   bool first = true;
   for (absl::string_view w : absl::StrSplit(FLAGS_workers, ',')) {
@@ -307,11 +312,12 @@ int RunBench() {
       static_cast<long long>(FLAGS_dead_timeout_ms),
       static_cast<long long>(FLAGS_disconnect_timeout_ms));
   absl::StrAppend(&json, "],\"failover_ms\":{\"median\":", fmed * 1e3,
-                  ",\"max\":", fmax * 1e3, "},\"heartbeat_interval_ms\":",
-                  FLAGS_heartbeat_interval_ms, ",\"suspect_timeout_ms\":",
-                  FLAGS_suspect_timeout_ms, ",\"dead_timeout_ms\":",
-                  FLAGS_dead_timeout_ms, ",\"disconnect_timeout_ms\":",
-                  FLAGS_disconnect_timeout_ms, "}\n");
+                  ",\"max\":", fmax * 1e3,
+                  "},\"heartbeat_interval_ms\":", FLAGS_heartbeat_interval_ms,
+                  ",\"suspect_timeout_ms\":", FLAGS_suspect_timeout_ms,
+                  ",\"dead_timeout_ms\":", FLAGS_dead_timeout_ms,
+                  ",\"disconnect_timeout_ms\":", FLAGS_disconnect_timeout_ms,
+                  "}\n");
   if (!FLAGS_json.empty()) {
     if (absl::Status st = WriteFileAtomically(FLAGS_json, json); !st.ok()) {
       std::fprintf(stderr, "dispatch_bench: %s\n", st.ToString().c_str());

@@ -26,14 +26,14 @@ namespace {
 using plexus::collectives::DataType;
 using plexus::collectives::ReduceOp;
 
-#define CHECK_CUDA(x)                                                   \
-  do {                                                                  \
-    cudaError_t e_ = (x);                                               \
-    if (e_ != cudaSuccess) {                                            \
-      std::fprintf(stderr, "reduce_bench: %s: %s\n", #x,                \
-                   cudaGetErrorString(e_));                             \
-      std::exit(1);                                                     \
-    }                                                                   \
+#define CHECK_CUDA(x)                                    \
+  do {                                                   \
+    cudaError_t e_ = (x);                                \
+    if (e_ != cudaSuccess) {                             \
+      std::fprintf(stderr, "reduce_bench: %s: %s\n", #x, \
+                   cudaGetErrorString(e_));              \
+      std::exit(1);                                      \
+    }                                                    \
   } while (0)
 
 template <typename F>
@@ -70,8 +70,9 @@ int main(int argc, char** argv) {
     } else if (a == "--iters" && i + 1 < argc) {
       iters = std::atoi(argv[++i]);
     } else if (a == "--help" || a == "-h") {
-      std::printf("reduce_bench [--max_mb 1024] [--iters 20]: CUDA reduction "
-                  "kernels vs a device-to-device copy of the same bytes\n");
+      std::printf(
+          "reduce_bench [--max_mb 1024] [--iters 20]: CUDA reduction "
+          "kernels vs a device-to-device copy of the same bytes\n");
       return 0;
     } else {
       std::fprintf(stderr, "reduce_bench: unknown argument %s\n", a.c_str());

@@ -34,19 +34,27 @@ struct Compute<__nv_bfloat16> {
 
 struct SumOp {
   template <typename C>
-  __device__ C operator()(C a, C b) const { return a + b; }
+  __device__ C operator()(C a, C b) const {
+    return a + b;
+  }
 };
 struct ProdOp {
   template <typename C>
-  __device__ C operator()(C a, C b) const { return a * b; }
+  __device__ C operator()(C a, C b) const {
+    return a * b;
+  }
 };
 struct MinOp {
   template <typename C>
-  __device__ C operator()(C a, C b) const { return b < a ? b : a; }
+  __device__ C operator()(C a, C b) const {
+    return b < a ? b : a;
+  }
 };
 struct MaxOp {
   template <typename C>
-  __device__ C operator()(C a, C b) const { return a < b ? b : a; }
+  __device__ C operator()(C a, C b) const {
+    return a < b ? b : a;
+  }
 };
 
 template <typename T, typename Op>
@@ -153,8 +161,8 @@ absl::Status Launch(const void* a, const void* b, void* out, int64_t n,
   }
   const int64_t done = vecs * kPer;
   if (done < n) {
-    ReduceTail<T, Op><<<Blocks(n - done), kThreads, 0, s>>>(pa, pb, po, done,
-                                                           n, op);
+    ReduceTail<T, Op>
+        <<<Blocks(n - done), kThreads, 0, s>>>(pa, pb, po, done, n, op);
   }
   return LaunchStatus("reduce kernel launch");
 }
@@ -207,12 +215,12 @@ absl::Status ScaleDevice(DataType dtype, void* data, int64_t n, double factor,
   const float f = static_cast<float>(factor);
   switch (dtype) {
     case DataType::kFloat32:
-      Scale<float><<<Blocks(n), kThreads, 0, s>>>(static_cast<float*>(data), n,
-                                                  f);
+      Scale<float>
+          <<<Blocks(n), kThreads, 0, s>>>(static_cast<float*>(data), n, f);
       break;
     case DataType::kFloat16:
-      Scale<__half><<<Blocks(n), kThreads, 0, s>>>(static_cast<__half*>(data),
-                                                   n, f);
+      Scale<__half>
+          <<<Blocks(n), kThreads, 0, s>>>(static_cast<__half*>(data), n, f);
       break;
     case DataType::kBFloat16:
       Scale<__nv_bfloat16><<<Blocks(n), kThreads, 0, s>>>(

@@ -87,17 +87,17 @@ class NcclCommunicator::Impl {
                     const NcclOptions& options) {
     if (options.device >= 0) {
       if (cudaError_t e = cudaSetDevice(options.device); e != cudaSuccess) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "NCCL: cannot use GPU ", options.device, ": ",
-            cudaGetErrorString(e)));
+        return absl::FailedPreconditionError(
+            absl::StrCat("NCCL: cannot use GPU ", options.device, ": ",
+                         cudaGetErrorString(e)));
       }
     }
     if (cudaError_t e = cudaGetDevice(&device_); e != cudaSuccess) {
       return absl::FailedPreconditionError(
           absl::StrCat("NCCL: no usable GPU: ", cudaGetErrorString(e)));
     }
-    if (cudaError_t e = cudaStreamCreateWithFlags(&stream_,
-                                                  cudaStreamNonBlocking);
+    if (cudaError_t e =
+            cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
         e != cudaSuccess) {
       return CudaError(e, "NCCL: creating the communicator stream");
     }
@@ -108,16 +108,16 @@ class NcclCommunicator::Impl {
         return NcclError(r, "NCCL: creating the unique id");
       }
       PLEXUS_RETURN_IF_ERROR(store->Set(
-          kUniqueIdKey, std::string(reinterpret_cast<const char*>(&id),
-                                    sizeof(id))));
+          kUniqueIdKey,
+          std::string(reinterpret_cast<const char*>(&id), sizeof(id))));
     } else {
       PLEXUS_ASSIGN_OR_RETURN(std::string bytes,
                               store->Get(kUniqueIdKey, deadline),
                               "NCCL: waiting for rank 0's unique id");
       if (bytes.size() != sizeof(id)) {
-        return absl::DataLossError(absl::StrCat(
-            "NCCL: the unique id in the store has ", bytes.size(),
-            " bytes, not ", sizeof(id)));
+        return absl::DataLossError(
+            absl::StrCat("NCCL: the unique id in the store has ", bytes.size(),
+                         " bytes, not ", sizeof(id)));
       }
       std::memcpy(&id, bytes.data(), sizeof(id));
     }
@@ -138,8 +138,8 @@ class NcclCommunicator::Impl {
     absl::MutexLock lock(&mu_);
     if (!sticky_.ok()) return sticky_;
     if (aborting_) return Fail(absl::AbortedError("aborted"), what);
-    cudaStream_t s = stream != nullptr ? static_cast<cudaStream_t>(stream)
-                                       : stream_;
+    cudaStream_t s =
+        stream != nullptr ? static_cast<cudaStream_t>(stream) : stream_;
     if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
       return CudaError(e, what);
     }
@@ -165,8 +165,9 @@ class NcclCommunicator::Impl {
       }
       if (absl::Now() >= deadline) {
         return Fail(absl::DeadlineExceededError(absl::StrCat(
-                        what, " did not finish by its deadline (a peer died "
-                              "or hangs)")),
+                        what,
+                        " did not finish by its deadline (a peer died "
+                        "or hangs)")),
                     what);
       }
       absl::SleepFor(pause);
@@ -210,9 +211,9 @@ class NcclCommunicator::Impl {
   // On error: abort the communicator and make the error sticky.
   absl::Status Fail(absl::Status st, absl::string_view what) {
     if (st.ok()) return st;
-    absl::Status named =
-        absl::Status(st.code(), absl::StrCat(what, ": ", st.message(),
-                                             "; communicator aborted"));
+    absl::Status named = absl::Status(
+        st.code(),
+        absl::StrCat(what, ": ", st.message(), "; communicator aborted"));
     if (comm_ != nullptr) ncclCommAbort(comm_);
     comm_ = nullptr;
     sticky_ = named;
@@ -253,24 +254,24 @@ absl::Status NcclCommunicator::AllReduce(const void* send, void* recv,
   PLEXUS_ASSIGN_OR_RETURN(ncclDataType_t t, ToNccl(dtype));
   PLEXUS_ASSIGN_OR_RETURN(ncclRedOp_t o, ToNccl(op));
   if (count < 0) return absl::InvalidArgumentError("negative count");
-  std::string what = absl::StrCat("NCCL all-reduce of ", count,
-                                  " elements (rank ", rank_, " of ", size_, ")");
+  std::string what =
+      absl::StrCat("NCCL all-reduce of ", count, " elements (rank ", rank_,
+                   " of ", size_, ")");
   return impl_->Run(what, stream, deadline, [&](ncclComm_t c, cudaStream_t s) {
     return ncclAllReduce(send, recv, count, t, o, c, s);
   });
 }
 
 absl::Status NcclCommunicator::ReduceScatter(const void* send, void* recv,
-                                             int64_t recv_count,
-                                             DataType dtype, ReduceOp op,
-                                             absl::Time deadline,
+                                             int64_t recv_count, DataType dtype,
+                                             ReduceOp op, absl::Time deadline,
                                              void* stream) {
   PLEXUS_ASSIGN_OR_RETURN(ncclDataType_t t, ToNccl(dtype));
   PLEXUS_ASSIGN_OR_RETURN(ncclRedOp_t o, ToNccl(op));
   if (recv_count < 0) return absl::InvalidArgumentError("negative count");
   std::string what =
-      absl::StrCat("NCCL reduce-scatter of ", recv_count, " elements per rank (rank ",
-                   rank_, " of ", size_, ")");
+      absl::StrCat("NCCL reduce-scatter of ", recv_count,
+                   " elements per rank (rank ", rank_, " of ", size_, ")");
   return impl_->Run(what, stream, deadline, [&](ncclComm_t c, cudaStream_t s) {
     return ncclReduceScatter(send, recv, recv_count, t, o, c, s);
   });
@@ -282,8 +283,8 @@ absl::Status NcclCommunicator::AllGather(const void* send, void* recv,
   PLEXUS_ASSIGN_OR_RETURN(ncclDataType_t t, ToNccl(dtype));
   if (send_count < 0) return absl::InvalidArgumentError("negative count");
   std::string what =
-      absl::StrCat("NCCL all-gather of ", send_count, " elements per rank (rank ",
-                   rank_, " of ", size_, ")");
+      absl::StrCat("NCCL all-gather of ", send_count,
+                   " elements per rank (rank ", rank_, " of ", size_, ")");
   return impl_->Run(what, stream, deadline, [&](ncclComm_t c, cudaStream_t s) {
     return ncclAllGather(send, recv, send_count, t, c, s);
   });
@@ -298,9 +299,9 @@ absl::Status NcclCommunicator::Broadcast(void* buf, int64_t count,
     return absl::InvalidArgumentError(
         absl::StrCat("broadcast root ", root, " of ", size_, " ranks"));
   }
-  std::string what = absl::StrCat("NCCL broadcast of ", count,
-                                  " elements from rank ", root, " (rank ",
-                                  rank_, " of ", size_, ")");
+  std::string what =
+      absl::StrCat("NCCL broadcast of ", count, " elements from rank ", root,
+                   " (rank ", rank_, " of ", size_, ")");
   return impl_->Run(what, stream, deadline, [&](ncclComm_t c, cudaStream_t s) {
     return ncclBroadcast(buf, buf, count, t, root, c, s);
   });
@@ -317,9 +318,9 @@ absl::Status NcclCommunicator::Reduce(const void* send, void* recv,
     return absl::InvalidArgumentError(
         absl::StrCat("reduce root ", root, " of ", size_, " ranks"));
   }
-  std::string what = absl::StrCat("NCCL reduce of ", count,
-                                  " elements to rank ", root, " (rank ", rank_,
-                                  " of ", size_, ")");
+  std::string what =
+      absl::StrCat("NCCL reduce of ", count, " elements to rank ", root,
+                   " (rank ", rank_, " of ", size_, ")");
   return impl_->Run(what, stream, deadline, [&](ncclComm_t c, cudaStream_t s) {
     return ncclReduce(send, recv, count, t, o, root, c, s);
   });

@@ -152,9 +152,9 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
           if (inc->awaiting_restore ||
               (incarnations_[s] != 0 && incarnations_[s] != inc->incarnation)) {
             release();
-            return absl::UnavailableError(absl::StrCat(
-                "checkpoint at step ", c, ": shard ", s,
-                " restarted (it must be restored first)"));
+            return absl::UnavailableError(
+                absl::StrCat("checkpoint at step ", c, ": shard ", s,
+                             " restarted (it must be restored first)"));
           }
         }
       }
@@ -181,7 +181,8 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
   m.started_unix_ms = absl::ToUnixMillis(started);
   absl::Duration pause;
   for (int s = 0; s < n; ++s) {
-    PrepareArgs a{.checkpoint_id = id, .step_id = c, .base_checkpoint_id = base};
+    PrepareArgs a{
+        .checkpoint_id = id, .step_id = c, .base_checkpoint_id = base};
     absl::StatusOr<absl::Duration> p = shards_->Prepare(s, a);
     if (!p.ok()) {
       release();
@@ -224,16 +225,16 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
     Abort(id, n);
     return Annotate(pub, absl::StrCat("checkpoint ", id, ": manifest"));
   }
-  PLEXUS_RETURN_IF_ERROR(
-      PLEXUS_FAILPOINT("coordinator.checkpoint.after_manifest_before_finalize"));
+  PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT(
+      "coordinator.checkpoint.after_manifest_before_finalize"));
 
   // 6. Tell the shards; apply retention here too.
   for (int s = 0; s < n; ++s) {
     absl::Status st = shards_->Finalize(s, id, true, options_.keep, job);
     if (!st.ok()) {
       // Published anyway; the shard learns at its next Finalize.
-      LOG(WARNING) << "checkpoint " << id << ": finalize on shard " << s
-                   << ": " << st;
+      LOG(WARNING) << "checkpoint " << id << ": finalize on shard " << s << ": "
+                   << st;
     }
   }
   if (options_.keep > 0) {
@@ -284,9 +285,9 @@ absl::StatusOr<RestoreOutcome> Checkpointer::RestoreLocked(
   for (size_t i = first; i < all.size(); ++i) {
     const Manifest& m = all[i];
     if (static_cast<int>(m.shards.size()) != n) {
-      last = absl::FailedPreconditionError(absl::StrCat(
-          "checkpoint ", m.checkpoint_id, " has ", m.shards.size(),
-          " shards, the cluster ", n));
+      last = absl::FailedPreconditionError(
+          absl::StrCat("checkpoint ", m.checkpoint_id, " has ", m.shards.size(),
+                       " shards, the cluster ", n));
       out.skipped.push_back(last);
       if (!fall_back) break;
       continue;
@@ -312,8 +313,8 @@ absl::StatusOr<RestoreOutcome> Checkpointer::RestoreLocked(
     return last;
   }
   if (!out.manifest.job_id.empty()) {
-    auto requeued =
-        scheduler_->RequeueStepsAfter(out.manifest.job_id, out.manifest.step_id);
+    auto requeued = scheduler_->RequeueStepsAfter(out.manifest.job_id,
+                                                  out.manifest.step_id);
     if (requeued.ok()) {
       LOG(INFO) << "restore: " << *requeued << " closures of job '"
                 << out.manifest.job_id << "' after step "
@@ -325,9 +326,9 @@ absl::StatusOr<RestoreOutcome> Checkpointer::RestoreLocked(
   }
   scheduler_->Resume();
   out.duration = clock_->Now() - started;
-  LOG(INFO) << "restored checkpoint " << out.manifest.checkpoint_id
-            << " (step " << out.manifest.step_id << ") on " << n
-            << " shards in " << absl::FormatDuration(out.duration);
+  LOG(INFO) << "restored checkpoint " << out.manifest.checkpoint_id << " (step "
+            << out.manifest.step_id << ") on " << n << " shards in "
+            << absl::FormatDuration(out.duration);
   return out;
 }
 
@@ -401,8 +402,9 @@ void Checkpointer::Poll() {
       }
       resumed = true;
     } else {
-      LOG_EVERY_N(ERROR, 50) << "a PS shard restarted but no checkpoint exists: its "
-                    "state is lost; training resumes on what it holds";
+      LOG_EVERY_N(ERROR, 50)
+          << "a PS shard restarted but no checkpoint exists: its "
+             "state is lost; training resumes on what it holds";
     }
   }
   incarnations_ = seen;
@@ -419,10 +421,9 @@ void Checkpointer::Poll() {
   if (job.empty()) return;
   auto status = scheduler_->GetJobStatus(job);
   if (!status.ok()) return;
-  const bool by_steps =
-      options_.every_steps > 0 &&
-      status->completed_through_step_id >=
-          last_periodic_step_ + options_.every_steps;
+  const bool by_steps = options_.every_steps > 0 &&
+                        status->completed_through_step_id >=
+                            last_periodic_step_ + options_.every_steps;
   const bool by_time = options_.every > absl::ZeroDuration() &&
                        clock_->Now() - last_periodic_ >= options_.every &&
                        status->completed_through_step_id > last_periodic_step_;

@@ -173,10 +173,10 @@ class Checkpointer {
                Clock* clock);
 
   // Takes a global checkpoint of `job_id` (empty: the oldest running job,
-  // else the newest job, or none) at `step_id` (0: the highest step dispatched so far). A step
-  // below that is FAILED_PRECONDITION; UNAVAILABLE while a recovery runs;
-  // the shards' errors (RESOURCE_EXHAUSTED for a full disk) otherwise, with
-  // nothing published.
+  // else the newest job, or none) at `step_id` (0: the highest step dispatched
+  // so far). A step below that is FAILED_PRECONDITION; UNAVAILABLE while a
+  // recovery runs; the shards' errors (RESOURCE_EXHAUSTED for a full disk)
+  // otherwise, with nothing published.
   absl::StatusOr<TakeResult> Take(const std::string& job_id, uint64_t step_id);
 
   // Restores every shard to checkpoint `checkpoint_id` (0: the newest) and

@@ -164,8 +164,7 @@ GrpcShardDriver::GrpcShardDriver(
   for (const std::string& a : addresses) {
     stubs_.push_back(v1::ParameterServer::NewStub(
         grpc::experimental::CreateCustomChannelWithInterceptors(
-            a, credentials, args,
-            TokenInterceptors(token))));
+            a, credentials, args, TokenInterceptors(token))));
   }
 }
 
@@ -246,8 +245,8 @@ absl::StatusOr<std::unique_ptr<FileManifestStore>> FileManifestStore::Open(
   std::error_code ec;
   fs::create_directories(root + "/manifests", ec);
   if (ec) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot create ", root, "/manifests: ", ec.message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", root, "/manifests: ", ec.message()));
   }
   // Half-written manifests (a crash before the rename) are not checkpoints.
   for (const auto& e : fs::directory_iterator(root + "/manifests", ec)) {
@@ -332,8 +331,8 @@ absl::Status FileManifestStore::Remove(uint64_t checkpoint_id) {
   std::error_code ec;
   fs::remove(absl::StrCat(root_, "/manifests/", checkpoint_id, ".pb"), ec);
   if (ec) {
-    return absl::InternalError(absl::StrCat("removing manifest ",
-                                            checkpoint_id, ": ", ec.message()));
+    return absl::InternalError(
+        absl::StrCat("removing manifest ", checkpoint_id, ": ", ec.message()));
   }
   return FsyncDir(root_ + "/manifests");
 }

@@ -40,9 +40,7 @@ class GrpcShardDriver final : public checkpointing::ShardDriver {
                   std::shared_ptr<grpc::ChannelCredentials> credentials,
                   const std::string& token, uint64_t coordinator_epoch);
 
-  int num_shards() const override {
-    return static_cast<int>(stubs_.size());
-  }
+  int num_shards() const override { return static_cast<int>(stubs_.size()); }
   absl::StatusOr<absl::Duration> Prepare(
       int shard, const checkpointing::PrepareArgs& args) override;
   absl::StatusOr<checkpointing::ShardPart> Commit(

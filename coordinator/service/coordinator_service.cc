@@ -515,8 +515,7 @@ void CoordinatorService::RecordEvent(EventSeverity severity, std::string kind,
     google::LogSeverity level = google::GLOG_INFO;
     if (severity == EventSeverity::kWarning) level = google::GLOG_WARNING;
     if (severity == EventSeverity::kError) level = google::GLOG_ERROR;
-    google::LogMessage(where.file_name(), static_cast<int>(where.line()),
-                       level)
+    google::LogMessage(where.file_name(), static_cast<int>(where.line()), level)
             .stream()
         << text;
   }
@@ -547,8 +546,8 @@ void CoordinatorService::WatchJobs() {
     double secs = absl::ToDoubleSeconds(j->finished_at - j->submitted_at);
     std::string what = absl::StrFormat(
         "%d/%d closures through step %d in %.1f s, %d re-queued",
-        j->closures_succeeded, j->closures_total,
-        j->completed_through_step_id, secs, j->requeues);
+        j->closures_succeeded, j->closures_total, j->completed_through_step_id,
+        secs, j->requeues);
     if (j->state == scheduling::JobState::kSucceeded) {
       RecordEvent(EventSeverity::kInfo, "job",
                   absl::StrCat("job '", id, "' succeeded: ", what));
@@ -887,8 +886,8 @@ std::string CoordinatorService::StatusPage() {
     o.current_step_id = p.current_step_id();
     o.last_finished_step_id = p.last_finished_step_id();
   }
-  d.ps_shards = options_.ps_shards.empty() ? options_.cluster.ps
-                                           : options_.ps_shards;
+  d.ps_shards =
+      options_.ps_shards.empty() ? options_.cluster.ps : options_.ps_shards;
   std::vector<checkpointing::Manifest> manifests;
   if (checkpointer_ != nullptr) {
     d.ps_recovering = checkpointer_->recovering();
@@ -1136,8 +1135,8 @@ grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* ctx,
     absl::StatusOr<scheduling::JobStatus> j =
         scheduler_->GetJobStatus(r->job_id);
     RecordEvent(EventSeverity::kInfo, "job",
-                absl::StrFormat("job '%s' submitted: %d closure(s)",
-                                r->job_id, j.ok() ? j->closures_total : 0));
+                absl::StrFormat("job '%s' submitted: %d closure(s)", r->job_id,
+                                j.ok() ? j->closures_total : 0));
   }
   FillHeader(resp->mutable_header());
   resp->set_job_id(r->job_id);

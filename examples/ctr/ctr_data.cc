@@ -38,20 +38,13 @@ using FieldRef = std::variant<uint64_t*, int*, int64_t*, double*>;
 // Every CtrConfig field by name: the one list FormatCtrConfig and
 // ParseCtrConfig share.
 std::vector<std::pair<const char*, FieldRef>> Fields(CtrConfig& c) {
-  return {{"seed", &c.seed},
-          {"fields", &c.fields},
-          {"vocab", &c.vocab},
-          {"zipf_s", &c.zipf_s},
-          {"head", &c.head},
-          {"weight_scale", &c.weight_scale},
-          {"fm_scale", &c.fm_scale},
-          {"truth_k", &c.truth_k},
-          {"bias", &c.bias},
-          {"num_train", &c.num_train},
-          {"num_test", &c.num_test},
-          {"model_k", &c.model_k},
-          {"batch", &c.batch},
-          {"learning_rate", &c.learning_rate}};
+  return {{"seed", &c.seed},         {"fields", &c.fields},
+          {"vocab", &c.vocab},       {"zipf_s", &c.zipf_s},
+          {"head", &c.head},         {"weight_scale", &c.weight_scale},
+          {"fm_scale", &c.fm_scale}, {"truth_k", &c.truth_k},
+          {"bias", &c.bias},         {"num_train", &c.num_train},
+          {"num_test", &c.num_test}, {"model_k", &c.model_k},
+          {"batch", &c.batch},       {"learning_rate", &c.learning_rate}};
 }
 
 }  // namespace
@@ -74,9 +67,8 @@ absl::StatusOr<CtrConfig> ParseCtrConfig(absl::string_view text,
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv =
         absl::StrSplit(part, absl::MaxSplits('=', 1));
-    auto it = std::find_if(fields.begin(), fields.end(), [&](const auto& f) {
-      return kv.first == f.first;
-    });
+    auto it = std::find_if(fields.begin(), fields.end(),
+                           [&](const auto& f) { return kv.first == f.first; });
     if (it == fields.end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown CTR config key '", kv.first, "'"));
@@ -179,7 +171,8 @@ CtrExample CtrDataset::Example(Split split, int64_t i) const {
   return ex;
 }
 
-double Auc(const std::vector<double>& scores, const std::vector<float>& labels) {
+double Auc(const std::vector<double>& scores,
+           const std::vector<float>& labels) {
   std::vector<size_t> order(scores.size());
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),
@@ -209,7 +202,8 @@ double LogLoss(const std::vector<double>& logits,
   for (size_t i = 0; i < logits.size(); ++i) {
     double z = logits[i];
     // log(1 + e^z) - y z, computed stably.
-    double softplus = z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+    double softplus =
+        z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
     sum += softplus - labels[i] * z;
   }
   return logits.empty() ? 0 : sum / static_cast<double>(logits.size());

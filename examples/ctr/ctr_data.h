@@ -31,20 +31,20 @@ namespace plexus::examples {
 
 struct CtrConfig {
   uint64_t seed = 1;
-  int fields = 10;             // categorical fields (plus one bias feature)
-  int64_t vocab = 1 << 20;     // distinct values per field
-  double zipf_s = 1.2;         // Zipf exponent of each field
-  double head = 100;           // signal scale halves at rank `head`
-  double weight_scale = 0.8;   // truth weight stddev at rank 0
-  double fm_scale = 0.35;      // truth interaction vector stddev at rank 0
-  int truth_k = 4;             // truth interaction vector width
-  double bias = -1.0;          // truth bias logit
+  int fields = 10;            // categorical fields (plus one bias feature)
+  int64_t vocab = 1 << 20;    // distinct values per field
+  double zipf_s = 1.2;        // Zipf exponent of each field
+  double head = 100;          // signal scale halves at rank `head`
+  double weight_scale = 0.8;  // truth weight stddev at rank 0
+  double fm_scale = 0.35;     // truth interaction vector stddev at rank 0
+  int truth_k = 4;            // truth interaction vector width
+  double bias = -1.0;         // truth bias logit
   int64_t num_train = 3072000;
   int64_t num_test = 100000;
   // Training (read by workers from the job's arguments).
-  int model_k = 8;             // learned interaction vector width
-  int64_t batch = 1024;        // examples per step
-  double learning_rate = 0.05; // Adagrad
+  int model_k = 8;              // learned interaction vector width
+  int64_t batch = 1024;         // examples per step
+  double learning_rate = 0.05;  // Adagrad
 };
 
 // "key=value,..." with every field of CtrConfig; what the driver passes to

@@ -55,9 +55,10 @@ DEFINE_int64(test_examples, 100000, "Held-out examples.");
 DEFINE_int64(vocab, 1 << 20, "Distinct ids per field.");
 DEFINE_double(learning_rate, 0.05, "Adagrad learning rate.");
 DEFINE_uint64(seed, 1, "Dataset seed.");
-DEFINE_string(config, "",
-              "More dataset/model settings, key=value,... (keys of "
-              "CtrConfig in examples/ctr/ctr_data.h, e.g. fields=10,zipf_s=1.2).");
+DEFINE_string(
+    config, "",
+    "More dataset/model settings, key=value,... (keys of "
+    "CtrConfig in examples/ctr/ctr_data.h, e.g. fields=10,zipf_s=1.2).");
 DEFINE_int64(eval_examples, 20000,
              "Held-out examples scored at each progress line (the final "
              "summary scores all of them).");
@@ -84,7 +85,9 @@ absl::StatusOr<CtrConfig> ConfigFromFlags() {
 class Reporter {
  public:
   Reporter(const CtrConfig& c, int64_t steps, std::string what)
-      : config_(c), steps_(steps), what_(std::move(what)),
+      : config_(c),
+        steps_(steps),
+        what_(std::move(what)),
         start_(absl::Now()) {}
 
   double elapsed() const { return absl::ToDoubleSeconds(absl::Now() - start_); }
@@ -109,8 +112,8 @@ class Reporter {
           "[%7.1fs] %s step %6lld/%lld (%3.0f%%)  %8.0f ex/s  held-out loss "
           "%.4f  AUC %.4f (truth %.4f)  ETA %.0fs\n",
           t, what_.c_str(), static_cast<long long>(step),
-          static_cast<long long>(steps_), 100.0 * step / steps_, eps,
-          e.logloss, e.auc, e.truth_auc, eta);
+          static_cast<long long>(steps_), 100.0 * step / steps_, eps, e.logloss,
+          e.auc, e.truth_auc, eta);
     }
     std::fflush(stdout);
   }
@@ -143,19 +146,20 @@ class Reporter {
     } else {
       std::printf("\n== %s summary ==\n", what_.c_str());
       std::printf("  workers            %d\n", workers);
-      std::printf("  steps              %lld x %lld examples in %.1f s "
-                  "(%.0f examples/s, %.1f steps/s)\n",
-                  static_cast<long long>(steps_done),
-                  static_cast<long long>(config_.batch), t, eps,
-                  steps_done / t);
-      std::printf("  held-out AUC       %.4f (ground truth %.4f, gap %.4f; "
-                  "target gap <= %.3f: %s)\n",
-                  e.auc, e.truth_auc, e.truth_auc - e.auc, FLAGS_target_gap,
-                  reached ? "reached" : "NOT reached");
-      std::printf("  held-out log loss  %.4f (ground truth %.4f) on %lld "
-                  "examples\n",
-                  e.logloss, e.truth_logloss,
-                  static_cast<long long>(e.examples));
+      std::printf(
+          "  steps              %lld x %lld examples in %.1f s "
+          "(%.0f examples/s, %.1f steps/s)\n",
+          static_cast<long long>(steps_done),
+          static_cast<long long>(config_.batch), t, eps, steps_done / t);
+      std::printf(
+          "  held-out AUC       %.4f (ground truth %.4f, gap %.4f; "
+          "target gap <= %.3f: %s)\n",
+          e.auc, e.truth_auc, e.truth_auc - e.auc, FLAGS_target_gap,
+          reached ? "reached" : "NOT reached");
+      std::printf(
+          "  held-out log loss  %.4f (ground truth %.4f) on %lld "
+          "examples\n",
+          e.logloss, e.truth_logloss, static_cast<long long>(e.examples));
       if (time_to_target_ >= 0) {
         std::printf("  time to target     %.1f s (step %lld)\n",
                     time_to_target_, static_cast<long long>(steps_to_target_));
@@ -289,8 +293,9 @@ absl::StatusOr<v1::JobStatus> JobStatus(v1::Coordinator::Stub& stub) {
 
 // --coordinator and --ps from the local cluster in --cluster_dir.
 absl::Status AddressesFromClusterDir() {
-  PLEXUS_ASSIGN_OR_RETURN(std::vector<local::Member> members,
-                          local::ReadState(local::StatePath(FLAGS_cluster_dir)));
+  PLEXUS_ASSIGN_OR_RETURN(
+      std::vector<local::Member> members,
+      local::ReadState(local::StatePath(FLAGS_cluster_dir)));
   std::vector<std::string> ps;
   for (const local::Member& m : members) {
     if (m.role == "coordinator") FLAGS_coordinator = m.address;
@@ -319,8 +324,8 @@ int RunDriver(const CtrConfig& c) {
   }
   auto creds = MakeChannelCredentials(ClientTlsOptionsFromFlags());
   if (!creds.ok()) return Fail(creds.status());
-  auto stub = v1::Coordinator::NewStub(
-      grpc::CreateChannel(FLAGS_coordinator, *creds));
+  auto stub =
+      v1::Coordinator::NewStub(grpc::CreateChannel(FLAGS_coordinator, *creds));
   {
     v1::SubmitJobRequest req;
     req.set_job_id(FLAGS_job);
@@ -334,12 +339,12 @@ int RunDriver(const CtrConfig& c) {
     absl::Status st = FromGrpcStatus(stub->SubmitJob(&ctx, req, &resp));
     if (!st.ok()) return Fail(st);
     if (!FLAGS_json) {
-      std::printf("%s job %s: %lld steps of %lld examples, %d fields, %lld "
-                  "ids per field, Adagrad on %zu PS shards\n",
-                  resp.created() ? "submitted" : "resumed", FLAGS_job.c_str(),
-                  static_cast<long long>(FLAGS_steps),
-                  static_cast<long long>(c.batch), c.fields,
-                  static_cast<long long>(c.vocab), po.shards.size());
+      std::printf(
+          "%s job %s: %lld steps of %lld examples, %d fields, %lld "
+          "ids per field, Adagrad on %zu PS shards\n",
+          resp.created() ? "submitted" : "resumed", FLAGS_job.c_str(),
+          static_cast<long long>(FLAGS_steps), static_cast<long long>(c.batch),
+          c.fields, static_cast<long long>(c.vocab), po.shards.size());
     }
   }
   auto params = NewPsParams(c, ps->get(), 0);
@@ -356,9 +361,9 @@ int RunDriver(const CtrConfig& c) {
     if (js.state() == v1::JOB_STATE_SUCCEEDED) break;
     if (js.state() == v1::JOB_STATE_FAILED ||
         js.state() == v1::JOB_STATE_CANCELLED) {
-      return Fail(absl::AbortedError(absl::StrCat(
-          "job ", FLAGS_job, " ended ", v1::JobState_Name(js.state()), ": ",
-          js.error().message())));
+      return Fail(absl::AbortedError(absl::StrCat("job ", FLAGS_job, " ended ",
+                                                  v1::JobState_Name(js.state()),
+                                                  ": ", js.error().message())));
     }
   }
   auto e = Evaluate(*data, 0, *params);
@@ -380,7 +385,6 @@ int main(int argc, char** argv) {
   if (FLAGS_mode == "baseline") return plexus::examples::RunBaseline(*c);
   if (FLAGS_mode == "worker") return plexus::examples::RunWorker(*c);
   if (FLAGS_mode == "train") return plexus::examples::RunDriver(*c);
-  return plexus::examples::Fail(absl::InvalidArgumentError(
-      absl::StrCat("--mode must be worker, train or baseline, not '",
-                   FLAGS_mode, "'")));
+  return plexus::examples::Fail(absl::InvalidArgumentError(absl::StrCat(
+      "--mode must be worker, train or baseline, not '", FLAGS_mode, "'")));
 }

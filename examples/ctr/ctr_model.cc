@@ -84,8 +84,9 @@ class LocalParams final : public CtrParams {
         double u1 = ((x >> 11) + 1) * 0x1.0p-53;
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
         double u2 = (x >> 11) * 0x1.0p-53;
-        it->second[d] = static_cast<float>(
-            kInitStddev * std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
+        it->second[d] =
+            static_cast<float>(kInitStddev * std::sqrt(-2 * std::log(u1)) *
+                               std::cos(2 * M_PI * u2));
       }
     }
     return it->second;

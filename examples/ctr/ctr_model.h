@@ -54,8 +54,8 @@ absl::StatusOr<std::unique_ptr<CtrParams>> NewLocalParams(
     const CtrConfig& config);
 
 struct StepStats {
-  double loss = 0;         // mean log loss of the batch (before the update)
-  double comm_seconds = 0; // time in Pull + Push
+  double loss = 0;          // mean log loss of the batch (before the update)
+  double comm_seconds = 0;  // time in Pull + Push
   double total_seconds = 0;
   int64_t unique_ids = 0;
 };

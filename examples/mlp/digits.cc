@@ -63,18 +63,19 @@ absl::StatusOr<Dataset> LoadDigits(const std::string& path) {
     if (line.empty()) continue;
     std::vector<absl::string_view> cells = absl::StrSplit(line, ',');
     if (cells.size() != kDigitsFeatures + 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, " line ", line_no, ": ", cells.size(), " values, want ",
-          kDigitsFeatures + 1, " (64 pixels and a label); is this digits.csv?"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " line ", line_no, ": ", cells.size(),
+                       " values, want ", kDigitsFeatures + 1,
+                       " (64 pixels and a label); is this digits.csv?"));
     }
     for (int i = 0; i <= kDigitsFeatures; ++i) {
       double v = 0;
       const int max = i < kDigitsFeatures ? 16 : kDigitsClasses - 1;
       if (!absl::SimpleAtod(absl::StripAsciiWhitespace(cells[i]), &v) ||
           v != std::floor(v) || v < 0 || v > max) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, " line ", line_no, " value ", i + 1, ": '", cells[i],
-            "' is not an integer in 0..", max));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, " line ", line_no, " value ", i + 1, ": '",
+                         cells[i], "' is not an integer in 0..", max));
       }
       if (i < kDigitsFeatures) {
         d.features.push_back(static_cast<float>(v / 16.0));
@@ -114,9 +115,9 @@ absl::StatusOr<std::string> FindDigits() {
       return p;
     }
   }
-  return absl::NotFoundError(
-      absl::StrCat("digits data not found (looked at ",
-                   absl::StrJoin(paths, ", "), "); ", kFetchHint));
+  return absl::NotFoundError(absl::StrCat("digits data not found (looked at ",
+                                          absl::StrJoin(paths, ", "), "); ",
+                                          kFetchHint));
 }
 
 DigitsSplit SplitDigits(const Dataset& all, double test_fraction) {

@@ -9,7 +9,9 @@ constexpr int kF = 64;  // features
 constexpr int kC = 10;  // classes
 constexpr int kThreads = 256;
 
-int Blocks(long long n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+int Blocks(long long n) {
+  return static_cast<int>((n + kThreads - 1) / kThreads);
+}
 
 struct Layout {
   size_t w1, b1, w2, b2;
@@ -23,7 +25,8 @@ struct Layout {
 // h[e][j] = relu(b1[j] + W1[j] . x[row(e)]), row(e) = index ? index[e] : e.
 __global__ void HiddenKernel(const float* p, int hidden, const float* x,
                              const int* index, int n, float* h) {
-  const long long t = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
+  const long long t =
+      blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
   if (t >= static_cast<long long>(n) * hidden) return;
   const int e = static_cast<int>(t / hidden), j = static_cast<int>(t % hidden);
   const Layout L(hidden);
@@ -70,7 +73,8 @@ __global__ void SoftmaxKernel(const float* logits, const int* labels,
 // dh[e][j] = (h[e][j] > 0) * sum_k dlogits[e][k] * W2[k][j].
 __global__ void BackHiddenKernel(const float* p, int hidden, const float* h,
                                  const float* dlogits, int n, float* dh) {
-  const long long t = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
+  const long long t =
+      blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
   if (t >= static_cast<long long>(n) * hidden) return;
   const int e = static_cast<int>(t / hidden), j = static_cast<int>(t % hidden);
   if (h[t] <= 0) {
@@ -86,13 +90,15 @@ __global__ void BackHiddenKernel(const float* p, int hidden, const float* h,
 }
 
 // One thread per parameter, summing over the examples in order:
-// W2[k][j] += dlogits[e][k] h[e][j]; b2[k]; W1[j][i] += dh[e][j] x[e][i]; b1[j].
+// W2[k][j] += dlogits[e][k] h[e][j]; b2[k]; W1[j][i] += dh[e][j] x[e][i];
+// b1[j].
 __global__ void ParamGradKernel(int hidden, const float* x, const int* index,
                                 int n, const float* h, const float* dh,
                                 const float* dlogits, float* g) {
   const Layout L(hidden);
   const long long total = static_cast<long long>(L.b2) + kC;
-  const long long t = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
+  const long long t =
+      blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
   if (t >= total) return;
   float s = 0;
   if (t < static_cast<long long>(L.b1)) {  // W1
@@ -146,11 +152,11 @@ __global__ void ArgmaxKernel(const float* logits, int n, int* pred) {
 
 cudaError_t LaunchGradient(const float* params, int hidden, const float* x,
                            const int* labels, const int* index, int n,
-                           float scale, Scratch s, float* grad,
-                           float* loss_sum, cudaStream_t stream) {
+                           float scale, Scratch s, float* grad, float* loss_sum,
+                           cudaStream_t stream) {
   const long long nh = static_cast<long long>(n) * hidden;
-  HiddenKernel<<<Blocks(nh), kThreads, 0, stream>>>(params, hidden, x, index,
-                                                    n, s.h);
+  HiddenKernel<<<Blocks(nh), kThreads, 0, stream>>>(params, hidden, x, index, n,
+                                                    s.h);
   LogitsKernel<<<Blocks(n * kC), kThreads, 0, stream>>>(params, hidden, s.h, n,
                                                         s.logits);
   SoftmaxKernel<<<Blocks(n), kThreads, 0, stream>>>(s.logits, labels, index, n,
@@ -164,10 +170,9 @@ cudaError_t LaunchGradient(const float* params, int hidden, const float* x,
   return cudaGetLastError();
 }
 
-cudaError_t LaunchMomentumSgd(float* params, float* velocity,
-                              const float* grad, size_t n, float lr,
-                              float momentum, float weight_decay,
-                              cudaStream_t stream) {
+cudaError_t LaunchMomentumSgd(float* params, float* velocity, const float* grad,
+                              size_t n, float lr, float momentum,
+                              float weight_decay, cudaStream_t stream) {
   SgdKernel<<<Blocks(static_cast<long long>(n)), kThreads, 0, stream>>>(
       params, velocity, grad, n, lr, momentum, weight_decay);
   return cudaGetLastError();

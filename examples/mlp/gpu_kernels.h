@@ -35,10 +35,9 @@ cudaError_t LaunchGradient(const float* params, int hidden, const float* x,
 
 // velocity = momentum * velocity + grad + weight_decay * params;
 // params -= lr * velocity (element-wise, n elements).
-cudaError_t LaunchMomentumSgd(float* params, float* velocity,
-                              const float* grad, size_t n, float lr,
-                              float momentum, float weight_decay,
-                              cudaStream_t stream);
+cudaError_t LaunchMomentumSgd(float* params, float* velocity, const float* grad,
+                              size_t n, float lr, float momentum,
+                              float weight_decay, cudaStream_t stream);
 
 // pred[e] = the argmax class of example e of x [n x 64]. REQUIRES: n > 0.
 cudaError_t LaunchPredict(const float* params, int hidden, const float* x,

@@ -36,7 +36,6 @@ absl::Status Cuda(cudaError_t e, absl::string_view what) {
       absl::StrCat(what, ": CUDA error ", cudaGetErrorString(e)));
 }
 
-
 // A device allocation freed with its owner.
 template <typename T>
 class DeviceBuffer {
@@ -54,9 +53,9 @@ class DeviceBuffer {
                 "cudaMalloc");
   }
   absl::Status Upload(const T* host, size_t n, cudaStream_t s) {
-    return Cuda(cudaMemcpyAsync(ptr_, host, n * sizeof(T),
-                                cudaMemcpyHostToDevice, s),
-                "copy to the GPU");
+    return Cuda(
+        cudaMemcpyAsync(ptr_, host, n * sizeof(T), cudaMemcpyHostToDevice, s),
+        "copy to the GPU");
   }
   T* get() const { return ptr_; }
   size_t size() const { return size_; }
@@ -93,8 +92,10 @@ class GpuReplica : public Replica {
     if (devices == 0) {
       return absl::FailedPreconditionError("no usable GPU: 0 devices");
     }
-    PLEXUS_RETURN_IF_ERROR(Cuda(cudaSetDevice(rank_ % devices), "cudaSetDevice"));
-    PLEXUS_RETURN_IF_ERROR(Cuda(cudaStreamCreate(&stream_), "cudaStreamCreate"));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaSetDevice(rank_ % devices), "cudaSetDevice"));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaStreamCreate(&stream_), "cudaStreamCreate"));
 
     const size_t n = model_.num_params();
     const size_t rows = std::max(data_.train.size(), data_.test.size());
@@ -112,14 +113,13 @@ class GpuReplica : public Replica {
     PLEXUS_RETURN_IF_ERROR(logits_.Allocate(rows * kDigitsClasses));
     PLEXUS_RETURN_IF_ERROR(dlogits_.Allocate(rows * kDigitsClasses));
     PLEXUS_RETURN_IF_ERROR(loss_.Allocate(rows));
-    PLEXUS_RETURN_IF_ERROR(Cuda(
-        cudaMemsetAsync(velocity_.get(), 0, n * sizeof(float), stream_),
-        "clearing the momentum"));
-    PLEXUS_RETURN_IF_ERROR(train_x_.Upload(data_.train.features.data(),
-                                           data_.train.features.size(),
-                                           stream_));
     PLEXUS_RETURN_IF_ERROR(
-        train_y_.Upload(data_.train.labels.data(), data_.train.size(), stream_));
+        Cuda(cudaMemsetAsync(velocity_.get(), 0, n * sizeof(float), stream_),
+             "clearing the momentum"));
+    PLEXUS_RETURN_IF_ERROR(train_x_.Upload(
+        data_.train.features.data(), data_.train.features.size(), stream_));
+    PLEXUS_RETURN_IF_ERROR(train_y_.Upload(data_.train.labels.data(),
+                                           data_.train.size(), stream_));
     PLEXUS_RETURN_IF_ERROR(test_x_.Upload(data_.test.features.data(),
                                           data_.test.features.size(), stream_));
     model_.Init(o_.seed);
@@ -213,22 +213,22 @@ class GpuReplica : public Replica {
   }
 
   absl::Status ApplyUpdate() override {
-    PLEXUS_RETURN_IF_ERROR(Cuda(
-        gpu::LaunchMomentumSgd(params_.get(), velocity_.get(), grad_.get(),
-                               model_.num_params(), o_.lr, o_.momentum,
-                               o_.weight_decay, stream_),
-        "update kernel"));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(gpu::LaunchMomentumSgd(params_.get(), velocity_.get(), grad_.get(),
+                                    model_.num_params(), o_.lr, o_.momentum,
+                                    o_.weight_decay, stream_),
+             "update kernel"));
     return Sync("applying the update");
   }
 
   absl::StatusOr<double> TestAccuracy() override {
     const size_t n = data_.test.size();
     if (n == 0) return 0.0;
-    PLEXUS_RETURN_IF_ERROR(Cuda(
-        gpu::LaunchPredict(params_.get(), o_.hidden, test_x_.get(),
-                           static_cast<int>(n), scratch(), pred_.get(),
-                           stream_),
-        "prediction kernels"));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(gpu::LaunchPredict(params_.get(), o_.hidden, test_x_.get(),
+                                static_cast<int>(n), scratch(), pred_.get(),
+                                stream_),
+             "prediction kernels"));
     std::vector<int> pred(n);
     PLEXUS_RETURN_IF_ERROR(
         Cuda(cudaMemcpyAsync(pred.data(), pred_.get(), n * sizeof(int),
@@ -241,11 +241,11 @@ class GpuReplica : public Replica {
   }
 
   absl::StatusOr<uint64_t> ParamHash() override {
-    PLEXUS_RETURN_IF_ERROR(Cuda(
-        cudaMemcpyAsync(model_.params().data(), params_.get(),
-                        model_.num_params() * sizeof(float),
-                        cudaMemcpyDeviceToHost, stream_),
-        "reading the parameters"));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(model_.params().data(), params_.get(),
+                             model_.num_params() * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_),
+             "reading the parameters"));
     PLEXUS_RETURN_IF_ERROR(Sync("reading the parameters"));
     return HashFloats(model_.params());
   }
@@ -256,16 +256,15 @@ class GpuReplica : public Replica {
     DeviceBuffer<uint64_t> all;
     PLEXUS_RETURN_IF_ERROR(all.Allocate(world_ + 1));
     PLEXUS_RETURN_IF_ERROR(all.Upload(&hash, 1, stream_));
-    PLEXUS_RETURN_IF_ERROR(comm_->AllGather(all.get(), all.get() + 1, 1,
-                                            DataType::kInt64, Deadline(),
-                                            stream_),
-                           "gathering the parameter hashes");
-    std::vector<uint64_t> hashes(world_);
     PLEXUS_RETURN_IF_ERROR(
-        Cuda(cudaMemcpyAsync(hashes.data(), all.get() + 1,
-                             world_ * sizeof(uint64_t), cudaMemcpyDeviceToHost,
-                             stream_),
-             "reading the hashes"));
+        comm_->AllGather(all.get(), all.get() + 1, 1, DataType::kInt64,
+                         Deadline(), stream_),
+        "gathering the parameter hashes");
+    std::vector<uint64_t> hashes(world_);
+    PLEXUS_RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(hashes.data(), all.get() + 1, world_ * sizeof(uint64_t),
+                        cudaMemcpyDeviceToHost, stream_),
+        "reading the hashes"));
     PLEXUS_RETURN_IF_ERROR(Sync("gathering the parameter hashes"));
     for (int i = 0; i < world_; ++i) {
       if (hashes[i] != hash) {
@@ -292,7 +291,7 @@ class GpuReplica : public Replica {
   const TrainOptions o_;
   const int rank_, world_;
   const absl::Duration timeout_;  // per operation, and for joining
-  Mlp model_;  // host copy: initial values, hashing
+  Mlp model_;                     // host copy: initial values, hashing
   cudaStream_t stream_ = nullptr;
 #if PLEXUS_HAVE_NCCL
   std::unique_ptr<NcclCommunicator> comm_;  // null when world_ == 1

@@ -5,8 +5,9 @@
 //
 //   mlp_example                                  # 2 workers on this machine
 //   mlp_example --mode=local --workers=4         # launcher: 4 worker processes
-//   mlp_example --mode=baseline                  # one process, no communication
-//   mlp_example --mode=worker --rank=R --world=W --rendezvous_dir=D
+//   mlp_example --mode=baseline                  # one process, no
+//   communication mlp_example --mode=worker --rank=R --world=W
+//   --rendezvous_dir=D
 //                                                # one rank (a launcher or a
 //                                                # scheduler starts W of these)
 //   mlp_example --mode=worker --world=W --coordinator=HOST:PORT
@@ -70,7 +71,8 @@ DEFINE_string(data, "",
               "digits.csv.gz (or the decompressed CSV); empty: look in "
               "$PLEXUS_DATA_DIR, ~/.cache/plexus and the installed "
               "python3-sklearn (scripts/fetch_data.sh fetches it)");
-DEFINE_double(test_fraction, 0.2, "the last this share of the images is the "
+DEFINE_double(test_fraction, 0.2,
+              "the last this share of the images is the "
               "test set");
 DEFINE_int32(hidden, 64, "hidden ReLU units");
 DEFINE_int32(batch_size, 64, "global batch size, split across the workers");
@@ -147,9 +149,9 @@ absl::Status RunBaseline() {
   TrainOptions o = OptionsFromFlags();
   if (FLAGS_device == "gpu") {
     o.label = "baseline on the GPU (1 process, no communication)";
-    PLEXUS_ASSIGN_OR_RETURN(
-        auto replica, NewGpuReplica(data, o, /*store=*/nullptr, 0, 1,
-                                    absl::Seconds(FLAGS_timeout_s)));
+    PLEXUS_ASSIGN_OR_RETURN(auto replica,
+                            NewGpuReplica(data, o, /*store=*/nullptr, 0, 1,
+                                          absl::Seconds(FLAGS_timeout_s)));
     return Train(data, o, replica.get(), stdout).status();
   }
   return TrainOnCpu(data, o, nullptr, stdout).status();
@@ -166,10 +168,10 @@ absl::StatusOr<collectives::CommunicatorOptions> CommOptionsFromFlags() {
     // Busy polling needs a core per rank and collapses (tens of times
     // slower, measured here) as soon as anything else wants one of them: use
     // it only while a core stays free for the rest of the machine.
-    copts.progress = FLAGS_world < static_cast<int>(
-                                       std::thread::hardware_concurrency())
-                         ? collectives::ProgressMode::kBusyPoll
-                         : collectives::ProgressMode::kBlocking;
+    copts.progress =
+        FLAGS_world < static_cast<int>(std::thread::hardware_concurrency())
+            ? collectives::ProgressMode::kBusyPoll
+            : collectives::ProgressMode::kBlocking;
   } else if (FLAGS_progress == "busy" || FLAGS_progress == "blocking") {
     copts.progress = FLAGS_progress == "busy"
                          ? collectives::ProgressMode::kBusyPoll
@@ -194,12 +196,12 @@ absl::Status TrainRank(const DigitsSplit& data, collectives::Store* store,
                        absl::string_view how) {
   if (FLAGS_device == "gpu") {
     TrainOptions o = OptionsFromFlags();
-    o.label = absl::StrCat(FLAGS_world, " GPU worker",
-                           FLAGS_world == 1 ? "" : "s", " (", how,
-                           "), NCCL all-reduce (sum) of the gradients");
-    PLEXUS_ASSIGN_OR_RETURN(
-        auto replica, NewGpuReplica(data, o, store, rank, FLAGS_world,
-                                    absl::Seconds(FLAGS_timeout_s)));
+    o.label =
+        absl::StrCat(FLAGS_world, " GPU worker", FLAGS_world == 1 ? "" : "s",
+                     " (", how, "), NCCL all-reduce (sum) of the gradients");
+    PLEXUS_ASSIGN_OR_RETURN(auto replica,
+                            NewGpuReplica(data, o, store, rank, FLAGS_world,
+                                          absl::Seconds(FLAGS_timeout_s)));
     return Train(data, o, replica.get(), stdout).status();
   }
   copts.name = absl::StrCat("mlp", rank);
@@ -222,8 +224,9 @@ absl::Status TrainRank(const DigitsSplit& data, collectives::Store* store,
 // task loop runs on its own thread; training does not go through it, the
 // runtime serves for membership and rendezvous), joins the collective group,
 // which assigns the rank, and trains.
-absl::Status RunCoordinatorWorker(std::unique_ptr<worker::Runtime> rt,
-                                  const collectives::CommunicatorOptions& copts) {
+absl::Status RunCoordinatorWorker(
+    std::unique_ptr<worker::Runtime> rt,
+    const collectives::CommunicatorOptions& copts) {
   PLEXUS_ASSIGN_OR_RETURN(DigitsSplit data, LoadData());
   absl::Status run_status;
   absl::Notification run_done;
@@ -271,8 +274,8 @@ absl::Status RunCoordinatorWorker(std::unique_ptr<worker::Runtime> rt,
   stamped.group = FLAGS_group;
   stamped.group_epoch = group.epoch();
   return TrainRank(data, store.get(), group.my_rank(), stamped,
-                   absl::StrCat("group ", FLAGS_group, " epoch ",
-                                group.epoch(), " via the coordinator"));
+                   absl::StrCat("group ", FLAGS_group, " epoch ", group.epoch(),
+                                " via the coordinator"));
 }
 
 absl::Status RunWorker() {
@@ -300,10 +303,10 @@ absl::Status RunWorker() {
     // says what this process is avoids that.
     PLEXUS_RETURN_IF_ERROR(rt->RegisterStep(
         "mlp_example.describe",
-        [](absl::string_view, worker::StepContext&)
-            -> absl::StatusOr<std::string> {
-          return absl::StrCat("mlp_example worker of group ", FLAGS_group,
-                              " (", FLAGS_world, " ranks)");
+        [](absl::string_view,
+           worker::StepContext&) -> absl::StatusOr<std::string> {
+          return absl::StrCat("mlp_example worker of group ", FLAGS_group, " (",
+                              FLAGS_world, " ranks)");
         }));
     return RunCoordinatorWorker(std::move(rt), copts);
   }
@@ -341,8 +344,8 @@ absl::Status RunLocal(const std::vector<std::string>& args) {
   }
   PLEXUS_RETURN_IF_ERROR(LoadDigits(FLAGS_data).status());
 
-  std::string tmpl = (std::filesystem::temp_directory_path() /
-                      "mlp_example.XXXXXX").string();
+  std::string tmpl =
+      (std::filesystem::temp_directory_path() / "mlp_example.XXXXXX").string();
   if (mkdtemp(tmpl.data()) == nullptr) {
     return absl::InternalError(absl::StrCat("mkdtemp ", tmpl));
   }

@@ -66,9 +66,8 @@ void Mlp::Forward(const float* x, float* h, float* logits) const {
   }
 }
 
-double Mlp::AccumulateGradient(const Dataset& data,
-                               absl::Span<const int> index, float scale,
-                               absl::Span<float> grad) const {
+double Mlp::AccumulateGradient(const Dataset& data, absl::Span<const int> index,
+                               float scale, absl::Span<float> grad) const {
   CHECK_EQ(grad.size(), params_.size());
   std::vector<float> h(hidden_), dh(hidden_);
   float logits[kDigitsClasses], dlogits[kDigitsClasses];
@@ -139,11 +138,13 @@ uint64_t HashFloats(absl::Span<const float> values) {
   return h;
 }
 
-void MomentumSgd::Apply(absl::Span<const float> grad, absl::Span<float> params) {
+void MomentumSgd::Apply(absl::Span<const float> grad,
+                        absl::Span<float> params) {
   CHECK_EQ(grad.size(), velocity_.size());
   CHECK_EQ(params.size(), velocity_.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    velocity_[i] = momentum_ * velocity_[i] + grad[i] + weight_decay_ * params[i];
+    velocity_[i] =
+        momentum_ * velocity_[i] + grad[i] + weight_decay_ * params[i];
     params[i] -= lr_ * velocity_[i];
   }
 }

@@ -61,8 +61,7 @@ class RuntimeStore : public collectives::Store {
 std::unique_ptr<collectives::Store> NewRuntimeStore(worker::Runtime* runtime,
                                                     std::string group,
                                                     uint64_t group_epoch) {
-  return std::make_unique<RuntimeStore>(runtime, std::move(group),
-                                        group_epoch);
+  return std::make_unique<RuntimeStore>(runtime, std::move(group), group_epoch);
 }
 
 }  // namespace plexus::examples

@@ -83,9 +83,9 @@ class CpuReplica : public Replica {
     // The loss rides in the last slot, so it costs no extra operation.
     grad_.back() = static_cast<float>(loss);
     if (comm_ != nullptr) {
-      auto work = comm_->AllReduceAsync(grad_.data(), grad_.data(),
-                                        grad_.size(), DataType::kFloat32,
-                                        ReduceOp::kSum);
+      auto work =
+          comm_->AllReduceAsync(grad_.data(), grad_.data(), grad_.size(),
+                                DataType::kFloat32, ReduceOp::kSum);
       PLEXUS_RETURN_IF_ERROR(work->Wait(), absl::StrCat("all-reduce ", ops_));
       if (ops_++ == 0) {
         algorithm_ = std::string(AlgorithmName(work->algorithm()));
@@ -267,20 +267,20 @@ absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
       const double eta = elapsed / r.steps * (total_steps - r.steps);
       const double loss_now = epoch_loss / epoch_batches;
       if (o.json) {
-        absl::FPrintF(out,
-                      "{\"event\":\"progress\",\"epoch\":%d,\"step\":%d,"
-                      "\"total_steps\":%d,\"examples_per_s\":%.1f,"
-                      "\"loss\":%.6f,\"test_accuracy\":%.6f,"
-                      "\"comm_share\":%.4f,\"elapsed_s\":%.4f,\"eta_s\":%.3f}\n",
-                      epoch + 1, r.steps, total_steps, ex_per_s, loss_now,
-                      r.test_accuracy, comm_share, elapsed, eta);
+        absl::FPrintF(
+            out,
+            "{\"event\":\"progress\",\"epoch\":%d,\"step\":%d,"
+            "\"total_steps\":%d,\"examples_per_s\":%.1f,"
+            "\"loss\":%.6f,\"test_accuracy\":%.6f,"
+            "\"comm_share\":%.4f,\"elapsed_s\":%.4f,\"eta_s\":%.3f}\n",
+            epoch + 1, r.steps, total_steps, ex_per_s, loss_now,
+            r.test_accuracy, comm_share, elapsed, eta);
       } else {
         absl::FPrintF(out,
                       "  epoch %3d/%d  step %5d/%d  %8s ex/s  loss %.4f  "
                       "test acc %6.2f%%  comm %3.0f%%  ETA %.1fs\n",
-                      epoch + 1, o.epochs, r.steps, total_steps,
-                      Rate(ex_per_s), loss_now, 100 * r.test_accuracy,
-                      100 * comm_share, eta);
+                      epoch + 1, o.epochs, r.steps, total_steps, Rate(ex_per_s),
+                      loss_now, 100 * r.test_accuracy, 100 * comm_share, eta);
       }
       fflush(out);
     }

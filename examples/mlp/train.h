@@ -31,13 +31,13 @@ class Communicator;
 namespace plexus::examples {
 
 struct TrainOptions {
-  int hidden = 64;           // hidden ReLU units
-  int batch_size = 64;       // global batch, split across ranks
-  int epochs = 30;           // at most this many passes over the training set
-  float lr = 0.05f;          // learning rate
-  float momentum = 0.9f;     // heavy-ball momentum
-  float weight_decay = 0.0f; // L2 coefficient added to the gradient
-  uint64_t seed = 1;         // initial weights and shuffling
+  int hidden = 64;            // hidden ReLU units
+  int batch_size = 64;        // global batch, split across ranks
+  int epochs = 30;            // at most this many passes over the training set
+  float lr = 0.05f;           // learning rate
+  float momentum = 0.9f;      // heavy-ball momentum
+  float weight_decay = 0.0f;  // L2 coefficient added to the gradient
+  uint64_t seed = 1;          // initial weights and shuffling
   // Test accuracy whose first crossing is the time to accuracy.
   double target_accuracy = 0.90;
   // Stop at the first evaluation that reaches target_accuracy.
@@ -46,7 +46,7 @@ struct TrainOptions {
   int eval_every_steps = 0;
   // Report progress every this many evaluations (the summary always).
   int report_every = 1;
-  bool json = false;         // JSON lines instead of text
+  bool json = false;  // JSON lines instead of text
   // Describes the setup in the first line (e.g. "2 workers, ring").
   std::string label = "baseline (1 process, no communication)";
 };
@@ -55,8 +55,8 @@ struct TrainResult {
   int epochs_run = 0;
   int64_t steps = 0;
   int64_t examples = 0;
-  double test_accuracy = 0;   // after the last step
-  double train_loss = 0;      // mean over the last epoch's batches
+  double test_accuracy = 0;  // after the last step
+  double train_loss = 0;     // mean over the last epoch's batches
   // Wall seconds from the first step to the end (evaluations included).
   double wall_s = 0;
   // Seconds inside steps: computing (gradient and update) and inside the
@@ -114,8 +114,8 @@ std::unique_ptr<Replica> NewCpuReplica(const DigitsSplit& data,
 // options; a replica's error (naming the peer) as it comes; INTERNAL if the
 // replicas' parameters differ at the end.
 absl::StatusOr<TrainResult> Train(const DigitsSplit& data,
-                                  const TrainOptions& options,
-                                  Replica* replica, FILE* out);
+                                  const TrainOptions& options, Replica* replica,
+                                  FILE* out);
 
 // Train on a CPU replica over `comm` (null: the baseline).
 absl::StatusOr<TrainResult> TrainOnCpu(const DigitsSplit& data,

@@ -351,9 +351,10 @@ void ToProto(const TableConfig& c, v1::TableConfig* out) {
   out->mutable_eviction()->set_ttl_steps(c.ttl_steps);
   out->mutable_eviction()->set_capacity_rows(c.capacity_rows);
   out->mutable_eviction()->set_policy(
-      c.eviction_policy == EvictionPolicy::kLru   ? v1::EVICTION_POLICY_LRU
-      : c.eviction_policy == EvictionPolicy::kLfu ? v1::EVICTION_POLICY_LFU
-                                                  : v1::EVICTION_POLICY_UNSPECIFIED);
+      c.eviction_policy == EvictionPolicy::kLru ? v1::EVICTION_POLICY_LRU
+      : c.eviction_policy == EvictionPolicy::kLfu
+          ? v1::EVICTION_POLICY_LFU
+          : v1::EVICTION_POLICY_UNSPECIFIED);
   out->set_non_finite_policy(NonFiniteToProto(c.non_finite_policy));
 }
 

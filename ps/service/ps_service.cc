@@ -177,8 +177,7 @@ absl::Status PsService::OpenCheckpoints(const std::string& root,
   CheckpointStoreOptions o;
   o.root = root;
   checkpoint_root_ = root;
-  PLEXUS_ASSIGN_OR_RETURN(checkpoints_,
-                          CheckpointStore::Open(engine_.get(), o),
+  PLEXUS_ASSIGN_OR_RETURN(checkpoints_, CheckpointStore::Open(engine_.get(), o),
                           absl::StrCat("checkpoints in ", root));
   for (const auto& l : checkpoints_->List()) {
     LOG(INFO) << "checkpoint " << l.checkpoint_id << " (step " << l.step_id
@@ -824,9 +823,9 @@ absl::StatusOr<RestoreResult> PsService::DoRestore(
   o.checkpoint_id = manifest.checkpoint_id();
   o.directory = mine->directory();
   if (o.directory.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint ", o.checkpoint_id, ": shard ", req.shard_index(),
-        " has no directory"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", o.checkpoint_id, ": shard ",
+                     req.shard_index(), " has no directory"));
   }
   for (const auto& f : mine->files()) {
     if (!IsSafeRelativePath(f.path())) {
@@ -837,9 +836,9 @@ absl::StatusOr<RestoreResult> PsService::DoRestore(
     o.files.push_back({f.path(), f.size_bytes(), f.crc32c()});
   }
   if (o.files.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "checkpoint ", o.checkpoint_id, ": shard ", req.shard_index(),
-        " lists no files"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", o.checkpoint_id, ": shard ",
+                     req.shard_index(), " lists no files"));
   }
   o.skip_checksum_verification = req.skip_checksum_verification();
   bool expected = false;
@@ -865,9 +864,8 @@ absl::StatusOr<RestoreResult> PsService::DoRestore(
   restoring_.store(false, std::memory_order_release);
   if (set_serving && !draining_ && !awaiting_restore_) set_serving(true);
   if (!r.ok()) {
-    return WithChecksumInfo(
-        Annotate(r.status(), absl::StrCat("restore checkpoint ",
-                                          o.checkpoint_id)));
+    return WithChecksumInfo(Annotate(
+        r.status(), absl::StrCat("restore checkpoint ", o.checkpoint_id)));
   }
   return r;
 }
@@ -879,9 +877,9 @@ void PsService::ResyncConfigs() {
   absl::flat_hash_map<std::string, v1::VariableConfig> vc;
   for (const auto& v : vars) {
     auto it = variable_configs_.find(v.config.name);
-    auto known = it == variable_configs_.end() ? absl::StatusOr<VariableConfig>(
-                                                     absl::NotFoundError(""))
-                                               : FromProto(it->second);
+    auto known = it == variable_configs_.end()
+                     ? absl::StatusOr<VariableConfig>(absl::NotFoundError(""))
+                     : FromProto(it->second);
     if (known.ok() && *known == v.config) {
       vc[v.config.name] = it->second;
     } else {

@@ -45,9 +45,10 @@ class PsService final : public v1::ParameterServer::Service {
   // leftovers and half checkpoints are removed). REQUIRES: called once,
   // before serving.
   // With `await_restore`, a folder that holds a committed or published
-  // checkpoint (this is a restart) makes the shard refuse the data plane (UNAVAILABLE,
-  // REASON_NOT_SERVING) until a Restore succeeds: its state is empty and the
-  // coordinator restores the cluster to its newest checkpoint (F7).
+  // checkpoint (this is a restart) makes the shard refuse the data plane
+  // (UNAVAILABLE, REASON_NOT_SERVING) until a Restore succeeds: its state is
+  // empty and the coordinator restores the cluster to its newest checkpoint
+  // (F7).
   absl::Status OpenCheckpoints(const std::string& root,
                                bool await_restore = false);
   // True while a restart waits for its Restore (health NOT_SERVING).
@@ -104,9 +105,9 @@ class PsService final : public v1::ParameterServer::Service {
       v1::FinalizeCheckpointResponse* resp) override;
   grpc::Status Restore(grpc::ServerContext* ctx, const v1::RestoreRequest* req,
                        v1::RestoreResponse* resp) override;
-  grpc::Status ListCheckpoints(
-      grpc::ServerContext* ctx, const v1::ListShardCheckpointsRequest* req,
-      v1::ListShardCheckpointsResponse* resp) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext* ctx,
+                               const v1::ListShardCheckpointsRequest* req,
+                               v1::ListShardCheckpointsResponse* resp) override;
 
  private:
   // The request's shard map version must be 0 (a standalone client) or the

@@ -67,10 +67,16 @@ struct DriverRun {
 DriverRun RunDriver(const std::string& cluster_dir, const std::string& job,
                     std::vector<std::string> extra, const TempDir& dir) {
   SubprocessOptions o;
-  o.argv = {BinDir() + "/ctr_example", "--mode=train", "--json",
-            "--cluster_dir=" + cluster_dir, "--job=" + job,
-            "--steps=1500", "--examples=1536000", "--config=zipf_s=1.3",
-            "--test_examples=50000", "--eval_examples=5000",
+  o.argv = {BinDir() + "/ctr_example",
+            "--mode=train",
+            "--json",
+            "--cluster_dir=" + cluster_dir,
+            "--job=" + job,
+            "--steps=1500",
+            "--examples=1536000",
+            "--config=zipf_s=1.3",
+            "--test_examples=50000",
+            "--eval_examples=5000",
             "--progress_s=1"};
   o.argv.insert(o.argv.end(), extra.begin(), extra.end());
   o.log_file = dir.Sub(job + ".out");
@@ -227,7 +233,7 @@ TEST(CtrDataTest, ExamplesArePureFunctionsOfTheConfigAndZipfSkewed) {
 TEST(CtrDataTest, AucCountsOrderedPairsAndTies) {
   // Positives at 0.9 and 0.4, negatives at 0.5 and 0.1: 3 of 4 pairs right.
   EXPECT_DOUBLE_EQ(Auc({0.9, 0.4, 0.5, 0.1}, {1, 1, 0, 0}), 0.75);
-  EXPECT_DOUBLE_EQ(Auc({0.3, 0.3}, {1, 0}), 0.5);  // a tie counts one half
+  EXPECT_DOUBLE_EQ(Auc({0.3, 0.3}, {1, 0}), 0.5);    // a tie counts one half
   EXPECT_DOUBLE_EQ(Auc({1, 2, 3}, {1, 1, 1}), 0.5);  // one class only
   EXPECT_DOUBLE_EQ(Auc({0.1, 0.2, 0.8, 0.9}, {0, 0, 1, 1}), 1.0);
 }

@@ -31,8 +31,8 @@ using ::plexus::testing::TempDir;
 
 struct ExampleRun {
   int exit_code = -1;
-  std::string output;  // stdout and stderr of the launcher and its workers
-  std::string summary; // the {"event":"summary",...} line, if any
+  std::string output;   // stdout and stderr of the launcher and its workers
+  std::string summary;  // the {"event":"summary",...} line, if any
 };
 
 std::string ReadFile(const std::string& path) {
@@ -145,9 +145,9 @@ TEST_P(MlpWorkersTest, ReachBaselineAccuracyWithinOnePoint) {
   const int workers = GetParam();
   // Blocking progress: ctest runs other tests on the same 2 cores, where
   // busy-polling ranks would starve each other.
-  ExampleRun run = RunExample(Args({"--mode=local",
-                             absl::StrCat("--workers=", workers),
-                             "--progress=blocking"}));
+  ExampleRun run =
+      RunExample(Args({"--mode=local", absl::StrCat("--workers=", workers),
+                       "--progress=blocking"}));
   ASSERT_EQ(run.exit_code, 0) << run.output;
   ASSERT_FALSE(run.summary.empty()) << run.output;
   EXPECT_EQ(JsonNumber(run.summary, "workers"), workers);
@@ -190,8 +190,9 @@ TEST_F(MlpExampleTest, DeterministicRunsEndBitwiseIdentical) {
   EXPECT_EQ(ha->size(), 16u);
   EXPECT_EQ(ha, hb);
   // Another seed trains other parameters: the hash is not a constant.
-  ExampleRun c = RunExample(Args({"--mode=local", "--workers=2", "--deterministic",
-                           "--progress=blocking", "--seed=2"}));
+  ExampleRun c =
+      RunExample(Args({"--mode=local", "--workers=2", "--deterministic",
+                       "--progress=blocking", "--seed=2"}));
   ASSERT_EQ(c.exit_code, 0) << c.output;
   EXPECT_NE(JsonField(c.summary, "param_hash"), ha);
 }

@@ -41,9 +41,9 @@ TEST_F(NcclCommunicatorTest, EveryOperationOnDeviceBuffers) {
   float *send = nullptr, *recv = nullptr;
   ASSERT_EQ(cudaMalloc(&send, n * sizeof(float)), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&recv, n * sizeof(float)), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(send, host.data(), n * sizeof(float),
-                       cudaMemcpyHostToDevice),
-            cudaSuccess);
+  ASSERT_EQ(
+      cudaMemcpy(send, host.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+      cudaSuccess);
   std::vector<float> back(n);
   auto fetch = [&] {
     ASSERT_EQ(cudaMemcpy(back.data(), recv, n * sizeof(float),
@@ -53,26 +53,28 @@ TEST_F(NcclCommunicatorTest, EveryOperationOnDeviceBuffers) {
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin,
                       ReduceOp::kMax, ReduceOp::kProd}) {
     ASSERT_EQ(cudaMemset(recv, 0, n * sizeof(float)), cudaSuccess);
-    ASSERT_TRUE(comm_->AllReduce(send, recv, n, DataType::kFloat32, op,
-                                 Deadline())
-                    .ok());
+    ASSERT_TRUE(
+        comm_->AllReduce(send, recv, n, DataType::kFloat32, op, Deadline())
+            .ok());
     fetch();
     EXPECT_EQ(back, host);  // one rank: every reduction is the identity
   }
   ASSERT_EQ(cudaMemset(recv, 0, n * sizeof(float)), cudaSuccess);
-  ASSERT_TRUE(comm_->AllGather(send, recv, n, DataType::kFloat32, Deadline())
+  ASSERT_TRUE(
+      comm_->AllGather(send, recv, n, DataType::kFloat32, Deadline()).ok());
+  fetch();
+  EXPECT_EQ(back, host);
+  ASSERT_EQ(cudaMemset(recv, 0, n * sizeof(float)), cudaSuccess);
+  ASSERT_TRUE(comm_
+                  ->ReduceScatter(send, recv, n, DataType::kFloat32,
+                                  ReduceOp::kSum, Deadline())
                   .ok());
   fetch();
   EXPECT_EQ(back, host);
   ASSERT_EQ(cudaMemset(recv, 0, n * sizeof(float)), cudaSuccess);
-  ASSERT_TRUE(comm_->ReduceScatter(send, recv, n, DataType::kFloat32,
-                                   ReduceOp::kSum, Deadline())
-                  .ok());
-  fetch();
-  EXPECT_EQ(back, host);
-  ASSERT_EQ(cudaMemset(recv, 0, n * sizeof(float)), cudaSuccess);
-  ASSERT_TRUE(comm_->Reduce(send, recv, n, DataType::kFloat32, ReduceOp::kSum,
-                            0, Deadline())
+  ASSERT_TRUE(comm_
+                  ->Reduce(send, recv, n, DataType::kFloat32, ReduceOp::kSum, 0,
+                           Deadline())
                   .ok());
   fetch();
   EXPECT_EQ(back, host);
@@ -81,16 +83,19 @@ TEST_F(NcclCommunicatorTest, EveryOperationOnDeviceBuffers) {
   // Bad arguments never reach NCCL.
   EXPECT_EQ(comm_->Broadcast(send, n, DataType::kFloat32, 1, Deadline()).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(comm_->AllReduce(send, recv, -1, DataType::kFloat32,
-                             ReduceOp::kSum, Deadline())
+  EXPECT_EQ(comm_
+                ->AllReduce(send, recv, -1, DataType::kFloat32, ReduceOp::kSum,
+                            Deadline())
                 .code(),
             absl::StatusCode::kInvalidArgument);
   // fp16 / bf16 go through too.
-  ASSERT_TRUE(comm_->AllReduce(send, recv, n, DataType::kFloat16,
-                               ReduceOp::kSum, Deadline())
+  ASSERT_TRUE(comm_
+                  ->AllReduce(send, recv, n, DataType::kFloat16, ReduceOp::kSum,
+                              Deadline())
                   .ok());
-  ASSERT_TRUE(comm_->AllReduce(send, recv, n, DataType::kBFloat16,
-                               ReduceOp::kSum, Deadline())
+  ASSERT_TRUE(comm_
+                  ->AllReduce(send, recv, n, DataType::kBFloat16,
+                              ReduceOp::kSum, Deadline())
                   .ok());
   comm_->Abort();
   absl::Status after = comm_->AllReduce(send, recv, n, DataType::kFloat32,

@@ -24,15 +24,25 @@ using ::plexus::testing::NoGpuReason;
 
 // Host-side views of each storage type as double, and back.
 template <typename T>
-double ToD(T x) { return static_cast<double>(x); }
+double ToD(T x) {
+  return static_cast<double>(x);
+}
 template <>
-double ToD(__half x) { return __half2float(x); }
+double ToD(__half x) {
+  return __half2float(x);
+}
 template <>
-double ToD(__nv_bfloat16 x) { return __bfloat162float(x); }
+double ToD(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
 template <typename T>
-T FromD(double x) { return static_cast<T>(x); }
+T FromD(double x) {
+  return static_cast<T>(x);
+}
 template <>
-__half FromD(double x) { return __float2half_rn(static_cast<float>(x)); }
+__half FromD(double x) {
+  return __float2half_rn(static_cast<float>(x));
+}
 template <>
 __nv_bfloat16 FromD(double x) {
   return __float2bfloat16_rn(static_cast<float>(x));
@@ -76,13 +86,13 @@ void Check(DataType dtype, ReduceOp op, int64_t n, int64_t offset,
   ASSERT_EQ(cudaMemcpy(db, b.data(), total * sizeof(T), cudaMemcpyHostToDevice),
             cudaSuccess);
   T* target = in_place ? da : dout;
-  ASSERT_TRUE(ReduceDevice(dtype, op, da + offset, db + offset,
-                           target + offset, n, nullptr)
+  ASSERT_TRUE(ReduceDevice(dtype, op, da + offset, db + offset, target + offset,
+                           n, nullptr)
                   .ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(out.data(), target, total * sizeof(T),
-                       cudaMemcpyDeviceToHost),
-            cudaSuccess);
+  ASSERT_EQ(
+      cudaMemcpy(out.data(), target, total * sizeof(T), cudaMemcpyDeviceToHost),
+      cudaSuccess);
   for (int64_t i = offset; i < total; ++i) {
     double want = ToD(FromD<T>(Ref(op, ToD(a[i]), ToD(b[i]))));
     ASSERT_EQ(ToD(out[i]), want) << "element " << i << " of " << n;
@@ -140,10 +150,10 @@ TEST_F(ReduceKernelsTest, ScaleTurnsASumIntoAnAverage) {
   EXPECT_EQ(host, (std::vector<float>{1, 2, 3, 4, 5}));
   EXPECT_EQ(ScaleDevice(DataType::kInt32, d, 5, 0.5, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ReduceDevice(DataType::kFloat32, ReduceOp::kSum, d, d, d, -1,
-                         nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ReduceDevice(DataType::kFloat32, ReduceOp::kSum, d, d, d, -1, nullptr)
+          .code(),
+      absl::StatusCode::kInvalidArgument);
   cudaFree(d);
 }
 

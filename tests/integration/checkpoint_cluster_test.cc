@@ -89,11 +89,15 @@ class CheckpointClusterTest : public ::testing::Test {
     fs::remove(port_file, ec);
     p.log = absl::StrCat(dir, "/log-", ++runs_);
     SubprocessOptions so;
-    so.argv = {BinDir() + "/" + binary, "--data_dir=" + dir + "/data",
-               absl::StrCat("--port=", port), "--port_file=" + port_file,
-               "--admin_port=-1", "--failpoint_rpc"};
+    so.argv = {BinDir() + "/" + binary,
+               "--data_dir=" + dir + "/data",
+               absl::StrCat("--port=", port),
+               "--port_file=" + port_file,
+               "--admin_port=-1",
+               "--failpoint_rpc"};
     so.argv.insert(so.argv.end(), flags.begin(), flags.end());
-    if (!failpoints.empty()) so.env.push_back({"PLEXUS_FAILPOINTS", failpoints});
+    if (!failpoints.empty())
+      so.env.push_back({"PLEXUS_FAILPOINTS", failpoints});
     so.log_file = p.log;
     auto s = Subprocess::Start(so);
     EXPECT_TRUE(s.ok()) << s.status();
@@ -129,9 +133,9 @@ class CheckpointClusterTest : public ::testing::Test {
   void StartCluster(std::string shard1_failpoints = "",
                     std::string coordinator_failpoints = "") {
     for (int i = 0; i < 2; ++i) {
-      shards_.push_back(StartDaemon("plexus-ps", dir_.Sub(absl::StrCat("ps-", i)),
-                                    {absl::StrCat("--shard=", i)}, 0,
-                                    i == 1 ? shard1_failpoints : ""));
+      shards_.push_back(StartDaemon(
+          "plexus-ps", dir_.Sub(absl::StrCat("ps-", i)),
+          {absl::StrCat("--shard=", i)}, 0, i == 1 ? shard1_failpoints : ""));
       ASSERT_FALSE(shards_.back().address.empty());
     }
     coordinator_ = StartDaemon("plexus-coordinator", dir_.Sub("coordinator"),
@@ -218,9 +222,9 @@ class CheckpointClusterTest : public ::testing::Test {
     v1::ListCheckpointsRequest req;
     req.set_include_files(files);
     v1::ListCheckpointsResponse resp;
-    absl::Status st = Call(
-        [&](auto* c) { return stub_->ListCheckpoints(c, req, &resp); },
-        absl::Seconds(10));
+    absl::Status st =
+        Call([&](auto* c) { return stub_->ListCheckpoints(c, req, &resp); },
+             absl::Seconds(10));
     EXPECT_TRUE(st.ok()) << st;
     return {resp.manifests().begin(), resp.manifests().end()};
   }
@@ -295,8 +299,8 @@ TEST_F(CheckpointClusterTest, CreateListInspectRestoreAndRerunOnce) {
     workers.push_back(StartWorker(i, {"--pause_after_pull_ms=20"}));
   }
   ASSERT_TRUE(Submit(40).ok());
-  ASSERT_TRUE(WaitFor([&] { return CompletedThrough() >= 10; },
-                      absl::Seconds(60)));
+  ASSERT_TRUE(
+      WaitFor([&] { return CompletedThrough() >= 10; }, absl::Seconds(60)));
   auto c1 = Trigger();
   ASSERT_TRUE(c1.ok()) << c1.status();
   EXPECT_GE(c1->step_id(), 10u);
@@ -334,11 +338,11 @@ TEST_F(CheckpointClusterTest, CreateListInspectRestoreAndRerunOnce) {
            "--coordinator", coordinator_.address});
   EXPECT_EQ(icode, 0) << inspect;
   EXPECT_TRUE(absl::StrContains(inspect, "crc32c")) << inspect;
-  EXPECT_TRUE(absl::StrContains(
-      inspect, c1->manifest().shards(0).files(0).path()))
+  EXPECT_TRUE(
+      absl::StrContains(inspect, c1->manifest().shards(0).files(0).path()))
       << inspect;
-  auto [ncode, nf] = Cli({"checkpoint", "inspect", "999", "--coordinator",
-                          coordinator_.address});
+  auto [ncode, nf] = Cli(
+      {"checkpoint", "inspect", "999", "--coordinator", coordinator_.address});
   EXPECT_NE(ncode, 0) << nf;
   auto [ccode, created] =
       Cli({"checkpoint", "create", "--coordinator", coordinator_.address});
@@ -396,8 +400,7 @@ TEST_F(CheckpointClusterTest, PeriodicByTimeKeepsTheNewestTwo) {
     for (const auto& m : list) {
       kept.insert(m.shards(static_cast<int>(&s - &shards_[0])).directory());
     }
-    for (const auto& e :
-         fs::directory_iterator(s.dir + "/data/checkpoints")) {
+    for (const auto& e : fs::directory_iterator(s.dir + "/data/checkpoints")) {
       const std::string name = e.path().filename().string();
       if (name == ".staging") continue;
       EXPECT_TRUE(kept.contains(name)) << s.dir << ": " << name;
@@ -436,8 +439,8 @@ TEST_F(CheckpointClusterTest, F7_KilledShardRecoversAndTheResultIsGolden) {
                          << ReadFile(coordinator_.log);
   EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
   ExpectGolden(kSteps);
-  EXPECT_TRUE(absl::StrContains(ReadFile(coordinator_.log),
-                                "restoring every shard"))
+  EXPECT_TRUE(
+      absl::StrContains(ReadFile(coordinator_.log), "restoring every shard"))
       << ReadFile(coordinator_.log);
 }
 
@@ -453,8 +456,8 @@ TEST_F(CheckpointClusterTest, F18_ShardKilledMidCheckpointPublishesNothing) {
   }
   constexpr uint64_t kSteps = 60;
   ASSERT_TRUE(Submit(kSteps).ok());
-  ASSERT_TRUE(WaitFor([&] { return CompletedThrough() >= 5; },
-                      absl::Seconds(60)));
+  ASSERT_TRUE(
+      WaitFor([&] { return CompletedThrough() >= 5; }, absl::Seconds(60)));
   auto c1 = Trigger();
   ASSERT_TRUE(c1.ok()) << c1.status();
   ASSERT_TRUE(WaitFor([&] { return CompletedThrough() >= c1->step_id() + 5; },
@@ -500,13 +503,13 @@ TEST_F(CheckpointClusterTest, F8_CoordinatorKilledBeforeManifestRename) {
                              CoordinatorFlags(), port);
   ASSERT_FALSE(coordinator_.address.empty());
   ConnectCoordinator();
-  ASSERT_TRUE(WaitFor([&] { return CompletedThrough() == 10; },
-                      absl::Seconds(30)));
+  ASSERT_TRUE(
+      WaitFor([&] { return CompletedThrough() == 10; }, absl::Seconds(30)));
   auto list = List();
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0].checkpoint_id(), c1->checkpoint_id());
-  for (const auto& e : fs::directory_iterator(
-           coordinator_.dir + "/data/checkpoints/manifests")) {
+  for (const auto& e : fs::directory_iterator(coordinator_.dir +
+                                              "/data/checkpoints/manifests")) {
     EXPECT_NE(e.path().extension(), ".tmp") << e.path();
   }
   // The next checkpoint gets a fresh id and works.
@@ -517,7 +520,8 @@ TEST_F(CheckpointClusterTest, F8_CoordinatorKilledBeforeManifestRename) {
 }
 
 // F15 and F14 through the coordinator.
-TEST_F(CheckpointClusterTest, DamagedCheckpointFallsBackAndFullDiskPublishesNothing) {
+TEST_F(CheckpointClusterTest,
+       DamagedCheckpointFallsBackAndFullDiskPublishesNothing) {
   ASSERT_NO_FATAL_FAILURE(StartCluster());
   std::vector<Proc> workers;
   workers.push_back(StartWorker(0));

@@ -200,12 +200,12 @@ TEST_F(CheckpointerTest, TakePreparesCommitsPublishesThenFinalizes) {
   ASSERT_EQ(r->manifest.shards.size(), 2u);
   EXPECT_EQ(r->manifest.shards[1].shard_index, 1u);
   EXPECT_EQ(r->pause, absl::Microseconds(11));
-  EXPECT_EQ(shards_.TakeLog(),
-            (std::vector<std::string>{
-                "prepare 0 1 step 3 base 0", "prepare 1 1 step 3 base 0",
-                "commit 0 1", "commit 1 1",
-                "finalize 0 1 published keep 2 job job",
-                "finalize 1 1 published keep 2 job job"}));
+  EXPECT_EQ(
+      shards_.TakeLog(),
+      (std::vector<std::string>{
+          "prepare 0 1 step 3 base 0", "prepare 1 1 step 3 base 0",
+          "commit 0 1", "commit 1 1", "finalize 0 1 published keep 2 job job",
+          "finalize 1 1 published keep 2 job job"}));
   // The next one is incremental against it; a C in the past is refused.
   RunOne(1);
   EXPECT_EQ(checkpointer_->Take("", 2).status().code(),
@@ -226,8 +226,8 @@ TEST_F(CheckpointerTest, StepsUpToCFinishAndLaterOnesWaitOnlyForTheCut) {
   absl::StatusOr<TakeResult> r;
   std::thread t([&] { r = checkpointer_->Take("", 0); });
   // The Take probes the shards once it holds steps > 2 back.
-  ASSERT_TRUE(shards_.probed().WaitForNotificationWithTimeout(
-      absl::Seconds(30)));
+  ASSERT_TRUE(
+      shards_.probed().WaitForNotificationWithTimeout(absl::Seconds(30)));
   auto held = Next(2);
   EXPECT_FALSE(held.task.has_value());
   EXPECT_EQ(held.no_task_reason, NoTaskReason::kPaused);
@@ -247,8 +247,8 @@ TEST_F(CheckpointerTest, StopEndsAWaitingCheckpointAndLiftsTheHold) {
   ASSERT_TRUE(running.task.has_value());
   absl::StatusOr<TakeResult> r;
   std::thread t([&] { r = checkpointer_->Take("", 0); });
-  ASSERT_TRUE(shards_.probed().WaitForNotificationWithTimeout(
-      absl::Seconds(30)));
+  ASSERT_TRUE(
+      shards_.probed().WaitForNotificationWithTimeout(absl::Seconds(30)));
   checkpointer_->Stop();
   t.join();
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
@@ -264,7 +264,7 @@ TEST_F(CheckpointerTest, StopEndsAWaitingCheckpointAndLiftsTheHold) {
 // (the nemesis found a 600 s stall that failed the job).
 TEST_F(CheckpointerTest, AShardRestartedDuringTheWaitEndsTheCheckpoint) {
   StartJob(10);
-  checkpointer_->Poll();  // learns every shard's incarnation
+  checkpointer_->Poll();   // learns every shard's incarnation
   auto running = Next(1);  // step 1 runs and never finishes here
   ASSERT_TRUE(running.task.has_value());
   shards_.Restart(0);
@@ -284,12 +284,12 @@ TEST_F(CheckpointerTest, AFailedCommitOrManifestPublishesNothing) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted)
       << r.status();
   auto log = shards_.TakeLog();
-  EXPECT_EQ(std::count(log.begin(), log.end(),
-                       "finalize 0 1 aborted keep 0 job "),
-            1);
-  EXPECT_EQ(std::count(log.begin(), log.end(),
-                       "finalize 1 1 aborted keep 0 job "),
-            1);
+  EXPECT_EQ(
+      std::count(log.begin(), log.end(), "finalize 0 1 aborted keep 0 job "),
+      1);
+  EXPECT_EQ(
+      std::count(log.begin(), log.end(), "finalize 1 1 aborted keep 0 job "),
+      1);
   EXPECT_TRUE(checkpointer_->List(0)->empty());
   // Dispatch is not held back after a failure.
   EXPECT_EQ(RunOne(1), 2u);

@@ -89,8 +89,10 @@ class CheckpointPsTest : public ::testing::Test {
     v1::CreateTableRequest t;
     t.mutable_config()->set_name("emb");
     t.mutable_config()->set_dim(kDim);
-    t.mutable_config()->mutable_optimizer()->mutable_adagrad()->set_learning_rate(
-        0.5);
+    t.mutable_config()
+        ->mutable_optimizer()
+        ->mutable_adagrad()
+        ->set_learning_rate(0.5);
     t.mutable_config()
         ->mutable_optimizer()
         ->mutable_adagrad()
@@ -98,8 +100,8 @@ class CheckpointPsTest : public ::testing::Test {
     t.mutable_config()->mutable_consistency()->set_mode(
         v1::CONSISTENCY_MODE_ASYNC);
     v1::CreateTableResponse tr;
-    ASSERT_TRUE(Call([&](auto* c) { return stub()->CreateTable(c, t, &tr); })
-                    .ok());
+    ASSERT_TRUE(
+        Call([&](auto* c) { return stub()->CreateTable(c, t, &tr); }).ok());
     v1::CreateVariableRequest v;
     v.mutable_config()->set_name("w");
     v.mutable_config()->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
@@ -117,8 +119,8 @@ class CheckpointPsTest : public ::testing::Test {
 
   // Pushes gradient `g` to rows `ids` of "emb" and to every element of "w",
   // as step `step`.
-  absl::Status PushAll(const std::vector<uint64_t>& ids, float g,
-                       uint64_t step, const std::string& job = "",
+  absl::Status PushAll(const std::vector<uint64_t>& ids, float g, uint64_t step,
+                       const std::string& job = "",
                        v1::PushOutcome* outcome = nullptr) {
     v1::PushRequest req;
     req.mutable_header()->set_job_id(job);
@@ -143,7 +145,8 @@ class CheckpointPsTest : public ::testing::Test {
     d->mutable_tensor()->mutable_spec()->add_shape(2);
     d->mutable_tensor()->set_data(dg.data(), dg.size() * sizeof(float));
     v1::PushResponse resp;
-    absl::Status st = Call([&](auto* c) { return stub()->Push(c, req, &resp); });
+    absl::Status st =
+        Call([&](auto* c) { return stub()->Push(c, req, &resp); });
     if (outcome != nullptr) *outcome = resp.outcome();
     return st;
   }
@@ -158,7 +161,8 @@ class CheckpointPsTest : public ::testing::Test {
     d->set_variable("w");
     d->mutable_rows()->set_row_end(3);
     v1::PullResponse resp;
-    absl::Status st = Call([&](auto* c) { return stub()->Pull(c, req, &resp); });
+    absl::Status st =
+        Call([&](auto* c) { return stub()->Pull(c, req, &resp); });
     if (!st.ok()) return "";
     return resp.sparse(0).values().data() + resp.dense(0).tensor().data();
   }
@@ -185,7 +189,8 @@ class CheckpointPsTest : public ::testing::Test {
     f.set_published(true);
     f.set_keep_last(keep_last);
     v1::FinalizeCheckpointResponse fr;
-    st = Call([&](auto* ctx) { return stub()->FinalizeCheckpoint(ctx, f, &fr); });
+    st = Call(
+        [&](auto* ctx) { return stub()->FinalizeCheckpoint(ctx, f, &fr); });
     if (!st.ok()) return st;
     return cr.shard_checkpoint();
   }
@@ -203,12 +208,14 @@ class CheckpointPsTest : public ::testing::Test {
     v1::RestoreRequest r;
     *r.mutable_manifest() = m;
     v1::RestoreResponse resp;
-    absl::Status st = Call([&](auto* c) { return stub()->Restore(c, r, &resp); });
+    absl::Status st =
+        Call([&](auto* c) { return stub()->Restore(c, r, &resp); });
     if (!st.ok()) return st;
     return resp;
   }
 
-  absl::Status SetFailpoint(const std::string& name, const std::string& action) {
+  absl::Status SetFailpoint(const std::string& name,
+                            const std::string& action) {
     v1::SetFailpointRequest r;
     r.set_name(name);
     r.set_action(action);
@@ -219,9 +226,9 @@ class CheckpointPsTest : public ::testing::Test {
   std::vector<v1::ShardCheckpointInfo> List() {
     v1::ListShardCheckpointsRequest r;
     v1::ListShardCheckpointsResponse resp;
-    EXPECT_TRUE(
-        Call([&](auto* c) { return stub()->ListCheckpoints(c, r, &resp); })
-            .ok());
+    EXPECT_TRUE(Call([&](auto* c) {
+                  return stub()->ListCheckpoints(c, r, &resp);
+                }).ok());
     return {resp.checkpoints().begin(), resp.checkpoints().end()};
   }
 
@@ -479,9 +486,9 @@ TEST_F(CheckpointPsTest, DiskFullFailpointIsResourceExhausted) {
   v1::FinalizeCheckpointRequest f;
   f.set_checkpoint_id(1);
   v1::FinalizeCheckpointResponse fr;
-  EXPECT_TRUE(
-      Call([&](auto* ctx) { return stub()->FinalizeCheckpoint(ctx, f, &fr); })
-          .ok());
+  EXPECT_TRUE(Call([&](auto* ctx) {
+                return stub()->FinalizeCheckpoint(ctx, f, &fr);
+              }).ok());
   auto c2 = Checkpoint(2, 1);
   EXPECT_TRUE(c2.ok()) << c2.status();
 }
@@ -509,8 +516,7 @@ TEST(CheckpointDiskFullTest, RealTmpfsVolume) {
   t.mutable_config()->mutable_consistency()->set_mode(
       v1::CONSISTENCY_MODE_ASYNC);
   v1::CreateTableResponse tr;
-  ASSERT_TRUE(
-      Call([&](auto* c) { return stub->CreateTable(c, t, &tr); }).ok());
+  ASSERT_TRUE(Call([&](auto* c) { return stub->CreateTable(c, t, &tr); }).ok());
   // 16k rows x 64 x 4 bytes = 4 MiB of values: more than the volume holds.
   constexpr int kRows = 16 << 10;
   v1::PushRequest push;
@@ -552,9 +558,9 @@ TEST(CheckpointDiskFullTest, RealTmpfsVolume) {
   v1::FinalizeCheckpointRequest f;
   f.set_checkpoint_id(1);
   v1::FinalizeCheckpointResponse fr;
-  EXPECT_TRUE(
-      Call([&](auto* ctx) { return stub->FinalizeCheckpoint(ctx, f, &fr); })
-          .ok());
+  EXPECT_TRUE(Call([&](auto* ctx) {
+                return stub->FinalizeCheckpoint(ctx, f, &fr);
+              }).ok());
 
   // Space returns (the volume grows): the next checkpoint is published.
   ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", MS_REMOUNT, "size=64m"), 0)

@@ -377,8 +377,7 @@ TEST(PlexusCli, LocalUpWithWorkers) {
   EXPECT_NE(Slurp(dir.Sub("status2")).find("down"), std::string::npos);
   EXPECT_EQ(run({"local", "down", "--dir", root}, "down"), 0)
       << Slurp(dir.Sub("down"));
-  EXPECT_FALSE(running(pids[1]))
-      << "worker 1 still runs after `local down`";
+  EXPECT_FALSE(running(pids[1])) << "worker 1 still runs after `local down`";
 }
 
 }  // namespace

@@ -71,8 +71,8 @@ absl::Status RunChaos(const ChaosOptions& options,
     // replacement starts, so the two never overlap.
     while (Running(victim.pid)) absl::SleepFor(absl::Milliseconds(5));
     if (stop() || !std::filesystem::exists(state)) break;
-    auto pid = RestartWorker(options.root_dir, victim.index,
-                             options.restart_timeout);
+    auto pid =
+        RestartWorker(options.root_dir, victim.index, options.restart_timeout);
     if (!pid.ok()) {
       if (!std::filesystem::exists(state)) break;  // torn down meanwhile
       return pid.status();

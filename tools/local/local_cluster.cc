@@ -64,8 +64,8 @@ absl::Status WaitForWorker(const std::string& coordinator, pid_t pid,
     req.set_role(v1::ROLE_WORKER);
     v1::ListProcessesResponse resp;
     grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(
-        std::min(deadline, absl::Now() + absl::Seconds(2))));
+    ctx.set_deadline(
+        absl::ToChronoTime(std::min(deadline, absl::Now() + absl::Seconds(2))));
     last = FromGrpcStatus(stub->ListProcesses(&ctx, req, &resp));
     if (last.ok()) {
       for (const auto& p : resp.processes()) {
@@ -76,14 +76,15 @@ absl::Status WaitForWorker(const std::string& coordinator, pid_t pid,
       }
     }
     if (process != nullptr && !process->Running()) {
-      return absl::UnavailableError(absl::StrCat(
-          "worker (pid ", pid, ") exited before it registered"));
+      return absl::UnavailableError(
+          absl::StrCat("worker (pid ", pid, ") exited before it registered"));
     }
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
           "worker (pid ", pid, ") not registered with the coordinator at ",
           coordinator, " after ", absl::FormatDuration(timeout),
-          last.ok() ? "" : absl::StrCat(" (last error: ", last.message(), ")")));
+          last.ok() ? ""
+                    : absl::StrCat(" (last error: ", last.message(), ")")));
     }
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Milliseconds(200));
@@ -111,20 +112,20 @@ absl::StatusOr<pid_t> RestartWorker(const std::string& root_dir, int index,
     return m.role == "worker" && m.index == index;
   });
   if (coordinator == members.end() || self == members.end()) {
-    return absl::NotFoundError(absl::StrCat(
-        "worker ", index, " or the coordinator is not in ", StatePath(root_dir)));
+    return absl::NotFoundError(absl::StrCat("worker ", index,
+                                            " or the coordinator is not in ",
+                                            StatePath(root_dir)));
   }
-  PLEXUS_ASSIGN_OR_RETURN(auto proc,
-                          LaunchWorker(root_dir, index, argv,
-                                       /*kill_with_parent=*/false));
+  PLEXUS_ASSIGN_OR_RETURN(auto proc, LaunchWorker(root_dir, index, argv,
+                                                  /*kill_with_parent=*/false));
   pid_t pid = proc->pid();
   self->pid = pid;
   PLEXUS_RETURN_IF_ERROR(WriteState(StatePath(root_dir), members));
   absl::Status st =
       WaitForWorker(coordinator->address, pid, timeout, proc.get());
   proc->Detach();
-  PLEXUS_RETURN_IF_ERROR(st, absl::StrCat("worker ", index, " (log: ", dir,
-                                          "/log)"));
+  PLEXUS_RETURN_IF_ERROR(
+      st, absl::StrCat("worker ", index, " (log: ", dir, "/log)"));
   return pid;
 }
 

@@ -59,9 +59,9 @@ UcxTransport::UcxTransport(int rank, int size,
     : rank_(rank),
       size_(size),
       options_(options),
-      stamp_(static_cast<uint64_t>(
-                 GroupStamp(options.group, options.group_epoch))
-             << kStampShift) {}
+      stamp_(
+          static_cast<uint64_t>(GroupStamp(options.group, options.group_epoch))
+          << kStampShift) {}
 
 absl::Status UcxTransport::Init(Store* store) {
   // Where the peers run decides the transports (below), so process ids are
@@ -143,9 +143,8 @@ absl::Status UcxTransport::Init(Store* store) {
       AddrKey(rank_), std::string(reinterpret_cast<char*>(addr), addr_len));
   ucp_worker_release_address(worker_, addr);
   PLEXUS_RETURN_IF_ERROR(set, "publishing the UCX address");
-  const std::string membership =
-      absl::StrCat("epoch ", options_.group_epoch, " of group '",
-                   options_.group, "'");
+  const std::string membership = absl::StrCat(
+      "epoch ", options_.group_epoch, " of group '", options_.group, "'");
   PLEXUS_RETURN_IF_ERROR(store->Set(GroupKey(rank_), membership),
                          "publishing the group and epoch");
 
@@ -317,9 +316,9 @@ void UcxTransport::PostControlRecv() {
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
   p.datatype = ucp_dt_make_contig(1);
-  void* req = ucp_tag_recv_nbx(worker_, &control_buf_, sizeof(control_buf_),
-                               kControlBit | stamp_, kControlBit | kStampMask,
-                               &p);
+  void* req =
+      ucp_tag_recv_nbx(worker_, &control_buf_, sizeof(control_buf_),
+                       kControlBit | stamp_, kControlBit | kStampMask, &p);
   if (UCS_PTR_IS_ERR(req)) {
     (void)Fail(FromUcs(UCS_PTR_STATUS(req), "posting the control receive"));
     return;
@@ -485,7 +484,8 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
   // rank): busy polling looks at it every kClockEvery rounds only, which
   // leaves deadlines and liveness checks late by microseconds at most.
   constexpr int kClockEvery = 64;
-  const bool busy = options_.progress == UcxTransportOptions::Progress::kBusyPoll;
+  const bool busy =
+      options_.progress == UcxTransportOptions::Progress::kBusyPoll;
   for (int spin = 1;; ++spin) {
     if (has_error_.load(std::memory_order_acquire)) return status();
     bool all_done = true;
