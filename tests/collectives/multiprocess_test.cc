@@ -23,14 +23,8 @@ namespace plexus::collectives {
 namespace {
 
 using ::plexus::testing::BinDir;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 struct Group {
   TempDir dir;

@@ -13,12 +13,7 @@
 namespace plexus {
 namespace {
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using ::plexus::testing::ReadFile;
 
 TEST(Subprocess, ReportsTheExitCode) {
   auto p = Subprocess::Start({.argv = {"/bin/sh", "-c", "exit 7"}});
@@ -52,7 +47,7 @@ TEST(Subprocess, WritesOutputAndEnvironmentToTheLogFile) {
        .log_file = log});
   ASSERT_TRUE(p.ok());
   ASSERT_EQ(*(*p)->Wait(absl::Seconds(10)), 0);
-  EXPECT_EQ(Slurp(log), "out 42\nerr\n");
+  EXPECT_EQ(ReadFile(log), "out 42\nerr\n");
 }
 
 TEST(Subprocess, MissingProgramIsNotFound) {
@@ -88,7 +83,7 @@ TEST(WriteFileAtomically, ReplacesTheWholeFile) {
   std::string f = dir.Sub("f");
   ASSERT_TRUE(WriteFileAtomically(f, "first version, long").ok());
   ASSERT_TRUE(WriteFileAtomically(f, "second").ok());
-  EXPECT_EQ(Slurp(f), "second");
+  EXPECT_EQ(ReadFile(f), "second");
   EXPECT_EQ(WriteFileAtomically(dir.Sub("missing/f"), "x").code(),
             absl::StatusCode::kNotFound);
 }

@@ -65,17 +65,11 @@ namespace m = ::plexus::coordinator::membership;
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
 using ::plexus::testing::kGoldenElements;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
 
 constexpr char kVariable[] = "golden";
 constexpr int kSteps = 40;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Runs argv to completion (bounded); its exit code, its output in *out.
 int RunCommand(const std::vector<std::string>& argv, const std::string& log,

@@ -34,14 +34,8 @@ namespace plexus::examples {
 namespace {
 
 using ::plexus::testing::BinDir;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A number field of a flat JSON line ("key":value).
 double JsonNumber(const std::string& line, const std::string& key) {

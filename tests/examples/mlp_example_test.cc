@@ -27,6 +27,7 @@ namespace plexus::examples {
 namespace {
 
 using ::plexus::testing::BinDir;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
 
 struct ExampleRun {
@@ -34,13 +35,6 @@ struct ExampleRun {
   std::string output;   // stdout and stderr of the launcher and its workers
   std::string summary;  // the {"event":"summary",...} line, if any
 };
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Runs mlp_example with `args` (plus --json) and waits up to 60 s.
 ExampleRun RunExample(std::vector<std::string> args) {

@@ -35,13 +35,12 @@
 #include "common/process.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
+#include "tests/util/test_env.h"
 
 namespace plexus::fault {
 
-// Polls `cond` (every 20 ms) until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout);
-// The file's contents; empty if it cannot be read.
-std::string ReadFile(const std::string& path);
+using ::plexus::testing::ReadFile;
+using ::plexus::testing::WaitFor;
 // Occurrences of `needle` in `text`.
 size_t CountOf(const std::string& text, const std::string& needle);
 // Runs argv to completion (bounded by `timeout`); returns the exit code,

@@ -41,17 +41,11 @@ namespace {
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
 using ::plexus::testing::kGoldenElements;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
 
 constexpr char kAdminToken[] = "admin-4f0c9b1e7d2a";
 constexpr char kWorkerToken[] = "worker-8e3d5a2c6b91";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;

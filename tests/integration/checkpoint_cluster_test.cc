@@ -38,27 +38,12 @@ namespace fs = std::filesystem;
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
 using ::plexus::testing::kGoldenElements;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
+using ::plexus::testing::WaitFor;
 
 constexpr char kVariable[] = "golden";
 constexpr char kJob[] = "golden-job";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Polls `cond` until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(20));  // polling interval
-  }
-  return cond();
-}
 
 template <typename F>
 absl::Status Call(F rpc, absl::Duration timeout = absl::Seconds(60)) {

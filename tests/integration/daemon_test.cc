@@ -21,14 +21,8 @@ namespace plexus {
 namespace {
 
 using ::plexus::testing::BinDir;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 struct Started {
   std::unique_ptr<Subprocess> proc;
@@ -52,7 +46,7 @@ Started StartDaemon(const std::string& binary, const TempDir& dir,
   if (!p.ok()) return s;
   s.proc = std::move(*p);
   auto port = WaitForPortFile(port_file, absl::Seconds(30), s.proc.get());
-  EXPECT_TRUE(port.ok()) << port.status() << "\n" << Slurp(s.log);
+  EXPECT_TRUE(port.ok()) << port.status() << "\n" << ReadFile(s.log);
   if (port.ok()) s.address = "127.0.0.1:" + std::to_string(*port);
   return s;
 }
@@ -66,8 +60,9 @@ TEST_P(DaemonTest, ServesHealthAndExitsCleanlyOnSigterm) {
   Started d = StartDaemon(GetParam(), dir, "d", {"--shutdown_grace_s=120"});
   ASSERT_FALSE(d.address.empty());
   ASSERT_TRUE(WaitUntilServing(d.address, absl::Seconds(30)).ok());
-  EXPECT_NE(Slurp(d.log).find("listening on " + d.address), std::string::npos)
-      << Slurp(d.log);
+  EXPECT_NE(ReadFile(d.log).find("listening on " + d.address),
+            std::string::npos)
+      << ReadFile(d.log);
 
   // Watch the health stream: SERVING now, NOT_SERVING once SIGTERM arrives.
   auto channel =
@@ -87,10 +82,10 @@ TEST_P(DaemonTest, ServesHealthAndExitsCleanlyOnSigterm) {
   EXPECT_FALSE(stream->Read(&resp));
   EXPECT_TRUE(stream->Finish().ok());
   auto code = d.proc->Wait(absl::Seconds(30));
-  ASSERT_TRUE(code.ok()) << code.status() << "\n" << Slurp(d.log);
-  EXPECT_EQ(*code, 0) << Slurp(d.log);
-  EXPECT_NE(Slurp(d.log).find("draining (SIGTERM)"), std::string::npos)
-      << Slurp(d.log);
+  ASSERT_TRUE(code.ok()) << code.status() << "\n" << ReadFile(d.log);
+  EXPECT_EQ(*code, 0) << ReadFile(d.log);
+  EXPECT_NE(ReadFile(d.log).find("draining (SIGTERM)"), std::string::npos)
+      << ReadFile(d.log);
   // Gone: new calls fail.
   EXPECT_FALSE(CheckHealth(d.address, absl::Seconds(2)).ok());
 }
@@ -133,7 +128,7 @@ TEST_P(DaemonTest, HelpAndVersionExitZero) {
     auto p = Subprocess::Start(o);
     ASSERT_TRUE(p.ok());
     EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 0) << flag;
-    std::string out = Slurp(o.log_file);
+    std::string out = ReadFile(o.log_file);
     EXPECT_NE(out.find(GetParam()), std::string::npos) << out;
     if (std::string(flag) == "--help") {
       EXPECT_NE(out.find("--data_dir"), std::string::npos) << out;
@@ -150,7 +145,7 @@ TEST_P(DaemonTest, MissingDataDirIsAClearError) {
   auto p = Subprocess::Start(o);
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 1);
-  EXPECT_NE(Slurp(o.log_file).find("--data_dir is required"),
+  EXPECT_NE(ReadFile(o.log_file).find("--data_dir is required"),
             std::string::npos);
 }
 
@@ -166,9 +161,9 @@ TEST_P(DaemonTest,
   auto second = Subprocess::Start(o);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(*(*second)->Wait(absl::Seconds(30)), 1);
-  EXPECT_NE(Slurp(o.log_file).find("is in use by another process"),
+  EXPECT_NE(ReadFile(o.log_file).find("is in use by another process"),
             std::string::npos)
-      << Slurp(o.log_file);
+      << ReadFile(o.log_file);
   auto h = CheckHealth(first.address, absl::Seconds(5));
   ASSERT_TRUE(h.ok()) << h.status();
   EXPECT_EQ(*h, Health::kServing);
@@ -183,8 +178,8 @@ TEST_P(DaemonTest, BadFailpointSpecExitsOne) {
   auto p = Subprocess::Start(o);
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 1);
-  EXPECT_NE(Slurp(o.log_file).find("unknown action"), std::string::npos)
-      << Slurp(o.log_file);
+  EXPECT_NE(ReadFile(o.log_file).find("unknown action"), std::string::npos)
+      << ReadFile(o.log_file);
 }
 
 // Calls SetFailpoint on whichever service `binary` serves.
@@ -289,41 +284,43 @@ TEST(PlexusCli, LocalUpStatusDown) {
   };
   std::string root = dir.Sub("c");
   ASSERT_EQ(run({"local", "up", "--dir", root, "--ps", "1"}, "up"), 0)
-      << Slurp(dir.Sub("up"));
+      << ReadFile(dir.Sub("up"));
   EXPECT_EQ(run({"local", "status", "--dir", root}, "status"), 0)
-      << Slurp(dir.Sub("status"));
-  EXPECT_NE(Slurp(dir.Sub("status")).find("SERVING"), std::string::npos);
+      << ReadFile(dir.Sub("status"));
+  EXPECT_NE(ReadFile(dir.Sub("status")).find("SERVING"), std::string::npos);
   // A second `up` on the same folder refuses while the first runs.
   EXPECT_EQ(run({"local", "up", "--dir", root}, "up2"), 1);
-  EXPECT_NE(Slurp(dir.Sub("up2")).find("already runs"), std::string::npos);
+  EXPECT_NE(ReadFile(dir.Sub("up2")).find("already runs"), std::string::npos);
   // Jobs through the local cluster's coordinator.
   EXPECT_EQ(run({"status", "--dir", root}, "cstatus"), 0)
-      << Slurp(dir.Sub("cstatus"));
-  EXPECT_NE(Slurp(dir.Sub("cstatus")).find("INCARNATION"), std::string::npos);
+      << ReadFile(dir.Sub("cstatus"));
+  EXPECT_NE(ReadFile(dir.Sub("cstatus")).find("INCARNATION"),
+            std::string::npos);
   EXPECT_EQ(run({"job", "submit", "--dir", root, "--function", "train",
                  "--steps", "5", "--job", "j1"},
                 "submit"),
             0)
-      << Slurp(dir.Sub("submit"));
+      << ReadFile(dir.Sub("submit"));
   EXPECT_EQ(run({"job", "status", "--dir", root, "--job", "j1"}, "jstatus"), 0);
-  EXPECT_NE(Slurp(dir.Sub("jstatus")).find("job j1: running, 0/5 closures"),
+  EXPECT_NE(ReadFile(dir.Sub("jstatus")).find("job j1: running, 0/5 closures"),
             std::string::npos)
-      << Slurp(dir.Sub("jstatus"));
+      << ReadFile(dir.Sub("jstatus"));
   EXPECT_EQ(run({"job", "cancel", "--dir", root, "--job", "j1"}, "cancel"), 0);
   EXPECT_EQ(
       run({"job", "status", "--dir", root, "--job", "j1", "--json"}, "json"),
       0);
-  EXPECT_NE(Slurp(dir.Sub("json")).find("\"state\":\"JOB_STATE_CANCELLED\""),
+  EXPECT_NE(ReadFile(dir.Sub("json")).find("\"state\":\"JOB_STATE_CANCELLED\""),
             std::string::npos)
-      << Slurp(dir.Sub("json"));
+      << ReadFile(dir.Sub("json"));
   EXPECT_EQ(run({"job", "status", "--dir", root, "--job", "nope"}, "nope"), 1);
-  EXPECT_NE(Slurp(dir.Sub("nope")).find("unknown job nope"), std::string::npos);
+  EXPECT_NE(ReadFile(dir.Sub("nope")).find("unknown job nope"),
+            std::string::npos);
   EXPECT_EQ(run({"local", "down", "--dir", root}, "down"), 0)
-      << Slurp(dir.Sub("down"));
+      << ReadFile(dir.Sub("down"));
   EXPECT_EQ(run({"local", "status", "--dir", root}, "status2"), 1);
   // Unimplemented subcommands say so and do nothing.
   EXPECT_EQ(run({"bench"}, "bench"), 3);
-  EXPECT_NE(Slurp(dir.Sub("bench")).find("not implemented yet"),
+  EXPECT_NE(ReadFile(dir.Sub("bench")).find("not implemented yet"),
             std::string::npos);
 }
 
@@ -346,7 +343,7 @@ TEST(PlexusCli, LocalUpWithWorkers) {
                  "--worker", BinDir() + "/golden_worker"},
                 "up"),
             0)
-      << Slurp(dir.Sub("up"));
+      << ReadFile(dir.Sub("up"));
   auto state = local::ReadState(local::StatePath(root));
   ASSERT_TRUE(state.ok()) << state.status();
   std::vector<pid_t> pids;
@@ -356,17 +353,17 @@ TEST(PlexusCli, LocalUpWithWorkers) {
   }
   ASSERT_EQ(pids.size(), 2u);
   EXPECT_EQ(run({"local", "status", "--dir", root}, "status"), 0)
-      << Slurp(dir.Sub("status"));
-  EXPECT_NE(Slurp(dir.Sub("status")).find("RUNNING"), std::string::npos);
+      << ReadFile(dir.Sub("status"));
+  EXPECT_NE(ReadFile(dir.Sub("status")).find("RUNNING"), std::string::npos);
   // Each worker's command line is saved for restarts.
-  EXPECT_NE(Slurp(root + "/worker-1/argv").find("--task_index=1"),
+  EXPECT_NE(ReadFile(root + "/worker-1/argv").find("--task_index=1"),
             std::string::npos);
   // A dead worker shows as down, and `status` says something is wrong. The
   // workers are not our children (`up` detached them): a killed one may
   // linger as a zombie, which does not count as running.
   auto running = [](pid_t pid) {
     return kill(pid, 0) == 0 &&
-           Slurp("/proc/" + std::to_string(pid) + "/stat").find(") Z") ==
+           ReadFile("/proc/" + std::to_string(pid) + "/stat").find(") Z") ==
                std::string::npos;
   };
   ASSERT_EQ(kill(pids[0], SIGKILL), 0);
@@ -374,9 +371,9 @@ TEST(PlexusCli, LocalUpWithWorkers) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   EXPECT_EQ(run({"local", "status", "--dir", root}, "status2"), 1);
-  EXPECT_NE(Slurp(dir.Sub("status2")).find("down"), std::string::npos);
+  EXPECT_NE(ReadFile(dir.Sub("status2")).find("down"), std::string::npos);
   EXPECT_EQ(run({"local", "down", "--dir", root}, "down"), 0)
-      << Slurp(dir.Sub("down"));
+      << ReadFile(dir.Sub("down"));
   EXPECT_FALSE(running(pids[1])) << "worker 1 still runs after `local down`";
 }
 

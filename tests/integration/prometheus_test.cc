@@ -47,26 +47,11 @@ namespace {
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
 using ::plexus::testing::kGoldenElements;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
+using ::plexus::testing::WaitFor;
 
 constexpr char kPrometheus[] = "/usr/bin/prometheus";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Polls `cond` until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(50));  // polling interval
-  }
-  return cond();
-}
 
 // The TCP ports process `pid` listens on (IPv4): the sockets among its file
 // descriptors that /proc/net/tcp lists in state LISTEN. Lets Prometheus bind

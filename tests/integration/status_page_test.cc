@@ -37,28 +37,13 @@ namespace {
 
 using ::plexus::testing::BinDir;
 using ::plexus::testing::kGoldenElements;
+using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
+using ::plexus::testing::WaitFor;
 
 constexpr char kChromium[] = "/usr/bin/chromium";
 constexpr int kSteps = 120;
 constexpr char kJob[] = "status-job";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Polls `cond` until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(50));  // polling interval
-  }
-  return cond();
-}
 
 struct Page {
   int status = 0;

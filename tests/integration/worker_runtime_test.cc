@@ -18,18 +18,10 @@
 namespace plexus {
 namespace {
 
+using ::plexus::testing::WaitFor;
+
 using coordinator::CoordinatorService;
 using worker::Runtime;
-
-// Polls `cond` until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(10));  // polling interval
-  }
-  return cond();
-}
 
 class WorkerRuntimeTest : public ::testing::Test {
  protected:

@@ -4,8 +4,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include <glog/logging.h>
+
+#include "absl/time/clock.h"
 
 namespace plexus::testing {
 
@@ -14,6 +18,23 @@ std::string BinDir() {
   CHECK(d != nullptr && *d != '\0')
       << "PLEXUS_BIN_DIR is not set; run the tests through ctest";
   return d;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout,
+             absl::Duration poll) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (cond()) return true;
+    absl::SleepFor(poll);
+  }
+  return cond();
 }
 
 TempDir::TempDir() {
