@@ -23,6 +23,8 @@
 # Needs the digits data (scripts/fetch_data.sh) and a built tree.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=bench/train/tta_common.sh
+source "$here/bench/train/tta_common.sh"
 bin="${PLEXUS_BUILD_DIR:-$here/build}/bin"
 workers="1 2 4"
 reps=5
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
     --json) json="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) usage "$0"; exit 0 ;;
     *) echo "dense_tta: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,16 +51,6 @@ if [ ! -x "$exe" ]; then
   exit 1
 fi
 
-# Field $2 of the flat JSON object $1 (numbers, null, or a string's text).
-field() {
-  sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$1"
-}
-median() {
-  sort -g | awk '{v[NR] = $1} END {
-    if (NR == 0) { print "nan"; exit }
-    if (v[1] == "null") { print "null"; exit }
-    print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
 
 configs=(baseline)
 for w in $workers; do configs+=("$w"); done

@@ -22,6 +22,8 @@
 # steps to target can grow with the workers; tta_s is what matters.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=bench/train/tta_common.sh
+source "$here/bench/train/tta_common.sh"
 bin="${PLEXUS_BUILD_DIR:-$here/build}/bin"
 workers="1 2 4"
 ps=2
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --json) json="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) usage "$0"; exit 0 ;;
     *) echo "sparse_tta: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -51,12 +53,6 @@ for b in "$exe" "$plexus"; do
   fi
 done
 
-field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p" <<<"$1"; }
-median() {
-  sort -g | awk '{v[NR] = $1} END {
-    if (NR == 0) { print "nan"; exit }
-    print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
 
 tmp="$(mktemp -d /tmp/sparse-tta-XXXXXX)"
 cleanup() {

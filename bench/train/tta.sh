@@ -11,7 +11,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 reps=3
 if [ "${1:-}" = "--reps" ]; then reps="${2:?--reps needs a number}"; fi
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0
+  source "$here/tta_common.sh"
+  usage "$0"; exit 0
 fi
 echo "== sparse example (CTR through the PS) =="
 "$here/sparse_tta.sh" --reps "$reps"
