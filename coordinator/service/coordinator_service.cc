@@ -510,14 +510,12 @@ void CoordinatorService::PollHealth() {
 
 void CoordinatorService::RecordEvent(EventSeverity severity, std::string kind,
                                      std::string text, bool log,
-                                     std::source_location where) {
+                                     const char* file, int line) {
   if (log) {
     google::LogSeverity level = google::GLOG_INFO;
     if (severity == EventSeverity::kWarning) level = google::GLOG_WARNING;
     if (severity == EventSeverity::kError) level = google::GLOG_ERROR;
-    google::LogMessage(where.file_name(), static_cast<int>(where.line()), level)
-            .stream()
-        << text;
+    google::LogMessage(file, line, level).stream() << text;
   }
   absl::MutexLock lock(&events_mu_);
   events_.push_back({.time = absl::Now(),

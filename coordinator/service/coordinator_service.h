@@ -65,7 +65,6 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <source_location>
 #include <string>
 #include <thread>
 #include <vector>
@@ -235,10 +234,12 @@ class CoordinatorService final : public v1::Coordinator::Service {
   void CollectMetrics();
   // Logs `text` at the severity's level, as from the caller's line (unless
   // `log` is false: it was logged elsewhere), and keeps it in the event ring.
-  void RecordEvent(
-      EventSeverity severity, std::string kind, std::string text,
-      bool log = true,
-      std::source_location where = std::source_location::current());
+  void RecordEvent(EventSeverity severity, std::string kind, std::string text,
+                   bool log = true,
+                   // The caller's place (std::source_location is not usable
+                   // with clang 14, which builds the fuzzers).
+                   const char* file = __builtin_FILE(),
+                   int line = __builtin_LINE());
   // Records jobs that finished since the last call (from the health loop).
   void WatchJobs();
   // Records checkpoints published since the last call.

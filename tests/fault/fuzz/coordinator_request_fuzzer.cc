@@ -10,33 +10,15 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "coordinator/service/coordinator_service.h"
+#include "tests/fault/fuzz/coordinator_fuzz.h"
+#include "tests/fault/fuzz/fuzz_call.h"
 
 namespace {
 
-plexus::coordinator::CoordinatorService* Service() {
-  static plexus::coordinator::CoordinatorService* service = [] {
-    plexus::coordinator::CoordinatorServiceOptions o;
-    auto s = plexus::coordinator::CoordinatorService::Create(o);
-    if (!s.ok()) abort();
-    return s->release();
-  }();
-  return service;
-}
-
-template <typename Req, typename Resp, typename F, typename Fix>
-void Call(const uint8_t* data, size_t size, F method, Fix fix) {
-  Req req;
-  if (!req.ParseFromArray(data, static_cast<int>(size))) return;
-  fix(req);
-  Resp resp;
-  grpc::ServerContext ctx;
-  (void)(Service()->*method)(&ctx, &req, &resp);
-}
-
-template <typename Req, typename Resp, typename F>
-void Call(const uint8_t* data, size_t size, F method) {
-  Call<Req, Resp>(data, size, method, [](Req&) {});
+template <typename Req, typename Resp, typename... Fix>
+void Call(const uint8_t* data, size_t size, auto method, Fix... fix) {
+  plexus::fuzz::CallHandler<Req, Resp>(plexus::fuzz::FuzzCoordinator(), data,
+                                       size, method, fix...);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "ps/service/ps_service.h"
+#include "tests/fault/fuzz/fuzz_call.h"
 
 namespace {
 
@@ -43,13 +44,9 @@ plexus::ps::PsService* Service() {
   return service;
 }
 
-template <typename Req, typename Resp, typename F>
-void Call(const uint8_t* data, size_t size, F method) {
-  Req req;
-  if (!req.ParseFromArray(data, static_cast<int>(size))) return;
-  Resp resp;
-  grpc::ServerContext ctx;
-  (void)(Service()->*method)(&ctx, &req, &resp);
+template <typename Req, typename Resp, typename... Fix>
+void Call(const uint8_t* data, size_t size, auto method, Fix... fix) {
+  plexus::fuzz::CallHandler<Req, Resp>(Service(), data, size, method, fix...);
 }
 
 }  // namespace
