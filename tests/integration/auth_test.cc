@@ -32,6 +32,7 @@
 #include "plexus/v1/ps.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 #include "tests/integration/golden.h"
+#include "tests/util/certs.h"
 #include "tests/util/test_env.h"
 #include "tools/local/local_cluster.h"
 
@@ -41,7 +42,10 @@ namespace {
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
 using ::plexus::testing::kGoldenElements;
+using ::plexus::testing::MakeTestCertificates;
 using ::plexus::testing::ReadFile;
+using ::plexus::testing::StartDaemon;
+using ::plexus::testing::StartedDaemon;
 using ::plexus::testing::TempDir;
 
 constexpr char kAdminToken[] = "admin-4f0c9b1e7d2a";
@@ -422,23 +426,8 @@ TEST_F(AuthTest, CommandLineSendsItsToken) {
 // an admin submits over TLS. A plaintext client is refused by the shard.
 TEST(SecureClusterTest, MutualTlsAndTokensThroughATrainingRun) {
   TempDir dir;
-  std::string script = R"(set -e
-cd ")" + dir.path() + R"("
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1.key" 2>/dev/null; }
-leaf() { key "$1"; openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$1"
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
-    -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null; }
-key ca; openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj "/CN=ca"
-leaf server; leaf client
-)";
-  SubprocessOptions certs;
-  certs.argv = {"/bin/sh", "-c", script};
-  certs.log_file = dir.Sub("openssl.log");
-  auto made = Subprocess::Start(certs);
-  ASSERT_TRUE(made.ok()) << made.status();
-  absl::StatusOr<int> made_code = (*made)->Wait(absl::Seconds(60));
-  ASSERT_TRUE(made_code.ok() && *made_code == 0) << ReadFile(certs.log_file);
+  absl::Status made_certs = MakeTestCertificates(dir.path());
+  ASSERT_TRUE(made_certs.ok()) << made_certs;
   WriteFile(dir.Sub("tokens"), absl::StrCat("admin ", kAdminToken, "\nworker ",
                                             kWorkerToken, "\n"));
   WriteFile(dir.Sub("worker.token"), kWorkerToken);
@@ -449,20 +438,11 @@ leaf server; leaf client
       "--auth_token_file=" + dir.Sub("tokens")};
   auto start = [&](const std::string& name, std::vector<std::string> argv)
       -> std::pair<std::unique_ptr<Subprocess>, std::string> {
-    argv.push_back("--data_dir=" + dir.Sub(name + "-data"));
-    argv.push_back("--port_file=" + dir.Sub(name + ".port"));
     argv.insert(argv.end(), secure.begin(), secure.end());
-    SubprocessOptions so;
-    so.argv = argv;
-    so.log_file = dir.Sub(name + ".log");
-    auto p = Subprocess::Start(so);
-    EXPECT_TRUE(p.ok()) << p.status();
-    if (!p.ok()) return {nullptr, ""};
-    absl::StatusOr<int> port =
-        WaitForPortFile(dir.Sub(name + ".port"), absl::Seconds(30), p->get());
-    EXPECT_TRUE(port.ok()) << port.status() << ReadFile(so.log_file);
-    if (!port.ok()) return {nullptr, ""};
-    return {std::move(*p), absl::StrCat("127.0.0.1:", *port)};
+    absl::StatusOr<StartedDaemon> d = StartDaemon(dir, name, argv);
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return {nullptr, ""};
+    return {std::move(d->process), d->address};
   };
   auto [coordinator, coordinator_address] =
       start("coordinator",
@@ -551,21 +531,12 @@ TEST(AuthCheckpointTest, CoordinatorCallsTheShardsWithItsToken) {
   WriteFile(dir.Sub("worker.token"), kWorkerToken);
   auto start = [&](const std::string& name, std::vector<std::string> argv)
       -> std::pair<std::unique_ptr<Subprocess>, std::string> {
-    argv.push_back("--data_dir=" + dir.Sub(name + "-data"));
-    argv.push_back("--port_file=" + dir.Sub(name + ".port"));
     argv.push_back("--admin_port=-1");
     argv.push_back("--auth_token_file=" + dir.Sub("tokens"));
-    SubprocessOptions so;
-    so.argv = argv;
-    so.log_file = dir.Sub(name + ".log");
-    auto p = Subprocess::Start(so);
-    EXPECT_TRUE(p.ok()) << p.status();
-    if (!p.ok()) return {nullptr, ""};
-    absl::StatusOr<int> port =
-        WaitForPortFile(dir.Sub(name + ".port"), absl::Seconds(30), p->get());
-    EXPECT_TRUE(port.ok()) << port.status() << ReadFile(so.log_file);
-    if (!port.ok()) return {nullptr, ""};
-    return {std::move(*p), absl::StrCat("127.0.0.1:", *port)};
+    absl::StatusOr<StartedDaemon> d = StartDaemon(dir, name, argv);
+    EXPECT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return {nullptr, ""};
+    return {std::move(d->process), d->address};
   };
   auto [ps, shard] = start("ps", {BinDir() + "/plexus-ps"});
   ASSERT_NE(ps, nullptr);

@@ -12,6 +12,7 @@
 #include "common/grpc_status.h"
 #include "coordinator/service/coordinator_service.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
+#include "tests/integration/in_process_coordinator.h"
 #include "tests/util/test_env.h"
 
 namespace plexus {
@@ -31,25 +32,17 @@ class CoordinatorServiceTest : public ::testing::Test {
     o.heartbeat_interval = absl::Milliseconds(100);
     o.suspect_timeout = absl::Milliseconds(600);
     o.dead_timeout = absl::Milliseconds(1500);
-    auto s = CoordinatorService::Create(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    service_ = std::move(*s);
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(service_.get());
-    server_ = b.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    service_->Start();
+    auto c = testing::InProcessCoordinator::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    coordinator_ = std::move(*c);
+    service_ = coordinator_.service.get();
     stub_ = v1::Coordinator::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+        coordinator_.address, grpc::InsecureChannelCredentials()));
   }
 
   void Stop() {
-    if (service_) service_->Shutdown();
-    if (server_) server_->Shutdown(std::chrono::system_clock::now());
-    server_.reset();
-    service_.reset();
+    coordinator_.Stop();
+    service_ = nullptr;
   }
 
   static void Deadline(grpc::ClientContext* ctx) {
@@ -115,8 +108,8 @@ class CoordinatorServiceTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  std::unique_ptr<CoordinatorService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  testing::InProcessCoordinator coordinator_;
+  CoordinatorService* service_ = nullptr;  // coordinator_'s
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 

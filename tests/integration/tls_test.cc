@@ -7,45 +7,22 @@
 
 #include "common/health_client.h"
 #include "common/process.h"
+#include "tests/util/certs.h"
 #include "tests/util/test_env.h"
 
 namespace plexus {
 namespace {
 
 using ::plexus::testing::BinDir;
+using ::plexus::testing::MakeTestCertificates;
 using ::plexus::testing::TempDir;
-
-// Makes, under `dir`: ca.pem (+ key), other_ca.pem, server.pem/key for
-// 127.0.0.1 signed by ca, client.pem/key signed by ca, rogue.pem/key signed by
-// other_ca. EC keys: fast to generate.
-void MakeCertificates(const std::string& dir) {
-  std::string script = R"(set -e
-cd ")" + dir + R"("
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1.key" 2>/dev/null; }
-ca() { key "$1"; openssl req -x509 -new -key "$1.key" -out "$1.pem" -days 2 -subj "/CN=$1"; }
-leaf() { key "$1"; openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$1"
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial \
-    -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null; }
-ca ca; ca other_ca
-leaf server ca; leaf client ca; leaf rogue other_ca
-)";
-  SubprocessOptions o;
-  o.argv = {"/bin/sh", "-c", script};
-  o.log_file = dir + "/openssl.log";
-  auto p = Subprocess::Start(o);
-  ASSERT_TRUE(p.ok()) << p.status();
-  auto code = (*p)->Wait(absl::Seconds(60));
-  ASSERT_TRUE(code.ok());
-  std::ifstream log(o.log_file);
-  std::stringstream ss;
-  ss << log.rdbuf();
-  ASSERT_EQ(*code, 0) << ss.str();
-}
 
 class TlsTest : public ::testing::Test {
  protected:
-  void SetUp() override { MakeCertificates(dir_.path()); }
+  void SetUp() override {
+    absl::Status made = MakeTestCertificates(dir_.path());
+    ASSERT_TRUE(made.ok()) << made;
+  }
 
   // Starts plexus-coordinator with TLS (and mTLS if `mutual`).
   void Start(bool mutual) {

@@ -13,6 +13,7 @@
 #include "coordinator/service/coordinator_service.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/worker/runtime.h"
+#include "tests/integration/in_process_coordinator.h"
 #include "tests/util/test_env.h"
 
 namespace plexus {
@@ -20,7 +21,6 @@ namespace {
 
 using ::plexus::testing::WaitFor;
 
-using coordinator::CoordinatorService;
 using worker::Runtime;
 
 class WorkerRuntimeTest : public ::testing::Test {
@@ -31,17 +31,10 @@ class WorkerRuntimeTest : public ::testing::Test {
     o.heartbeat_interval = absl::Milliseconds(50);
     o.suspect_timeout = absl::Milliseconds(600);
     o.dead_timeout = absl::Milliseconds(1500);
-    auto s = CoordinatorService::Create(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    service_ = std::move(*s);
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(service_.get());
-    server_ = b.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    service_->Start();
-    address_ = absl::StrCat("127.0.0.1:", port);
+    auto c = testing::InProcessCoordinator::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    coordinator_ = std::move(*c);
+    address_ = coordinator_.address;
     stub_ = v1::Coordinator::NewStub(
         grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
   }
@@ -50,8 +43,7 @@ class WorkerRuntimeTest : public ::testing::Test {
     for (auto& rt : runtimes_) rt->Stop();
     for (std::thread& t : threads_) t.join();
     runtimes_.clear();
-    service_->Shutdown();
-    server_->Shutdown(std::chrono::system_clock::now());
+    coordinator_.Stop();
   }
 
   // A runtime with an "echo" step, running on its own thread.
@@ -83,8 +75,7 @@ class WorkerRuntimeTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  std::unique_ptr<CoordinatorService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  testing::InProcessCoordinator coordinator_;
   std::string address_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   std::vector<std::unique_ptr<Runtime>> runtimes_;

@@ -11,34 +11,21 @@
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "common/process.h"
+#include "tests/util/certs.h"
 #include "tests/util/test_env.h"
 
 namespace plexus {
 namespace {
 
 using ::plexus::testing::BinDir;
+using ::plexus::testing::MakeTestCertificates;
 using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
 
 TEST(WorkerTlsTest, RegistersWithMutualTlsAndLeaves) {
   TempDir dir;
-  std::string script = R"(set -e
-cd ")" + dir.path() + R"("
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1.key" 2>/dev/null; }
-leaf() { key "$1"; openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$1"
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
-    -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null; }
-key ca; openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj "/CN=ca"
-leaf server; leaf client
-)";
-  SubprocessOptions certs;
-  certs.argv = {"/bin/sh", "-c", script};
-  certs.log_file = dir.Sub("openssl.log");
-  auto p = Subprocess::Start(certs);
-  ASSERT_TRUE(p.ok()) << p.status();
-  auto made = (*p)->Wait(absl::Seconds(60));
-  ASSERT_TRUE(made.ok() && *made == 0) << ReadFile(certs.log_file);
+  absl::Status made_certs = MakeTestCertificates(dir.path());
+  ASSERT_TRUE(made_certs.ok()) << made_certs;
 
   SubprocessOptions co;
   co.argv = {BinDir() + "/plexus-coordinator",

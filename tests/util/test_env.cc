@@ -9,6 +9,7 @@
 
 #include <glog/logging.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
 namespace plexus::testing {
@@ -48,6 +49,31 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+absl::StatusOr<StartedDaemon> StartDaemon(const TempDir& dir,
+                                          const std::string& name,
+                                          std::vector<std::string> argv) {
+  const std::string port_file = dir.Sub(name + ".port");
+  argv.push_back("--data_dir=" + dir.Sub(name + "-data"));
+  argv.push_back("--port_file=" + port_file);
+  SubprocessOptions so;
+  so.argv = std::move(argv);
+  so.log_file = dir.Sub(name + ".log");
+  StartedDaemon d;
+  d.log = so.log_file;
+  absl::StatusOr<std::unique_ptr<Subprocess>> p = Subprocess::Start(so);
+  if (!p.ok()) return p.status();
+  d.process = std::move(*p);
+  absl::StatusOr<int> port =
+      WaitForPortFile(port_file, absl::Seconds(30), d.process.get());
+  if (!port.ok()) {
+    return absl::Status(port.status().code(),
+                        absl::StrCat(name, ": ", port.status().message(), "\n",
+                                     ReadFile(d.log)));
+  }
+  d.address = absl::StrCat("127.0.0.1:", *port);
+  return d;
 }
 
 }  // namespace plexus::testing

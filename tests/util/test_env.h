@@ -3,9 +3,13 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/process.h"
 
 namespace plexus::testing {
 
@@ -37,5 +41,19 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// A daemon (plexus-ps, plexus-coordinator) started by StartDaemon.
+struct StartedDaemon {
+  std::unique_ptr<Subprocess> process;
+  std::string address;  // "127.0.0.1:port"
+  std::string log;      // its stdout and stderr
+};
+
+// Runs `argv` plus --data_dir=<dir>/<name>-data and --port_file (port 0 is
+// the daemons' default), logging to <dir>/<name>.log, and waits up to 30 s
+// for the port. The error carries the log.
+absl::StatusOr<StartedDaemon> StartDaemon(const TempDir& dir,
+                                          const std::string& name,
+                                          std::vector<std::string> argv);
 
 }  // namespace plexus::testing
