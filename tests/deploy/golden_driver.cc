@@ -44,13 +44,7 @@ int main(int argc, char** argv) {
   po.shards = absl::StrSplit(FLAGS_ps, ',', absl::SkipEmpty());
   auto ps = plexus::worker::PsClient::Connect(po);
   if (!ps.ok()) return Fail(ps.status(), "connect to the shards");
-  v1::VariableConfig v;
-  v.set_name("golden");
-  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-  v.mutable_spec()->add_shape(plexus::testing::kGoldenElements);
-  v.mutable_spec()->add_shape(1);
-  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v1::VariableConfig v = plexus::testing::GoldenVariableConfig();
   if (absl::Status st = (*ps)->CreateVariable(v); !st.ok()) {
     return Fail(st, "create the variable");
   }

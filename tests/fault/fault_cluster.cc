@@ -208,14 +208,7 @@ absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Start(
   po.timeout = absl::Seconds(20);
   PLEXUS_ASSIGN_OR_RETURN(c->ps_, worker::PsClient::Connect(po));
   if (options.create_golden_variable) {
-    v1::VariableConfig v;
-    v.set_name(kGoldenVariable);
-    v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-    // [elements, 1]: the PS client slices along axis 0.
-    v.mutable_spec()->add_shape(testing::kGoldenElements);
-    v.mutable_spec()->add_shape(1);
-    v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-    v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+    v1::VariableConfig v = testing::GoldenVariableConfig(kGoldenVariable);
     PLEXUS_RETURN_IF_ERROR(c->ps_->CreateVariable(v),
                            "creating the golden variable");
   }

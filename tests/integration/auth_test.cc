@@ -41,6 +41,7 @@ namespace {
 
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
+using ::plexus::testing::GoldenVariableConfig;
 using ::plexus::testing::kGoldenElements;
 using ::plexus::testing::MakeTestCertificates;
 using ::plexus::testing::ReadFile;
@@ -125,16 +126,6 @@ TEST(MethodRolesTest, CoversEveryRpcOfBothServices) {
 }
 
 // ---- real processes ----
-
-v1::VariableConfig Golden() {
-  v1::VariableConfig v;
-  v.set_name("golden");
-  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-  v.mutable_spec()->add_shape(kGoldenElements);
-  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
-  return v;
-}
 
 class AuthTest : public ::testing::Test {
  protected:
@@ -316,7 +307,7 @@ TEST_F(AuthTest, PsRefusesMissingAndWrongTokensAndChecksRoles) {
   // A worker connects, reads and pushes, but may not create or delete.
   auto worker = PsClientWith(kWorkerToken);
   ASSERT_TRUE(worker.ok()) << worker.status();
-  absl::Status denied = (*worker)->CreateVariable(Golden());
+  absl::Status denied = (*worker)->CreateVariable(GoldenVariableConfig());
   EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied) << denied;
   EXPECT_GE(
       PsMetric("plexus_auth_failures_total{reason=\"permission_denied\"}"), 1);
@@ -326,7 +317,7 @@ TEST_F(AuthTest, PsRefusesMissingAndWrongTokensAndChecksRoles) {
 
   auto admin = PsClientWith(kAdminToken);
   ASSERT_TRUE(admin.ok()) << admin.status();
-  ASSERT_TRUE((*admin)->CreateVariable(Golden()).ok());
+  ASSERT_TRUE((*admin)->CreateVariable(GoldenVariableConfig()).ok());
   std::vector<float> g(kGoldenElements, -0.5f);
   auto pushed = (*worker)->PushDense("golden", g);
   ASSERT_TRUE(pushed.ok()) << pushed.status();
@@ -351,7 +342,7 @@ TEST_F(AuthTest, PsRefusesMissingAndWrongTokensAndChecksRoles) {
 TEST_F(AuthTest, WorkerRuntimeTrainsWithAToken) {
   auto admin = PsClientWith(kAdminToken);
   ASSERT_TRUE(admin.ok()) << admin.status();
-  ASSERT_TRUE((*admin)->CreateVariable(Golden()).ok());
+  ASSERT_TRUE((*admin)->CreateVariable(GoldenVariableConfig()).ok());
   std::vector<std::unique_ptr<Subprocess>> workers;
   for (int i = 0; i < 2; ++i) {
     SubprocessOptions so;
@@ -463,7 +454,7 @@ TEST(SecureClusterTest, MutualTlsAndTokensThroughATrainingRun) {
   tls.tls_key_file = dir.Sub("client.key");
   auto admin = worker::PsClient::Connect(tls);
   ASSERT_TRUE(admin.ok()) << admin.status();
-  v1::VariableConfig v = Golden();
+  v1::VariableConfig v = GoldenVariableConfig();
   ASSERT_TRUE((*admin)->CreateVariable(v).ok());
 
   std::vector<std::unique_ptr<Subprocess>> workers;

@@ -37,6 +37,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
+using ::plexus::testing::GoldenVariableConfig;
 using ::plexus::testing::kGoldenElements;
 using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
@@ -132,13 +133,7 @@ class CheckpointClusterTest : public ::testing::Test {
     auto ps = worker::PsClient::Connect(po);
     ASSERT_TRUE(ps.ok()) << ps.status();
     ps_ = std::move(*ps);
-    v1::VariableConfig v;
-    v.set_name(kVariable);
-    v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-    v.mutable_spec()->add_shape(kGoldenElements);
-    v.mutable_spec()->add_shape(1);
-    v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-    v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+    v1::VariableConfig v = GoldenVariableConfig(kVariable);
     ASSERT_TRUE(ps_->CreateVariable(v).ok());
   }
 

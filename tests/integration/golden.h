@@ -5,7 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include "plexus/v1/ps.pb.h"
 
 namespace plexus::testing {
 
@@ -27,6 +30,19 @@ inline std::vector<float> GoldenValues(uint64_t num_steps, int64_t elements) {
     for (int64_t i = 0; i < elements; ++i) w[i] += GoldenDelta(s, i);
   }
   return w;
+}
+
+// The golden dense variable: kGoldenElements fp32 zeros, SGD with learning
+// rate 1 (so a pushed gradient -d adds d), applied on arrival.
+inline v1::VariableConfig GoldenVariableConfig(
+    const std::string& name = "golden") {
+  v1::VariableConfig v;
+  v.set_name(name);
+  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  v.mutable_spec()->add_shape(kGoldenElements);
+  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
+  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  return v;
 }
 
 }  // namespace plexus::testing

@@ -46,6 +46,7 @@ namespace {
 
 using ::plexus::testing::BinDir;
 using ::plexus::testing::GoldenValues;
+using ::plexus::testing::GoldenVariableConfig;
 using ::plexus::testing::kGoldenElements;
 using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
@@ -210,12 +211,7 @@ TEST_F(PrometheusTest, ScrapesALocalClusterAndSeriesMoveAsTrainingProceeds) {
   pco.shards = {shard};
   auto ps = worker::PsClient::Connect(pco);
   ASSERT_TRUE(ps.ok()) << ps.status();
-  v1::VariableConfig v;
-  v.set_name("golden");
-  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-  v.mutable_spec()->add_shape(kGoldenElements);
-  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v1::VariableConfig v = GoldenVariableConfig();
   ASSERT_TRUE((*ps)->CreateVariable(v).ok());
   std::vector<std::unique_ptr<Subprocess>> workers;
   for (int i = 0; i < 2; ++i) {
@@ -356,12 +352,7 @@ TEST(CheckpointMetricsTest, PeriodicCheckpointsShowInMetrics) {
   pco.shards = {shard};
   auto client = worker::PsClient::Connect(pco);
   ASSERT_TRUE(client.ok()) << client.status();
-  v1::VariableConfig v;
-  v.set_name("golden");
-  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-  v.mutable_spec()->add_shape(kGoldenElements);
-  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v1::VariableConfig v = GoldenVariableConfig();
   ASSERT_TRUE((*client)->CreateVariable(v).ok());
   SubprocessOptions wo;
   wo.argv = {BinDir() + "/golden_worker",

@@ -36,6 +36,7 @@ namespace plexus {
 namespace {
 
 using ::plexus::testing::BinDir;
+using ::plexus::testing::GoldenVariableConfig;
 using ::plexus::testing::kGoldenElements;
 using ::plexus::testing::ReadFile;
 using ::plexus::testing::TempDir;
@@ -134,12 +135,7 @@ TEST(StatusPageTest, ShowsProcessesJobFailureAndCheckpoints) {
   pco.shards = {shard};
   auto ps = worker::PsClient::Connect(pco);
   ASSERT_TRUE(ps.ok()) << ps.status();
-  v1::VariableConfig v;
-  v.set_name("golden");
-  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-  v.mutable_spec()->add_shape(kGoldenElements);
-  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1.0);
-  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v1::VariableConfig v = GoldenVariableConfig();
   ASSERT_TRUE((*ps)->CreateVariable(v).ok());
 
   SubprocessOptions submit;
