@@ -75,15 +75,7 @@ constexpr int kSteps = 40;
 // Runs argv to completion (bounded); its exit code, its output in *out.
 int RunCommand(const std::vector<std::string>& argv, const std::string& log,
                std::string* out = nullptr) {
-  SubprocessOptions so;
-  so.argv = argv;
-  so.log_file = log;
-  std::filesystem::remove(log);
-  auto p = Subprocess::Start(so);
-  if (!p.ok()) return -1;
-  absl::StatusOr<int> code = (*p)->Wait(absl::Seconds(30));
-  if (out != nullptr) *out = ReadFile(log);
-  return code.ok() ? *code : -1;
+  return ::plexus::testing::RunProgram(argv, log, absl::Seconds(30), out);
 }
 
 // The first of /usr/sbin, /sbin, /usr/bin, /bin that holds `tool`; empty if

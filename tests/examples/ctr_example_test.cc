@@ -35,6 +35,7 @@ namespace {
 
 using ::plexus::testing::BinDir;
 using ::plexus::testing::ReadFile;
+using ::plexus::testing::RunProgram;
 using ::plexus::testing::TempDir;
 
 // A number field of a flat JSON line ("key":value).
@@ -75,13 +76,8 @@ DriverRun RunDriver(const std::string& cluster_dir, const std::string& job,
   o.argv.insert(o.argv.end(), extra.begin(), extra.end());
   o.log_file = dir.Sub(job + ".out");
   DriverRun run;
-  auto p = Subprocess::Start(o);
-  EXPECT_TRUE(p.ok()) << p.status();
-  if (!p.ok()) return run;
-  auto code = (*p)->Wait(absl::Seconds(240));
-  EXPECT_TRUE(code.ok()) << code.status();
-  run.exit_code = code.ok() ? *code : -1;
-  run.output = ReadFile(o.log_file);
+  run.exit_code =
+      RunProgram(o.argv, o.log_file, absl::Seconds(240), &run.output);
   for (absl::string_view line : absl::StrSplit(run.output, '\n')) {
     if (absl::StartsWith(line, "{\"event\":\"summary\"")) {
       run.summary = std::string(line);
@@ -168,26 +164,19 @@ TEST(CtrChaosTest, KilledWorkersAreReplacedAndTheJobReachesItsTarget) {
 
 TEST(CtrExampleTest, BadConfigIsAClearError) {
   TempDir dir;
-  SubprocessOptions o;
-  o.argv = {BinDir() + "/ctr_example", "--mode=baseline",
-            "--config=no_such_key=1"};
-  o.log_file = dir.Sub("out");
-  auto p = Subprocess::Start(o);
-  ASSERT_TRUE(p.ok()) << p.status();
-  auto code = (*p)->Wait(absl::Seconds(30));
-  ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_EQ(*code, 1);
-  EXPECT_TRUE(absl::StrContains(ReadFile(o.log_file),
-                                "unknown CTR config key 'no_such_key'"))
-      << ReadFile(o.log_file);
-  o.argv = {BinDir() + "/ctr_example", "--mode=train"};
-  p = Subprocess::Start(o);
-  ASSERT_TRUE(p.ok()) << p.status();
-  code = (*p)->Wait(absl::Seconds(30));
-  ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_EQ(*code, 1);
-  EXPECT_TRUE(absl::StrContains(ReadFile(o.log_file), "--cluster_dir"))
-      << ReadFile(o.log_file);
+  std::string out;
+  EXPECT_EQ(RunProgram({BinDir() + "/ctr_example", "--mode=baseline",
+                        "--config=no_such_key=1"},
+                       dir.Sub("out"), absl::Seconds(30), &out),
+            1)
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "unknown CTR config key 'no_such_key'"))
+      << out;
+  EXPECT_EQ(RunProgram({BinDir() + "/ctr_example", "--mode=train"},
+                       dir.Sub("out"), absl::Seconds(30), &out),
+            1)
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "--cluster_dir")) << out;
 }
 
 TEST(CtrDataTest, ExamplesArePureFunctionsOfTheConfigAndZipfSkewed) {

@@ -28,6 +28,7 @@ namespace {
 
 using ::plexus::testing::BinDir;
 using ::plexus::testing::ReadFile;
+using ::plexus::testing::RunProgram;
 using ::plexus::testing::TempDir;
 
 struct ExampleRun {
@@ -44,13 +45,8 @@ ExampleRun RunExample(std::vector<std::string> args) {
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   o.log_file = dir.Sub("out.log");
   ExampleRun run;
-  auto p = Subprocess::Start(o);
-  EXPECT_TRUE(p.ok()) << p.status();
-  if (!p.ok()) return run;
-  auto code = (*p)->Wait(absl::Seconds(60));
-  EXPECT_TRUE(code.ok()) << code.status();
-  run.exit_code = code.ok() ? *code : -1;
-  run.output = ReadFile(o.log_file);
+  run.exit_code =
+      RunProgram(o.argv, o.log_file, absl::Seconds(60), &run.output);
   for (absl::string_view line : absl::StrSplit(run.output, '\n')) {
     if (absl::StartsWith(line, "{\"event\":\"summary\"")) {
       run.summary = std::string(line);

@@ -40,16 +40,7 @@ int RunCommand(const std::vector<std::string>& argv, std::string* out,
   int fd = mkstemp(tmpl);
   if (fd < 0) return -1;
   close(fd);
-  SubprocessOptions so;
-  so.argv = argv;
-  so.log_file = tmpl;
-  auto p = Subprocess::Start(so);
-  int code = -1;
-  if (p.ok()) {
-    absl::StatusOr<int> c = (*p)->Wait(timeout);
-    code = c.ok() ? *c : -1;
-  }
-  if (out != nullptr) *out = ReadFile(tmpl);
+  int code = testing::RunProgram(argv, tmpl, timeout, out);
   unlink(tmpl);
   return code;
 }

@@ -51,6 +51,24 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+int RunProgram(const std::vector<std::string>& argv,
+               const std::string& log_file, absl::Duration timeout,
+               std::string* output) {
+  std::error_code ec;
+  std::filesystem::remove(log_file, ec);
+  SubprocessOptions so;
+  so.argv = argv;
+  so.log_file = log_file;
+  absl::StatusOr<std::unique_ptr<Subprocess>> p = Subprocess::Start(so);
+  int code = -1;
+  if (p.ok()) {
+    absl::StatusOr<int> c = (*p)->Wait(timeout);
+    code = c.ok() ? *c : -1;
+  }
+  if (output != nullptr) *output = ReadFile(log_file);
+  return code;
+}
+
 absl::StatusOr<StartedDaemon> StartDaemon(const TempDir& dir,
                                           const std::string& name,
                                           std::vector<std::string> argv) {

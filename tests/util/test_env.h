@@ -42,6 +42,14 @@ class TempDir {
   std::string path_;
 };
 
+// Runs `argv` to completion, its stdout and stderr into `log_file` (replaced),
+// for at most `timeout` (then it is killed). Returns its exit status, or -1
+// if it could not start or ran past the timeout; its output in *output when
+// not null.
+int RunProgram(const std::vector<std::string>& argv,
+               const std::string& log_file, absl::Duration timeout,
+               std::string* output = nullptr);
+
 // A daemon (plexus-ps, plexus-coordinator) started by StartDaemon.
 struct StartedDaemon {
   std::unique_ptr<Subprocess> process;
