@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/metrics.h"
+#include "common/process.h"
 
 DEFINE_string(auth_token_file, "",
               "Server side: file of \"role token\" lines (roles: worker, "
@@ -90,21 +91,6 @@ bool PrintableToken(absl::string_view token) {
     if (c <= 0x20 || c >= 0x7f) return false;
   }
   return !token.empty();
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
-                                          const char* what) {
-  std::ifstream in(path);
-  if (!in) {
-    int e = errno;
-    std::string msg =
-        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(e));
-    return e == ENOENT ? absl::NotFoundError(msg)
-                       : absl::PermissionDeniedError(msg);
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 void WarnIfOthersCanRead(const std::string& path, const char* what) {

@@ -214,6 +214,21 @@ absl::StatusOr<int> WaitForPortFile(const std::string& path,
   }
 }
 
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
+                                          absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    int e = errno;
+    std::string msg =
+        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(e));
+    return e == ENOENT ? absl::NotFoundError(msg)
+                       : absl::PermissionDeniedError(msg);
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 absl::Status WriteFileAtomically(const std::string& path,
                                  const std::string& contents) {
   std::string tmp = absl::StrCat(path, ".tmp.", getpid());

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace plexus {
@@ -71,6 +72,12 @@ class Subprocess {
 absl::StatusOr<int> WaitForPortFile(const std::string& path,
                                     absl::Duration timeout,
                                     Subprocess* process);
+
+// The whole of the file at `path`. NOT_FOUND or PERMISSION_DENIED (when it
+// cannot be opened) naming `what` and the path, e.g. "cannot read token file
+// /etc/plexus/tokens: No such file or directory".
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
+                                          absl::string_view what = "file");
 
 // Writes `contents` to `path` atomically (temporary file, fsync, rename).
 absl::Status WriteFileAtomically(const std::string& path,

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/process.h"
 #include "common/status.h"
 
 DEFINE_string(tls_ca_file, "",
@@ -25,21 +26,12 @@ namespace plexus {
 namespace {
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  if (!in) {
-    int e = errno;
-    std::string msg =
-        absl::StrCat("cannot read ", what, " ", path, ": ", std::strerror(e));
-    return e == ENOENT ? absl::NotFoundError(msg)
-                       : absl::PermissionDeniedError(msg);
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().find("-----BEGIN") == std::string::npos) {
+  PLEXUS_ASSIGN_OR_RETURN(std::string pem, ReadWholeFile(path, what));
+  if (pem.find("-----BEGIN") == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " ", path, " is not PEM"));
   }
-  return ss.str();
+  return pem;
 }
 
 }  // namespace
