@@ -22,6 +22,7 @@ namespace {
 
 using ::plexus::testing::BinDir;
 using ::plexus::testing::ReadFile;
+using ::plexus::testing::RunProgram;
 using ::plexus::testing::TempDir;
 
 struct Started {
@@ -271,16 +272,18 @@ TEST(LocalCluster, StartsEveryProcessAndStopsThemCleanly) {
   EXPECT_TRUE((*cluster)->Stop(absl::Seconds(30)).ok());
 }
 
+// Runs the `plexus` command with `args`, its output into dir/<log>; its exit
+// status.
+int RunPlexus(const TempDir& dir, std::vector<std::string> args,
+              const std::string& log) {
+  args.insert(args.begin(), BinDir() + "/plexus");
+  return RunProgram(args, dir.Sub(log), absl::Seconds(60));
+}
+
 TEST(PlexusCli, LocalUpStatusDown) {
   TempDir dir;
   auto run = [&](std::vector<std::string> args, const std::string& log) {
-    SubprocessOptions o;
-    o.argv = {BinDir() + "/plexus"};
-    o.argv.insert(o.argv.end(), args.begin(), args.end());
-    o.log_file = dir.Sub(log);
-    auto p = Subprocess::Start(o);
-    EXPECT_TRUE(p.ok());
-    return p.ok() ? *(*p)->Wait(absl::Seconds(60)) : -1;
+    return RunPlexus(dir, std::move(args), log);
   };
   std::string root = dir.Sub("c");
   ASSERT_EQ(run({"local", "up", "--dir", root, "--ps", "1"}, "up"), 0)
@@ -330,13 +333,7 @@ TEST(PlexusCli, LocalUpStatusDown) {
 TEST(PlexusCli, LocalUpWithWorkers) {
   TempDir dir;
   auto run = [&](std::vector<std::string> args, const std::string& log) {
-    SubprocessOptions o;
-    o.argv = {BinDir() + "/plexus"};
-    o.argv.insert(o.argv.end(), args.begin(), args.end());
-    o.log_file = dir.Sub(log);
-    auto p = Subprocess::Start(o);
-    EXPECT_TRUE(p.ok());
-    return p.ok() ? *(*p)->Wait(absl::Seconds(60)) : -1;
+    return RunPlexus(dir, std::move(args), log);
   };
   std::string root = dir.Sub("c");
   ASSERT_EQ(run({"local", "up", "--dir", root, "--ps", "1", "--workers", "2",
