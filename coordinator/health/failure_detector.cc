@@ -54,6 +54,15 @@ void FailureDetector::Emit(ProcessHealth& p, Liveness to, absl::Time at,
   events_.push_back(std::move(e));
 }
 
+ProcessHealth* FailureDetector::Live(uint64_t worker_id, uint64_t incarnation) {
+  auto it = processes_.find(worker_id);
+  if (it == processes_.end() || it->second.incarnation != incarnation ||
+      IsFinal(it->second.liveness)) {
+    return nullptr;
+  }
+  return &it->second;
+}
+
 void FailureDetector::Track(uint64_t worker_id, uint64_t incarnation) {
   absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
@@ -116,24 +125,18 @@ absl::Status FailureDetector::Heartbeat(uint64_t worker_id,
 void FailureDetector::Leave(uint64_t worker_id, uint64_t incarnation) {
   absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  auto it = processes_.find(worker_id);
-  if (it == processes_.end() || it->second.incarnation != incarnation ||
-      IsFinal(it->second.liveness)) {
-    return;
-  }
-  Emit(it->second, Liveness::kLeft, now, "left cleanly");
+  ProcessHealth* p = Live(worker_id, incarnation);
+  if (p == nullptr) return;
+  Emit(*p, Liveness::kLeft, now, "left cleanly");
 }
 
 void FailureDetector::MarkDead(uint64_t worker_id, uint64_t incarnation,
                                absl::string_view reason) {
   absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  auto it = processes_.find(worker_id);
-  if (it == processes_.end() || it->second.incarnation != incarnation ||
-      IsFinal(it->second.liveness)) {
-    return;
-  }
-  Emit(it->second, Liveness::kDead, now, std::string(reason));
+  ProcessHealth* p = Live(worker_id, incarnation);
+  if (p == nullptr) return;
+  Emit(*p, Liveness::kDead, now, std::string(reason));
 }
 
 void FailureDetector::Forget(uint64_t worker_id) {
@@ -145,12 +148,9 @@ void FailureDetector::Disconnected(uint64_t worker_id, uint64_t incarnation) {
   if (options_.disconnect_timeout <= absl::ZeroDuration()) return;
   absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  auto it = processes_.find(worker_id);
-  if (it == processes_.end() || it->second.incarnation != incarnation ||
-      IsFinal(it->second.liveness)) {
-    return;
-  }
-  it->second.disconnected_at = now;
+  ProcessHealth* p = Live(worker_id, incarnation);
+  if (p == nullptr) return;
+  p->disconnected_at = now;
 }
 
 std::vector<HealthEvent> FailureDetector::Poll() {

@@ -152,6 +152,10 @@ class FailureDetector {
   std::vector<ProcessHealth> List() const;
 
  private:
+  // The tracked entry of `incarnation` of `worker_id` if it is neither
+  // stale nor final (DEAD/LEFT); null otherwise.
+  ProcessHealth* Live(uint64_t worker_id, uint64_t incarnation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Emit(ProcessHealth& p, Liveness to, absl::Time at, std::string reason,
             uint64_t previous_incarnation = 0)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

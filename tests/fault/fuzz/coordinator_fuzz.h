@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "coordinator/service/coordinator_service.h"
+#include "tests/fault/fuzz/fuzz_call.h"
 
 namespace plexus::fuzz {
 
@@ -15,6 +16,13 @@ inline coordinator::CoordinatorService* FuzzCoordinator() {
     return s->release();
   }();
   return service;
+}
+
+// Hands the bytes to the coordinator's handler `method` as a Req.
+template <typename Req, typename Resp, typename... Fix>
+void CallCoordinator(const uint8_t* data, size_t size, auto method,
+                     Fix... fix) {
+  CallHandler<Req, Resp>(FuzzCoordinator(), data, size, method, fix...);
 }
 
 }  // namespace plexus::fuzz

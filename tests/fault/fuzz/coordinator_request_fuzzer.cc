@@ -11,17 +11,6 @@
 #include <cstdint>
 
 #include "tests/fault/fuzz/coordinator_fuzz.h"
-#include "tests/fault/fuzz/fuzz_call.h"
-
-namespace {
-
-template <typename Req, typename Resp, typename... Fix>
-void Call(const uint8_t* data, size_t size, auto method, Fix... fix) {
-  plexus::fuzz::CallHandler<Req, Resp>(plexus::fuzz::FuzzCoordinator(), data,
-                                       size, method, fix...);
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
@@ -31,48 +20,61 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t n = size - 1;
   switch (data[0] % 12) {
     case 0:
-      Call<v1::RegisterRequest, v1::RegisterResponse>(body, n, &S::Register);
+      plexus::fuzz::CallCoordinator<v1::RegisterRequest, v1::RegisterResponse>(
+          body, n, &S::Register);
       break;
     case 1:
-      Call<v1::ListProcessesRequest, v1::ListProcessesResponse>(
+      plexus::fuzz::CallCoordinator<v1::ListProcessesRequest,
+                                    v1::ListProcessesResponse>(
           body, n, &S::ListProcesses);
       break;
     case 2:
-      Call<v1::GetShardMapRequest, v1::GetShardMapResponse>(body, n,
-                                                            &S::GetShardMap);
+      plexus::fuzz::CallCoordinator<v1::GetShardMapRequest,
+                                    v1::GetShardMapResponse>(body, n,
+                                                             &S::GetShardMap);
       break;
     case 3:
-      Call<v1::NextTaskRequest, v1::NextTaskResponse>(
+      plexus::fuzz::CallCoordinator<v1::NextTaskRequest, v1::NextTaskResponse>(
           body, n, &S::NextTask,
           [](auto& r) { r.set_wait_ms(std::min<int64_t>(r.wait_ms(), 1)); });
       break;
     case 4:
-      Call<v1::ReportResultRequest, v1::ReportResultResponse>(body, n,
+      plexus::fuzz::CallCoordinator<v1::ReportResultRequest,
+                                    v1::ReportResultResponse>(body, n,
                                                               &S::ReportResult);
       break;
     case 5:
-      Call<v1::SubmitJobRequest, v1::SubmitJobResponse>(body, n, &S::SubmitJob);
+      plexus::fuzz::CallCoordinator<v1::SubmitJobRequest,
+                                    v1::SubmitJobResponse>(body, n,
+                                                           &S::SubmitJob);
       break;
     case 6:
-      Call<v1::ScheduleRequest, v1::ScheduleResponse>(body, n, &S::Schedule);
+      plexus::fuzz::CallCoordinator<v1::ScheduleRequest, v1::ScheduleResponse>(
+          body, n, &S::Schedule);
       break;
     case 7:
-      Call<v1::JoinRequest, v1::JoinResponse>(body, n, &S::Join, [](auto& r) {
-        r.set_timeout_ms(std::clamp<int64_t>(r.timeout_ms(), 1, 1));
-      });
+      plexus::fuzz::CallCoordinator<v1::JoinRequest, v1::JoinResponse>(
+          body, n, &S::Join, [](auto& r) {
+            r.set_timeout_ms(std::clamp<int64_t>(r.timeout_ms(), 1, 1));
+          });
       break;
     case 8:
-      Call<v1::FetchRequest, v1::FetchResponse>(body, n, &S::Fetch);
+      plexus::fuzz::CallCoordinator<v1::FetchRequest, v1::FetchResponse>(
+          body, n, &S::Fetch);
       break;
     case 9:
-      Call<v1::CancelJobRequest, v1::CancelJobResponse>(body, n, &S::CancelJob);
+      plexus::fuzz::CallCoordinator<v1::CancelJobRequest,
+                                    v1::CancelJobResponse>(body, n,
+                                                           &S::CancelJob);
       break;
     case 10:
-      Call<v1::GetJobStatusRequest, v1::GetJobStatusResponse>(body, n,
+      plexus::fuzz::CallCoordinator<v1::GetJobStatusRequest,
+                                    v1::GetJobStatusResponse>(body, n,
                                                               &S::GetJobStatus);
       break;
     case 11:
-      Call<v1::ListCheckpointsRequest, v1::ListCheckpointsResponse>(
+      plexus::fuzz::CallCoordinator<v1::ListCheckpointsRequest,
+                                    v1::ListCheckpointsResponse>(
           body, n, &S::ListCheckpoints);
       break;
   }

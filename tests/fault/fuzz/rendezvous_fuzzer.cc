@@ -10,17 +10,6 @@
 #include <cstdint>
 
 #include "tests/fault/fuzz/coordinator_fuzz.h"
-#include "tests/fault/fuzz/fuzz_call.h"
-
-namespace {
-
-template <typename Req, typename Resp, typename... Fix>
-void Call(const uint8_t* data, size_t size, auto method, Fix... fix) {
-  plexus::fuzz::CallHandler<Req, Resp>(plexus::fuzz::FuzzCoordinator(), data,
-                                       size, method, fix...);
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
@@ -31,31 +20,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto none = [](auto&) {};
   switch (data[0] % 6) {
     case 0:
-      Call<v1::RendezvousSetRequest, v1::RendezvousSetResponse>(
+      plexus::fuzz::CallCoordinator<v1::RendezvousSetRequest,
+                                    v1::RendezvousSetResponse>(
           body, n, &S::RendezvousSet, none);
       break;
     case 1:
-      Call<v1::RendezvousGetRequest, v1::RendezvousGetResponse>(
+      plexus::fuzz::CallCoordinator<v1::RendezvousGetRequest,
+                                    v1::RendezvousGetResponse>(
           body, n, &S::RendezvousGet, none);
       break;
     case 2:
-      Call<v1::RendezvousWaitRequest, v1::RendezvousWaitResponse>(
+      plexus::fuzz::CallCoordinator<v1::RendezvousWaitRequest,
+                                    v1::RendezvousWaitResponse>(
           body, n, &S::RendezvousWait, [](auto& r) {
             r.set_timeout_ms(std::clamp<int64_t>(r.timeout_ms(), 1, 1));
           });
       break;
     case 3:
-      Call<v1::JoinGroupRequest, v1::JoinGroupResponse>(
+      plexus::fuzz::CallCoordinator<v1::JoinGroupRequest,
+                                    v1::JoinGroupResponse>(
           body, n, &S::JoinGroup, [](auto& r) {
             r.set_timeout_ms(std::clamp<int64_t>(r.timeout_ms(), 1, 1));
           });
       break;
     case 4:
-      Call<v1::GetGroupRequest, v1::GetGroupResponse>(body, n, &S::GetGroup,
-                                                      none);
+      plexus::fuzz::CallCoordinator<v1::GetGroupRequest, v1::GetGroupResponse>(
+          body, n, &S::GetGroup, none);
       break;
     case 5:
-      Call<v1::BumpGroupEpochRequest, v1::BumpGroupEpochResponse>(
+      plexus::fuzz::CallCoordinator<v1::BumpGroupEpochRequest,
+                                    v1::BumpGroupEpochResponse>(
           body, n, &S::BumpGroupEpoch, none);
       break;
   }
