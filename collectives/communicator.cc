@@ -54,6 +54,20 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
       forced = *a;
     }
   }
+  Backend backend = options.backend;
+  if (backend == Backend::kAuto) {
+    if (const char* env = std::getenv("PLEXUS_COLL_BACKEND"); env && *env) {
+      std::optional<Backend> b = ParseBackend(env);
+      if (!b) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("PLEXUS_COLL_BACKEND=", env,
+                         ": expected auto, ucx, nccl or hierarchical"));
+      }
+      backend = *b;
+    }
+  }
+  // Before the host transport connects: see collectives/device_collectives.h.
+  PLEXUS_RETURN_IF_ERROR(PublishDeviceInfo(store, rank, options, backend));
   ucx::UcxTransportOptions topts;
   topts.progress = options.progress == ProgressMode::kBlocking
                        ? ucx::UcxTransportOptions::Progress::kBlocking
@@ -63,8 +77,11 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
   topts.group_epoch = options.group_epoch;
   PLEXUS_ASSIGN_OR_RETURN(auto transport,
                           ucx::NewUcxTransport(store, rank, size, topts));
+  PLEXUS_ASSIGN_OR_RETURN(
+      auto device, NewDeviceCollectives(store, rank, size, options, backend));
   auto comm =
       std::make_unique<CommunicatorImpl>(std::move(transport), options, forced);
+  comm->SetDevice(std::move(device));
   if (options.calibrate && !options.deterministic && size > 1) {
     PLEXUS_RETURN_IF_ERROR(comm->Calibrate(), "calibrating the cost model");
   }
@@ -152,6 +169,7 @@ CommunicatorImpl::~CommunicatorImpl() {
             options_.name, " rank ", rank(), ": communicator destroyed"));
       }
       transport_->Abort(error_);
+      if (device_ != nullptr) device_->Abort(error_);
     }
   }
   if (loop_.joinable()) loop_.join();
@@ -282,6 +300,7 @@ void CommunicatorImpl::Abort() {
     if (error_.ok()) error_ = why;
   }
   transport_->Abort(why);
+  if (device_ != nullptr) device_->Abort(why);
 }
 
 absl::Status CommunicatorImpl::status() const {
@@ -301,6 +320,28 @@ absl::Status CommunicatorImpl::CheckRoot(int root) const {
   return absl::OkStatus();
 }
 
+std::shared_ptr<Work> CommunicatorImpl::MaybeDevice(const std::string& name,
+                                                    const void* a,
+                                                    const void* b,
+                                                    const OpOptions& opts,
+                                                    DeviceBody fn) {
+  if (device_ == nullptr) return nullptr;
+  const bool da = device_->IsDevice(a), db = device_->IsDevice(b);
+  if (!da && !db) return nullptr;
+  if (da != db) {
+    return Failed(absl::InvalidArgumentError(
+        absl::StrCat(name,
+                     ": one buffer is in device memory and the other in "
+                     "host memory; pass both on the same side")));
+  }
+  DeviceCollectives* device = device_.get();
+  return Submit(absl::StrCat(name, " on device buffers (", device->name(), ")"),
+                Algorithm::kAuto, opts,
+                [device, fn = std::move(fn)](const AlgoContext& ctx) {
+                  return fn(device, ctx.deadline);
+                });
+}
+
 namespace {
 absl::Status CheckBuffers(const void* a, const void* b, size_t count) {
   if (count > 0 && (a == nullptr || b == nullptr)) {
@@ -318,23 +359,31 @@ std::shared_ptr<Work> CommunicatorImpl::AllReduceAsync(const void* send,
   if (absl::Status s = CheckBuffers(send, recv, count); !s.ok()) {
     return Failed(s);
   }
+  std::string name =
+      absl::StrCat("all-reduce(", count, " x ", DataTypeName(type), ", ",
+                   ReduceOpName(op), ")");
+  if (auto w = MaybeDevice(name, send, recv, opts,
+                           [=](DeviceCollectives* d, absl::Time deadline) {
+                             return d->AllReduce(send, recv, count, type, op,
+                                                 deadline, opts.stream);
+                           })) {
+    return w;
+  }
   const size_t bytes = count * DataTypeSize(type);
   Algorithm algo = opts.algorithm != Algorithm::kAuto ? opts.algorithm
                    : forced_ != Algorithm::kAuto      ? forced_
                                                       : SelectAllReduce(bytes);
-  return Submit(absl::StrCat("all-reduce(", count, " x ", DataTypeName(type),
-                             ", ", ReduceOpName(op), ")"),
-                algo, opts, [=](const AlgoContext& ctx) {
-                  if (send != recv && bytes > 0) std::memcpy(recv, send, bytes);
-                  switch (algo) {
-                    case Algorithm::kTree:
-                      return TreeAllReduce(ctx, recv, count, type, op);
-                    case Algorithm::kRecursiveDoubling:
-                      return DoublingAllReduce(ctx, recv, count, type, op);
-                    default:
-                      return RingAllReduce(ctx, recv, count, type, op);
-                  }
-                });
+  return Submit(std::move(name), algo, opts, [=](const AlgoContext& ctx) {
+    if (send != recv && bytes > 0) std::memcpy(recv, send, bytes);
+    switch (algo) {
+      case Algorithm::kTree:
+        return TreeAllReduce(ctx, recv, count, type, op);
+      case Algorithm::kRecursiveDoubling:
+        return DoublingAllReduce(ctx, recv, count, type, op);
+      default:
+        return RingAllReduce(ctx, recv, count, type, op);
+    }
+  });
 }
 
 std::shared_ptr<Work> CommunicatorImpl::ReduceScatterAsync(
@@ -343,22 +392,32 @@ std::shared_ptr<Work> CommunicatorImpl::ReduceScatterAsync(
   if (absl::Status s = CheckBuffers(send, recv, recv_count); !s.ok()) {
     return Failed(s);
   }
+  std::string name =
+      absl::StrCat("reduce-scatter(", recv_count, " x ", DataTypeName(type),
+                   ", ", ReduceOpName(op), ")");
+  if (auto w = MaybeDevice(name, send, recv, opts,
+                           [=](DeviceCollectives* d, absl::Time deadline) {
+                             return d->ReduceScatter(send, recv, recv_count,
+                                                     type, op, deadline,
+                                                     opts.stream);
+                           })) {
+    return w;
+  }
   const size_t esz = DataTypeSize(type);
   const int n = size();
   const int r = rank();
-  return Submit(absl::StrCat("reduce-scatter(", recv_count, " x ",
-                             DataTypeName(type), ", ", ReduceOpName(op), ")"),
-                Algorithm::kRing, opts, [=](const AlgoContext& ctx) {
-                  const size_t block = recv_count * esz;
-                  std::vector<char> scratch(block * n);
-                  if (block > 0) std::memcpy(scratch.data(), send, block * n);
-                  PLEXUS_RETURN_IF_ERROR(RingReduceScatter(
-                      ctx, scratch.data(), recv_count, type, op));
-                  if (block > 0) {
-                    std::memcpy(recv, scratch.data() + block * r, block);
-                  }
-                  return absl::OkStatus();
-                });
+  return Submit(
+      std::move(name), Algorithm::kRing, opts, [=](const AlgoContext& ctx) {
+        const size_t block = recv_count * esz;
+        std::vector<char> scratch(block * n);
+        if (block > 0) std::memcpy(scratch.data(), send, block * n);
+        PLEXUS_RETURN_IF_ERROR(
+            RingReduceScatter(ctx, scratch.data(), recv_count, type, op));
+        if (block > 0) {
+          std::memcpy(recv, scratch.data() + block * r, block);
+        }
+        return absl::OkStatus();
+      });
 }
 
 std::shared_ptr<Work> CommunicatorImpl::AllGatherAsync(const void* send,
@@ -369,15 +428,24 @@ std::shared_ptr<Work> CommunicatorImpl::AllGatherAsync(const void* send,
   if (absl::Status s = CheckBuffers(send, recv, send_count); !s.ok()) {
     return Failed(s);
   }
+  std::string name =
+      absl::StrCat("all-gather(", send_count, " x ", DataTypeName(type), ")");
+  if (auto w = MaybeDevice(name, send, recv, opts,
+                           [=](DeviceCollectives* d, absl::Time deadline) {
+                             return d->AllGather(send, recv, send_count, type,
+                                                 deadline, opts.stream);
+                           })) {
+    return w;
+  }
   const size_t block = send_count * DataTypeSize(type);
   const int r = rank();
-  return Submit(
-      absl::StrCat("all-gather(", send_count, " x ", DataTypeName(type), ")"),
-      Algorithm::kRing, opts, [=](const AlgoContext& ctx) {
-        char* mine = static_cast<char*>(recv) + block * r;
-        if (mine != send && block > 0) std::memmove(mine, send, block);
-        return RingAllGather(ctx, recv, send_count, type);
-      });
+  return Submit(std::move(name), Algorithm::kRing, opts,
+                [=](const AlgoContext& ctx) {
+                  char* mine = static_cast<char*>(recv) + block * r;
+                  if (mine != send && block > 0)
+                    std::memmove(mine, send, block);
+                  return RingAllGather(ctx, recv, send_count, type);
+                });
 }
 
 std::shared_ptr<Work> CommunicatorImpl::BroadcastAsync(void* buf, size_t count,
@@ -387,9 +455,16 @@ std::shared_ptr<Work> CommunicatorImpl::BroadcastAsync(void* buf, size_t count,
     return Failed(s);
   }
   if (absl::Status s = CheckRoot(root); !s.ok()) return Failed(s);
-  return Submit(absl::StrCat("broadcast(", count, " x ", DataTypeName(type),
-                             ", root ", root, ")"),
-                Algorithm::kTree, opts, [=](const AlgoContext& ctx) {
+  std::string name = absl::StrCat("broadcast(", count, " x ",
+                                  DataTypeName(type), ", root ", root, ")");
+  if (auto w = MaybeDevice(
+          name, buf, buf, opts, [=](DeviceCollectives* d, absl::Time deadline) {
+            return d->Broadcast(buf, count, type, root, deadline, opts.stream);
+          })) {
+    return w;
+  }
+  return Submit(std::move(name), Algorithm::kTree, opts,
+                [=](const AlgoContext& ctx) {
                   return TreeBroadcast(ctx, buf, count, type, root);
                 });
 }
@@ -405,10 +480,18 @@ std::shared_ptr<Work> CommunicatorImpl::ReduceAsync(const void* send,
     return Failed(s);
   }
   if (absl::Status s = CheckRoot(root); !s.ok()) return Failed(s);
+  std::string name = absl::StrCat("reduce(", count, " x ", DataTypeName(type),
+                                  ", ", ReduceOpName(op), ", root ", root, ")");
+  if (auto w = MaybeDevice(name, send, is_root ? recv : send, opts,
+                           [=](DeviceCollectives* d, absl::Time deadline) {
+                             return d->Reduce(send, recv, count, type, op, root,
+                                              deadline, opts.stream);
+                           })) {
+    return w;
+  }
   const size_t bytes = count * DataTypeSize(type);
-  return Submit(absl::StrCat("reduce(", count, " x ", DataTypeName(type), ", ",
-                             ReduceOpName(op), ", root ", root, ")"),
-                Algorithm::kTree, opts, [=](const AlgoContext& ctx) {
+  return Submit(std::move(name), Algorithm::kTree, opts,
+                [=](const AlgoContext& ctx) {
                   std::vector<char> scratch;
                   void* work = recv;
                   if (!is_root) {

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "collectives/algorithms/algorithms.h"
+#include "collectives/device_collectives.h"
 #include "collectives/transport/transport.h"
 #include "plexus/collectives/communicator.h"
 
@@ -50,6 +51,11 @@ class CommunicatorImpl : public Communicator {
                    const CommunicatorOptions& options, Algorithm forced);
   ~CommunicatorImpl() override;
 
+  // Hands device buffers to `device` (null: none are recognised). Before
+  // Start.
+  void SetDevice(std::unique_ptr<DeviceCollectives> device) {
+    device_ = std::move(device);
+  }
   // Measures alpha and beta (collective: every rank calls it, before Start).
   absl::Status Calibrate();
   // Starts the operation thread.
@@ -78,6 +84,9 @@ class CommunicatorImpl : public Communicator {
   absl::Status status() const override;
   Algorithm SelectAllReduce(size_t bytes) const override;
   CostModel cost_model() const override { return cost_model_; }
+  absl::string_view device_backend() const override {
+    return device_ != nullptr ? device_->name() : "none";
+  }
 
   // Runs queued operations up to and including `work` on the calling thread,
   // unless another thread drives the transport now. Waiting threads call it:
@@ -107,6 +116,15 @@ class CommunicatorImpl : public Communicator {
   // the loop starts).
   absl::Status Run(const Body& body, absl::Time deadline);
   absl::Status CheckRoot(int root) const;
+  // Device buffers: null when `a` and `b` are host memory (or no device
+  // backend is set: nothing is checked then); otherwise the submitted (or
+  // refused, for mixed host and device buffers) work that runs `fn` on the
+  // device backend.
+  using DeviceBody =
+      std::function<absl::Status(DeviceCollectives*, absl::Time deadline)>;
+  std::shared_ptr<Work> MaybeDevice(const std::string& name, const void* a,
+                                    const void* b, const OpOptions& opts,
+                                    DeviceBody fn);
 
   // Constant after construction (cost_model_ may change in Calibrate, before
   // any operation is submitted).
@@ -114,6 +132,7 @@ class CommunicatorImpl : public Communicator {
   const CommunicatorOptions options_;
   const Algorithm forced_;
   CostModel cost_model_;
+  std::unique_ptr<DeviceCollectives> device_;  // may be null
 
   // Used by the thread that holds driver_busy_.
   uint32_t next_op_ = 0;

@@ -79,4 +79,27 @@ std::optional<Algorithm> ParseAlgorithm(absl::string_view name) {
   return std::nullopt;
 }
 
+absl::string_view BackendName(Backend backend) {
+  switch (backend) {
+    case Backend::kAuto:
+      return "auto";
+    case Backend::kUcx:
+      return "ucx";
+    case Backend::kNccl:
+      return "nccl";
+    case Backend::kHierarchical:
+      return "hierarchical";
+  }
+  return "?";
+}
+
+std::optional<Backend> ParseBackend(absl::string_view name) {
+  const std::string s = absl::AsciiStrToLower(name);
+  if (s == "auto") return Backend::kAuto;
+  if (s == "ucx") return Backend::kUcx;
+  if (s == "nccl") return Backend::kNccl;
+  if (s == "hierarchical" || s == "hier") return Backend::kHierarchical;
+  return std::nullopt;
+}
+
 }  // namespace plexus::collectives

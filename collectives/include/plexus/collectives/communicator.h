@@ -18,6 +18,11 @@
 //     DEADLINE_EXCEEDED naming the rank it waited on, UNAVAILABLE naming a
 //     lost peer, ABORTED after Abort(), INVALID_ARGUMENT for bad arguments
 //     (which does not break the communicator).
+//   - Device (GPU) buffers: with plexus::collectives_gpu linked, a buffer in
+//     device memory (cudaPointerGetAttributes) goes to NCCL when every member
+//     has a GPU, or hierarchically (NCCL in a node, UCX across nodes; all-
+//     reduce only) when members span nodes; see Backend and OpOptions.stream.
+//     Send and recv must both be host or both be device memory.
 //   - Errors are sticky: after a transport error, deadline or Abort, every
 //     later operation fails with FAILED_PRECONDITION carrying the first error.
 //     Re-form the group (a new communicator, a new store prefix) to go on.
@@ -111,6 +116,11 @@ class Communicator {
   virtual Algorithm SelectAllReduce(size_t bytes) const = 0;
   // The cost model in use (after calibration, if any).
   virtual CostModel cost_model() const = 0;
+  // Who carries operations on device (GPU) buffers: "nccl", "hierarchical",
+  // or "none" (device buffers are refused, FAILED_PRECONDITION). Host
+  // buffers always go through UCX. See Backend in options.h; device support
+  // needs the program to link plexus::collectives_gpu.
+  virtual absl::string_view device_backend() const = 0;
 };
 
 }  // namespace plexus::collectives

@@ -30,6 +30,21 @@ absl::string_view AlgorithmName(Algorithm algorithm);
 // "ring", "tree", "rd" (or "recursive_doubling"), "auto"; nullopt otherwise.
 std::optional<Algorithm> ParseAlgorithm(absl::string_view name);
 
+// Who carries operations on GPU (device) buffers. Host buffers always go
+// through UCX.
+//   kAuto: NCCL when every member has a GPU (and the program links
+//     plexus::collectives_gpu): one NCCL communicator when all members are
+//     on one node, kHierarchical when they span nodes; otherwise none.
+//   kUcx: never NCCL; device buffers are refused (FAILED_PRECONDITION).
+//   kNccl: one NCCL communicator over all members, whatever the nodes.
+//   kHierarchical: NCCL inside each node, UCX across nodes.
+// Forcing kNccl or kHierarchical fails Create (FAILED_PRECONDITION) when a
+// member has no GPU or the program was built without NCCL.
+enum class Backend { kAuto, kUcx, kNccl, kHierarchical };
+absl::string_view BackendName(Backend backend);
+// "auto", "ucx", "nccl", "hierarchical" (or "hier"); nullopt otherwise.
+std::optional<Backend> ParseBackend(absl::string_view name);
+
 // How a waiting rank makes progress: kBusyPoll spins (lowest latency, one core
 // per rank); kBlocking sleeps on the transport's event fd (use it when ranks
 // outnumber cores).
@@ -79,6 +94,17 @@ struct CommunicatorOptions {
   // rank must give the same values. Default "" / 0.
   std::string group;
   uint64_t group_epoch = 0;
+  // Device buffers: who carries them (see Backend). kAuto (default): the
+  // environment variable PLEXUS_COLL_BACKEND (auto, ucx, nccl,
+  // hierarchical) if set, else chosen as Backend says.
+  Backend backend = Backend::kAuto;
+  // The node this rank runs on, for the hierarchical backend: members with
+  // the same node share NCCL. Empty (default): $PLEXUS_NODE if set, else the
+  // host name. (Tests give two ranks on one machine different nodes.)
+  std::string node;
+  // The CUDA device of this rank. -1 (default): the device current on the
+  // thread that calls Create.
+  int device = -1;
 };
 
 struct OpOptions {
@@ -87,6 +113,11 @@ struct OpOptions {
   absl::Time deadline = absl::InfiniteFuture();
   // Per-operation algorithm override for all-reduce (kAuto: communicator's).
   Algorithm algorithm = Algorithm::kAuto;
+  // Device buffers only: the CUDA stream (a cudaStream_t) the operation is
+  // ordered after and runs on; it completes (Wait returns) once the result
+  // is in the buffers. nullptr (default): the communicator's own stream,
+  // after the legacy default stream's work. Ignored for host buffers.
+  void* stream = nullptr;
 };
 
 }  // namespace plexus::collectives

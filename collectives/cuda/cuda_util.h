@@ -1,0 +1,76 @@
+// What the GPU code of Plexus shares around the CUDA runtime: the one
+// translation of cudaError_t into absl::Status, whether this process can use
+// a GPU, what kind of memory a pointer is, and pinned host buffers. Built
+// only where the CUDA toolkit is present (PLEXUS_HAVE_CUDA); the header needs
+// no CUDA headers.
+//
+// Thread safety: free functions may be called from any thread; a
+// PinnedBuffer is used by one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace plexus::collectives::cuda {
+
+// OK for 0 (cudaSuccess); else INTERNAL "<what>: CUDA error <name>:
+// <description>". `error` is a cudaError_t.
+absl::Status CudaStatus(int error, absl::string_view what);
+
+// Empty when this process can use a GPU; else why not (no driver, "driver
+// version is insufficient", no devices). Never fails: on the machines
+// without a GPU the answer is "no".
+std::string NoGpuReason();
+inline bool HaveGpu() { return NoGpuReason().empty(); }
+
+enum class MemoryKind {
+  kHost,     // ordinary or pinned host memory (also: no CUDA here at all)
+  kDevice,   // cudaMalloc'd memory of some GPU
+  kManaged,  // cudaMallocManaged: both can touch it
+};
+// What `p` points at (cudaPointerGetAttributes). A pointer CUDA does not
+// know, and any pointer on a machine without a usable GPU, is kHost.
+MemoryKind KindOf(const void* p);
+// Whether `p` must be moved by CUDA (kDevice; managed memory counts as
+// device memory too, since NCCL and kernels handle it best).
+inline bool IsDeviceMemory(const void* p) {
+  return KindOf(p) != MemoryKind::kHost;
+}
+
+// Waits until the CUDA event (a cudaEvent_t as void*) has completed, polling
+// with a backoff of 1 us .. 100 us. DEADLINE_EXCEEDED naming `what` once
+// `deadline` passes; INTERNAL for a CUDA error.
+absl::Status WaitEvent(void* event, absl::Time deadline,
+                       absl::string_view what);
+// The same for every piece of work enqueued so far on `stream` (a
+// cudaStream_t as void*).
+absl::Status WaitStream(void* stream, absl::Time deadline,
+                        absl::string_view what);
+
+// Page-locked (pinned) host memory, the staging area between device memory
+// and the network: copies from and to it run at PCIe speed and
+// asynchronously. Grows on demand, never shrinks.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  // At least `bytes` of pinned memory (the old contents are lost when it
+  // grows). INTERNAL when CUDA cannot pin that much.
+  absl::StatusOr<char*> Reserve(size_t bytes);
+  char* data() const { return data_; }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  char* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+}  // namespace plexus::collectives::cuda

@@ -1,0 +1,287 @@
+// The device support of plexus::collectives_gpu: NCCL when every member has a
+// GPU, hierarchical NCCL + UCX when the members span nodes. See
+// collectives/device_collectives.h.
+#include <cuda_runtime.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "collectives/cuda/cuda_util.h"
+#include "collectives/device_collectives.h"
+#include "collectives/nccl/hierarchical_allreduce.h"
+#include "collectives/nccl/nccl_communicator.h"
+#include "collectives/transport/ucx/ucx_transport.h"
+#include "common/status.h"
+#include "glog/logging.h"
+
+namespace plexus::collectives {
+namespace {
+
+std::string InfoKey(int rank) { return absl::StrCat("device/", rank); }
+
+std::string NodeOf(const CommunicatorOptions& options) {
+  if (!options.node.empty()) return options.node;
+  if (const char* env = std::getenv("PLEXUS_NODE"); env && *env) return env;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) return "localhost";
+  return host;
+}
+
+// Whether this process can use the GPU `options.device` asks for.
+bool UsableGpu(const CommunicatorOptions& options) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return n > 0 && options.device < n;
+}
+
+void* AsStream(void* s) {
+  return s != nullptr ? s : static_cast<void*>(cudaStreamLegacy);
+}
+
+// Recognises device buffers and refuses them: this process has a GPU, but
+// the group does not use NCCL (backend kUcx, or a member without a GPU).
+class NoDevice : public DeviceCollectives {
+ public:
+  explicit NoDevice(std::string why) : why_(std::move(why)) {}
+  absl::string_view name() const override { return "none"; }
+  bool IsDevice(const void* p) const override {
+    return cuda::IsDeviceMemory(p);
+  }
+  absl::Status AllReduce(const void*, void*, size_t, DataType, ReduceOp,
+                         absl::Time, void*) override {
+    return Refuse();
+  }
+  absl::Status ReduceScatter(const void*, void*, size_t, DataType, ReduceOp,
+                             absl::Time, void*) override {
+    return Refuse();
+  }
+  absl::Status AllGather(const void*, void*, size_t, DataType, absl::Time,
+                         void*) override {
+    return Refuse();
+  }
+  absl::Status Broadcast(void*, size_t, DataType, int, absl::Time,
+                         void*) override {
+    return Refuse();
+  }
+  absl::Status Reduce(const void*, void*, size_t, DataType, ReduceOp, int,
+                      absl::Time, void*) override {
+    return Refuse();
+  }
+  void Abort(const absl::Status&) override {}
+
+ private:
+  absl::Status Refuse() const {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device buffers need a device backend, and this communicator has "
+        "none (",
+        why_, "); pass host buffers"));
+  }
+  const std::string why_;
+};
+
+// One NCCL communicator over the whole group.
+class FlatNccl : public DeviceCollectives {
+ public:
+  explicit FlatNccl(std::unique_ptr<nccl::NcclCommunicator> comm)
+      : comm_(std::move(comm)) {}
+  absl::string_view name() const override { return "nccl"; }
+  bool IsDevice(const void* p) const override {
+    return cuda::IsDeviceMemory(p);
+  }
+  absl::Status AllReduce(const void* send, void* recv, size_t count,
+                         DataType type, ReduceOp op, absl::Time deadline,
+                         void* stream) override {
+    return comm_->AllReduce(send, recv, count, type, op, deadline,
+                            AsStream(stream));
+  }
+  absl::Status ReduceScatter(const void* send, void* recv, size_t recv_count,
+                             DataType type, ReduceOp op, absl::Time deadline,
+                             void* stream) override {
+    return comm_->ReduceScatter(send, recv, recv_count, type, op, deadline,
+                                AsStream(stream));
+  }
+  absl::Status AllGather(const void* send, void* recv, size_t send_count,
+                         DataType type, absl::Time deadline,
+                         void* stream) override {
+    return comm_->AllGather(send, recv, send_count, type, deadline,
+                            AsStream(stream));
+  }
+  absl::Status Broadcast(void* buf, size_t count, DataType type, int root,
+                         absl::Time deadline, void* stream) override {
+    return comm_->Broadcast(buf, count, type, root, deadline, AsStream(stream));
+  }
+  absl::Status Reduce(const void* send, void* recv, size_t count, DataType type,
+                      ReduceOp op, int root, absl::Time deadline,
+                      void* stream) override {
+    return comm_->Reduce(send, recv, count, type, op, root, deadline,
+                         AsStream(stream));
+  }
+  void Abort(const absl::Status&) override { comm_->Abort(); }
+
+ private:
+  const std::unique_ptr<nccl::NcclCommunicator> comm_;
+};
+
+// NCCL inside nodes, UCX across: all-reduce only.
+class Hierarchical : public DeviceCollectives {
+ public:
+  explicit Hierarchical(std::unique_ptr<nccl::HierarchicalAllReduce> h)
+      : h_(std::move(h)) {}
+  absl::string_view name() const override { return "hierarchical"; }
+  bool IsDevice(const void* p) const override {
+    return cuda::IsDeviceMemory(p);
+  }
+  absl::Status AllReduce(const void* send, void* recv, size_t count,
+                         DataType type, ReduceOp op, absl::Time deadline,
+                         void* stream) override {
+    return h_->AllReduce(send, recv, count, type, op, deadline, stream);
+  }
+  absl::Status ReduceScatter(const void*, void*, size_t, DataType, ReduceOp,
+                             absl::Time, void*) override {
+    return Unimplemented("reduce-scatter");
+  }
+  absl::Status AllGather(const void*, void*, size_t, DataType, absl::Time,
+                         void*) override {
+    return Unimplemented("all-gather");
+  }
+  absl::Status Broadcast(void*, size_t, DataType, int, absl::Time,
+                         void*) override {
+    return Unimplemented("broadcast");
+  }
+  absl::Status Reduce(const void*, void*, size_t, DataType, ReduceOp, int,
+                      absl::Time, void*) override {
+    return Unimplemented("reduce");
+  }
+  void Abort(const absl::Status& why) override { h_->Abort(why); }
+
+ private:
+  static absl::Status Unimplemented(absl::string_view what) {
+    return absl::UnimplementedError(absl::StrCat(
+        "the hierarchical backend runs all-reduce only; ", what,
+        " of device buffers across nodes needs Backend::kNccl (one NCCL "
+        "communicator over all nodes) or host buffers"));
+  }
+  const std::unique_ptr<nccl::HierarchicalAllReduce> h_;
+};
+
+}  // namespace
+
+absl::Status PublishDeviceInfo(Store* store, int rank,
+                               const CommunicatorOptions& options,
+                               Backend backend) {
+  if (backend == Backend::kUcx) return absl::OkStatus();
+  return Annotate(
+      store->Set(InfoKey(rank), absl::StrCat(UsableGpu(options) ? 1 : 0, " ",
+                                             NodeOf(options))),
+      "publishing whether this rank has a GPU");
+}
+
+absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
+    Store* store, int rank, int size, const CommunicatorOptions& options,
+    Backend backend) {
+  const bool have_gpu = UsableGpu(options);
+  if (backend == Backend::kUcx) {
+    if (!have_gpu) return nullptr;
+    return std::make_unique<NoDevice>("the backend is ucx");
+  }
+  // Every rank published before the host transport connected (see the
+  // header): a key missing now means a rank without GPU support.
+  std::vector<int> without_gpu;
+  std::vector<std::string> nodes(size);
+  for (int r = 0; r < size; ++r) {
+    absl::StatusOr<std::string> info = store->Get(InfoKey(r), absl::Now());
+    std::vector<std::string> parts;
+    if (info.ok()) parts = absl::StrSplit(*info, absl::MaxSplits(' ', 1));
+    if (parts.size() != 2 || parts[0] != "1") {
+      without_gpu.push_back(r);
+      continue;
+    }
+    nodes[r] = parts[1];
+  }
+  const bool forced =
+      backend == Backend::kNccl || backend == Backend::kHierarchical;
+  if (!without_gpu.empty()) {
+    std::string why = absl::StrCat("ranks without a usable GPU: ",
+                                   absl::StrJoin(without_gpu, ", "));
+    if (forced) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "collectives backend ", BackendName(backend),
+          " was asked for, but not every member has a GPU (", why, ")"));
+    }
+    if (!have_gpu) return nullptr;
+    return std::make_unique<NoDevice>(why);
+  }
+  // Nodes in order of their lowest rank; this rank's place in its node.
+  std::vector<std::string> node_names;
+  std::map<std::string, int> node_index;
+  for (int r = 0; r < size; ++r) {
+    if (node_index.emplace(nodes[r], node_names.size()).second) {
+      node_names.push_back(nodes[r]);
+    }
+  }
+  const int num_nodes = static_cast<int>(node_names.size());
+  const bool hierarchical = backend == Backend::kHierarchical ||
+                            (backend == Backend::kAuto && num_nodes > 1);
+  nccl::NcclOptions nopts;
+  nopts.device = options.device;
+  nopts.init_timeout = options.connect_timeout;
+  if (!hierarchical) {
+    auto prefixed = NewPrefixStore(store, "device/nccl");
+    PLEXUS_ASSIGN_OR_RETURN(
+        auto comm,
+        nccl::NcclCommunicator::Create(prefixed.get(), rank, size, nopts),
+        "creating the NCCL communicator of the group");
+    LOG_IF(INFO, rank == 0) << options.name << ": device buffers go through "
+                            << "NCCL (" << size << " ranks)";
+    return std::make_unique<FlatNccl>(std::move(comm));
+  }
+  const int my_node = node_index[nodes[rank]];
+  int local_rank = 0, local_size = 0;
+  for (int r = 0; r < size; ++r) {
+    if (nodes[r] != nodes[rank]) continue;
+    if (r < rank) ++local_rank;
+    ++local_size;
+  }
+  auto node_store =
+      NewPrefixStore(store, absl::StrCat("device/node/", my_node));
+  PLEXUS_ASSIGN_OR_RETURN(
+      auto local,
+      nccl::NcclCommunicator::Create(node_store.get(), local_rank, local_size,
+                                     nopts),
+      absl::StrCat("creating the NCCL communicator of node ", nodes[rank]));
+  std::unique_ptr<Transport> cross;
+  if (local_rank == 0 && num_nodes > 1) {
+    auto leaders = NewPrefixStore(store, "device/leaders");
+    ucx::UcxTransportOptions topts;
+    topts.progress = options.progress == ProgressMode::kBlocking
+                         ? ucx::UcxTransportOptions::Progress::kBlocking
+                         : ucx::UcxTransportOptions::Progress::kBusyPoll;
+    topts.connect_timeout = options.connect_timeout;
+    topts.group = options.group;
+    topts.group_epoch = options.group_epoch;
+    PLEXUS_ASSIGN_OR_RETURN(
+        cross, ucx::NewUcxTransport(leaders.get(), my_node, num_nodes, topts),
+        "connecting the node leaders over UCX");
+  }
+  nccl::HierarchicalOptions hopts;
+  hopts.pipeline_bytes = options.pipeline_bytes;
+  PLEXUS_ASSIGN_OR_RETURN(auto h,
+                          nccl::HierarchicalAllReduce::Create(
+                              std::move(local), std::move(cross), size, hopts));
+  LOG_IF(INFO, rank == 0) << options.name << ": device buffers go through "
+                          << "hierarchical NCCL + UCX (" << num_nodes
+                          << " nodes, " << size << " ranks)";
+  return std::make_unique<Hierarchical>(std::move(h));
+}
+
+}  // namespace plexus::collectives
