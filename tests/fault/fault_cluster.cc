@@ -4,8 +4,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include <grpcpp/grpcpp.h>
@@ -15,15 +13,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
-#include "common/health_client.h"
 #include "common/status.h"
 #include "plexus/v1/ps.grpc.pb.h"
 #include "tests/integration/golden.h"
 #include "tests/util/test_env.h"
 
 namespace plexus::fault {
-
-namespace fs = std::filesystem;
 
 size_t CountOf(const std::string& text, const std::string& needle) {
   size_t n = 0;
@@ -157,43 +152,46 @@ absl::Status NetHost::Heal() {
   return Iptables({"-F", "INPUT"});
 }
 
-// --- FaultCluster
-// -------------------------------------------------------------
+// --- FaultCluster -----------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Start(
     const FaultClusterOptions& options) {
   if (options.root_dir.empty() || options.num_ps < 1) {
     return absl::InvalidArgumentError("root_dir and num_ps >= 1 are required");
   }
+  local::LocalClusterOptions lo;
+  lo.bin_dir = testing::BinDir();
+  lo.root_dir = options.root_dir;
+  lo.num_ps = options.num_ps;
+  lo.kill_with_parent = true;
+  lo.log_per_run = true;
+  lo.coordinator_watches_shards = options.coordinator_knows_shards;
+  // The harness's flags first: the test's own come later and win.
+  const std::vector<std::string> daemon = {
+      "--host=" + options.bind_host, "--failpoint_rpc", "--shutdown_grace_s=5"};
+  lo.ps_flags = daemon;
+  lo.ps_flags.insert(lo.ps_flags.end(), options.ps_flags.begin(),
+                     options.ps_flags.end());
+  lo.coordinator_flags = daemon;
+  lo.coordinator_flags.insert(
+      lo.coordinator_flags.end(),
+      {"--heartbeat_interval_ms=100", "--suspect_timeout_ms=600",
+       "--dead_timeout_ms=1500"});
+  lo.coordinator_flags.insert(lo.coordinator_flags.end(),
+                              options.coordinator_flags.begin(),
+                              options.coordinator_flags.end());
   auto c = std::unique_ptr<FaultCluster>(new FaultCluster());
-  c->options_ = options;
-  const std::string bin = testing::BinDir();
+  PLEXUS_ASSIGN_OR_RETURN(c->local_, local::LocalCluster::Start(lo));
+  PLEXUS_ASSIGN_OR_RETURN(c->coordinator_.member,
+                          c->local_->Find("coordinator", 0));
+  c->Sync(c->coordinator_);
+  c->shards_.resize(options.num_ps);
   for (int i = 0; i < options.num_ps; ++i) {
-    Proc p;
-    p.role = "ps";
-    p.index = i;
-    p.dir = absl::StrCat(options.root_dir, "/ps-", i);
-    p.argv = {bin + "/plexus-ps", "--data_dir=" + p.dir + "/data",
-              absl::StrCat("--shard=", i), "--shutdown_grace_s=5"};
-    p.argv.insert(p.argv.end(), options.ps_flags.begin(),
-                  options.ps_flags.end());
-    c->shards_.push_back(std::move(p));
+    PLEXUS_ASSIGN_OR_RETURN(c->shards_[i].member, c->local_->Find("ps", i));
+    c->Sync(c->shards_[i]);
   }
-  for (Proc& p : c->shards_) PLEXUS_RETURN_IF_ERROR(c->StartDaemon(p));
-  Proc& co = c->coordinator_;
-  co.role = "coordinator";
-  co.dir = options.root_dir + "/coordinator";
-  co.argv = {bin + "/plexus-coordinator",   "--data_dir=" + co.dir + "/data",
-             "--heartbeat_interval_ms=100", "--suspect_timeout_ms=600",
-             "--dead_timeout_ms=1500",      "--shutdown_grace_s=5"};
-  if (options.coordinator_knows_shards) {
-    co.argv.push_back("--ps_shards=" + absl::StrJoin(c->ps_addresses(), ","));
-  }
-  co.argv.insert(co.argv.end(), options.coordinator_flags.begin(),
-                 options.coordinator_flags.end());
-  PLEXUS_RETURN_IF_ERROR(c->StartDaemon(co));
-  c->stub_ = v1::Coordinator::NewStub(
-      grpc::CreateChannel(co.address, grpc::InsecureChannelCredentials()));
+  c->stub_ = v1::Coordinator::NewStub(grpc::CreateChannel(
+      c->coordinator_.address, grpc::InsecureChannelCredentials()));
   worker::PsClientOptions po;
   po.shards = c->ps_addresses();
   po.timeout = absl::Seconds(20);
@@ -208,9 +206,21 @@ absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Start(
 
 FaultCluster::~FaultCluster() {
   ps_.reset();
-  for (auto& w : workers_) w->process.reset();  // SIGKILL, reaped
-  coordinator_.process.reset();
-  for (Proc& p : shards_) p.process.reset();
+  local_.reset();  // SIGKILLs and reaps what still runs
+}
+
+void FaultCluster::Sync(Proc& p) {
+  const local::Member& m = local_->members()[p.member];
+  p.role = m.role;
+  p.index = m.index;
+  p.dir = m.dir;
+  p.log = m.log_file;
+  p.port = local_->port(p.member);
+  p.admin_port = m.admin_port;
+  p.address = m.role == "worker" ? "" : m.address;
+  p.process = local_->process(p.member);
+  p.argv = local_->command_line(p.member);
+  p.runs = local_->runs(p.member);
 }
 
 std::vector<std::string> FaultCluster::ps_addresses() const {
@@ -219,107 +229,43 @@ std::vector<std::string> FaultCluster::ps_addresses() const {
   return a;
 }
 
-absl::Status FaultCluster::Launch(Proc& p) {
-  std::error_code ec;
-  fs::create_directories(p.dir, ec);
-  p.log = absl::StrCat(p.dir, "/log-", ++p.runs);
-  SubprocessOptions so;
-  so.argv = p.argv;
-  so.env = p.env;
-  so.log_file = p.log;
-  PLEXUS_ASSIGN_OR_RETURN(p.process, Subprocess::Start(so),
-                          absl::StrCat("starting ", p.role, " ", p.index));
-  return absl::OkStatus();
-}
-
-absl::Status FaultCluster::StartDaemon(Proc& p) {
-  const std::string port_file = p.dir + "/port";
-  const std::string admin_file = p.dir + "/admin_port";
-  std::error_code ec;
-  fs::create_directories(p.dir, ec);
-  fs::remove(port_file, ec);
-  fs::remove(admin_file, ec);
-  if (p.runs == 0) {
-    // First start: port 0 (a free one), found through the port file; a
-    // restart passes the port it had (the argv keeps it).
-    p.argv.insert(p.argv.begin() + 1,
-                  {"--host=" + options_.bind_host, "--port=0",
-                   "--port_file=" + port_file, "--admin_port=0",
-                   "--admin_port_file=" + admin_file, "--failpoint_rpc"});
-  }
-  PLEXUS_RETURN_IF_ERROR(Launch(p));
-  PLEXUS_ASSIGN_OR_RETURN(
-      int port, WaitForPortFile(port_file, absl::Seconds(30), p.process.get()),
-      absl::StrCat(p.role, " ", p.index, " (log ", p.log, "):\n",
-                   ReadFile(p.log)));
-  PLEXUS_ASSIGN_OR_RETURN(
-      p.admin_port,
-      WaitForPortFile(admin_file, absl::Seconds(5), p.process.get()));
-  p.port = port;
-  p.address = absl::StrCat("127.0.0.1:", port);
-  if (p.runs == 1) {
-    for (std::string& a : p.argv) {
-      if (a == "--port=0") a = absl::StrCat("--port=", port);
-      if (a == "--admin_port=0")
-        a = absl::StrCat("--admin_port=", p.admin_port);
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status FaultCluster::Restart(Proc& p) {
-  if (p.process != nullptr && p.process->Running()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(p.role, " ", p.index, " is still running"));
-  }
-  if (p.role == "worker") return Launch(p);
-  return StartDaemon(p);
+  local_->command_line(p.member) = p.argv;
+  absl::Status st = local_->RestartMember(p.member);
+  Sync(p);  // also after a failed wait: p.process is the new run's
+  return st;
 }
 
 absl::Status FaultCluster::Signal(Proc& p, int sig) {
-  if (p.process == nullptr) return absl::FailedPreconditionError("not started");
-  PLEXUS_RETURN_IF_ERROR(p.process->Signal(sig));
-  if (sig == SIGKILL) {
-    PLEXUS_RETURN_IF_ERROR(p.process->Wait(absl::Seconds(10)).status());
-  }
-  return absl::OkStatus();
+  return local_->Signal(p.member, sig);
 }
 
 absl::Status FaultCluster::StartWorker(int index,
                                        std::vector<std::string> argv_extra,
                                        const std::string& failpoints,
                                        const NetHost* host) {
+  local::WorkerOptions w;
+  w.argv = {testing::BinDir() + "/golden_worker"};
+  w.argv.insert(w.argv.end(), argv_extra.begin(), argv_extra.end());
+  if (!failpoints.empty()) w.env.push_back({"PLEXUS_FAILPOINTS", failpoints});
+  if (host != nullptr) {
+    w.daemon_host = host->outer_ip();
+    w.wrapper = host->Wrap({});
+  }
+  // The tests wait for what they need (a worker may be meant to crash).
+  w.wait_until_registered = false;
+  PLEXUS_ASSIGN_OR_RETURN(size_t member, local_->StartWorker(index, w));
   Proc* p = nullptr;
-  for (auto& w : workers_) {
-    if (w->index == index) p = w.get();
+  for (auto& slot : workers_) {
+    if (slot->member == member) p = slot.get();
   }
   if (p == nullptr) {
     workers_.push_back(std::make_unique<Proc>());
     p = workers_.back().get();
-    p->role = "worker";
-    p->index = index;
-    p->dir = absl::StrCat(options_.root_dir, "/worker-", index);
-  } else if (p->process != nullptr && p->process->Running()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("worker ", index, " is still running"));
+    p->member = member;
   }
-  {
-    std::string ip = host != nullptr ? host->outer_ip() : "127.0.0.1";
-    std::vector<std::string> shards;
-    for (const Proc& s : shards_)
-      shards.push_back(absl::StrCat(ip, ":", s.port));
-    std::vector<std::string> argv = {
-        testing::BinDir() + "/golden_worker",
-        absl::StrCat("--coordinator=", ip, ":", coordinator_.port),
-        "--ps=" + absl::StrJoin(shards, ","),
-        absl::StrCat("--task_index=", index)};
-    argv.insert(argv.end(), argv_extra.begin(), argv_extra.end());
-    p->argv = host != nullptr ? host->Wrap(argv) : argv;
-    p->env.clear();
-    if (!failpoints.empty())
-      p->env.push_back({"PLEXUS_FAILPOINTS", failpoints});
-  }
-  return Launch(*p);
+  Sync(*p);
+  return absl::OkStatus();
 }
 
 absl::Status FaultCluster::SetFailpoint(const Proc& daemon,

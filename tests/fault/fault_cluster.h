@@ -1,10 +1,12 @@
 // The fault-injection harness of ../shared/FAULTS.md: a Plexus cluster of
-// real processes (coordinator, PS shards, golden workers) on this machine,
-// each with its own folder, port and log under one root folder (the layout
-// of tools/local/local_cluster.h), plus what the fault cases need:
+// real processes (coordinator, PS shards, golden workers) started through the
+// same launcher as `plexus local up` (tools/local/local_cluster.h: one
+// folder, port and log per member under one root folder), plus what the
+// fault cases need:
 //
 //  - signals to any member (SIGKILL, SIGTERM, SIGSTOP/SIGCONT) and restarts
-//    at the same address on the same folder;
+//    at the same address on the same folder (LocalCluster::Signal,
+//    LocalCluster::RestartMember);
 //  - failpoints through the SetFailpoint RPC (daemons run --failpoint_rpc)
 //    or PLEXUS_FAILPOINTS for workers;
 //  - test hosts (NetHost): a network namespace joined to this one by a veth
@@ -13,11 +15,10 @@
 //  - the golden workload: the variable, jobs of N golden steps, and the
 //    bit-for-bit comparison with the failure-free result.
 //
-// Unlike LocalCluster, the shards start before the coordinator so that a
-// checkpointing coordinator can be told their addresses (--ps_shards).
-// Every process dies with the test (kill_with_parent) and the destructors
-// SIGKILL and reap whatever is left, also when a test fails; a NetHost's
-// destructor removes its namespace and kills what runs inside.
+// Every process dies with the test (kill_with_parent) and the LocalCluster's
+// destructor SIGKILLs and reaps whatever is left, also when a test fails; a
+// NetHost's destructor removes its namespace and kills what runs inside.
+// Each run of a member logs to its own file (log-1, log-2, ...).
 //
 // Thread safety: a FaultCluster or NetHost is used by one thread at a time.
 #pragma once
@@ -36,6 +37,7 @@
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 #include "tests/util/test_env.h"
+#include "tools/local/local_cluster.h"
 
 namespace plexus::fault {
 
@@ -101,7 +103,9 @@ struct FaultClusterOptions {
   bool create_golden_variable = true;
 };
 
-// One process of the cluster (a worker has no address).
+// One member of the cluster as the tests see it: a copy of the
+// LocalCluster's record of members()[member], refreshed by every start and
+// restart through the FaultCluster (a worker has no address).
 struct Proc {
   std::string role;  // "coordinator", "ps", "worker"
   int index = 0;
@@ -110,10 +114,13 @@ struct Proc {
   int port = 0;
   int admin_port = 0;
   std::string address;  // "127.0.0.1:port"
-  std::unique_ptr<Subprocess> process;
-  std::vector<std::string> argv;  // of the newest run (restarts reuse it)
-  std::vector<std::pair<std::string, std::string>> env;
+  // The newest run's process, owned by the LocalCluster: valid until the
+  // next start of this member.
+  Subprocess* process = nullptr;
+  // The newest run's command line; edits take effect at the next Restart().
+  std::vector<std::string> argv;
   int runs = 0;
+  size_t member = 0;  // position in LocalCluster::members()
 };
 
 inline constexpr char kGoldenVariable[] = "golden";
@@ -125,6 +132,9 @@ class FaultCluster {
       const FaultClusterOptions& options);
   // SIGKILLs and reaps every process still running.
   ~FaultCluster();
+
+  // The launcher underneath (what `plexus local up` runs).
+  local::LocalCluster& local() { return *local_; }
 
   Proc& coordinator() { return coordinator_; }
   Proc& ps(int i) { return shards_[i]; }
@@ -140,8 +150,9 @@ class FaultCluster {
   absl::Status StartWorker(int index, std::vector<std::string> argv_extra = {},
                            const std::string& failpoints = "",
                            const NetHost* host = nullptr);
-  // Starts the member again with its previous command line, on the same
-  // folder and port (it must have exited), and waits until it listens.
+  // Starts the member again with its previous command line (p.argv), on the
+  // same folder and port (it must have exited), and waits until it listens
+  // (a worker: only until it runs).
   absl::Status Restart(Proc& p);
   // Sends `sig`; for SIGKILL also waits until the process is gone.
   absl::Status Signal(Proc& p, int sig);
@@ -179,10 +190,10 @@ class FaultCluster {
 
  private:
   FaultCluster() = default;
-  absl::Status StartDaemon(Proc& p);
-  absl::Status Launch(Proc& p);
+  // Copies the LocalCluster's record of p.member into p.
+  void Sync(Proc& p);
 
-  FaultClusterOptions options_;
+  std::unique_ptr<local::LocalCluster> local_;
   std::vector<Proc> shards_;
   Proc coordinator_;
   std::vector<std::unique_ptr<Proc>> workers_;
