@@ -82,6 +82,10 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
     return absl::FailedPreconditionError(
         "the coordinator knows no PS shard to checkpoint (--ps_shards)");
   }
+  // A checkpoint in doubt is settled first: publishing it after a newer
+  // one would be pointless, and its shards still hold its parts.
+  PLEXUS_RETURN_IF_ERROR(ResolveInDoubtLocked(),
+                         "an earlier checkpoint is still in doubt");
   const absl::Time started = clock_->Now();
   const absl::Time deadline = started + options_.timeout;
   // Ids are never reused, also for checkpoints that end up aborted (the
@@ -197,10 +201,23 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
             << "'): cut on " << n << " shards, pause "
             << absl::FormatDuration(pause);
 
-  // 4. Wait for the writes.
+  // 4. Wait for the writes. A shard that does not answer may have
+  // committed before it went: the checkpoint is then in doubt, not
+  // aborted (see the top of checkpointer.h).
+  int unheard = -1;
   for (int s = 0; s < n; ++s) {
     absl::StatusOr<ShardPart> part = shards_->Commit(
         s, id, std::max(absl::Seconds(1), deadline - clock_->Now()));
+    if (!part.ok() && absl::IsUnavailable(part.status())) {
+      LOG(WARNING) << "checkpoint " << id << ": shard " << s
+                   << " did not answer its commit (" << part.status()
+                   << "): in doubt until it answers again";
+      unheard = s;
+      ShardPart missing;
+      missing.shard_index = static_cast<uint32_t>(s);
+      m.shards.push_back(std::move(missing));
+      continue;
+    }
     if (!part.ok()) {
       Abort(id, n);
       return Annotate(part.status(),
@@ -209,8 +226,26 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
     part->shard_index = static_cast<uint32_t>(s);
     m.shards.push_back(std::move(*part));
   }
+  if (unheard >= 0) {
+    in_doubt_ = m;
+    return absl::UnavailableError(absl::StrCat(
+        "checkpoint ", id, " at step ", c, ": shard ", unheard,
+        " did not answer its commit; the checkpoint is published if the "
+        "shard committed its part, else abandoned, once it answers again"));
+  }
 
-  // 5. Publish: the manifest makes it real.
+  // 5. and 6. Publish (the manifest makes it real), finalize, retention.
+  PLEXUS_RETURN_IF_ERROR(PublishLocked(&m));
+  LOG(INFO) << "checkpoint " << id << " at step " << c << " published in "
+            << absl::FormatDuration(clock_->Now() - started);
+  last_periodic_ = clock_->Now();
+  last_periodic_step_ = std::max(last_periodic_step_, c);
+  return TakeResult{std::move(m), pause};
+}
+
+absl::Status Checkpointer::PublishLocked(Manifest* manifest) {
+  const int n = shards_->num_shards();
+  const uint64_t id = manifest->checkpoint_id;
   absl::Status fp = PLEXUS_FAILPOINT("coordinator.checkpoint.before_manifest");
   if (fp.ok() && options_.save_state) {
     fp = Annotate(options_.save_state(), "saving the coordinator's state");
@@ -219,6 +254,7 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
     Abort(id, n);
     return fp;
   }
+  Manifest& m = *manifest;
   m.published_unix_ms = absl::ToUnixMillis(clock_->Now());
   absl::Status pub = manifests_->Publish(m);
   if (!pub.ok()) {
@@ -227,10 +263,8 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
   }
   PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT(
       "coordinator.checkpoint.after_manifest_before_finalize"));
-
-  // 6. Tell the shards; apply retention here too.
   for (int s = 0; s < n; ++s) {
-    absl::Status st = shards_->Finalize(s, id, true, options_.keep, job);
+    absl::Status st = shards_->Finalize(s, id, true, options_.keep, m.job_id);
     if (!st.ok()) {
       // Published anyway; the shard learns at its next Finalize.
       LOG(WARNING) << "checkpoint " << id << ": finalize on shard " << s << ": "
@@ -245,11 +279,70 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
       }
     }
   }
-  LOG(INFO) << "checkpoint " << id << " at step " << c << " published in "
-            << absl::FormatDuration(clock_->Now() - started);
-  last_periodic_ = clock_->Now();
-  last_periodic_step_ = std::max(last_periodic_step_, c);
-  return TakeResult{std::move(m), pause};
+  return absl::OkStatus();
+}
+
+absl::Status Checkpointer::ResolveInDoubtLocked() {
+  if (!in_doubt_.has_value()) return absl::OkStatus();
+  const int n = shards_->num_shards();
+  Manifest& m = *in_doubt_;
+  const uint64_t id = m.checkpoint_id;
+  for (int s = 0; s < n; ++s) {
+    if (!m.shards[s].directory.empty()) continue;
+    // A committed part is returned at once (also by a restarted shard,
+    // which found it on disk).
+    absl::StatusOr<ShardPart> part =
+        shards_->Commit(s, id, options_.probe_timeout);
+    if (!part.ok() && absl::IsUnavailable(part.status())) {
+      return Annotate(part.status(),
+                      absl::StrCat("checkpoint ", id, " in doubt: shard ", s));
+    }
+    if (!part.ok()) {
+      LOG(WARNING) << "checkpoint " << id << " in doubt: shard " << s
+                   << " has no committed part (" << part.status()
+                   << "): abandoned";
+      in_doubt_.reset();
+      Abort(id, n);
+      return absl::OkStatus();
+    }
+    part->shard_index = static_cast<uint32_t>(s);
+    m.shards[s] = std::move(*part);
+  }
+  Manifest ready = std::move(m);
+  in_doubt_.reset();
+  absl::Status st = PublishLocked(&ready);
+  if (!st.ok()) {
+    LOG(WARNING) << "checkpoint " << id << " in doubt: not published: " << st;
+    return absl::OkStatus();
+  }
+  LOG(INFO) << "checkpoint " << id << " at step " << ready.step_id
+            << " (in doubt: a shard went away after its commit) published";
+  last_periodic_step_ = std::max(last_periodic_step_, ready.step_id);
+  return absl::OkStatus();
+}
+
+void Checkpointer::AbandonUnpublishedLocked() {
+  auto published = manifests_->List();
+  if (!published.ok()) return;
+  const uint64_t newest =
+      published->empty() ? 0 : published->front().checkpoint_id;
+  for (int s = 0; s < shards_->num_shards(); ++s) {
+    // Newest first: each round drops one, until the shard's newest is
+    // published (or it holds none). Bounded: a shard holds few.
+    for (int round = 0; round < 16; ++round) {
+      absl::StatusOr<ShardProbe> probe = shards_->Probe(s);
+      if (!probe.ok() || probe->last_checkpoint_id <= newest) break;
+      const uint64_t id = probe->last_checkpoint_id;
+      LOG(WARNING) << "shard " << s << " holds checkpoint " << id
+                   << ", which was never published: abandoning it there";
+      absl::Status st = shards_->Finalize(s, id, /*published=*/false, 0, "");
+      if (!st.ok()) {
+        LOG(WARNING) << "checkpoint " << id << ": abandon on shard " << s
+                     << ": " << st;
+        break;
+      }
+    }
+  }
 }
 
 absl::StatusOr<RestoreOutcome> Checkpointer::Restore(uint64_t checkpoint_id,
@@ -382,8 +475,16 @@ void Checkpointer::Poll() {
     // awaits a restore).
     return;
   }
+  // Every shard answers: a checkpoint in doubt can be settled now (before a
+  // restore, which then uses it if it got published).
+  if (absl::Status st = ResolveInDoubtLocked(); !st.ok()) {
+    LOG(WARNING) << st;
+  }
   bool resumed = false;
   if (restarted) {
+    // Unpublished checkpoints never count: a restarted shard must not wait
+    // for one, nor keep it.
+    AbandonUnpublishedLocked();
     auto published = manifests_->List();
     if (published.ok() && !published->empty()) {
       LOG(WARNING) << "a PS shard restarted: restoring every shard to "

@@ -16,7 +16,18 @@
 //      checkpoint real;
 //   6. FinalizeCheckpoint(published) on every shard (trim, retention).
 // Any failure before 5 calls FinalizeCheckpoint(aborted) on every shard and
-// publishes nothing, so the previous checkpoint stays the newest.
+// publishes nothing, so the previous checkpoint stays the newest, with one
+// exception: a shard that does not answer its CommitCheckpoint (UNAVAILABLE:
+// it died or is going away) may have committed its part durably before it
+// went. The checkpoint is then in doubt: the other shards' parts are
+// collected and kept, and once every shard answers again (Poll, or the next
+// Take) the missing part is asked for again. A restarted shard still has
+// its committed part on disk and hands it over: the checkpoint is published
+// (steps 5 and 6) and a lost shard is restored from it. A shard that never
+// finished its part (NOT_FOUND) or any other error abandons it everywhere.
+// Like the shards' own vote in two-phase commit, a committed part is
+// durable, so asking again is safe; this is what makes a shard lost right
+// after committing the *first* checkpoint recoverable.
 //
 // Restoring (Restore): pause dispatch, Restore every shard from the manifest
 // (DATA_LOSS on a shard: with fall_back, the next older manifest is tried on
@@ -27,7 +38,14 @@
 // shard answers again and one has a new incarnation (it restarted, or a
 // replacement took its address) or says it waits for a restore (a restart
 // this coordinator did not see) the cluster is restored to the newest
-// manifest (falling back past damaged ones) and dispatch resumes. Poll also
+// manifest (falling back past damaged ones) and dispatch resumes. Before
+// that, every shard's committed-but-unpublished checkpoints newer than the
+// newest manifest (a checkpoint this coordinator, or an earlier incarnation
+// of it, aborted while the shard was away) are abandoned on it
+// (FinalizeCheckpoint(aborted)): an unpublished checkpoint never counts. A
+// restarted shard that then holds no checkpoint at all stops waiting and
+// serves its empty state: with nothing published there is nothing to
+// restore, and what it held is lost (logged as an error). Poll also
 // takes the periodic checkpoints (every K steps and/or T seconds).
 //
 // Thread safety: every method may be called from any thread; checkpoints,
@@ -91,6 +109,8 @@ struct PrepareArgs {
 struct ShardProbe {
   uint64_t incarnation = 0;
   bool awaiting_restore = false;
+  // The shard's newest committed or published checkpoint (0: none).
+  uint64_t last_checkpoint_id = 0;
 };
 
 // One PS shard's checkpoint RPCs. Errors are the shard's (UNAVAILABLE when
@@ -207,6 +227,18 @@ class Checkpointer {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
   // Tells every shard in `shards` to drop checkpoint `id`.
   void Abort(uint64_t id, int shards);
+  // Steps 5 and 6 of Take: saves the coordinator's state, publishes `*m`
+  // (setting its published_unix_ms), finalizes it on every shard and
+  // applies retention. Aborts it on every shard if it cannot be published.
+  absl::Status PublishLocked(Manifest* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
+  // Settles the checkpoint in doubt, if any: asks the shards whose part is
+  // missing for it again and publishes it when every part is there, or
+  // abandons it everywhere. UNAVAILABLE (still in doubt) while a shard
+  // does not answer.
+  absl::Status ResolveInDoubtLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
+  // Abandons on every shard the committed checkpoints newer than the newest
+  // published one (unpublished ones never count).
+  void AbandonUnpublishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
   // The job a checkpoint is taken of ("" if none) and its highest
   // dispatched step.
   std::pair<std::string, uint64_t> JobAndHighestStep(
@@ -224,6 +256,10 @@ class Checkpointer {
   std::vector<uint64_t> incarnations_ ABSL_GUARDED_BY(op_mu_);
   absl::Time last_periodic_ ABSL_GUARDED_BY(op_mu_);
   uint64_t last_periodic_step_ ABSL_GUARDED_BY(op_mu_) = 0;
+  // The checkpoint in doubt (see the top of this file): its manifest, with
+  // a part per shard where the shard's commit was heard (an empty
+  // directory where it was not).
+  std::optional<Manifest> in_doubt_ ABSL_GUARDED_BY(op_mu_);
 
   mutable absl::Mutex mu_;
   bool recovering_ ABSL_GUARDED_BY(mu_) = false;

@@ -235,7 +235,8 @@ absl::StatusOr<ck::ShardProbe> GrpcShardDriver::Probe(int shard) {
   // RESTORING outside a restore of ours: a restart waiting for one.
   return ck::ShardProbe{
       .incarnation = resp.header().server_incarnation(),
-      .awaiting_restore = resp.state() == v1::SHARD_STATE_RESTORING};
+      .awaiting_restore = resp.state() == v1::SHARD_STATE_RESTORING,
+      .last_checkpoint_id = resp.last_checkpoint_id()};
 }
 
 // ---- FileManifestStore ----

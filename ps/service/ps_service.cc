@@ -721,6 +721,11 @@ grpc::Status PsService::CommitCheckpoint(grpc::ServerContext* ctx,
     return ToGrpcStatus(Annotate(
         r.status(), absl::StrCat("checkpoint ", req->checkpoint_id())));
   }
+  if (absl::Status fp =
+          PLEXUS_FAILPOINT("ps.checkpoint.after_commit_before_reply");
+      !fp.ok()) {
+    return ToGrpcStatus(fp);
+  }
   uint32_t shard;
   {
     absl::MutexLock lock(&mu_);
@@ -770,6 +775,26 @@ grpc::Status PsService::FinalizeCheckpoint(
   LOG(INFO) << "checkpoint " << req->checkpoint_id()
             << (req->published() ? " published" : " abandoned") << "; "
             << r->size() << " old checkpoint(s) deleted";
+  if (!req->published() && awaiting_restore_.load()) {
+    // The coordinator abandons what it never published: with no committed
+    // or published checkpoint left there is nothing to wait for.
+    bool left = false;
+    for (const auto& l : (*store)->List()) {
+      left = left || l.state == CheckpointState::kCommitted ||
+             l.state == CheckpointState::kPublished;
+    }
+    if (!left) {
+      LOG(WARNING) << "no checkpoint left to restore (none was published): "
+                      "serving the empty state";
+      std::function<void(bool)> set_serving;
+      {
+        absl::MutexLock lock(&mu_);
+        awaiting_restore_ = false;
+        set_serving = set_serving_;
+      }
+      if (set_serving && !draining_ && !restoring_.load()) set_serving(true);
+    }
+  }
   for (uint64_t id : *r) resp->add_deleted_checkpoint_ids(id);
   FillHeader(resp->mutable_header());
   return grpc::Status::OK;

@@ -9,6 +9,9 @@
 // While a Restore runs, health is NOT_SERVING and data-plane calls are
 // UNAVAILABLE (REASON_NOT_SERVING); a failed restore (DATA_LOSS naming the
 // file, bad path, ...) leaves the state as it was and the shard serving.
+// Failpoint "ps.checkpoint.after_commit_before_reply" fires in
+// CommitCheckpoint once this shard's part is committed on disk, before the
+// coordinator hears so (a crash there is finding 1 of tests/fault/README.md).
 //
 // Thread safety: gRPC calls the handlers from many threads at once.
 #pragma once
@@ -48,7 +51,9 @@ class PsService final : public v1::ParameterServer::Service {
   // checkpoint (this is a restart) makes the shard refuse the data plane
   // (UNAVAILABLE, REASON_NOT_SERVING) until a Restore succeeds: its state is
   // empty and the coordinator restores the cluster to its newest checkpoint
-  // (F7).
+  // (F7). A FinalizeCheckpoint(aborted) that leaves no committed or
+  // published checkpoint ends the wait: nothing was published, so there is
+  // nothing to restore and the shard serves its empty state.
   absl::Status OpenCheckpoints(const std::string& root,
                                bool await_restore = false);
   // True while a restart waits for its Restore (health NOT_SERVING).
