@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstdarg>
@@ -22,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "common/failpoint.h"
 #include "common/status.h"
@@ -503,6 +505,159 @@ absl::StatusOr<ShardCheckpointInfo> ReadManifest(const fs::path& dir) {
   return info;
 }
 
+// ---- the verified-files record (PLEXUS_VERIFIED) ----
+//
+// What this shard knows about a checkpoint's files: for each, the crc32c it
+// computed (or carried over, see Write) and the file's identity when it did
+// (device, inode, size, mtime, ctime). Restore trusts a file whose crc32c is
+// the expected one and whose identity is unchanged instead of reading it
+// again: any write to the file, a rename over it, a truncation or a
+// utimensat() changes one of them (ctime cannot be set from user space).
+// A recorded ctime must be strictly older than the record's own mtime: file
+// systems stamp ctime with a coarse clock, so a change in the same clock
+// tick as the recorded state could leave ctime as it was (git's "racily
+// clean" entries); such files are verified again. Our own link()/unlink()
+// of a shared inode changes its ctime too; Write and Finalize re-record the
+// files they vouched for just before. The record is a cache: missing,
+// malformed or stale, the files are read and checksummed as before. It is
+// not in the manifest and never shared with other checkpoints.
+
+struct FileStamp {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  int64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  friend bool operator==(const FileStamp&, const FileStamp&) = default;
+};
+
+FileStamp StampOf(const struct stat& st) {
+  FileStamp s;
+  s.dev = st.st_dev;
+  s.ino = st.st_ino;
+  s.size = st.st_size;
+  s.mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+  s.ctime_ns = int64_t{st.st_ctim.tv_sec} * 1000000000 + st.st_ctim.tv_nsec;
+  return s;
+}
+
+absl::StatusOr<FileStamp> Stamp(const fs::path& p) {
+  struct stat st;
+  if (::stat(p.c_str(), &st) != 0) {
+    return FromErrno(errno, absl::StrCat("stat ", p.string()));
+  }
+  return StampOf(st);
+}
+
+struct VerifiedFile {
+  FileStamp stamp;
+  uint32_t crc32c = 0;
+};
+// By path relative to the checkpoint directory.
+using VerifiedFiles = std::map<std::string, VerifiedFile>;
+
+constexpr char kVerifiedName[] = "PLEXUS_VERIFIED";
+constexpr char kVerifiedMagic[] = "plexus-verified 1";
+
+// The entries of dir's record whose ctime predates the record; empty if
+// there is none or it is malformed. The caller compares the stamps with
+// the files as they are now.
+VerifiedFiles LoadVerified(const fs::path& dir) {
+  const fs::path path = dir / kVerifiedName;
+  struct stat rec;
+  if (::stat(path.c_str(), &rec) != 0) return {};
+  const int64_t written = StampOf(rec).mtime_ns;
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string text = buf.str();
+  // The last line is "end <crc32c of everything before it>".
+  const size_t end = text.rfind("end ");
+  uint32_t crc = 0;
+  if (!in || end == std::string::npos ||
+      !absl::SimpleAtoi(absl::StripSuffix(text.substr(end + 4), "\n"), &crc) ||
+      crc != Crc32c(absl::string_view(text).substr(0, end))) {
+    return {};
+  }
+  VerifiedFiles out;
+  std::vector<absl::string_view> lines =
+      absl::StrSplit(absl::string_view(text).substr(0, end), '\n');
+  if (lines.empty() || lines[0] != kVerifiedMagic) return {};
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].empty()) continue;
+    std::vector<std::string> f =
+        absl::StrSplit(lines[i], absl::MaxSplits(' ', 7));
+    VerifiedFile v;
+    if (f.size() != 8 || f[0] != "file" || !absl::SimpleAtoi(f[1], &v.crc32c) ||
+        !absl::SimpleAtoi(f[2], &v.stamp.size) ||
+        !absl::SimpleAtoi(f[3], &v.stamp.dev) ||
+        !absl::SimpleAtoi(f[4], &v.stamp.ino) ||
+        !absl::SimpleAtoi(f[5], &v.stamp.mtime_ns) ||
+        !absl::SimpleAtoi(f[6], &v.stamp.ctime_ns) ||
+        !IsSafeRelative(f[7], 1)) {
+      return {};
+    }
+    if (v.stamp.ctime_ns < written) out[f[7]] = v;
+  }
+  return out;
+}
+
+// Replaces dir's record (temporary file + rename; not fsynced: a record
+// lost in a crash only costs a full verification).
+void SaveVerified(const fs::path& dir, const VerifiedFiles& files) {
+  static std::atomic<uint64_t> serial{0};
+  std::string text = absl::StrCat(kVerifiedMagic, "\n");
+  for (const auto& [path, v] : files) {
+    absl::StrAppend(&text, "file ", v.crc32c, " ", v.stamp.size, " ",
+                    v.stamp.dev, " ", v.stamp.ino, " ", v.stamp.mtime_ns, " ",
+                    v.stamp.ctime_ns, " ", path, "\n");
+  }
+  absl::StrAppend(&text, "end ", Crc32c(text), "\n");
+  const fs::path tmp =
+      dir / absl::StrCat(kVerifiedName, ".tmp.", ::getpid(), ".",
+                         serial.fetch_add(1, std::memory_order_relaxed));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out.flush()) {
+      out.close();
+      RemoveAllQuietly(tmp);
+      return;
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, dir / kVerifiedName, ec);
+  if (ec) RemoveAllQuietly(tmp);
+}
+
+// The entries of dir's record that still describe the files as they are.
+VerifiedFiles CurrentVerified(const fs::path& dir) {
+  VerifiedFiles out;
+  for (auto& [path, v] : LoadVerified(dir)) {
+    auto now = Stamp(dir / path);
+    if (now.ok() && *now == v.stamp) out[path] = v;
+  }
+  return out;
+}
+
+// Re-records `files` (vouched for just before our own link/unlink of their
+// inodes changed their ctime) with their identity as it is now.
+void RestampVerified(const fs::path& dir, VerifiedFiles files) {
+  if (files.empty()) return;
+  for (auto it = files.begin(); it != files.end();) {
+    auto now = Stamp(dir / it->first);
+    if (!now.ok() || now->size != it->second.stamp.size ||
+        now->ino != it->second.stamp.ino ||
+        now->mtime_ns != it->second.stamp.mtime_ns) {
+      it = files.erase(it);
+      continue;
+    }
+    it->second.stamp = *now;
+    ++it;
+  }
+  SaveVerified(dir, files);
+}
+
 // ---- the store ----
 
 class StoreImpl final : public CheckpointStore {
@@ -752,6 +907,14 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   std::error_code ec;
   fs::create_directories(db_dir, ec);
   PLEXUS_RETURN_IF_ERROR(FromEc(ec, absl::StrCat("create ", db_dir.string())));
+  // The base files this shard verified and nobody changed since, by inode
+  // (checked before our links change their ctime).
+  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> vouched;
+  if (!job.base_dir.empty()) {
+    for (const auto& [path, v] : CurrentVerified(job.base_dir)) {
+      vouched.insert({v.stamp.dev, v.stamp.ino});
+    }
+  }
   // 1. Start from the base: SST files are immutable (hard links); the rest
   // (MANIFEST, CURRENT, OPTIONS, WAL) is small and copied.
   for (const auto& f : job.base_files) {
@@ -828,6 +991,7 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   info.step_id = cut.step_id;
   info.base_checkpoint_id = cut.base_checkpoint_id;
   info.directory = job.directory;
+  VerifiedFiles verified;
   for (const auto& de : fs::directory_iterator(job.final_dir, ec)) {
     if (!de.is_regular_file()) continue;
     const std::string name = de.path().filename().string();
@@ -839,10 +1003,14 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
     FileChecksum sum;
     if (base != base_inodes.end()) {
       sum = base->second;
+      if (vouched.contains({st.st_dev, st.st_ino})) {
+        verified[name] = {StampOf(st), sum.crc32c};
+      }
     } else {
       PLEXUS_ASSIGN_OR_RETURN(sum, ChecksumFile(de.path().string()));
       PLEXUS_RETURN_IF_ERROR(FsyncPath(de.path(), /*directory=*/false));
       info.new_bytes += sum.size_bytes;
+      verified[name] = {StampOf(st), sum.crc32c};
     }
     info.total_bytes += sum.size_bytes;
     info.files.push_back({name, sum.size_bytes, sum.crc32c});
@@ -857,6 +1025,7 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   PLEXUS_RETURN_IF_ERROR(
       WriteFileDurably(job.final_dir / kManifestName, FormatManifest(info)));
   PLEXUS_RETURN_IF_ERROR(FsyncPath(root_, /*directory=*/true));
+  SaveVerified(job.final_dir, verified);
   rows_written_.store(rows_written, std::memory_order_relaxed);
   return info;
 }
@@ -1076,6 +1245,7 @@ absl::StatusOr<std::vector<uint64_t>> StoreImpl::Finalize(
   std::vector<Entry> doomed;
   uint64_t trim_step = 0;
   bool trim = false;
+  fs::path kept_dir;
   {
     MutexLock lock(&mu_);
     auto it = entries_.find(checkpoint_id);
@@ -1105,6 +1275,7 @@ absl::StatusOr<std::vector<uint64_t>> StoreImpl::Finalize(
       }
       trim = true;
       trim_step = e.step;
+      kept_dir = root_ / e.directory;
       if (keep_last > 0) {
         // Keep the newest keep_last published; delete everything older
         // than the oldest kept (leftovers included), never the one being
@@ -1130,10 +1301,15 @@ absl::StatusOr<std::vector<uint64_t>> StoreImpl::Finalize(
       }
     }
   }
+  // Deleting older checkpoints unlinks inodes this one shares, which
+  // changes their ctime: re-record what was verified just before.
+  VerifiedFiles kept;
+  if (!doomed.empty() && published) kept = CurrentVerified(kept_dir);
   for (const Entry& e : doomed) {
     engine_->InvalidateCutBase(e.id);
     RemoveDirs(e);
   }
+  if (!doomed.empty() && published) RestampVerified(kept_dir, std::move(kept));
   if (trim) engine_->TrimAppliedKeys(trim_step);
   return deleted;
 }
@@ -1349,25 +1525,39 @@ absl::StatusOr<RestoreResult> StoreImpl::Restore(const RestoreOptions& o) {
       files = std::move(info.files);
       if (id == 0) id = info.checkpoint_id;
     }
-    // Verify before touching anything.
+    // Verify before touching anything: every file's size, and the crc32c
+    // of every file this shard has not verified unchanged before
+    // (PLEXUS_VERIFIED).
+    RestoreResult r;
+    const VerifiedFiles known =
+        o.skip_checksum_verification || o.full_verification ? VerifiedFiles()
+                                                            : LoadVerified(dir);
+    VerifiedFiles verified;
     for (const auto& f : files) {
       if (!IsSafeRelative(f.path, 1)) {
         return absl::InvalidArgumentError(
             absl::StrCat("checkpoint file path '", f.path, "' is invalid"));
       }
       const fs::path p = dir / f.path;
-      std::error_code ec;
-      const auto size = fs::file_size(p, ec);
-      if (ec) {
-        return absl::DataLossError(absl::StrCat("checkpoint file ", p.string(),
-                                                " is missing: ", ec.message()));
-      }
-      if (static_cast<int64_t>(size) != f.size_bytes) {
+      auto stamp = Stamp(p);
+      if (!stamp.ok()) {
         return absl::DataLossError(
-            absl::StrCat("checkpoint file ", p.string(), " has ", size,
+            absl::StrCat("checkpoint file ", p.string(),
+                         " is missing: ", stamp.status().message()));
+      }
+      if (stamp->size != f.size_bytes) {
+        return absl::DataLossError(
+            absl::StrCat("checkpoint file ", p.string(), " has ", stamp->size,
                          " bytes, expected ", f.size_bytes));
       }
       if (o.skip_checksum_verification) continue;
+      auto k = known.find(f.path);
+      if (k != known.end() && k->second.crc32c == f.crc32c &&
+          k->second.stamp == *stamp) {
+        verified[f.path] = k->second;
+        ++r.files_trusted;
+        continue;
+      }
       auto sum = ChecksumFile(p.string());
       if (!sum.ok()) {
         return absl::DataLossError(absl::StrCat("checkpoint file ", p.string(),
@@ -1378,8 +1568,10 @@ absl::StatusOr<RestoreResult> StoreImpl::Restore(const RestoreOptions& o) {
                                                 " has crc32c ", sum->crc32c,
                                                 ", expected ", f.crc32c));
       }
+      r.bytes_verified += sum->size_bytes;
+      verified[f.path] = {*stamp, f.crc32c};
     }
-    RestoreResult r;
+    if (r.bytes_verified > 0) SaveVerified(dir, verified);
     r.verify_time = absl::Now() - start;
     const absl::Time load_start = absl::Now();
     PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.restore.load"));

@@ -24,6 +24,9 @@
 //                          directory without it is a half checkpoint and is
 //                          deleted by Open
 //     PUBLISHED            marker written by Finalize(published)
+//     PLEXUS_VERIFIED      this shard's record of the files it checksummed
+//                          and their identity then (a cache: Restore skips
+//                          re-reading files unchanged since; not listed)
 // The database has one column family per table ("t/<name>") and per dense
 // variable ("v/<name>") plus "meta" (configs, step, applied keys,
 // incarnations). WAL on; opened with WALRecoveryMode::kPointInTimeRecovery.
@@ -154,6 +157,12 @@ struct RestoreOptions {
   std::vector<CheckpointFileInfo> files;
   // Skip the crc32c check (sizes are still checked).
   bool skip_checksum_verification = false;
+  // False (default): a file this shard checksummed before (when it wrote
+  // the checkpoint, or in an earlier restore) and that is unchanged since
+  // (same device, inode, size, mtime and ctime; see PLEXUS_VERIFIED in
+  // checkpoint.cc) is not read again. True: every file is read and
+  // checksummed.
+  bool full_verification = false;
   // True (default): sparse rows are faulted in from the checkpoint on first
   // access and loaded in the background, so serving starts after the
   // metadata and dense variables are read, whatever the table size. The
@@ -170,6 +179,10 @@ struct RestoreResult {
   // metadata and dense variables only).
   absl::Duration verify_time;
   absl::Duration load_time;
+  // Bytes read and checksummed, and files trusted as unchanged since this
+  // shard checksummed them (RestoreOptions::full_verification).
+  int64_t bytes_verified = 0;
+  int64_t files_trusted = 0;
 };
 
 class CheckpointStore {
@@ -207,8 +220,9 @@ class CheckpointStore {
   virtual absl::StatusOr<std::vector<uint64_t>> Finalize(
       uint64_t checkpoint_id, bool published, uint32_t keep_last) = 0;
 
-  // Verifies every file (size, then crc32c; DATA_LOSS naming the first bad
-  // file, engine unchanged), reads the checkpoint and replaces the engine's
+  // Verifies every file (size, then crc32c unless this shard checksummed it
+  // before and it is unchanged since; DATA_LOSS naming the first bad file,
+  // engine unchanged), reads the checkpoint and replaces the engine's
   // state by it (RestoreOptions::lazy: sparse rows fault in on first access
   // and load in the background).
   // NOT_FOUND if there is no such checkpoint; FAILED_PRECONDITION while a

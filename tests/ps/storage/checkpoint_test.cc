@@ -4,6 +4,7 @@
 // byte). Real RocksDB in temporary folders.
 #include "ps/storage/checkpoint.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -576,6 +577,77 @@ TEST_P(CheckpointTest, FlippedByteIsDataLossAndThePreviousOneRestores) {
   auto sized = s2->Restore(Opt({.checkpoint_id = 2, .files = files}));
   EXPECT_EQ(sized.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(sized.status().message().find(files[0].path), std::string::npos);
+}
+
+// Restore does not re-read files this shard checksummed and that are
+// unchanged since (PLEXUS_VERIFIED), but a byte flipped afterwards, even
+// with the file's mtime put back, is still DATA_LOSS naming the file.
+TEST_P(CheckpointTest, UnchangedFilesAreTrustedAndAFlippedByteIsStillFound) {
+  ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 16)}).ok());
+  std::vector<uint64_t> ids(5000);
+  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+  ASSERT_TRUE(PushRows(*e_, "t", ids, Iota(80000, 0, 0.01f)).ok());
+  ShardCheckpointInfo c1 = Checkpoint(*store_, 1, 0);
+  const auto at1 = PullRows(*e_, "t", ids);
+  ASSERT_TRUE(PushRows(*e_, "t", {5}, Iota(16, 1, 0)).ok());
+  ShardCheckpointInfo c2 = Checkpoint(*store_, 2, 0, 1);
+  const auto at2 = PullRows(*e_, "t", ids);
+  auto e2 = NewEngine();
+  auto s2 = OpenStore(e2.get(), root_);
+  // Full verification reads every byte.
+  auto full = s2->Restore(Opt({.checkpoint_id = 2, .full_verification = true}));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->bytes_verified, c2.total_bytes);
+  EXPECT_EQ(full->files_trusted, 0);
+  // A file changed in the file system's clock tick of its record is read
+  // again (and re-recorded); within a few ticks every file is trusted.
+  int64_t trusted = 0, read = -1;
+  EXPECT_TRUE(plexus::testing::WaitFor(
+      [&] {
+        auto r = s2->Restore(Opt({.checkpoint_id = 2}));
+        if (!r.ok()) return true;
+        trusted = r->files_trusted;
+        read = r->bytes_verified;
+        return read == 0;
+      },
+      absl::Seconds(10)));
+  EXPECT_EQ(trusted, static_cast<int64_t>(c2.files.size()));
+  EXPECT_EQ(read, 0);
+  EXPECT_EQ(PullRows(*e2, "t", ids), at2);
+  // Flip a byte of an SST file of checkpoint 2 not shared with 1, and put
+  // its mtime back: the ctime still changes.
+  std::string victim;
+  for (const auto& f : c2.files) {
+    struct stat a, b;
+    const std::string p2 = root_ + "/2/" + f.path, p1 = root_ + "/1/" + f.path;
+    ASSERT_EQ(::stat(p2.c_str(), &a), 0);
+    const bool shared = ::stat(p1.c_str(), &b) == 0 && a.st_ino == b.st_ino;
+    if (!shared && absl::EndsWith(f.path, ".sst")) victim = f.path;
+  }
+  ASSERT_FALSE(victim.empty());
+  const std::string vp = root_ + "/2/" + victim;
+  struct stat before;
+  ASSERT_EQ(::stat(vp.c_str(), &before), 0);
+  {
+    std::fstream f(vp, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x20;
+    f.seekp(100);
+    f.write(&c, 1);
+  }
+  const struct timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, vp.c_str(), times, 0), 0);
+  auto bad = s2->Restore(Opt({.checkpoint_id = 2}));
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
+  EXPECT_NE(bad.status().message().find(victim), std::string::npos)
+      << bad.status();
+  // Checkpoint 1 is intact.
+  auto good = s2->Restore(Opt({.checkpoint_id = 1}));
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(PullRows(*e2, "t", ids), at1);
+  EXPECT_GT(c1.total_bytes, 0);
 }
 
 TEST_P(CheckpointTest, DiskFullIsResourceExhaustedAndNothingIsPublished) {
