@@ -42,9 +42,10 @@ inline bool IsDeviceMemory(const void* p) {
   return KindOf(p) != MemoryKind::kHost;
 }
 
-// Waits until the CUDA event (a cudaEvent_t as void*) has completed, polling
-// with a backoff of 1 us .. 100 us. DEADLINE_EXCEEDED naming `what` once
-// `deadline` passes; INTERNAL for a CUDA error.
+// Waits until the CUDA event (a cudaEvent_t as void*) has completed: polls
+// without sleeping for 2 ms, then with a backoff of 1 us .. 100 us.
+// DEADLINE_EXCEEDED naming `what` once `deadline` passes; INTERNAL for a CUDA
+// error.
 absl::Status WaitEvent(void* event, absl::Time deadline,
                        absl::string_view what);
 // The same for every piece of work enqueued so far on `stream` (a
