@@ -1,0 +1,167 @@
+// Finding 1 of README.md and F18 of ../shared/FAULTS.md on the shared harness
+// with the golden workload: a PS shard lost right after it committed its
+// part of a global checkpoint, before the coordinator published it.
+//
+//  - The *first* checkpoint: shard 0 dies (failpoint crash) once its part is
+//    committed on disk, before its CommitCheckpoint answers. Nothing is
+//    published yet. The checkpoint is in doubt; once the shard is back it
+//    hands over its committed part, the checkpoint is published and every
+//    shard restores it: the job ends golden (it used to hang: the restarted
+//    shard waited for a restore of an unpublished checkpoint for ever).
+//  - A published checkpoint P exists and a newer one X is committed on
+//    shard 0 but never published (shard 0 dies at its commit while shard 1's
+//    disk is full, so the coordinator abandons X while shard 0 is away). The
+//    coordinator abandons X on the restarted shard and restores P
+//    everywhere: X never counts (F18).
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "tests/fault/fault_cluster.h"
+#include "tests/util/test_env.h"
+
+namespace plexus::fault {
+namespace {
+
+using ::plexus::testing::TempDir;
+
+constexpr char kCommitFailpoint[] = "ps.checkpoint.after_commit_before_reply";
+
+class FirstCheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FaultClusterOptions o;
+    o.root_dir = dir_.Sub("cluster");
+    o.num_ps = 2;
+    o.coordinator_knows_shards = true;
+    o.coordinator_flags = {"--checkpoint_every_steps=10",
+                           "--no_worker_timeout_ms=60000"};
+    auto c = FaultCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+  }
+
+  void TearDown() override {
+    if (HasFailure() && cluster_ != nullptr) {
+      LOG(INFO) << "logs of the failed test:" << cluster_->Logs();
+    }
+  }
+
+  void StartWorkers() {
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(cluster_->StartWorker(i, {"--pause_after_pull_ms=20"}).ok());
+    }
+  }
+
+  // The published checkpoints, newest first (empty if the coordinator does
+  // not answer).
+  std::vector<v1::CheckpointManifest> Published() {
+    v1::ListCheckpointsRequest req;
+    v1::ListCheckpointsResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (!cluster_->coordinator_stub()->ListCheckpoints(&ctx, req, &resp).ok()) {
+      return {};
+    }
+    return {resp.manifests().begin(), resp.manifests().end()};
+  }
+
+  // The checkpoint ids present (committed or published) in shard i's
+  // checkpoint folder, highest first.
+  std::vector<uint64_t> OnDisk(int i) {
+    std::vector<uint64_t> ids;
+    std::error_code ec;
+    // <member folder>/data is the shard's --data_dir.
+    for (const auto& e : std::filesystem::directory_iterator(
+             cluster_->ps(i).dir + "/data/checkpoints", ec)) {
+      uint64_t id = 0;
+      if (absl::SimpleAtoi(e.path().filename().string(), &id)) {
+        ids.push_back(id);
+      }
+    }
+    std::sort(ids.rbegin(), ids.rend());
+    return ids;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<FaultCluster> cluster_;
+};
+
+TEST_F(FirstCheckpointTest, ShardLostAfterCommittingTheFirstCheckpoint) {
+  ASSERT_TRUE(
+      cluster_->SetFailpoint(cluster_->ps(0), kCommitFailpoint, "crash").ok());
+  ASSERT_NO_FATAL_FAILURE(StartWorkers());
+  constexpr uint64_t kSteps = 60;
+  ASSERT_TRUE(cluster_->Submit(kSteps).ok());
+  absl::StatusOr<int> code = cluster_->ps(0).process->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status() << cluster_->Logs();
+  // Its part of checkpoint 1 is committed on disk; nothing is published.
+  EXPECT_EQ(OnDisk(0), std::vector<uint64_t>{1});
+  EXPECT_TRUE(Published().empty());
+  ASSERT_TRUE(cluster_->Restart(cluster_->ps(0)).ok());
+  absl::Status st = cluster_->CheckJobGolden(kSteps, absl::Seconds(90));
+  EXPECT_TRUE(st.ok()) << st << cluster_->Logs();
+  // Checkpoint 1 got published from the parts and restored on every shard.
+  EXPECT_TRUE(absl::StrContains(ReadFile(cluster_->ps(0).log),
+                                "restored checkpoint 1 (step"))
+      << cluster_->Logs();
+  EXPECT_TRUE(absl::StrContains(ReadFile(cluster_->ps(1).log),
+                                "restored checkpoint 1 (step"))
+      << cluster_->Logs();
+}
+
+TEST_F(FirstCheckpointTest, NewerUnpublishedCheckpointNeverCounts) {
+  // Checkpoint 1 is published. At checkpoint 2 (X), shard 1's write fails
+  // (so the coordinator abandons X) and shard 0 dies once its part is
+  // committed, so it never hears that X was abandoned.
+  ASSERT_TRUE(cluster_
+                  ->SetFailpoint(cluster_->ps(1), "ps.checkpoint.before_link",
+                                 "1*error(INTERNAL)")
+                  .ok());
+  ASSERT_TRUE(
+      cluster_->SetFailpoint(cluster_->ps(0), kCommitFailpoint, "1*crash")
+          .ok());
+  ASSERT_NO_FATAL_FAILURE(StartWorkers());
+  constexpr uint64_t kSteps = 80;
+  ASSERT_TRUE(cluster_->Submit(kSteps).ok());
+  absl::StatusOr<int> code = cluster_->ps(0).process->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status() << cluster_->Logs();
+  ASSERT_TRUE(
+      cluster_->SetFailpoint(cluster_->ps(1), "ps.checkpoint.before_link", "")
+          .ok());
+  std::vector<v1::CheckpointManifest> published = Published();
+  ASSERT_FALSE(published.empty());
+  const uint64_t p = published[0].checkpoint_id();
+  EXPECT_EQ(p, 1u);
+  std::vector<uint64_t> on_disk = OnDisk(0);
+  ASSERT_FALSE(on_disk.empty());
+  const uint64_t x = on_disk[0];
+  ASSERT_GT(x, p) << "shard 0 holds no checkpoint newer than the published";
+  ASSERT_TRUE(cluster_->Restart(cluster_->ps(0)).ok());
+  // Every shard restores P, and X is gone from shard 0 before that.
+  const std::string restored = absl::StrCat("restored checkpoint ", p, " (");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(ReadFile(cluster_->ps(0).log), restored);
+      },
+      absl::Seconds(60)))
+      << cluster_->Logs();
+  on_disk = OnDisk(0);
+  EXPECT_EQ(std::find(on_disk.begin(), on_disk.end(), x), on_disk.end())
+      << "unpublished checkpoint " << x << " is still on shard 0";
+  absl::Status st = cluster_->CheckJobGolden(kSteps, absl::Seconds(120));
+  EXPECT_TRUE(st.ok()) << st << cluster_->Logs();
+  EXPECT_TRUE(absl::StrContains(ReadFile(cluster_->ps(1).log), restored))
+      << cluster_->Logs();
+}
+
+}  // namespace
+}  // namespace plexus::fault
