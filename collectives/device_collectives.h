@@ -16,7 +16,9 @@
 //
 // Agreement on "every member has a GPU" goes through the rendezvous store in
 // two steps around the host transport's connection: PublishDeviceInfo before
-// it ("device/<rank>" = "<0|1> <node>"), NewDeviceCollectives after it. The
+// it ("device/<rank>" = "<PCI bus id of its GPU, or -> <node>"),
+// NewDeviceCollectives after it. Two ranks of one node on one GPU (which
+// NCCL refuses) count as "not every member has a usable GPU". The
 // host transport connects only once every rank has published its address,
 // which each rank does after its PublishDeviceInfo, so a key still missing
 // then belongs to a rank linked without GPU support: it counts as "no GPU"

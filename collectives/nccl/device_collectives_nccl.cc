@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -34,14 +35,26 @@ std::string NodeOf(const CommunicatorOptions& options) {
   return host;
 }
 
-// Whether this process can use the GPU `options.device` asks for.
-bool UsableGpu(const CommunicatorOptions& options) {
+// The PCI bus id of the GPU this rank would use (options.device, else the
+// current one); empty when there is none.
+std::string GpuId(const CommunicatorOptions& options) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return "";
   }
-  return n > 0 && options.device < n;
+  int device = options.device;
+  if (device < 0 && cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  if (n == 0 || device >= n) return "";
+  char bus[64] = {};
+  if (cudaDeviceGetPCIBusId(bus, sizeof(bus) - 1, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return bus;
 }
 
 void* AsStream(void* s) {
@@ -180,16 +193,18 @@ absl::Status PublishDeviceInfo(Store* store, int rank,
                                const CommunicatorOptions& options,
                                Backend backend) {
   if (backend == Backend::kUcx) return absl::OkStatus();
+  // "<gpu bus id or -> <node>" (the node may contain spaces, the id not).
+  const std::string gpu = GpuId(options);
   return Annotate(
-      store->Set(InfoKey(rank), absl::StrCat(UsableGpu(options) ? 1 : 0, " ",
-                                             NodeOf(options))),
+      store->Set(InfoKey(rank),
+                 absl::StrCat(gpu.empty() ? "-" : gpu, " ", NodeOf(options))),
       "publishing whether this rank has a GPU");
 }
 
 absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
     Store* store, int rank, int size, const CommunicatorOptions& options,
     Backend backend) {
-  const bool have_gpu = UsableGpu(options);
+  const bool have_gpu = !GpuId(options).empty();
   if (backend == Backend::kUcx) {
     if (!have_gpu) return nullptr;
     return std::make_unique<NoDevice>("the backend is ucx");
@@ -198,15 +213,23 @@ absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
   // header): a key missing now means a rank without GPU support.
   std::vector<int> without_gpu;
   std::vector<std::string> nodes(size);
+  // NCCL refuses two ranks of one communicator on one GPU.
+  std::map<std::pair<std::string, std::string>, int> gpu_owner;
+  std::string shared;
   for (int r = 0; r < size; ++r) {
     absl::StatusOr<std::string> info = store->Get(InfoKey(r), absl::Now());
     std::vector<std::string> parts;
     if (info.ok()) parts = absl::StrSplit(*info, absl::MaxSplits(' ', 1));
-    if (parts.size() != 2 || parts[0] != "1") {
+    if (parts.size() != 2 || parts[0] == "-") {
       without_gpu.push_back(r);
       continue;
     }
     nodes[r] = parts[1];
+    auto [it, fresh] = gpu_owner.emplace(std::make_pair(parts[1], parts[0]), r);
+    if (!fresh && shared.empty()) {
+      shared = absl::StrCat("ranks ", it->second, " and ", r, " share GPU ",
+                            parts[0], " on node ", parts[1]);
+    }
   }
   const bool forced =
       backend == Backend::kNccl || backend == Backend::kHierarchical;
@@ -219,6 +242,16 @@ absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
           " was asked for, but not every member has a GPU (", why, ")"));
     }
     if (!have_gpu) return nullptr;
+    return std::make_unique<NoDevice>(why);
+  }
+  if (!shared.empty()) {
+    std::string why = absl::StrCat(
+        shared, ", which NCCL refuses (give each rank its own GPU)");
+    if (forced) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("collectives backend ", BackendName(backend),
+                       " was asked for, but ", why));
+    }
     return std::make_unique<NoDevice>(why);
   }
   // Nodes in order of their lowest rank; this rank's place in its node.

@@ -233,6 +233,33 @@ TEST(DeviceCommunicatorTest, ForcedUcxRefusesDeviceBuffers) {
   cudaFree(dev);
 }
 
+// Two ranks of one node on one GPU: NCCL would refuse them, so auto serves
+// no device buffers (saying why) and a forced NCCL fails Create.
+TEST(DeviceCommunicatorTest, RanksSharingAGpuGetNoNccl) {
+  if (std::string why = NoGpuReason(); !why.empty()) GTEST_SKIP() << why;
+  const int n = 2;
+  auto store = NewMemoryStore();
+  RunRanks(n, [&](int rank) {
+    auto comm = Communicator::Create(store.get(), rank, n,
+                                     Options(Backend::kAuto, "same", 0));
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    EXPECT_EQ((*comm)->device_backend(), "none");
+    void* dev = ToDevice(std::vector<float>(4).data(), 16);
+    absl::Status st =
+        (*comm)->AllReduce(dev, dev, 4, DataType::kFloat32, ReduceOp::kSum);
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+    EXPECT_NE(st.message().find("share GPU"), std::string::npos) << st;
+    cudaFree(dev);
+  });
+  auto store2 = NewMemoryStore();
+  RunRanks(n, [&](int rank) {
+    auto comm = Communicator::Create(store2.get(), rank, n,
+                                     Options(Backend::kNccl, "same", 0));
+    EXPECT_EQ(comm.status().code(), absl::StatusCode::kFailedPrecondition)
+        << comm.status();
+  });
+}
+
 // Item 4 on one GPU: two nodes of one rank each.
 TEST(DeviceCommunicatorTest, HierarchicalAcrossTwoNodesMatchesTheHost) {
   if (std::string why = NoGpuReason(); !why.empty()) GTEST_SKIP() << why;

@@ -32,7 +32,7 @@ std::optional<Algorithm> ParseAlgorithm(absl::string_view name);
 
 // Who carries operations on GPU (device) buffers. Host buffers always go
 // through UCX.
-//   kAuto: NCCL when every member has a GPU (and the program links
+//   kAuto: NCCL when every member has a GPU of its own (and the program links
 //     plexus::collectives_gpu): one NCCL communicator when all members are
 //     on one node, kHierarchical when they span nodes; otherwise none.
 //   kUcx: never NCCL; device buffers are refused (FAILED_PRECONDITION).
