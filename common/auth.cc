@@ -232,7 +232,7 @@ absl::Status InstallServerAuth(const std::string& path) {
 
 bool ServerAuthEnabled() { return g_tokens.load() != nullptr; }
 
-grpc::Status Authorize(const grpc::ServerContext* ctx,
+grpc::Status Authorize(const grpc::ServerContextBase* ctx,
                        absl::string_view method) {
   const TokenTable* tokens = g_tokens.load(std::memory_order_acquire);
   if (tokens == nullptr) return grpc::Status::OK;

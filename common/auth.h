@@ -38,6 +38,7 @@
 
 namespace grpc {
 class ServerContext;
+class ServerContextBase;
 class Status;
 namespace experimental {
 class ClientInterceptorFactoryInterface;
@@ -91,8 +92,8 @@ bool ServerAuthEnabled();
 
 // OK when the call's token may run `method` (or no tokens are required);
 // UNAUTHENTICATED / PERMISSION_DENIED otherwise, counted in
-// plexus_auth_failures_total{reason}.
-grpc::Status Authorize(const grpc::ServerContext* ctx,
+// plexus_auth_failures_total{reason}. Sync and callback handlers alike.
+grpc::Status Authorize(const grpc::ServerContextBase* ctx,
                        absl::string_view method);
 
 // The client's token: `explicit_token` if not empty, else the contents of
