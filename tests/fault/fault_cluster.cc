@@ -254,18 +254,23 @@ absl::Status FaultCluster::StartWorker(int index,
   }
   // The tests wait for what they need (a worker may be meant to crash).
   w.wait_until_registered = false;
-  PLEXUS_ASSIGN_OR_RETURN(size_t member, local_->StartWorker(index, w));
-  Proc* p = nullptr;
-  for (auto& slot : workers_) {
-    if (slot->member == member) p = slot.get();
+  absl::StatusOr<size_t> member = local_->StartWorker(index, w);
+  // Also after an error: a new run may have started, p.process must be its.
+  absl::StatusOr<size_t> slot =
+      member.ok() ? member : local_->Find("worker", index);
+  if (slot.ok()) {
+    Proc* p = nullptr;
+    for (auto& q : workers_) {
+      if (q->member == *slot) p = q.get();
+    }
+    if (p == nullptr) {
+      workers_.push_back(std::make_unique<Proc>());
+      p = workers_.back().get();
+      p->member = *slot;
+    }
+    Sync(*p);
   }
-  if (p == nullptr) {
-    workers_.push_back(std::make_unique<Proc>());
-    p = workers_.back().get();
-    p->member = member;
-  }
-  Sync(*p);
-  return absl::OkStatus();
+  return member.status();
 }
 
 absl::Status FaultCluster::SetFailpoint(const Proc& daemon,

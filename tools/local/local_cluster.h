@@ -133,7 +133,8 @@ class LocalCluster {
   // Starts worker `index` (>= 0): a new member, or the next run of worker
   // `index`, in the same folder with this command line, once its previous
   // run has exited (FAILED_PRECONDITION while it runs). Returns its position
-  // in members(). Updates the state file.
+  // in members(). Updates the state file. When the wait for registration
+  // fails the run stays (Find finds it) and the error names its log.
   absl::StatusOr<size_t> StartWorker(int index, const WorkerOptions& options);
 
   // Starts members()[i] again from command_line(i) once it has exited
