@@ -9,8 +9,10 @@
 #     the architecture's link rules (e.g. ps/storage never links gRPC) are kept.
 #
 #   plexus_cc_binary(NAME <name> SRCS ... DEPS ...)
-#   plexus_cc_test(NAME <name> SRCS ... DEPS ... [LABELS ...] [TIMEOUT <s>])
-#     A GoogleTest binary registered with ctest through gtest_discover_tests.
+#   plexus_cc_test(NAME <name> SRCS ... DEPS ... [LABELS ...] [TIMEOUT <s>]
+#                  [TEST_PREFIX <prefix>])
+#     A GoogleTest binary registered with ctest through gtest_discover_tests
+#     (each test's ctest name is <prefix><Suite>.<Test>).
 
 include_guard(GLOBAL)
 
@@ -65,7 +67,8 @@ function(plexus_cc_binary)
 endfunction()
 
 function(plexus_cc_test)
-  cmake_parse_arguments(A "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(A "" "NAME;TIMEOUT;TEST_PREFIX" "SRCS;DEPS;LABELS"
+                        ${ARGN})
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 120)
   endif()
@@ -82,7 +85,8 @@ function(plexus_cc_test)
   if(A_LABELS)
     list(APPEND props LABELS "${A_LABELS}")
   endif()
-  gtest_discover_tests(${A_NAME} PROPERTIES ${props} DISCOVERY_TIMEOUT 60)
+  gtest_discover_tests(${A_NAME} PROPERTIES ${props} DISCOVERY_TIMEOUT 60
+                       TEST_PREFIX "${A_TEST_PREFIX}")
 endfunction()
 
 # Walks the transitive link closure of a target (static and interface links).
