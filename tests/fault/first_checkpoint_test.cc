@@ -155,7 +155,7 @@ TEST_F(FirstCheckpointTest, NewerUnpublishedCheckpointNeverCounts) {
       absl::Seconds(60)))
       << cluster_->Logs();
   on_disk = OnDisk(0);
-  EXPECT_EQ(std::find(on_disk.begin(), on_disk.end(), x), on_disk.end())
+  EXPECT_EQ(std::count(on_disk.begin(), on_disk.end(), x), 0)
       << "unpublished checkpoint " << x << " is still on shard 0";
   absl::Status st = cluster_->CheckJobGolden(kSteps, absl::Seconds(120));
   EXPECT_TRUE(st.ok()) << st << cluster_->Logs();
