@@ -334,6 +334,9 @@ std::shared_ptr<Work> CommunicatorImpl::MaybeDevice(const std::string& name,
                      ": one buffer is in device memory and the other in "
                      "host memory; pass both on the same side")));
   }
+  if (absl::Status s = device_->CheckStream(opts.stream); !s.ok()) {
+    return Failed(Annotate(s, name));
+  }
   DeviceCollectives* device = device_.get();
   return Submit(absl::StrCat(name, " on device buffers (", device->name(), ")"),
                 Algorithm::kAuto, opts,

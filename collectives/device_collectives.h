@@ -51,9 +51,9 @@ class DeviceCollectives {
   virtual bool IsDevice(const void* p) const = 0;
 
   // As in Communicator, on device buffers. `stream` (a cudaStream_t;
-  // nullptr: the legacy default stream) orders the operation after the
-  // caller's work; each returns once the result is in place or with an
-  // error naming the operation.
+  // nullptr: an own stream, ordered after the work on the legacy default
+  // stream) orders the operation after the caller's work; each returns once
+  // the result is in place or with an error naming the operation.
   virtual absl::Status AllReduce(const void* send, void* recv, size_t count,
                                  DataType type, ReduceOp op,
                                  absl::Time deadline, void* stream) = 0;
@@ -70,6 +70,11 @@ class DeviceCollectives {
   virtual absl::Status Reduce(const void* send, void* recv, size_t count,
                               DataType type, ReduceOp op, int root,
                               absl::Time deadline, void* stream) = 0;
+  // INVALID_ARGUMENT for a stream this backend cannot use; checked when the
+  // operation is submitted, so that it does not break the communicator.
+  virtual absl::Status CheckStream(void* stream) const {
+    return absl::OkStatus();
+  }
   // Aborts whatever runs (NCCL communicators, the cross-node transport).
   virtual void Abort(const absl::Status& why) = 0;
 };

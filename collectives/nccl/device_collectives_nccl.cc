@@ -57,9 +57,20 @@ std::string GpuId(const CommunicatorOptions& options) {
   return bus;
 }
 
-void* AsStream(void* s) {
-  return s != nullptr ? s : static_cast<void*>(cudaStreamLegacy);
+// NCCL communicators here are non-blocking: NCCL may launch from its own
+// thread, where cudaStreamPerThread names another stream (NVIDIA/nccl#1976).
+absl::Status NcclStream(void* stream) {
+  if (stream == static_cast<void*>(cudaStreamPerThread)) {
+    return absl::InvalidArgumentError(
+        "cudaStreamPerThread cannot carry NCCL operations here; pass a "
+        "stream you created (or none)");
+  }
+  return absl::OkStatus();
 }
+
+// nullptr stays nullptr: the NCCL communicator's own stream, ordered after
+// the legacy default stream (never given to NCCL itself).
+void* AsStream(void* s) { return s; }
 
 // Recognises device buffers and refuses them: this process has a GPU, but
 // the group does not use NCCL (backend kUcx, or a member without a GPU).
@@ -108,6 +119,9 @@ class FlatNccl : public DeviceCollectives {
   explicit FlatNccl(std::unique_ptr<nccl::NcclCommunicator> comm)
       : comm_(std::move(comm)) {}
   absl::string_view name() const override { return "nccl"; }
+  absl::Status CheckStream(void* stream) const override {
+    return NcclStream(stream);
+  }
   bool IsDevice(const void* p) const override {
     return cuda::IsDeviceMemory(p);
   }
@@ -151,6 +165,9 @@ class Hierarchical : public DeviceCollectives {
   explicit Hierarchical(std::unique_ptr<nccl::HierarchicalAllReduce> h)
       : h_(std::move(h)) {}
   absl::string_view name() const override { return "hierarchical"; }
+  absl::Status CheckStream(void* stream) const override {
+    return NcclStream(stream);
+  }
   bool IsDevice(const void* p) const override {
     return cuda::IsDeviceMemory(p);
   }

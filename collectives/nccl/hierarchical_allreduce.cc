@@ -12,9 +12,7 @@
 namespace plexus::collectives::nccl {
 namespace {
 
-cudaStream_t AsStream(void* s) {
-  return s != nullptr ? static_cast<cudaStream_t>(s) : cudaStreamLegacy;
-}
+cudaStream_t AsStream(void* s) { return static_cast<cudaStream_t>(s); }
 cudaEvent_t AsEvent(void* e) { return static_cast<cudaEvent_t>(e); }
 
 bool IsFloating(DataType t) {
@@ -44,6 +42,8 @@ HierarchicalAllReduce::~HierarchicalAllReduce() {
   for (void* e : chunk_events_) cudaEventDestroy(AsEvent(e));
   if (ready_ != nullptr) cudaEventDestroy(AsEvent(ready_));
   if (done_ != nullptr) cudaEventDestroy(AsEvent(done_));
+  if (legacy_done_ != nullptr) cudaEventDestroy(AsEvent(legacy_done_));
+  if (own_ != nullptr) cudaStreamDestroy(AsStream(own_));
   if (copy_in_ != nullptr) cudaStreamDestroy(AsStream(copy_in_));
   if (copy_out_ != nullptr) cudaStreamDestroy(AsStream(copy_out_));
 }
@@ -70,14 +70,20 @@ absl::Status HierarchicalAllReduce::Init() {
   // The node communicator set the device it runs on current.
   PLEXUS_RETURN_IF_ERROR(cuda::CudaStatus(
       cudaGetDevice(&device_), "hierarchical all-reduce: current device"));
-  if (cross_ == nullptr) return absl::OkStatus();
-  for (void** s : {&copy_in_, &copy_out_}) {
+  PLEXUS_ASSIGN_OR_RETURN(legacy_done_, NewEvent());
+  std::vector<void**> streams = {&own_};
+  if (cross_ != nullptr) {
+    streams.push_back(&copy_in_);
+    streams.push_back(&copy_out_);
+  }
+  for (void** s : streams) {
     cudaStream_t stream = nullptr;
     PLEXUS_RETURN_IF_ERROR(cuda::CudaStatus(
         cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
         "hierarchical all-reduce: creating a copy stream"));
     *s = stream;
   }
+  if (cross_ == nullptr) return absl::OkStatus();
   PLEXUS_ASSIGN_OR_RETURN(ready_, NewEvent());
   PLEXUS_ASSIGN_OR_RETURN(done_, NewEvent());
   return absl::OkStatus();
@@ -94,7 +100,20 @@ absl::Status HierarchicalAllReduce::AllReduce(const void* send, void* recv,
         " is not supported on device buffers (use sum and divide)"));
   }
   const ReduceOp inner = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
-  void* s = AsStream(stream);
+  PLEXUS_RETURN_IF_ERROR(
+      cuda::CudaStatus(cudaSetDevice(device_), "selecting the device"));
+  void* s = stream;
+  if (s == nullptr) {
+    // Our own stream, after the work on the legacy default stream (which
+    // NCCL is never given).
+    PLEXUS_RETURN_IF_ERROR(cuda::CudaStatus(
+        cudaEventRecord(AsEvent(legacy_done_), cudaStreamLegacy),
+        "ordering after the default stream"));
+    PLEXUS_RETURN_IF_ERROR(cuda::CudaStatus(
+        cudaStreamWaitEvent(AsStream(own_), AsEvent(legacy_done_), 0),
+        "ordering after the default stream"));
+    s = own_;
+  }
   const bool leader = local_->rank() == 0;
   PLEXUS_RETURN_IF_ERROR(
       local_->Reduce(send, recv, count, type, inner, 0, deadline, s),

@@ -56,7 +56,8 @@ class HierarchicalAllReduce {
   HierarchicalAllReduce& operator=(const HierarchicalAllReduce&) = delete;
 
   // recv = op over every member's send (count elements), on every member.
-  // `stream`: a cudaStream_t, nullptr for the legacy default stream.
+  // `stream`: a cudaStream_t; nullptr: an own stream, ordered after the work
+  // on the legacy default stream.
   absl::Status AllReduce(const void* send, void* recv, int64_t count,
                          DataType type, ReduceOp op, absl::Time deadline,
                          void* stream);
@@ -81,10 +82,12 @@ class HierarchicalAllReduce {
   const HierarchicalOptions options_;
   int device_ = 0;
   // CUDA objects (cudaStream_t / cudaEvent_t as void*).
-  void* copy_in_ = nullptr;   // device -> host copies
-  void* copy_out_ = nullptr;  // host -> device copies
-  void* ready_ = nullptr;     // the caller's stream reached the operation
-  void* done_ = nullptr;      // every host -> device copy landed
+  void* own_ = nullptr;          // the stream when the caller gives none
+  void* legacy_done_ = nullptr;  // the legacy default stream reached the op
+  void* copy_in_ = nullptr;      // device -> host copies
+  void* copy_out_ = nullptr;     // host -> device copies
+  void* ready_ = nullptr;        // the caller's stream reached the operation
+  void* done_ = nullptr;         // every host -> device copy landed
   std::vector<void*> chunk_events_;  // one per chunk, grown on demand
 
   // Used by the one operation in flight.

@@ -84,6 +84,7 @@ class NcclCommunicator::Impl {
       }
     }
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    if (legacy_done_ != nullptr) cudaEventDestroy(legacy_done_);
   }
 
   absl::Status Init(Store* store, int rank, int size,
@@ -103,6 +104,11 @@ class NcclCommunicator::Impl {
             cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
         e != cudaSuccess) {
       return CudaError(e, "NCCL: creating the communicator stream");
+    }
+    if (cudaError_t e =
+            cudaEventCreateWithFlags(&legacy_done_, cudaEventDisableTiming);
+        e != cudaSuccess) {
+      return CudaError(e, "NCCL: creating an event");
     }
     const absl::Time deadline = absl::Now() + options.init_timeout;
     ncclUniqueId id;
@@ -138,6 +144,12 @@ class NcclCommunicator::Impl {
   template <typename F>
   absl::Status Run(absl::string_view what, void* stream, absl::Time deadline,
                    F enqueue) {
+    // A non-blocking communicator launches from NCCL's own thread, where
+    // cudaStreamPerThread names another stream (NVIDIA/nccl#1976).
+    if (stream == static_cast<void*>(cudaStreamPerThread)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": cudaStreamPerThread cannot be used here; pass a stream"));
+    }
     absl::MutexLock lock(&mu_);
     if (!sticky_.ok()) return sticky_;
     if (aborting_) return Fail(absl::AbortedError("aborted"), what);
@@ -145,6 +157,14 @@ class NcclCommunicator::Impl {
         stream != nullptr ? static_cast<cudaStream_t>(stream) : stream_;
     if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
       return CudaError(e, what);
+    }
+    if (stream == nullptr) {
+      // The own stream runs after what the legacy default stream holds (the
+      // caller's cudaMemcpy or kernels without a stream), without handing
+      // that stream to NCCL.
+      cudaError_t e = cudaEventRecord(legacy_done_, cudaStreamLegacy);
+      if (e == cudaSuccess) e = cudaStreamWaitEvent(stream_, legacy_done_, 0);
+      if (e != cudaSuccess) return CudaError(e, what);
     }
     ncclResult_t r = enqueue(comm_, s);
     if (r != ncclSuccess && r != ncclInProgress) {
@@ -234,6 +254,7 @@ class NcclCommunicator::Impl {
   std::atomic<bool> aborting_{false};
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t legacy_done_ = nullptr;  // see Run
   int device_ = 0;
   absl::Status sticky_;
 };

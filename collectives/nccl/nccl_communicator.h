@@ -18,8 +18,11 @@
 // (next group epoch) to go on.
 //
 // Streams travel as void* (a cudaStream_t) so this header needs no CUDA
-// headers; nullptr means the communicator's own stream. Types: fp32, fp64,
-// fp16, bf16, int32, int64; reductions sum, avg (ncclAvg), min, max, prod.
+// headers; nullptr means the communicator's own stream, ordered after the
+// work already on the legacy default stream. cudaStreamPerThread is
+// INVALID_ARGUMENT (NCCL would launch on its own thread's stream). Types: fp32,
+// fp64, fp16, bf16, int32, int64; reductions sum, avg (ncclAvg), min, max,
+// prod.
 //
 // Thread safety: one operation at a time per communicator (NCCL requires
 // operations in the same order on every rank); Abort from any thread.

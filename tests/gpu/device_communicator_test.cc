@@ -209,6 +209,25 @@ TEST(DeviceCommunicatorTest, DeviceBuffersGoToNcclHostBuffersToUcx) {
           .code(),
       absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE((*comm)->status().ok());
+  // So is a stream NCCL cannot use here.
+  OpOptions per_thread;
+  per_thread.stream = static_cast<void*>(cudaStreamPerThread);
+  EXPECT_EQ((*comm)
+                ->AllReduce(dev, dev, 3, DataType::kFloat32, ReduceOp::kSum,
+                            per_thread)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE((*comm)->status().ok());
+  // An explicit stream works.
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  OpOptions on_stream;
+  on_stream.stream = stream;
+  EXPECT_TRUE((*comm)
+                  ->AllReduce(dev, dev, 3, DataType::kFloat32, ReduceOp::kSum,
+                              on_stream)
+                  .ok());
+  cudaStreamDestroy(stream);
   // The other operations on device buffers.
   EXPECT_TRUE((*comm)->Broadcast(dev, 3, DataType::kFloat32, 0).ok());
   EXPECT_TRUE((*comm)->AllGather(dev, dev, 3, DataType::kFloat32).ok());

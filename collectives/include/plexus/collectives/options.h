@@ -116,7 +116,8 @@ struct OpOptions {
   // Device buffers only: the CUDA stream (a cudaStream_t) the operation is
   // ordered after and runs on; it completes (Wait returns) once the result
   // is in the buffers. nullptr (default): the communicator's own stream,
-  // after the legacy default stream's work. Ignored for host buffers.
+  // after the work already on the legacy default stream. Not
+  // cudaStreamPerThread (INVALID_ARGUMENT). Ignored for host buffers.
   void* stream = nullptr;
 };
 
