@@ -370,29 +370,29 @@ absl::StatusOr<PullResult> PsService::DoPull(
   return r;
 }
 
-void PsService::FillResponse(const PullResult& pull,
+void PsService::FillResponse(PullResult pull,
                              const RepeatedPtrField<v1::SparseLookup>& lookups,
                              RepeatedPtrField<v1::DenseSliceData>* dense,
                              RepeatedPtrField<v1::SparseRows>* sparse,
                              const RepeatedPtrField<v1::DenseSliceRef>& refs) {
   for (size_t i = 0; i < pull.dense.size(); ++i) {
-    const DenseValues& v = pull.dense[i];
+    DenseValues& v = pull.dense[i];
     v1::DenseSliceData* d = dense->Add();
     d->set_variable(refs[static_cast<int>(i)].variable());
     ToProto(v.rows, d->mutable_rows());
     d->mutable_tensor()->mutable_spec()->set_dtype(ToProto(v.dtype));
     for (int64_t s : v.shape) d->mutable_tensor()->mutable_spec()->add_shape(s);
-    d->mutable_tensor()->set_data(v.data);
+    d->mutable_tensor()->set_data(std::move(v.data));
   }
   for (size_t i = 0; i < pull.sparse.size(); ++i) {
-    const SparseValues& v = pull.sparse[i];
+    SparseValues& v = pull.sparse[i];
     const v1::SparseLookup& l = lookups[static_cast<int>(i)];
     v1::SparseRows* s = sparse->Add();
     s->set_table(l.table());
     *s->mutable_ids() = l.ids();
     s->mutable_values()->mutable_spec()->set_dtype(ToProto(v.dtype));
     for (int64_t d : v.shape) s->mutable_values()->mutable_spec()->add_shape(d);
-    s->mutable_values()->set_data(v.data);
+    s->mutable_values()->set_data(std::move(v.data));
     for (uint32_t p : v.missing_positions) s->add_missing_positions(p);
   }
 }
@@ -404,8 +404,8 @@ grpc::Status PsService::Pull(grpc::ServerContext* ctx,
   auto r = DoPull(ctx, req->header(), req->value_dtype(), req->dense(),
                   req->sparse());
   if (!r.ok()) return ToGrpcStatus(r.status());
-  FillResponse(*r, req->sparse(), resp->mutable_dense(), resp->mutable_sparse(),
-               req->dense());
+  FillResponse(std::move(*r), req->sparse(), resp->mutable_dense(),
+               resp->mutable_sparse(), req->dense());
   FillHeader(resp->mutable_header());
   return grpc::Status::OK;
 }
@@ -442,7 +442,7 @@ grpc::Status PsService::PushPull(grpc::ServerContext* ctx,
   resp->set_rows_applied(r.rows_applied);
   resp->set_rows_not_admitted(r.rows_not_admitted);
   resp->set_skipped_non_finite(r.skipped_non_finite);
-  FillResponse(*pull, req->pull_sparse(), resp->mutable_dense(),
+  FillResponse(std::move(*pull), req->pull_sparse(), resp->mutable_dense(),
                resp->mutable_sparse(), req->pull_dense());
   FillHeader(resp->mutable_header());
   return grpc::Status::OK;

@@ -144,8 +144,9 @@ class PsService final : public v1::ParameterServer::Service {
       v1::DType value_dtype,
       const google::protobuf::RepeatedPtrField<v1::DenseSliceRef>& dense,
       const google::protobuf::RepeatedPtrField<v1::SparseLookup>& sparse);
+  // Moves the pulled bytes into the response (no copy).
   void FillResponse(
-      const PullResult& pull,
+      PullResult pull,
       const google::protobuf::RepeatedPtrField<v1::SparseLookup>& lookups,
       google::protobuf::RepeatedPtrField<v1::DenseSliceData>* dense,
       google::protobuf::RepeatedPtrField<v1::SparseRows>* sparse,
