@@ -472,7 +472,8 @@ class PsClientImpl : public PsClient {
     return rows == 0 ? 0 : static_cast<int64_t>(total_elems) / rows;
   }
 
-  // Dense pieces per shard, each further split by rows to fit a message.
+  // Dense pieces per shard, each further split by rows to fit a message and
+  // options_.dense_chunk_bytes.
   absl::StatusOr<std::vector<Piece>> DensePieces(const ShardRouter& router,
                                                  const std::string& variable,
                                                  size_t total_elems) const {
@@ -484,9 +485,13 @@ class PsClientImpl : public PsClient {
     }
     int64_t row_elems =
         rows == 0 ? 1 : static_cast<int64_t>(total_elems) / rows;
+    int64_t chunk_bytes = options_.max_message_bytes - kHeadroomBytes;
+    if (options_.dense_chunk_bytes > 0) {
+      chunk_bytes = std::min(chunk_bytes, options_.dense_chunk_bytes);
+    }
     int64_t per_chunk = std::max<int64_t>(
-        1, (options_.max_message_bytes - kHeadroomBytes) /
-               std::max<int64_t>(1, row_elems * int64_t{sizeof(float)}));
+        1,
+        chunk_bytes / std::max<int64_t>(1, row_elems * int64_t{sizeof(float)}));
     PLEXUS_ASSIGN_OR_RETURN(auto slices, router.SplitDense(variable, 0, rows));
     std::vector<Piece> pieces;
     for (const DensePiece& s : slices) {

@@ -49,6 +49,13 @@ struct PsClientOptions {
   absl::Duration max_backoff = absl::Seconds(1);
   // Largest message sent or received, bytes. Default 64 MiB.
   int64_t max_message_bytes = 64 << 20;
+  // Dense pushes and pulls are split by rows into chunks of at most this
+  // many bytes (at least one row each), sent in parallel, so that the
+  // client's serialisation, the network and the shard's work overlap
+  // (ps_bench: a 16 MiB push or pull ~25% faster than as one message).
+  // Each chunk of a push is its own exactly-once key. <= 0: one message per
+  // shard, up to max_message_bytes. Default 1 MiB.
+  int64_t dense_chunk_bytes = 1 << 20;
   // Threads that carry per-shard RPCs. 0: 2 per shard, at least 4.
   int num_threads = 0;
   // TLS to the shards (PEM files): the CA their certificates chain to, and
