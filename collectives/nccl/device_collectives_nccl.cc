@@ -5,19 +5,17 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <map>
+#include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "collectives/cuda/cuda_util.h"
 #include "collectives/device_collectives.h"
 #include "collectives/nccl/hierarchical_allreduce.h"
 #include "collectives/nccl/nccl_communicator.h"
+#include "collectives/patterns/device_plan.h"
 #include "collectives/transport/ucx/ucx_transport.h"
 #include "common/status.h"
 #include "glog/logging.h"
@@ -31,7 +29,9 @@ std::string NodeOf(const CommunicatorOptions& options) {
   if (!options.node.empty()) return options.node;
   if (const char* env = std::getenv("PLEXUS_NODE"); env && *env) return env;
   char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0) return "localhost";
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    return "localhost";
+  }
   return host;
 }
 
@@ -210,11 +210,9 @@ absl::Status PublishDeviceInfo(Store* store, int rank,
                                const CommunicatorOptions& options,
                                Backend backend) {
   if (backend == Backend::kUcx) return absl::OkStatus();
-  // "<gpu bus id or -> <node>" (the node may contain spaces, the id not).
-  const std::string gpu = GpuId(options);
   return Annotate(
       store->Set(InfoKey(rank),
-                 absl::StrCat(gpu.empty() ? "-" : gpu, " ", NodeOf(options))),
+                 patterns::FormatMemberInfo({GpuId(options), NodeOf(options)})),
       "publishing whether this rank has a GPU");
 }
 
@@ -222,70 +220,25 @@ absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
     Store* store, int rank, int size, const CommunicatorOptions& options,
     Backend backend) {
   const bool have_gpu = !GpuId(options).empty();
-  if (backend == Backend::kUcx) {
-    if (!have_gpu) return nullptr;
-    return std::make_unique<NoDevice>("the backend is ucx");
-  }
   // Every rank published before the host transport connected (see the
   // header): a key missing now means a rank without GPU support.
-  std::vector<int> without_gpu;
-  std::vector<std::string> nodes(size);
-  // NCCL refuses two ranks of one communicator on one GPU.
-  std::map<std::pair<std::string, std::string>, int> gpu_owner;
-  std::string shared;
-  for (int r = 0; r < size; ++r) {
-    absl::StatusOr<std::string> info = store->Get(InfoKey(r), absl::Now());
-    std::vector<std::string> parts;
-    if (info.ok()) parts = absl::StrSplit(*info, absl::MaxSplits(' ', 1));
-    if (parts.size() != 2 || parts[0] == "-") {
-      without_gpu.push_back(r);
-      continue;
-    }
-    nodes[r] = parts[1];
-    auto [it, fresh] = gpu_owner.emplace(std::make_pair(parts[1], parts[0]), r);
-    if (!fresh && shared.empty()) {
-      shared = absl::StrCat("ranks ", it->second, " and ", r, " share GPU ",
-                            parts[0], " on node ", parts[1]);
+  std::vector<std::optional<patterns::MemberInfo>> members(size);
+  if (backend != Backend::kUcx) {
+    for (int r = 0; r < size; ++r) {
+      absl::StatusOr<std::string> info = store->Get(InfoKey(r), absl::Now());
+      if (info.ok()) members[r] = patterns::ParseMemberInfo(*info);
     }
   }
-  const bool forced =
-      backend == Backend::kNccl || backend == Backend::kHierarchical;
-  if (!without_gpu.empty()) {
-    std::string why = absl::StrCat("ranks without a usable GPU: ",
-                                   absl::StrJoin(without_gpu, ", "));
-    if (forced) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "collectives backend ", BackendName(backend),
-          " was asked for, but not every member has a GPU (", why, ")"));
-    }
+  PLEXUS_ASSIGN_OR_RETURN(patterns::DevicePlan plan,
+                          patterns::PlanDevices(members, rank, backend));
+  if (plan.kind == patterns::DevicePlan::Kind::kNone) {
     if (!have_gpu) return nullptr;
-    return std::make_unique<NoDevice>(why);
+    return std::make_unique<NoDevice>(plan.why_none);
   }
-  if (!shared.empty()) {
-    std::string why = absl::StrCat(
-        shared, ", which NCCL refuses (give each rank its own GPU)");
-    if (forced) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("collectives backend ", BackendName(backend),
-                       " was asked for, but ", why));
-    }
-    return std::make_unique<NoDevice>(why);
-  }
-  // Nodes in order of their lowest rank; this rank's place in its node.
-  std::vector<std::string> node_names;
-  std::map<std::string, int> node_index;
-  for (int r = 0; r < size; ++r) {
-    if (node_index.emplace(nodes[r], node_names.size()).second) {
-      node_names.push_back(nodes[r]);
-    }
-  }
-  const int num_nodes = static_cast<int>(node_names.size());
-  const bool hierarchical = backend == Backend::kHierarchical ||
-                            (backend == Backend::kAuto && num_nodes > 1);
   nccl::NcclOptions nopts;
   nopts.device = options.device;
   nopts.init_timeout = options.connect_timeout;
-  if (!hierarchical) {
+  if (plan.kind == patterns::DevicePlan::Kind::kFlat) {
     auto prefixed = NewPrefixStore(store, "device/nccl");
     PLEXUS_ASSIGN_OR_RETURN(
         auto comm,
@@ -295,20 +248,16 @@ absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
                             << "NCCL (" << size << " ranks)";
     return std::make_unique<FlatNccl>(std::move(comm));
   }
-  const int my_node = node_index[nodes[rank]];
-  int local_rank = 0, local_size = 0;
-  for (int r = 0; r < size; ++r) {
-    if (nodes[r] != nodes[rank]) continue;
-    if (r < rank) ++local_rank;
-    ++local_size;
-  }
+  const int my_node = plan.node, num_nodes = plan.num_nodes;
+  const int local_rank = plan.local_rank, local_size = plan.local_size;
   auto node_store =
       NewPrefixStore(store, absl::StrCat("device/node/", my_node));
   PLEXUS_ASSIGN_OR_RETURN(
       auto local,
       nccl::NcclCommunicator::Create(node_store.get(), local_rank, local_size,
                                      nopts),
-      absl::StrCat("creating the NCCL communicator of node ", nodes[rank]));
+      absl::StrCat("creating the NCCL communicator of node ",
+                   members[rank]->node));
   std::unique_ptr<Transport> cross;
   if (local_rank == 0 && num_nodes > 1) {
     auto leaders = NewPrefixStore(store, "device/leaders");
