@@ -39,7 +39,9 @@ std::optional<Algorithm> ParseAlgorithm(absl::string_view name);
 //   kNccl: one NCCL communicator over all members, whatever the nodes.
 //   kHierarchical: NCCL inside each node, UCX across nodes.
 // Forcing kNccl or kHierarchical fails Create (FAILED_PRECONDITION) when a
-// member has no GPU or the program was built without NCCL.
+// member has no GPU or the program was built without NCCL. Every rank must
+// resolve the same backend (a rank forcing kNccl while another picks
+// kHierarchical fails Create after connect_timeout).
 enum class Backend { kAuto, kUcx, kNccl, kHierarchical };
 absl::string_view BackendName(Backend backend);
 // "auto", "ucx", "nccl", "hierarchical" (or "hier"); nullopt otherwise.
