@@ -11,7 +11,8 @@
 //    slowest push a concurrent pusher saw from Prepare until the write was
 //    done (a push into a stripe not yet copied copies it first);
 //  * full checkpoint: bytes, write time and GB/s (Commit), against the
-//    sequential write (write(2) in 4 MiB blocks + fsync) of as many bytes;
+//    sequential write (write(2) in 4 MiB blocks + fsync) of as many bytes,
+//    run right after it with the same concurrent pusher;
 //  * incremental checkpoints after 1 K / 10 K / 100 K changed rows: time,
 //    rows written, new bytes;
 //  * restore of the newest checkpoint into a fresh engine (a restarted
@@ -204,15 +205,18 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   Check(p.status(), "prepare");
   auto commit = store->Commit(1, absl::InfiniteDuration());
   measuring = false;
+  Check(commit.status(), "commit");
+  // The sequential write of as many bytes runs under the same conditions:
+  // the pusher goes on.
+  const int64_t ckpt_bytes = commit->info.total_bytes;
+  r.seq_gbps = SequentialWriteGbps(root / "sequential.bin", ckpt_bytes);
   stop = true;
   pusher.join();
-  Check(commit.status(), "commit");
   r.pause_ms = Ms(p->cut_pause);
   r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
   r.bytes = commit->info.total_bytes;
   r.write_s = absl::ToDoubleSeconds(commit->write_time);
   r.ckpt_gbps = static_cast<double>(r.bytes) / r.write_s / 1e9;
-  r.seq_gbps = SequentialWriteGbps(root / "sequential.bin", r.bytes);
   Check(store->Finalize(1, true, 0).status(), "finalize");
   // Absorb the rows the pusher changed during the write (not reported).
   Check(store->Prepare({.checkpoint_id = 2, .base_checkpoint_id = 1}).status(),
