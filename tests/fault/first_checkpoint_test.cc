@@ -10,9 +10,12 @@
 //    shard waited for a restore of an unpublished checkpoint for ever).
 //  - A published checkpoint P exists and a newer one X is committed on
 //    shard 0 but never published (shard 0 dies at its commit while shard 1's
-//    disk is full, so the coordinator abandons X while shard 0 is away). The
+//    write fails, so the coordinator abandons X while shard 0 is away). The
 //    coordinator abandons X on the restarted shard and restores P
 //    everywhere: X never counts (F18).
+//  - Nothing published and the coordinator lost too: the restarted shard
+//    stops waiting and the job ends (FAILED, naming what the shard lost)
+//    instead of hanging.
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -161,6 +164,47 @@ TEST_F(FirstCheckpointTest, NewerUnpublishedCheckpointNeverCounts) {
   EXPECT_TRUE(st.ok()) << st << cluster_->Logs();
   EXPECT_TRUE(absl::StrContains(ReadFile(cluster_->ps(1).log), restored))
       << cluster_->Logs();
+}
+
+// Shard 0 dies after committing its part of the first checkpoint and the
+// coordinator dies too, forgetting that the checkpoint is in doubt. Nothing
+// is published: the restarted coordinator abandons the committed part on
+// shard 0, which stops waiting for a restore that cannot come and serves
+// its (empty) state. Its state is lost, so the job cannot end golden, but
+// it ends (the golden variable is gone from shard 0: its steps fail) instead
+// of hanging.
+TEST_F(FirstCheckpointTest, NothingPublishedAndCoordinatorLostDoesNotHang) {
+  ASSERT_TRUE(
+      cluster_->SetFailpoint(cluster_->ps(0), kCommitFailpoint, "crash").ok());
+  ASSERT_NO_FATAL_FAILURE(StartWorkers());
+  ASSERT_TRUE(cluster_->Submit(60).ok());
+  absl::StatusOr<int> code = cluster_->ps(0).process->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status() << cluster_->Logs();
+  ASSERT_TRUE(cluster_->Signal(cluster_->coordinator(), SIGKILL).ok());
+  EXPECT_EQ(OnDisk(0), std::vector<uint64_t>{1});
+  ASSERT_TRUE(cluster_->Restart(cluster_->ps(0)).ok());
+  ASSERT_TRUE(cluster_->Restart(cluster_->coordinator()).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(ReadFile(cluster_->ps(0).log),
+                                 "no checkpoint left to restore");
+      },
+      absl::Seconds(60)))
+      << cluster_->Logs();
+  EXPECT_TRUE(OnDisk(0).empty());
+  // The job ends (its steps fail on the lost variable) instead of hanging.
+  ASSERT_TRUE(
+      WaitFor([&] { return cluster_->JobStatus().ok(); }, absl::Seconds(30)));
+  // Join answers with the job's error: the variable shard 0 lost.
+  absl::StatusOr<v1::JobStatus> job = cluster_->Join(absl::Seconds(90));
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kNotFound)
+      << job.status() << cluster_->Logs();
+  EXPECT_TRUE(
+      absl::StrContains(job.status().message(), "no variable named 'golden'"))
+      << job.status();
+  absl::StatusOr<v1::GetJobStatusResponse> status = cluster_->JobStatus();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->status().state(), v1::JOB_STATE_FAILED);
 }
 
 }  // namespace
