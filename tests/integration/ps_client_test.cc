@@ -375,5 +375,43 @@ TEST(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
   for (size_t i = 0; i < rows.size(); ++i) ASSERT_EQ(rows[i], -g[i]) << i;
 }
 
+// Dense chunks smaller than a message (PsClientOptions.dense_chunk_bytes):
+// odd row counts land at the right offsets, and a repeated push with the
+// same key is a duplicate chunk by chunk.
+TEST(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
+  TempDir dir;
+  std::vector<std::string> shards;
+  auto cluster = StartShards(dir, 2, {}, &shards);
+  ASSERT_NE(cluster, nullptr);
+  // 3 rows of 5 fp32 per chunk (60 bytes; 64 does not hold a fourth).
+  auto client = PsClient::Connect({.shards = shards, .dense_chunk_bytes = 64});
+  ASSERT_TRUE(client.ok()) << client.status();
+  v1::VariableConfig v;
+  v.set_name("odd");
+  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  v.mutable_spec()->add_shape(37);
+  v.mutable_spec()->add_shape(5);
+  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
+  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v.mutable_initializer()->mutable_constant()->set_value(1);
+  ASSERT_TRUE((*client)->CreateVariable(v).ok());
+  std::vector<float> grad(37 * 5);
+  for (size_t i = 0; i < grad.size(); ++i) grad[i] = static_cast<float>(i);
+  worker::StepOptions step{.step_id = 1, .closure_id = 9, .push_seq = 0};
+  auto first = (*client)->PushDense("odd", grad, step);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->rows_applied, 37);
+  EXPECT_EQ(first->duplicate_pieces, 0);
+  auto again = (*client)->PushDense("odd", grad, step);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->rows_applied, 0);
+  // Each shard's slice in chunks of 3 rows: at least ceil(37 / 3) chunks.
+  EXPECT_GE(again->duplicate_pieces, 13);
+  std::vector<float> out(grad.size());
+  ASSERT_TRUE((*client)->PullDense("odd", absl::MakeSpan(out)).ok());
+  for (size_t i = 0; i < out.size(); ++i)
+    ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
+}
+
 }  // namespace
 }  // namespace plexus
