@@ -9,6 +9,14 @@
 #include "common/status.h"
 
 namespace plexus::coordinator::checkpointing {
+namespace {
+
+// Tries (Polls and Takes) to hear a part of the checkpoint in doubt from a
+// shard that answers probes but not its CommitCheckpoint before the
+// checkpoint is abandoned, so that dispatch is not paused for ever.
+constexpr int kMaxInDoubtTries = 50;
+
+}  // namespace
 
 Checkpointer::Checkpointer(CheckpointerOptions options, ShardDriver* shards,
                            ManifestStore* manifests,
@@ -228,6 +236,7 @@ absl::StatusOr<TakeResult> Checkpointer::TakeLocked(const std::string& job_id,
   }
   if (unheard >= 0) {
     in_doubt_ = m;
+    in_doubt_tries_ = 0;
     return absl::UnavailableError(absl::StrCat(
         "checkpoint ", id, " at step ", c, ": shard ", unheard,
         " did not answer its commit; the checkpoint is published if the "
@@ -293,7 +302,8 @@ absl::Status Checkpointer::ResolveInDoubtLocked() {
     // which found it on disk).
     absl::StatusOr<ShardPart> part =
         shards_->Commit(s, id, options_.probe_timeout);
-    if (!part.ok() && absl::IsUnavailable(part.status())) {
+    if (!part.ok() && absl::IsUnavailable(part.status()) &&
+        ++in_doubt_tries_ < kMaxInDoubtTries) {
       return Annotate(part.status(),
                       absl::StrCat("checkpoint ", id, " in doubt: shard ", s));
     }
@@ -478,7 +488,15 @@ void Checkpointer::Poll() {
   // Every shard answers: a checkpoint in doubt can be settled now (before a
   // restore, which then uses it if it got published).
   if (absl::Status st = ResolveInDoubtLocked(); !st.ok()) {
-    LOG(WARNING) << st;
+    LOG_EVERY_N(WARNING, 10) << st;
+    if (restarted) {
+      // The restarted shard's part may be what makes it publishable:
+      // settle it first, with dispatch paused, at a later Poll.
+      if (!recovering) scheduler_->Pause("checkpoint in doubt");
+      absl::MutexLock l(&mu_);
+      recovering_ = true;
+      return;
+    }
   }
   bool resumed = false;
   if (restarted) {

@@ -25,6 +25,9 @@
 // its committed part on disk and hands it over: the checkpoint is published
 // (steps 5 and 6) and a lost shard is restored from it. A shard that never
 // finished its part (NOT_FOUND) or any other error abandons it everywhere.
+// While it is in doubt and a shard restarted, Poll keeps dispatch paused
+// and restores nothing (the restarted shard's part may be what makes it
+// publishable).
 // Like the shards' own vote in two-phase commit, a committed part is
 // durable, so asking again is safe; this is what makes a shard lost right
 // after committing the *first* checkpoint recoverable.
@@ -234,7 +237,7 @@ class Checkpointer {
   // Settles the checkpoint in doubt, if any: asks the shards whose part is
   // missing for it again and publishes it when every part is there, or
   // abandons it everywhere. UNAVAILABLE (still in doubt) while a shard
-  // does not answer.
+  // does not answer, for a bounded number of tries.
   absl::Status ResolveInDoubtLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(op_mu_);
   // Abandons on every shard the committed checkpoints newer than the newest
   // published one (unpublished ones never count).
@@ -260,6 +263,8 @@ class Checkpointer {
   // a part per shard where the shard's commit was heard (an empty
   // directory where it was not).
   std::optional<Manifest> in_doubt_ ABSL_GUARDED_BY(op_mu_);
+  // Failed tries to settle it (it is abandoned after a bound).
+  int in_doubt_tries_ ABSL_GUARDED_BY(op_mu_) = 0;
 
   mutable absl::Mutex mu_;
   bool recovering_ ABSL_GUARDED_BY(mu_) = false;
