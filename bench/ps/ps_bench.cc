@@ -1,6 +1,6 @@
 // ps_bench: the parameter server's data plane end to end (PsClient -> gRPC ->
 // plexus-ps processes on 127.0.0.1), next to this machine's limits measured
-// in the same run (loopback TCP stream, memcpy).
+// in the same run (loopback TCP stream and round trip, memcpy).
 //
 //   ps_bench [--bin_dir DIR] [--shards 1,2] [--seconds 0.3] [--max_mb 256]
 //            [--json FILE]
@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -77,18 +78,77 @@ double Pct(const std::vector<double>& t, double p) {
   return t[std::min(t.size() - 1, static_cast<size_t>(p * t.size()))];
 }
 
-// Loopback TCP: one thread streams 1 GiB in 1 MiB writes to another.
-double LoopbackTcpGBps() {
-  int ls = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
+// A listening socket on 127.0.0.1 (a free port) and a client connected to
+// it; the accepted end is for `serve` (run on its own thread). false if the
+// machine refuses.
+bool LoopbackPair(int* listener, int* client, sockaddr_in* addr) {
+  *listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in& a = *addr;
+  a = {};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(a);
-  if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      listen(ls, 1) != 0 ||
-      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    return 0;
+  if (bind(*listener, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      listen(*listener, 1) != 0 ||
+      getsockname(*listener, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    return false;
   }
+  *client = socket(AF_INET, SOCK_STREAM, 0);
+  return connect(*client, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+}
+
+bool ReadFull(int fd, char* p, size_t n) {
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Loopback TCP round trip (TCP_NODELAY) between this process and a forked
+// one, as between a worker and a shard: a 64-byte request answered with
+// `bytes` bytes, as a pull is; p50 in seconds. The floor under a PS call's
+// latency on this machine. REQUIRES: no other thread runs yet (fork).
+double LoopbackTcpRoundTrip(size_t bytes) {
+  int ls = -1, c = -1;
+  sockaddr_in a;
+  if (!LoopbackPair(&ls, &c, &a)) return 0;
+  int one = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  pid_t child = fork();
+  if (child < 0) return 0;
+  if (child == 0) {
+    close(c);
+    int s = accept(ls, nullptr, nullptr);
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    std::vector<char> req(64), resp(bytes, 'y');
+    while (ReadFull(s, req.data(), req.size())) {
+      if (write(s, resp.data(), resp.size()) !=
+          static_cast<ssize_t>(resp.size())) {
+        break;
+      }
+    }
+    _exit(0);
+  }
+  close(ls);
+  std::vector<char> req(64, 'x'), resp(bytes);
+  auto t = Time(0.3, [&] {
+    if (write(c, req.data(), req.size()) == 64) {
+      ReadFull(c, resp.data(), resp.size());
+    }
+  });
+  close(c);  // the child sees EOF and exits
+  waitpid(child, nullptr, 0);
+  return Pct(t, 0.5);
+}
+
+// Loopback TCP: one thread streams 1 GiB in 1 MiB writes to another.
+double LoopbackTcpGBps() {
+  int ls = -1, c = -1;
+  sockaddr_in a;
+  if (!LoopbackPair(&ls, &c, &a)) return 0;
   const size_t chunk = 1 << 20, total = size_t{1} << 30;
   std::thread reader([&] {
     int s = accept(ls, nullptr, nullptr);
@@ -101,8 +161,6 @@ double LoopbackTcpGBps() {
     }
     close(s);
   });
-  int c = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 0;
   std::vector<char> buf(chunk, 'x');
   auto start = Clock::now();
   for (size_t sent = 0; sent < total;) {
@@ -160,8 +218,11 @@ std::string JsonRow(const Row& r) {
 int Run(const Flags& f) {
   std::printf("# ps_bench: PsClient -> gRPC -> plexus-ps on 127.0.0.1\n");
   double tcp = LoopbackTcpGBps(), mem = MemcpyGBps();
-  std::printf("# limits: loopback TCP %.2f GB/s, memcpy %.2f GB/s\n\n", tcp,
-              mem);
+  double rtt = LoopbackTcpRoundTrip(4096);
+  std::printf(
+      "# limits: loopback TCP %.2f GB/s, memcpy %.2f GB/s, loopback TCP "
+      "round trip (64 B -> 4 KiB) p50 %.1f us\n\n",
+      tcp, mem, rtt * 1e6);
   std::vector<Row> rows;
   for (int shards : f.shards) {
     std::string root = std::filesystem::temp_directory_path() /
@@ -288,8 +349,8 @@ int Run(const Flags& f) {
     for (const auto& r : rows) items.push_back(JsonRow(r));
     std::ofstream out(f.json);
     out << "{\"limits\":{\"loopback_tcp_gbps\":" << tcp
-        << ",\"memcpy_gbps\":" << mem << "},\"rows\":["
-        << absl::StrJoin(items, ",\n") << "]}\n";
+        << ",\"memcpy_gbps\":" << mem << ",\"loopback_tcp_rtt_4k_s\":" << rtt
+        << "},\"rows\":[" << absl::StrJoin(items, ",\n") << "]}\n";
   }
   return 0;
 }
