@@ -137,6 +137,15 @@ TEST_F(FirstCheckpointTest, NewerUnpublishedCheckpointNeverCounts) {
   ASSERT_TRUE(cluster_->Submit(kSteps).ok());
   absl::StatusOr<int> code = cluster_->ps(0).process->Wait(absl::Seconds(60));
   ASSERT_TRUE(code.ok()) << code.status() << cluster_->Logs();
+  // Shard 1's write of X may still be going on: clear its failpoint only
+  // once it has failed.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(ReadFile(cluster_->ps(1).log),
+                                 "failpoint ps.checkpoint.before_link: error");
+      },
+      absl::Seconds(60)))
+      << cluster_->Logs();
   ASSERT_TRUE(
       cluster_->SetFailpoint(cluster_->ps(1), "ps.checkpoint.before_link", "")
           .ok());
