@@ -751,6 +751,18 @@ grpc::Status PsService::FinalizeCheckpoint(
   if (!store.ok()) return ToGrpcStatus(store.status());
   absl::Status st = CheckCoordinatorEpoch(req->header());
   if (!st.ok()) return ToGrpcStatus(st);
+  // A checkpoint this shard was told is published is never abandoned (a
+  // coordinator that lost its manifests must not delete the shards' too).
+  if (!req->published()) {
+    for (const auto& l : (*store)->List()) {
+      if (l.checkpoint_id == req->checkpoint_id() &&
+          l.state == CheckpointState::kPublished) {
+        return ToGrpcStatus(absl::FailedPreconditionError(
+            absl::StrCat("checkpoint ", req->checkpoint_id(),
+                         " is published; it is not abandoned")));
+      }
+    }
+  }
   // Raise the floor before the store trims the record of applied pushes,
   // so no late push slips between the two.
   if (req->published() && !req->header().job_id().empty()) {

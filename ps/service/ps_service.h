@@ -12,6 +12,8 @@
 // Failpoint "ps.checkpoint.after_commit_before_reply" fires in
 // CommitCheckpoint once this shard's part is committed on disk, before the
 // coordinator hears so (a crash there is finding 1 of tests/fault/README.md).
+// FinalizeCheckpoint(aborted) of a checkpoint this shard holds as published
+// is FAILED_PRECONDITION: only unpublished ones are abandoned.
 //
 // Thread safety: gRPC calls the handlers from many threads at once.
 #pragma once

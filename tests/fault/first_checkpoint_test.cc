@@ -28,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "plexus/v1/ps.grpc.pb.h"
 #include "tests/fault/fault_cluster.h"
 #include "tests/util/test_env.h"
 
@@ -169,6 +170,20 @@ TEST_F(FirstCheckpointTest, NewerUnpublishedCheckpointNeverCounts) {
   on_disk = OnDisk(0);
   EXPECT_EQ(std::count(on_disk.begin(), on_disk.end(), x), 0)
       << "unpublished checkpoint " << x << " is still on shard 0";
+  // Only unpublished checkpoints are abandoned: P stays.
+  {
+    auto stub = v1::ParameterServer::NewStub(grpc::CreateChannel(
+        cluster_->ps(0).address, grpc::InsecureChannelCredentials()));
+    v1::FinalizeCheckpointRequest req;
+    req.set_checkpoint_id(p);
+    req.set_published(false);
+    v1::FinalizeCheckpointResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    grpc::Status gs = stub->FinalizeCheckpoint(&ctx, req, &resp);
+    EXPECT_EQ(gs.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << gs.error_message();
+  }
   absl::Status st = cluster_->CheckJobGolden(kSteps, absl::Seconds(120));
   EXPECT_TRUE(st.ok()) << st << cluster_->Logs();
   EXPECT_TRUE(absl::StrContains(ReadFile(cluster_->ps(1).log), restored))
