@@ -3,13 +3,17 @@
 // so a watching load balancer would hold a SIGTERM'd daemon for its whole
 // grace period; this one ends them once they have seen NOT_SERVING.
 //
+// It is a synchronous service on purpose: a single callback-API service in a
+// server makes gRPC read every request of the server on its callback thread
+// and hand the synchronous ones over to a pool thread, one more thread hop
+// (~tens of µs on loopback) on every PS pull and push. A Watch stream holds
+// one pool thread while it is open; they are few (load balancers, tests).
+//
 // The overall status is the empty service name; other names are unknown
 // (Check: NOT_FOUND; Watch: SERVICE_UNKNOWN).
 //
 // Thread safety: all methods may be called from any thread.
 #pragma once
-
-#include <set>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -17,14 +21,12 @@
 
 namespace plexus {
 
-class HealthService final : public grpc::health::v1::Health::CallbackService {
+class HealthService final : public grpc::health::v1::Health::Service {
  public:
   using Response = grpc::health::v1::HealthCheckResponse;
   using Request = grpc::health::v1::HealthCheckRequest;
 
   HealthService() = default;
-  // REQUIRES: the server is shut down (no watcher left).
-  ~HealthService() override = default;
 
   // Sets the overall status and tells every watcher.
   void SetServing(bool serving);
@@ -33,20 +35,16 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   // Whether the overall status is SERVING.
   bool serving();
 
-  grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx,
-                                  const Request* request,
-                                  Response* response) override;
-  grpc::ServerWriteReactor<Response>* Watch(grpc::CallbackServerContext* ctx,
-                                            const Request* request) override;
+  grpc::Status Check(grpc::ServerContext* ctx, const Request* request,
+                     Response* response) override;
+  grpc::Status Watch(grpc::ServerContext* ctx, const Request* request,
+                     grpc::ServerWriter<Response>* writer) override;
 
  private:
-  class Watcher;
-  void Remove(Watcher* w);
-
   absl::Mutex mu_;
+  absl::CondVar changed_;
   Response::ServingStatus status_ ABSL_GUARDED_BY(mu_) = Response::NOT_SERVING;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<Watcher*> watchers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace plexus
