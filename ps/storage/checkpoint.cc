@@ -432,6 +432,12 @@ rocksdb::Options DbOptions() {
   // version here); every block read is still verified.
   rocksdb::BlockBasedTableOptions table;
   table.checksum = rocksdb::kXXH3;
+  // A two-level index in the block cache: opening a checkpoint reads only
+  // each file's top-level index and the first lookup one 4 KiB partition,
+  // so a lazy restore serves its first pull in a time that hardly grows
+  // with the table (a flat index is ~3 MB per GB of rows, read at open).
+  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+  table.cache_index_and_filter_blocks = true;
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   return o;
 }
