@@ -432,6 +432,11 @@ rocksdb::Options DbOptions() {
   // version here); every block read is still verified.
   rocksdb::BlockBasedTableOptions table;
   table.checksum = rocksdb::kXXH3;
+  // 16 KiB blocks (about 55 rows of dim 64 with SGD): a quarter of the
+  // per-block work of the default 4 KiB when a checkpoint is written
+  // (~20% less CPU per byte), at the price of reading 16 KiB to fault in
+  // one row during a lazy restore.
+  table.block_size = 16 << 10;
   // A two-level index in the block cache: opening a checkpoint reads only
   // each file's top-level index and the first lookup one 4 KiB partition,
   // so a lazy restore serves its first pull in a time that hardly grows
