@@ -689,7 +689,10 @@ class PsClientImpl : public PsClient {
   }
 
   // One RPC to one shard, retried on UNAVAILABLE with jittered exponential
-  // backoff until the client's timeout.
+  // backoff until the client's timeout. CANCELLED counts as UNAVAILABLE:
+  // this client never cancels its calls, so it comes from a shard that shut
+  // down with the call still queued (a drain cancels what it did not run);
+  // a push retried is acknowledged as a duplicate if it was applied.
   absl::Status Call(
       uint32_t shard,
       const std::function<grpc::Status(v1::ParameterServer::Stub*,
@@ -700,6 +703,10 @@ class PsClientImpl : public PsClient {
       grpc::ClientContext ctx;
       ctx.set_deadline(absl::ToChronoTime(deadline));
       absl::Status st = FromGrpcStatus(rpc(Stub(shard), &ctx));
+      if (absl::IsCancelled(st)) {
+        st = absl::UnavailableError(absl::StrCat(
+            "the shard cancelled the call (shutting down): ", st.message()));
+      }
       if (st.code() != absl::StatusCode::kUnavailable) {
         return Annotate(st, st.ok() ? "" : absl::StrCat("PS shard ", shard));
       }
