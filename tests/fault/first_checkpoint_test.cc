@@ -16,6 +16,8 @@
 //  - Nothing published and the coordinator lost too: the restarted shard
 //    stops waiting and the job ends (FAILED, naming what the shard lost)
 //    instead of hanging.
+//  - A call the shard cancels is retried by the PS client (a nemesis
+//    finding: a pull cancelled by a draining shard failed the job).
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -30,6 +32,7 @@
 #include "absl/time/clock.h"
 #include "plexus/v1/ps.grpc.pb.h"
 #include "tests/fault/fault_cluster.h"
+#include "tests/integration/golden.h"
 #include "tests/util/test_env.h"
 
 namespace plexus::fault {
@@ -229,6 +232,36 @@ TEST_F(FirstCheckpointTest, NothingPublishedAndCoordinatorLostDoesNotHang) {
   absl::StatusOr<v1::GetJobStatusResponse> status = cluster_->JobStatus();
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_EQ(status->status().state(), v1::JOB_STATE_FAILED);
+}
+
+// Found by the nemesis (round 5 of a 30-minute soak): a shard SIGTERMed
+// with a pull still queued cancels it (the drain's
+// grpc_server_cancel_all_calls), the client got CANCELLED, the golden step
+// returned it and the job failed (CANCELLED is not retryable). The PS client
+// never cancels its own calls, so it retries a CANCELLED like UNAVAILABLE
+// (a push already applied is acknowledged as a duplicate). The race itself
+// cannot be timed from outside; the shard answers CANCELLED once here
+// through a failpoint instead.
+TEST(PsClientCancelTest, CallCancelledByTheShardIsRetried) {
+  TempDir dir;
+  FaultClusterOptions o;
+  o.root_dir = dir.Sub("cluster");
+  auto c = FaultCluster::Start(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  FaultCluster& cluster = **c;
+  Proc& ps = cluster.ps(0);
+  ASSERT_TRUE(
+      cluster.SetFailpoint(ps, "ps.push.before_apply", "error(CANCELLED)@1")
+          .ok());
+  std::vector<float> g(testing::kGoldenElements, -1.0f);
+  absl::StatusOr<worker::PushResult> pushed =
+      cluster.ps_client()->PushDense(kGoldenVariable, g);
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_TRUE(absl::StrContains(ReadFile(ps.log),
+                                "failpoint ps.push.before_apply: error"));
+  absl::StatusOr<std::vector<float>> w = cluster.Values();
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(*w, std::vector<float>(testing::kGoldenElements, 1.0f));
 }
 
 }  // namespace
