@@ -979,10 +979,10 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   PLEXUS_RETURN_IF_ERROR(FromEc(ec, absl::StrCat("create ", db_dir.string())));
   // The base files this shard verified and nobody changed since, by inode
   // (checked before our links change their ctime).
-  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> vouched;
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, uint32_t> vouched;
   if (!job.base_dir.empty()) {
     for (const auto& [path, v] : CurrentVerified(job.base_dir)) {
-      vouched.insert({v.stamp.dev, v.stamp.ino});
+      vouched[{v.stamp.dev, v.stamp.ino}] = v.crc32c;
     }
   }
   // 1. Start from the base: SST files are immutable (hard links); the rest
@@ -1085,7 +1085,8 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
     FileChecksum sum;
     if (base != base_inodes.end()) {
       sum = base->second;
-      if (vouched.contains({st.st_dev, st.st_ino})) {
+      auto v = vouched.find({st.st_dev, st.st_ino});
+      if (v != vouched.end() && v->second == sum.crc32c) {
         verified[name] = {StampOf(st), sum.crc32c};
       }
     } else {
