@@ -30,10 +30,13 @@
 #include <thread>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 #include "tools/local/local_cluster.h"
 
@@ -224,6 +227,7 @@ int Run(const Flags& f) {
       "round trip (64 B -> 4 KiB) p50 %.1f us\n\n",
       tcp, mem, rtt * 1e6);
   std::vector<Row> rows;
+  double grpc_floor = 0;
   for (int shards : f.shards) {
     std::string root = std::filesystem::temp_directory_path() /
                        absl::StrCat("plexus-bench-", getpid(), "-", shards);
@@ -251,6 +255,26 @@ int Run(const Flags& f) {
       return 1;
     }
     worker::PsClient& c = **client;
+
+    // The gRPC floor on the same shard, same process: an empty unary call
+    // (grpc.health.v1.Health/Check) on one warm channel. What a pull costs
+    // above it is the PS's own; the floor itself is gRPC's.
+    {
+      auto channel =
+          grpc::CreateChannel(addrs[0], grpc::InsecureChannelCredentials());
+      auto stub = grpc::health::v1::Health::NewStub(channel);
+      auto t = Time(f.seconds, [&] {
+        grpc::ClientContext ctx;
+        grpc::health::v1::HealthCheckRequest req;
+        grpc::health::v1::HealthCheckResponse resp;
+        (void)stub->Check(&ctx, req, &resp);
+      });
+      grpc_floor = Pct(t, 0.5);
+      std::printf(
+          "# gRPC floor (%d shard(s)): empty unary call to shard 0 "
+          "p50 %.1f us, p99 %.1f us\n",
+          shards, grpc_floor * 1e6, Pct(t, 0.99) * 1e6);
+    }
 
     std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s\n", "dense", "op",
                 "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp");
@@ -350,7 +374,8 @@ int Run(const Flags& f) {
     std::ofstream out(f.json);
     out << "{\"limits\":{\"loopback_tcp_gbps\":" << tcp
         << ",\"memcpy_gbps\":" << mem << ",\"loopback_tcp_rtt_4k_s\":" << rtt
-        << "},\"rows\":[" << absl::StrJoin(items, ",\n") << "]}\n";
+        << ",\"grpc_floor_s\":" << grpc_floor << "},\"rows\":["
+        << absl::StrJoin(items, ",\n") << "]}\n";
   }
   return 0;
 }
