@@ -68,13 +68,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
   }
   // Before the host transport connects: see collectives/device_collectives.h.
   PLEXUS_RETURN_IF_ERROR(PublishDeviceInfo(store, rank, options, backend));
-  ucx::UcxTransportOptions topts;
-  topts.progress = options.progress == ProgressMode::kBlocking
-                       ? ucx::UcxTransportOptions::Progress::kBlocking
-                       : ucx::UcxTransportOptions::Progress::kBusyPoll;
-  topts.connect_timeout = options.connect_timeout;
-  topts.group = options.group;
-  topts.group_epoch = options.group_epoch;
+  const ucx::UcxTransportOptions topts = HostTransportOptions(options);
   PLEXUS_ASSIGN_OR_RETURN(auto transport,
                           ucx::NewUcxTransport(store, rank, size, topts));
   PLEXUS_ASSIGN_OR_RETURN(
@@ -566,6 +560,18 @@ absl::Status CommunicatorImpl::Calibrate() {
       << options_.name << ": calibrated alpha=" << model[0]
       << "us beta=" << model[1] << "us/B";
   return absl::OkStatus();
+}
+
+ucx::UcxTransportOptions HostTransportOptions(
+    const CommunicatorOptions& options) {
+  ucx::UcxTransportOptions topts;
+  topts.progress = options.progress == ProgressMode::kBlocking
+                       ? ucx::UcxTransportOptions::Progress::kBlocking
+                       : ucx::UcxTransportOptions::Progress::kBusyPoll;
+  topts.connect_timeout = options.connect_timeout;
+  topts.group = options.group;
+  topts.group_epoch = options.group_epoch;
+  return topts;
 }
 
 }  // namespace plexus::collectives

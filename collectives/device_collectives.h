@@ -36,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "collectives/rendezvous/store.h"
+#include "collectives/transport/ucx/ucx_transport.h"
 #include "plexus/collectives/options.h"
 
 namespace plexus::collectives {
@@ -91,5 +92,11 @@ absl::Status PublishDeviceInfo(Store* store, int rank,
 absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
     Store* store, int rank, int size, const CommunicatorOptions& options,
     Backend backend);
+
+// The host (UCX) transport's options for a communicator's options: the
+// communicator's own transport and the hierarchical backend's cross-node one
+// (defined in communicator.cc).
+ucx::UcxTransportOptions HostTransportOptions(
+    const CommunicatorOptions& options);
 
 }  // namespace plexus::collectives

@@ -261,13 +261,7 @@ absl::StatusOr<std::unique_ptr<DeviceCollectives>> NewDeviceCollectives(
   std::unique_ptr<Transport> cross;
   if (local_rank == 0 && num_nodes > 1) {
     auto leaders = NewPrefixStore(store, "device/leaders");
-    ucx::UcxTransportOptions topts;
-    topts.progress = options.progress == ProgressMode::kBlocking
-                         ? ucx::UcxTransportOptions::Progress::kBlocking
-                         : ucx::UcxTransportOptions::Progress::kBusyPoll;
-    topts.connect_timeout = options.connect_timeout;
-    topts.group = options.group;
-    topts.group_epoch = options.group_epoch;
+    const ucx::UcxTransportOptions topts = HostTransportOptions(options);
     PLEXUS_ASSIGN_OR_RETURN(
         cross, ucx::NewUcxTransport(leaders.get(), my_node, num_nodes, topts),
         "connecting the node leaders over UCX");
