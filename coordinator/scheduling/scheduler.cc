@@ -103,6 +103,12 @@ struct Scheduler::Worker {
 
 namespace {
 
+// How far a restored scheduler numbers a closure's attempts past the saved
+// count: more than a coordinator can dispatch of one closure between two
+// saves (state is saved every few hundred ms), few enough for 65,535
+// coordinator restarts of one job before the numbers run out.
+constexpr uint32_t kRestartAttemptGap = 1 << 16;
+
 bool IsRetryable(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsAborted(s) ||
          absl::IsDeadlineExceeded(s);
@@ -824,6 +830,12 @@ absl::StatusOr<uint64_t> Scheduler::RequeueStepsAfter(absl::string_view job_id,
       Requeue(c, /*failure=*/false, absl::AbortedError("restored"), 0);
       --job->requeues;  // counted below
     } else {
+      // A queued closure may still have an attempt out there that ran
+      // against the pre-restore state: one a previous coordinator
+      // dispatched after its last save (see Restore's attempt gap).
+      if (c.state == ClosureState::kQueued) {
+        c.min_valid_attempt = c.attempts + 1;
+      }
       continue;
     }
     c.min_valid_attempt = c.attempts + 1;
@@ -928,6 +940,13 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Restore(
       c->state =
           cr.state == ClosureState::kRunning ? ClosureState::kQueued : cr.state;
       c->attempts = cr.attempts;
+      if (!IsFinal(c->state)) {
+        // The coordinator that saved this may have dispatched further
+        // attempts before it died; this one numbers its own past them, so
+        // that a restore (RequeueStepsAfter) can fence those unknown ones.
+        c->attempts = static_cast<uint32_t>(std::min<uint64_t>(
+            uint64_t{cr.attempts} + kRestartAttemptGap, UINT32_MAX - 1));
+      }
       c->failures = cr.failures;
       c->min_valid_attempt = cr.min_valid_attempt;
       c->result = cr.result;

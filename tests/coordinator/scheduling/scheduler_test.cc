@@ -667,6 +667,41 @@ TEST_F(SchedulerTest, RequeueStepsAfterARestoreRerunsThemOnce) {
 namespace plexus::coordinator::scheduling {
 namespace {
 
+// Finding 4 of tests/fault/README.md: a coordinator dispatched a closure after
+// its last save and died; its successor restores a checkpoint before that
+// step. The attempt it never heard of ran against the pre-restore state:
+// its report must not count, the successor's own attempt must.
+TEST_F(SchedulerTest, RestoreFencesAttemptsOfAPreviousCoordinator) {
+  ASSERT_TRUE(scheduler_->AddWorker(1, 10, {"train"}).ok());
+  ASSERT_TRUE(scheduler_->AddWorker(2, 20, {"train"}).ok());
+  ASSERT_TRUE(scheduler_->SubmitJob(Loop("j", 2)).ok());
+  Succeed(1, 10, *Poll(1, 10).task);                 // step 1
+  SchedulerSnapshot saved = scheduler_->Snapshot();  // step 2 queued
+  Task unknown = *Poll(2, 20).task;                  // after the save
+  ASSERT_EQ(unknown.step_id, 2u);
+  absl::StatusOr<std::unique_ptr<Scheduler>> restored =
+      Scheduler::Restore(saved, Options(), &clock_);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  Scheduler& s = **restored;
+  ASSERT_TRUE(s.AddWorker(1, 10, {"train"}).ok());
+  ASSERT_TRUE(s.AddWorker(2, 20, {"train"}).ok());
+  ASSERT_EQ(*s.RequeueStepsAfter("j", 1), 0u);  // nothing it knew ran
+  absl::StatusOr<ReportDisposition> late = s.ReportResult(
+      2, 20, {.closure_id = unknown.closure_id, .attempt = unknown.attempt});
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_EQ(*late, ReportDisposition::kDuplicate);
+  absl::StatusOr<NextTaskResult> next = s.NextTask(1, 10, clock_.Now());
+  ASSERT_TRUE(next.ok() && next->task.has_value());
+  EXPECT_EQ(next->task->closure_id, unknown.closure_id);
+  EXPECT_GT(next->task->attempt, unknown.attempt);
+  absl::StatusOr<ReportDisposition> own = s.ReportResult(
+      1, 10,
+      {.closure_id = next->task->closure_id, .attempt = next->task->attempt});
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(*own, ReportDisposition::kAccepted);
+  EXPECT_EQ(s.GetJobStatus("j")->closures_succeeded, 2u);
+}
+
 TEST_F(SchedulerTest, ClosurePastItsTimeBudgetIsRequeued) {
   ASSERT_TRUE(scheduler_->AddWorker(1, 10, {"train"}).ok());
   ASSERT_TRUE(scheduler_->AddWorker(2, 20, {"train"}).ok());
