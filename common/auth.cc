@@ -232,8 +232,23 @@ absl::Status InstallServerAuth(const std::string& path) {
 
 bool ServerAuthEnabled() { return g_tokens.load() != nullptr; }
 
+namespace {
+// Set once, never freed (handlers may read it until the process exits).
+std::atomic<const std::string*> g_refusing{nullptr};
+}  // namespace
+
+void RefuseNewCalls(absl::string_view why) {
+  const std::string* fresh = new std::string(why);
+  const std::string* expected = nullptr;
+  if (!g_refusing.compare_exchange_strong(expected, fresh)) delete fresh;
+}
+
 grpc::Status Authorize(const grpc::ServerContextBase* ctx,
                        absl::string_view method) {
+  if (const std::string* why = g_refusing.load(std::memory_order_acquire)) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat(method, ": ", *why));
+  }
   const TokenTable* tokens = g_tokens.load(std::memory_order_acquire);
   if (tokens == nullptr) return grpc::Status::OK;
   const auto& md = ctx->client_metadata();

@@ -93,8 +93,15 @@ bool ServerAuthEnabled();
 // OK when the call's token may run `method` (or no tokens are required);
 // UNAUTHENTICATED / PERMISSION_DENIED otherwise, counted in
 // plexus_auth_failures_total{reason}. Sync and callback handlers alike.
+// Once RefuseNewCalls() has been called, every call is UNAVAILABLE first.
 grpc::Status Authorize(const grpc::ServerContextBase* ctx,
                        absl::string_view method);
+
+// From now on Authorize() refuses every call with UNAVAILABLE: a draining
+// daemon calls it before it turns NOT_SERVING, so that no call that arrives
+// after the drain began is served (gRPC's own refusal starts a moment later,
+// when the server's Shutdown() begins). Calls already past Authorize() finish.
+void RefuseNewCalls(absl::string_view why);
 
 // The client's token: `explicit_token` if not empty, else the contents of
 // --token_file, else of the file PLEXUS_TOKEN_FILE names, else PLEXUS_TOKEN,

@@ -173,8 +173,10 @@ class DaemonImpl : public Daemon {
     LOG(INFO) << options_.name << ": draining (" << stop_reason_
               << "); health NOT_SERVING, grace "
               << absl::FormatDuration(options_.grace);
-    // Watchers see NOT_SERVING, then their streams end so that they do not
-    // hold the drain open.
+    // New calls are refused from here on; watchers see NOT_SERVING, then
+    // their streams end so that they do not hold the drain open.
+    RefuseNewCalls(absl::StrCat(options_.name, " is draining (", stop_reason_,
+                                "); retry elsewhere or after its restart"));
     health_->Shutdown();
     // Shutdown() refuses new calls at once and returns when every call has
     // finished and every client has hung up, or at the deadline, cancelling
