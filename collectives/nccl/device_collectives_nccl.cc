@@ -68,10 +68,6 @@ absl::Status NcclStream(void* stream) {
   return absl::OkStatus();
 }
 
-// nullptr stays nullptr: the NCCL communicator's own stream, ordered after
-// the legacy default stream (never given to NCCL itself).
-void* AsStream(void* s) { return s; }
-
 // Recognises device buffers and refuses them: this process has a GPU, but
 // the group does not use NCCL (backend kUcx, or a member without a GPU).
 class NoDevice : public DeviceCollectives {
@@ -113,45 +109,49 @@ class NoDevice : public DeviceCollectives {
   const std::string why_;
 };
 
-// One NCCL communicator over the whole group.
-class FlatNccl : public DeviceCollectives {
+// What the two NCCL backends share: device-buffer detection and the streams
+// NCCL can take.
+class NcclBacked : public DeviceCollectives {
  public:
-  explicit FlatNccl(std::unique_ptr<nccl::NcclCommunicator> comm)
-      : comm_(std::move(comm)) {}
-  absl::string_view name() const override { return "nccl"; }
   absl::Status CheckStream(void* stream) const override {
     return NcclStream(stream);
   }
   bool IsDevice(const void* p) const override {
     return cuda::IsDeviceMemory(p);
   }
+};
+
+// One NCCL communicator over the whole group. A null stream stays null: the
+// NCCL communicator's own stream, ordered after the legacy default stream.
+class FlatNccl : public NcclBacked {
+ public:
+  explicit FlatNccl(std::unique_ptr<nccl::NcclCommunicator> comm)
+      : comm_(std::move(comm)) {}
+  absl::string_view name() const override { return "nccl"; }
   absl::Status AllReduce(const void* send, void* recv, size_t count,
                          DataType type, ReduceOp op, absl::Time deadline,
                          void* stream) override {
-    return comm_->AllReduce(send, recv, count, type, op, deadline,
-                            AsStream(stream));
+    return comm_->AllReduce(send, recv, count, type, op, deadline, stream);
   }
   absl::Status ReduceScatter(const void* send, void* recv, size_t recv_count,
                              DataType type, ReduceOp op, absl::Time deadline,
                              void* stream) override {
     return comm_->ReduceScatter(send, recv, recv_count, type, op, deadline,
-                                AsStream(stream));
+                                stream);
   }
   absl::Status AllGather(const void* send, void* recv, size_t send_count,
                          DataType type, absl::Time deadline,
                          void* stream) override {
-    return comm_->AllGather(send, recv, send_count, type, deadline,
-                            AsStream(stream));
+    return comm_->AllGather(send, recv, send_count, type, deadline, stream);
   }
   absl::Status Broadcast(void* buf, size_t count, DataType type, int root,
                          absl::Time deadline, void* stream) override {
-    return comm_->Broadcast(buf, count, type, root, deadline, AsStream(stream));
+    return comm_->Broadcast(buf, count, type, root, deadline, stream);
   }
   absl::Status Reduce(const void* send, void* recv, size_t count, DataType type,
                       ReduceOp op, int root, absl::Time deadline,
                       void* stream) override {
-    return comm_->Reduce(send, recv, count, type, op, root, deadline,
-                         AsStream(stream));
+    return comm_->Reduce(send, recv, count, type, op, root, deadline, stream);
   }
   void Abort(const absl::Status&) override { comm_->Abort(); }
 
@@ -160,17 +160,11 @@ class FlatNccl : public DeviceCollectives {
 };
 
 // NCCL inside nodes, UCX across: all-reduce only.
-class Hierarchical : public DeviceCollectives {
+class Hierarchical : public NcclBacked {
  public:
   explicit Hierarchical(std::unique_ptr<nccl::HierarchicalAllReduce> h)
       : h_(std::move(h)) {}
   absl::string_view name() const override { return "hierarchical"; }
-  absl::Status CheckStream(void* stream) const override {
-    return NcclStream(stream);
-  }
-  bool IsDevice(const void* p) const override {
-    return cuda::IsDeviceMemory(p);
-  }
   absl::Status AllReduce(const void* send, void* recv, size_t count,
                          DataType type, ReduceOp op, absl::Time deadline,
                          void* stream) override {
