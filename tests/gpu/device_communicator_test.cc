@@ -9,8 +9,6 @@
 //     reference for several types, reductions and sizes (including 0, odd,
 //     and several staging chunks).
 // Tests that need a GPU skip, saying why, without one.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -21,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "collectives/rendezvous/store.h"
 #include "plexus/collectives/communicator.h"
+#include "tests/collectives/coll_check.h"
 #include "tests/gpu/gpu_util.h"
 
 namespace plexus::collectives {
@@ -61,89 +60,22 @@ std::vector<char> FromDevice(const void* d, size_t bytes) {
   return out;
 }
 
-// Rank r's element i: a small integer, so that sums, products and averages
-// of two ranks are exact in every type.
-float Value(int rank, size_t i) {
-  return static_cast<float>(static_cast<int>((i * 7 + rank * 3) % 5) - 2 +
-                            rank);
-}
-
-// Host values of `type` from floats.
-std::vector<char> Encode(DataType type, const std::vector<float>& v) {
-  std::vector<char> out(v.size() * DataTypeSize(type));
-  for (size_t i = 0; i < v.size(); ++i) {
-    switch (type) {
-      case DataType::kFloat32:
-        std::memcpy(out.data() + 4 * i, &v[i], 4);
-        break;
-      case DataType::kFloat16: {
-        __half h = __float2half(v[i]);
-        std::memcpy(out.data() + 2 * i, &h, 2);
-        break;
-      }
-      case DataType::kBFloat16: {
-        __nv_bfloat16 h = __float2bfloat16(v[i]);
-        std::memcpy(out.data() + 2 * i, &h, 2);
-        break;
-      }
-      default:
-        ADD_FAILURE() << "type not used here";
-    }
-  }
-  return out;
-}
-
-float Reference(ReduceOp op, int size, size_t i) {
-  float acc = Value(0, i);
-  for (int r = 1; r < size; ++r) {
-    float v = Value(r, i);
-    switch (op) {
-      case ReduceOp::kSum:
-      case ReduceOp::kAvg:
-        acc += v;
-        break;
-      case ReduceOp::kProd:
-        acc *= v;
-        break;
-      case ReduceOp::kMin:
-        acc = std::min(acc, v);
-        break;
-      case ReduceOp::kMax:
-        acc = std::max(acc, v);
-        break;
-    }
-  }
-  return op == ReduceOp::kAvg ? acc / size : acc;
-}
-
 // Every rank all-reduces device buffers of `count` elements; each checks
-// its result against the host reference.
+// its result against the host reference of tests/collectives/coll_check.h.
 void CheckAllReduce(Communicator* comm, int size, DataType type, ReduceOp op,
                     size_t count) {
-  std::vector<float> mine(count), want(count);
-  for (size_t i = 0; i < count; ++i) {
-    mine[i] = Value(comm->rank(), i);
-    want[i] = Reference(op, size, i);
-  }
+  constexpr int kSeed = 9;
   const size_t bytes = count * DataTypeSize(type);
-  std::vector<char> in = Encode(type, mine);
+  std::vector<char> in =
+      testing::MakeInput(type, op, comm->rank(), count, kSeed);
   void* send = ToDevice(in.data(), bytes);
   void* recv = ToDevice(in.data(), bytes);
   absl::Status st = comm->AllReduce(send, recv, count, type, op);
   EXPECT_TRUE(st.ok()) << st;
   std::vector<char> got = FromDevice(recv, bytes);
-  std::vector<char> expected = Encode(type, want);
-  size_t bad = 0;
-  for (size_t i = 0; i < count && bad < 5; ++i) {
-    const size_t e = DataTypeSize(type);
-    if (std::memcmp(got.data() + e * i, expected.data() + e * i, e) != 0) {
-      ADD_FAILURE() << "rank " << comm->rank() << " " << DataTypeName(type)
-                    << " " << ReduceOpName(op) << " count " << count
-                    << ": element " << i << " differs (expected " << want[i]
-                    << ")";
-      ++bad;
-    }
-  }
+  EXPECT_EQ(testing::CheckReduced(type, op, size, got.data(), count, kSeed), "")
+      << "rank " << comm->rank() << " " << DataTypeName(type) << " "
+      << ReduceOpName(op) << " count " << count;
   cudaFree(send);
   cudaFree(recv);
 }
