@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/failpoint.h"
 #include "ps/storage/crc32c.h"
 #include "ps/storage/cut.h"
@@ -92,6 +93,37 @@ void ExpectRowsEqual(const Engine& a, const Engine& b, const std::string& t,
     EXPECT_EQ(ra->version, rb->version);
     EXPECT_EQ(ra->update_count, rb->update_count);
   }
+}
+
+// An SST file of checkpoint `id` under `root` that is not a hard link shared
+// with checkpoint `base`; "" when there is none.
+std::string UnsharedSst(const ShardCheckpointInfo& c, const std::string& root,
+                        int id, int base) {
+  std::string victim;
+  for (const auto& f : c.files) {
+    struct stat a, b;
+    const std::string p = absl::StrCat(root, "/", id, "/", f.path);
+    const std::string pb = absl::StrCat(root, "/", base, "/", f.path);
+    if (::stat(p.c_str(), &a) != 0) {
+      ADD_FAILURE() << "cannot stat " << p;
+      continue;
+    }
+    const bool shared = ::stat(pb.c_str(), &b) == 0 && a.st_ino == b.st_ino;
+    if (!shared && absl::EndsWith(f.path, ".sst")) victim = f.path;
+  }
+  return victim;
+}
+
+// Flips one bit of the byte at offset 100 of `path`, through the file system.
+void FlipByte(const std::string& path) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(100);
+  char c = 0;
+  f.read(&c, 1);
+  c ^= 0x20;
+  f.seekp(100);
+  f.write(&c, 1);
+  ASSERT_TRUE(f.good()) << path;
 }
 
 TEST(Crc32c, KnownValuesAndBothImplementationsAgree) {
@@ -537,25 +569,9 @@ TEST_P(CheckpointTest, FlippedByteIsDataLossAndThePreviousOneRestores) {
   ShardCheckpointInfo c2 = Checkpoint(*store_, 2, 0, 1);
   const auto at2 = PullRows(*e_, "t", ids);
   // Flip a byte of a file of checkpoint 2 that is not shared with 1.
-  std::string victim;
-  for (const auto& f : c2.files) {
-    struct stat a, b;
-    const std::string p2 = root_ + "/2/" + f.path, p1 = root_ + "/1/" + f.path;
-    ASSERT_EQ(::stat(p2.c_str(), &a), 0);
-    const bool shared = ::stat(p1.c_str(), &b) == 0 && a.st_ino == b.st_ino;
-    if (!shared && absl::EndsWith(f.path, ".sst")) victim = f.path;
-  }
+  const std::string victim = UnsharedSst(c2, root_, 2, 1);
   ASSERT_FALSE(victim.empty());
-  {
-    std::fstream f(root_ + "/2/" + victim,
-                   std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(100);
-    char c = 0;
-    f.read(&c, 1);
-    c ^= 0x20;
-    f.seekp(100);
-    f.write(&c, 1);
-  }
+  FlipByte(root_ + "/2/" + victim);
   auto e2 = NewEngine();
   ASSERT_TRUE(e2->CreateTable({SimpleTable("other", 1)}).ok());
   auto s2 = OpenStore(e2.get(), root_);
@@ -616,27 +632,12 @@ TEST_P(CheckpointTest, UnchangedFilesAreTrustedAndAFlippedByteIsStillFound) {
   EXPECT_EQ(PullRows(*e2, "t", ids), at2);
   // Flip a byte of an SST file of checkpoint 2 not shared with 1, and put
   // its mtime back: the ctime still changes.
-  std::string victim;
-  for (const auto& f : c2.files) {
-    struct stat a, b;
-    const std::string p2 = root_ + "/2/" + f.path, p1 = root_ + "/1/" + f.path;
-    ASSERT_EQ(::stat(p2.c_str(), &a), 0);
-    const bool shared = ::stat(p1.c_str(), &b) == 0 && a.st_ino == b.st_ino;
-    if (!shared && absl::EndsWith(f.path, ".sst")) victim = f.path;
-  }
+  const std::string victim = UnsharedSst(c2, root_, 2, 1);
   ASSERT_FALSE(victim.empty());
   const std::string vp = root_ + "/2/" + victim;
   struct stat before;
   ASSERT_EQ(::stat(vp.c_str(), &before), 0);
-  {
-    std::fstream f(vp, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(100);
-    char c = 0;
-    f.read(&c, 1);
-    c ^= 0x20;
-    f.seekp(100);
-    f.write(&c, 1);
-  }
+  FlipByte(vp);
   const struct timespec times[2] = {before.st_atim, before.st_mtim};
   ASSERT_EQ(::utimensat(AT_FDCWD, vp.c_str(), times, 0), 0);
   auto bad = s2->Restore(Opt({.checkpoint_id = 2}));
