@@ -93,6 +93,87 @@ struct Args {
   }
 };
 
+constexpr char kUsage[] =
+    R"(coll_bench: nccl-tests-style fp32 sum all-reduce benchmark. Starts n ranks
+of Plexus collectives (UCX), then Gloo's ring_chunked and halving_doubling
+(TCP loopback), then Open MPI's MPI_Allreduce (shared memory and TCP) through
+mpirun, then ucx_perftest, and prints per-size busbw and latency tables with
+Plexus/peer ratios and this machine's limits (a[i] += b[i], memcpy, loopback
+TCP, UCX bandwidth).
+
+usage: coll_bench [--flag=value ...]
+  --n=2                    ranks (processes) per group
+  --progress=busy          Plexus progress mode: busy or blocking
+  --min_bytes=4            smallest message size (doubling up to max)
+  --max_bytes=268435456    largest message size
+  --repeats=1              rounds; the summary is the median over rounds
+  --pipeline_bytes=262144  Plexus pipeline piece size
+  --gloo=1                 0: skip the Gloo peer
+  --mpi=1                  0: skip the Open MPI peer
+  --ucx_perftest=1         0: skip the ucx_perftest limit
+  --ucx_tls=               UCX_TLS for the Plexus ranks (empty: Plexus' choice)
+  --json=                  also write the rows as JSON to this file
+  --png=                   also plot busbw against size to this PNG file
+  -h, --help               print this and exit
+)";
+
+// Returns -1 to go on, else the exit code: 0 after --help, 2 after an unknown
+// flag or a bad value (said on stderr). --worker, --rank and --dir are the
+// launcher's own arguments to its ranks.
+int CheckFlags(int argc, char** argv) {
+  struct Flag {
+    const char* name;
+    bool numeric;
+  };
+  static constexpr Flag kFlags[] = {{"n", true},
+                                    {"min_bytes", true},
+                                    {"max_bytes", true},
+                                    {"repeats", true},
+                                    {"gloo", true},
+                                    {"mpi", true},
+                                    {"ucx_perftest", true},
+                                    {"pipeline_bytes", true},
+                                    {"rank", true},
+                                    {"progress", false},
+                                    {"ucx_tls", false},
+                                    {"json", false},
+                                    {"png", false},
+                                    {"dir", false}};
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--worker") continue;
+    const size_t eq = arg.find('=');
+    const Flag* flag = nullptr;
+    if (absl::StartsWith(arg, "--") && eq != absl::string_view::npos) {
+      for (const Flag& f : kFlags) {
+        if (arg.substr(2, eq - 2) == f.name) flag = &f;
+      }
+    }
+    const char* why = nullptr;
+    int64_t number;
+    if (flag == nullptr) {
+      why = "unknown flag";
+    } else if (flag->numeric &&
+               !absl::SimpleAtoi(arg.substr(eq + 1), &number)) {
+      why = "not a number";
+    } else if (absl::StartsWith(arg, "--progress=") &&
+               arg != "--progress=busy" && arg != "--progress=blocking") {
+      why = "expected busy or blocking";
+    }
+    if (why != nullptr) {
+      fprintf(stderr,
+              "coll_bench: %s: '%s' (flags are --name=value; see --help)\n",
+              why, argv[i]);
+      return 2;
+    }
+  }
+  return -1;
+}
+
 // A benchmark has no caller to hand an error to: a failed collective ends the
 // run, saying why.
 void CheckOk(const absl::Status& status) { CHECK(status.ok()) << status; }
@@ -800,6 +881,9 @@ int Launcher(const Args& args) {
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  if (int rc = plexus::collectives::bench::CheckFlags(argc, argv); rc >= 0) {
+    return rc;
+  }
   plexus::collectives::bench::Args args{argc, argv};
   return args.Has("--worker") ? plexus::collectives::bench::Worker(args)
                               : plexus::collectives::bench::Launcher(args);

@@ -50,9 +50,54 @@ int Iterations(size_t bytes) {
   return static_cast<int>(std::clamp<double>(4e8 / (bytes + 4096.0), 5, 300));
 }
 
+constexpr char kUsage[] =
+    R"(mpi_allreduce_bench: Open MPI's MPI_Allreduce (fp32, sum) over doubling
+sizes, the Open MPI peer of coll_bench (which starts it through mpirun and
+reads rank 0's "ROW mpi <label> <bytes> <time_us> <p50_us> <p99_us> <wrong>"
+lines from stdout).
+
+usage: mpirun [-np N ...] mpi_allreduce_bench [--flag=value ...]
+  --min_bytes=4            smallest message size
+  --max_bytes=268435456    largest message size (doubling)
+  --label=default          the label in each ROW line (e.g. shm, tcp)
+  -h, --help               print this and exit
+)";
+
+// Returns -1 to go on, else the exit code: 0 after --help, 2 after an unknown
+// flag or a bad size (said on stderr). Runs before MPI_Init, so that --help
+// needs no mpirun.
+int CheckFlags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    const bool size =
+        arg.rfind("--min_bytes=", 0) == 0 || arg.rfind("--max_bytes=", 0) == 0;
+    if (size) {
+      const std::string v = arg.substr(arg.find('=') + 1);
+      char* end = nullptr;
+      std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0') {
+        std::fprintf(stderr, "mpi_allreduce_bench: not a number: '%s'\n",
+                     argv[i]);
+        return 2;
+      }
+    } else if (arg.rfind("--label=", 0) != 0) {
+      std::fprintf(stderr,
+                   "mpi_allreduce_bench: unknown flag '%s' (see --help)\n",
+                   argv[i]);
+      return 2;
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (int rc = CheckFlags(argc, argv); rc >= 0) return rc;
   MPI_Init(&argc, &argv);
   int rank = 0, n = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

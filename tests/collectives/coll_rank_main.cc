@@ -35,9 +35,75 @@ std::string Flag(int argc, char** argv, const std::string& name,
   return def;
 }
 
+constexpr char kUsage[] =
+    R"(coll_rank: one rank of a multi-process collectives test
+(tests/collectives/multiprocess_test.cc starts several).
+
+usage: coll_rank --store=DIR --rank=R --size=N [flags]
+  --store=DIR          file store folder shared by the ranks (required)
+  --rank=R             this rank, 0..N-1 (required)
+  --size=N             number of ranks (required)
+  --progress=busy      busy or blocking
+  --mode=matrix        matrix: all-reduce checks over counts {0, 1, 7, 1000,
+                       1Mi+3}, exit 0 when all pass; loop: all-reduce 1 Mi
+                       floats until one fails, then report it in the store
+  --timeout_ms=60000   per-operation deadline
+  -h, --help           print this and exit
+)";
+
+// Returns -1 to go on, else the exit code: 0 after --help, 2 after an unknown
+// flag or a missing or bad value (said on stderr).
+int CheckFlags(int argc, char** argv) {
+  static const char* const kFlags[] = {"store",    "rank", "size",
+                                       "progress", "mode", "timeout_ms"};
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      fputs(kUsage, stdout);
+      return 0;
+    }
+    bool known = false;
+    for (const char* f : kFlags) {
+      known |= absl::StartsWith(arg, absl::StrCat("--", f, "="));
+    }
+    if (!known) {
+      fprintf(stderr, "coll_rank: unknown flag '%s' (see --help)\n", argv[i]);
+      return 2;
+    }
+  }
+  int rank = -1, size = 0, timeout_ms = 0;
+  const std::string progress = Flag(argc, argv, "progress", "busy");
+  const std::string mode = Flag(argc, argv, "mode", "matrix");
+  const char* why = nullptr;
+  if (Flag(argc, argv, "store", "").empty()) {
+    why = "--store=DIR is required";
+  } else if (!absl::SimpleAtoi(Flag(argc, argv, "size", ""), &size) ||
+             size < 1) {
+    why = "--size=N (N >= 1) is required";
+  } else if (!absl::SimpleAtoi(Flag(argc, argv, "rank", ""), &rank) ||
+             rank < 0 || rank >= size) {
+    why = "--rank=R (0 <= R < size) is required";
+  } else if (!absl::SimpleAtoi(Flag(argc, argv, "timeout_ms", "60000"),
+                               &timeout_ms) ||
+             timeout_ms <= 0) {
+    why = "--timeout_ms must be a positive number";
+  } else if (progress != "busy" && progress != "blocking") {
+    why = "--progress must be busy or blocking";
+  } else if (mode != "matrix" && mode != "loop") {
+    why = "--mode must be matrix or loop";
+  }
+  if (why != nullptr) {
+    fprintf(stderr, "coll_rank: %s (see --help)\n", why);
+    return 2;
+  }
+  return -1;
+}
+
 int Main(int argc, char** argv) {
+  if (int rc = CheckFlags(argc, argv); rc >= 0) return rc;
   const std::string dir = Flag(argc, argv, "store", "");
   int rank = -1, size = 0, timeout_ms = 60000;
+  // Checked by CheckFlags.
   CHECK(absl::SimpleAtoi(Flag(argc, argv, "rank", ""), &rank));
   CHECK(absl::SimpleAtoi(Flag(argc, argv, "size", ""), &size));
   CHECK(absl::SimpleAtoi(Flag(argc, argv, "timeout_ms", "60000"), &timeout_ms));

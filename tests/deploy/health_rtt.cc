@@ -38,6 +38,18 @@ bool Check(health::Health::Stub* stub) {
   return resp.status() == health::HealthCheckResponse::SERVING;
 }
 
+constexpr char kUsage[] =
+    R"(health_rtt: times gRPC health checks (grpc.health.v1.Health/Check) to
+daemons. For each target: connects, makes one untimed check, then N timed
+checks one after another, and prints
+  health_rtt: TARGET min=A median=B max=C ms
+Exits 0 when every check answered SERVING, 1 otherwise, 2 on bad arguments.
+
+usage: health_rtt [--count=5] HOST:PORT ...
+  --count=5    timed checks per target
+  -h, --help   print this and exit
+)";
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -45,14 +57,26 @@ int main(int argc, char** argv) {
   std::vector<std::string> targets;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      fputs(kUsage, stdout);
+      return 0;
+    }
     if (arg.rfind("--count=", 0) == 0) {
-      count = atoi(arg.c_str() + 8);
+      char* end = nullptr;
+      count = static_cast<int>(strtol(arg.c_str() + 8, &end, 10));
+      if (end == arg.c_str() + 8 || *end != '\0') count = 0;
+    } else if (arg.rfind("-", 0) == 0) {
+      fprintf(stderr, "health_rtt: unknown flag '%s' (see --help)\n",
+              arg.c_str());
+      return 2;
     } else {
       targets.push_back(arg);
     }
   }
   if (count < 1 || targets.empty()) {
-    fprintf(stderr, "usage: health_rtt [--count=N] HOST:PORT ...\n");
+    fprintf(stderr,
+            "health_rtt: need --count >= 1 and at least one HOST:PORT\n"
+            "usage: health_rtt [--count=N] HOST:PORT ... (see --help)\n");
     return 2;
   }
   for (const std::string& target : targets) {
