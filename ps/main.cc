@@ -2,10 +2,13 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include "absl/strings/str_cat.h"
+
 #include "common/daemon.h"
 #include "common/daemon_flags.h"
 #include "common/dir_lock.h"
 #include "common/init.h"
+#include "ps/service/data_plane.h"
 #include "ps/service/ps_service.h"
 
 DEFINE_string(data_dir, "",
@@ -17,6 +20,11 @@ DEFINE_bool(await_restore, true,
             "checkpoint), serve no pull or push and report NOT_SERVING "
             "until the coordinator's Restore; false: serve the empty state "
             "at once.");
+DEFINE_int32(data_port, -1,
+             "Port of the direct data plane (Pull/Push/PushPull as plain TCP "
+             "frames, without gRPC's per-call cost; clients opt in with "
+             "PsClientOptions::direct_data_plane); 0 picks a free port, -1 "
+             "(default) turns it off. Plaintext: refused with TLS.");
 
 int main(int argc, char** argv) {
   plexus::InitProcess(&argc, &argv,
@@ -43,7 +51,32 @@ int main(int argc, char** argv) {
   plexus::DaemonOptions options = plexus::DaemonOptionsFromFlags("plexus-ps");
   plexus::ps::PsService service(FLAGS_shard, std::move(*engine),
                                 options.max_message_bytes);
-  options.on_drain = [&service] { service.Drain(); };
+  // The direct data plane listens now and serves once the daemon has
+  // blocked its signals (threads inherit the mask).
+  std::unique_ptr<plexus::ps::DataPlaneServer> data_plane;
+  if (FLAGS_data_port >= 0) {
+    if (!options.tls.cert_file.empty()) {
+      LOG(ERROR) << "--data_port serves plaintext frames; it cannot be used "
+                    "with --tls_cert_file";
+      return 1;
+    }
+    auto dp = plexus::ps::DataPlaneServer::Listen(
+        &service, {.host = options.host,
+                   .port = FLAGS_data_port,
+                   .max_message_bytes = options.max_message_bytes});
+    if (!dp.ok()) {
+      LOG(ERROR) << dp.status().message();
+      return 1;
+    }
+    data_plane = std::move(*dp);
+    // An empty host: the host clients reach the gRPC port on.
+    service.SetDataPlane(absl::StrCat(":", data_plane->port()),
+                         data_plane->key());
+  }
+  options.on_drain = [&service, dp = data_plane.get()] {
+    if (dp != nullptr) dp->Drain();
+    service.Drain();
+  };
   // Checkpoints live in <data_dir>/checkpoints; opening removes staging
   // leftovers and half-built checkpoints of an earlier incarnation.
   absl::Status ck = service.OpenCheckpoints(FLAGS_data_dir + "/checkpoints",
@@ -57,6 +90,7 @@ int main(int argc, char** argv) {
     LOG(ERROR) << daemon.status().message();
     return 1;
   }
+  if (data_plane != nullptr) data_plane->Serve();
   plexus::Daemon* d = daemon->get();
   service.SetServingCallback([d](bool serving) { d->SetServing(serving); });
   if (service.awaiting_restore()) d->SetServing(false);

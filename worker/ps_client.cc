@@ -3,9 +3,13 @@
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
@@ -14,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/auth.h"
+#include "common/data_frame.h"
 #include "common/error_info.h"
 #include "common/grpc_status.h"
 #include "common/hash.h"
@@ -74,6 +79,31 @@ absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out) {
   std::memcpy(out, t.data().data(), t.data().size());
   return absl::OkStatus();
 }
+
+// A connection of the direct data plane, closed with its owner.
+class OwnedFd {
+ public:
+  OwnedFd() = default;
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  OwnedFd(OwnedFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  OwnedFd& operator=(OwnedFd&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~OwnedFd() { Reset(); }
+  bool valid() const { return fd_ >= 0; }
+  int get() const { return fd_; }
+
+ private:
+  void Reset() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  int fd_ = -1;
+};
 
 // The state of an asynchronous call, shared by the future and the task that
 // completes it (either may go first).
@@ -249,10 +279,7 @@ class PsClientImpl : public PsClient {
         l->set_create_missing(true);
         for (size_t k = b; k < e; ++k) l->add_ids(plan.ids[s][k]);
         v1::PullResponse resp;
-        PLEXUS_RETURN_IF_ERROR(Call(
-            s, [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
-              return stub->Pull(c, req, &resp);
-            }));
+        PLEXUS_RETURN_IF_ERROR(DataCall(s, req, &resp));
         if (resp.sparse_size() != 1) {
           return absl::InternalError("shard answered a pull with no rows");
         }
@@ -321,10 +348,7 @@ class PsClientImpl : public PsClient {
             SetF32Tensor(static_cast<int64_t>(e - b), dim,
                          sums[s].data() + b * dim, u->mutable_grads());
             v1::PushResponse resp;
-            PLEXUS_RETURN_IF_ERROR(Call(s, [&](v1::ParameterServer::Stub* stub,
-                                               grpc::ClientContext* c) {
-              return stub->Push(c, req, &resp);
-            }));
+            PLEXUS_RETURN_IF_ERROR(DataCall(s, req, &resp));
             absl::MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
@@ -355,11 +379,7 @@ class PsClientImpl : public PsClient {
         d->mutable_rows()->set_row_begin(p.row_begin);
         d->mutable_rows()->set_row_end(p.row_end);
         v1::PullResponse resp;
-        PLEXUS_RETURN_IF_ERROR(
-            Call(p.shard,
-                 [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
-                   return stub->Pull(c, req, &resp);
-                 }));
+        PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, req, &resp));
         if (resp.dense_size() != 1) {
           return absl::InternalError(
               "shard answered a dense pull with no slice");
@@ -398,11 +418,7 @@ class PsClientImpl : public PsClient {
                 p.row_end - p.row_begin, row_elems, *TrailingDims(variable),
                 grads.data() + p.row_begin * row_elems, d->mutable_tensor());
             v1::PushResponse resp;
-            PLEXUS_RETURN_IF_ERROR(Call(
-                p.shard,
-                [&](v1::ParameterServer::Stub* stub, grpc::ClientContext* c) {
-                  return stub->Push(c, req, &resp);
-                }));
+            PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, req, &resp));
             absl::MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
@@ -688,21 +704,191 @@ class PsClientImpl : public PsClient {
     return stub.get();
   }
 
-  // One RPC to one shard, retried on UNAVAILABLE with jittered exponential
-  // backoff until the client's timeout. CANCELLED counts as UNAVAILABLE:
-  // this client never cancels its calls, so it comes from a shard that shut
-  // down with the call still queued (a drain cancels what it did not run);
-  // a push retried is acknowledged as a duplicate if it was applied.
-  absl::Status Call(
+  using GrpcCall = std::function<grpc::Status(v1::ParameterServer::Stub*,
+                                              grpc::ClientContext*)>;
+
+  // One RPC to one shard over gRPC, retried as Retry says.
+  absl::Status Call(uint32_t shard, const GrpcCall& rpc) {
+    return Retry(shard, [&](absl::Time deadline) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+      return FromGrpcStatus(rpc(Stub(shard), &ctx));
+    });
+  }
+
+  // A data-plane call: over the shard's direct data plane where
+  // options_.direct_data_plane asks for it and the shard offers one, else
+  // gRPC; retried as Retry says.
+  absl::Status DataCall(uint32_t shard, const v1::PullRequest& req,
+                        v1::PullResponse* resp) {
+    return Retry(shard, [&](absl::Time deadline) {
+      return Attempt(
+          shard, v1::DataFrameHeader::METHOD_PULL, req, resp, deadline,
+          [&](auto* stub, auto* c) { return stub->Pull(c, req, resp); });
+    });
+  }
+  absl::Status DataCall(uint32_t shard, const v1::PushRequest& req,
+                        v1::PushResponse* resp) {
+    return Retry(shard, [&](absl::Time deadline) {
+      return Attempt(
+          shard, v1::DataFrameHeader::METHOD_PUSH, req, resp, deadline,
+          [&](auto* stub, auto* c) { return stub->Push(c, req, resp); });
+    });
+  }
+
+  absl::Status Attempt(uint32_t shard, v1::DataFrameHeader::Method method,
+                       const google::protobuf::Message& req,
+                       google::protobuf::Message* resp, absl::Time deadline,
+                       const GrpcCall& rpc) {
+    if (options_.direct_data_plane) {
+      std::optional<absl::Status> st =
+          Direct(shard, method, req, resp, deadline);
+      if (st.has_value()) return *st;
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(deadline));
+    return FromGrpcStatus(rpc(Stub(shard), &ctx));
+  }
+
+  // One attempt over the shard's direct data plane; nullopt when the shard
+  // offers none (the caller uses gRPC). The plane's address and key come
+  // from GetShardInfo once per shard incarnation: a lost connection or a
+  // refused key forgets them, so the retry asks again.
+  std::optional<absl::Status> Direct(uint32_t shard,
+                                     v1::DataFrameHeader::Method method,
+                                     const google::protobuf::Message& req,
+                                     google::protobuf::Message* resp,
+                                     absl::Time deadline) {
+    const std::string grpc_address = Router()->map().shards(shard).address();
+    std::string address, key;
+    OwnedFd conn;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = direct_.find(grpc_address);
+      if (it != direct_.end()) {
+        if (it->second.address.empty()) return std::nullopt;
+        address = it->second.address;
+        key = it->second.key;
+        if (!it->second.idle.empty()) {
+          conn = std::move(it->second.idle.back());
+          it->second.idle.pop_back();
+        }
+      }
+    }
+    if (address.empty()) {
+      v1::GetShardInfoRequest info_req;
+      v1::GetShardInfoResponse info;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+      absl::Status st =
+          FromGrpcStatus(Stub(shard)->GetShardInfo(&ctx, info_req, &info));
+      if (!st.ok()) return st;
+      address = info.data_plane_address();
+      key = info.data_plane_key();
+      std::string host;
+      int port = 0;
+      if (!address.empty() && address[0] == ':') {
+        // The shard's own host: the one its gRPC port is reached on.
+        if (SplitHostPort(grpc_address, &host, &port).ok()) {
+          address = host + address;
+        } else {
+          LOG(WARNING) << "PS client: cannot tell the host of shard address "
+                       << grpc_address << "; using gRPC for its data";
+          address.clear();
+        }
+      }
+      if (address.empty()) {
+        LOG(INFO) << "PS client: shard " << shard << " (" << grpc_address
+                  << ") offers no direct data plane; using gRPC";
+      }
+      absl::MutexLock lock(&mu_);
+      DirectPlane& d = direct_[grpc_address];
+      d.address = address;
+      d.key = key;
+      if (address.empty()) return std::nullopt;
+    }
+    if (!conn.valid()) {
+      absl::StatusOr<int> fd = ConnectTcp(address, deadline);
+      if (!fd.ok()) {
+        ForgetDirect(grpc_address);
+        return fd.status();
+      }
+      conn = OwnedFd(*fd);
+    }
+    v1::DataFrameHeader h;
+    h.set_method(method);
+    h.set_request_id(next_request_id_.fetch_add(1) + 1);
+    h.set_key(key);
+    h.set_deadline_unix_us(absl::ToUnixMicros(deadline));
+    std::string body;
+    req.SerializeToString(&body);
+    v1::DataFrameHeader reply;
+    FrameBody reply_body;
+    absl::Status st = WriteDataFrame(conn.get(), h, body, deadline);
+    if (st.ok()) {
+      st = ReadDataFrame(conn.get(), deadline, options_.max_message_bytes,
+                         &reply, &reply_body);
+    }
+    if (!st.ok()) {
+      // The connection is closed (part of a frame may be out): a lost shard
+      // is asked for its plane again on the retry.
+      if (absl::IsUnavailable(st)) ForgetDirect(grpc_address);
+      return st;
+    }
+    if (reply.request_id() != h.request_id()) {
+      return absl::DataLossError(
+          absl::StrCat("data plane of ", address, ": a reply to request ",
+                       reply.request_id(), " for request ", h.request_id()));
+    }
+    if (reply.code() != 0) {
+      absl::Status err(static_cast<absl::StatusCode>(reply.code()),
+                       reply.message());
+      if (reply.has_error_info()) err = WithErrorInfo(err, reply.error_info());
+      if (absl::IsUnauthenticated(err)) {
+        // A key from an earlier incarnation of the shard: ask again.
+        ForgetDirect(grpc_address);
+        return absl::UnavailableError(absl::StrCat(
+            "data plane of ", address,
+            " refused the key (shard restarted?): ", err.message()));
+      }
+      // A draining shard closes the connection after saying so.
+      if (!absl::IsUnavailable(err)) ReturnIdle(grpc_address, std::move(conn));
+      return err;
+    }
+    if (!resp->ParseFromArray(reply_body.data.get(),
+                              static_cast<int>(reply_body.size))) {
+      return absl::DataLossError(absl::StrCat(
+          "data plane of ", address, ": a malformed ", resp->GetTypeName()));
+    }
+    ReturnIdle(grpc_address, std::move(conn));
+    return absl::OkStatus();
+  }
+
+  void ForgetDirect(const std::string& grpc_address) {
+    absl::MutexLock lock(&mu_);
+    direct_.erase(grpc_address);
+  }
+  void ReturnIdle(const std::string& grpc_address, OwnedFd conn) {
+    absl::MutexLock lock(&mu_);
+    auto it = direct_.find(grpc_address);
+    if (it != direct_.end() && it->second.idle.size() < kMaxIdlePerShard) {
+      it->second.idle.push_back(std::move(conn));
+    }
+  }
+
+  // Runs `attempt` with the call's deadline, retried on UNAVAILABLE with
+  // jittered exponential backoff until the client's timeout. CANCELLED counts
+  // as UNAVAILABLE: this client never cancels its calls, so it comes from a
+  // shard that shut down with the call still queued (a drain cancels what it
+  // did not run); a push retried is acknowledged as a duplicate if it was
+  // applied.
+  absl::Status Retry(
       uint32_t shard,
-      const std::function<grpc::Status(v1::ParameterServer::Stub*,
-                                       grpc::ClientContext*)>& rpc) {
+      const std::function<absl::Status(absl::Time deadline)>& attempt) {
     absl::Time deadline = absl::Now() + options_.timeout;
     absl::Duration backoff = options_.initial_backoff;
     while (true) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(absl::ToChronoTime(deadline));
-      absl::Status st = FromGrpcStatus(rpc(Stub(shard), &ctx));
+      absl::Status st = attempt(deadline);
       if (absl::IsCancelled(st)) {
         st = absl::UnavailableError(absl::StrCat(
             "the shard cancelled the call (shutting down): ", st.message()));
@@ -765,6 +951,16 @@ class PsClientImpl : public PsClient {
   absl::flat_hash_map<std::string, std::vector<int64_t>> trailing_dims_
       ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  // The direct data plane per shard gRPC address (options_.direct_data_plane):
+  // its address (empty: not offered), key and idle connections.
+  struct DirectPlane {
+    std::string address;
+    std::string key;
+    std::vector<OwnedFd> idle;
+  };
+  static constexpr size_t kMaxIdlePerShard = 32;
+  absl::flat_hash_map<std::string, DirectPlane> direct_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> next_request_id_{0};
   // Last: their threads finish before the rest is destroyed. Async calls run
   // on their own pool, so they never wait for a slot they occupy.
   ThreadPool pool_;

@@ -1,9 +1,14 @@
-// ps_bench: the parameter server's data plane end to end (PsClient -> gRPC ->
-// plexus-ps processes on 127.0.0.1), next to this machine's limits measured
-// in the same run (loopback TCP stream and round trip, memcpy).
+// ps_bench: the parameter server's data plane end to end (PsClient -> gRPC
+// or the direct data plane -> plexus-ps processes on 127.0.0.1), next to this
+// machine's limits measured in the same run (loopback TCP stream and round
+// trip, memcpy) and gRPC's own floor (an empty unary call).
 //
-//   ps_bench [--bin_dir DIR] [--shards 1,2] [--seconds 0.3] [--max_mb 256]
-//            [--json FILE]
+//   ps_bench [--bin_dir DIR] [--shards 1,2] [--data_plane grpc,direct]
+//            [--seconds 0.3] [--max_mb 256] [--json FILE]
+//
+// Each row names its data plane: "grpc" (every call a gRPC call) or
+// "direct" (PsClientOptions::direct_data_plane: Pull and Push as frames over
+// plain TCP, plexus-ps --data_port).
 //
 // Dense: push, pull and push+pull (a push then a pull; bytes of both count)
 // of one fp32 variable of 1 KiB .. max_mb MiB, GB/s from the median call.
@@ -54,6 +59,7 @@ struct Flags {
   std::vector<int64_t> batches = {1, 16, 256, 4096, 65536};
   bool dense = true;
   bool sparse = true;
+  std::vector<std::string> planes = {"grpc", "direct"};
   std::string json;
 };
 
@@ -204,7 +210,7 @@ class Zipf {
 };
 
 struct Row {
-  std::string kind, op, dist;
+  std::string plane, kind, op, dist;
   int shards = 0;
   int64_t bytes = 0, ids = 0, dim = 0;
   double p50_s = 0, p99_s = 0, gbps = 0, rows_per_s = 0;
@@ -212,14 +218,16 @@ struct Row {
 
 std::string JsonRow(const Row& r) {
   return absl::StrCat(
-      "{\"kind\":\"", r.kind, "\",\"op\":\"", r.op, "\",\"dist\":\"", r.dist,
-      "\",\"shards\":", r.shards, ",\"bytes\":", r.bytes, ",\"ids\":", r.ids,
-      ",\"dim\":", r.dim, ",\"p50_s\":", r.p50_s, ",\"p99_s\":", r.p99_s,
-      ",\"gbps\":", r.gbps, ",\"rows_per_s\":", r.rows_per_s, "}");
+      "{\"plane\":\"", r.plane, "\",\"kind\":\"", r.kind, "\",\"op\":\"", r.op,
+      "\",\"dist\":\"", r.dist, "\",\"shards\":", r.shards,
+      ",\"bytes\":", r.bytes, ",\"ids\":", r.ids, ",\"dim\":", r.dim,
+      ",\"p50_s\":", r.p50_s, ",\"p99_s\":", r.p99_s, ",\"gbps\":", r.gbps,
+      ",\"rows_per_s\":", r.rows_per_s, "}");
 }
 
 int Run(const Flags& f) {
-  std::printf("# ps_bench: PsClient -> gRPC -> plexus-ps on 127.0.0.1\n");
+  std::printf("# ps_bench: PsClient -> %s -> plexus-ps on 127.0.0.1\n",
+              absl::StrJoin(f.planes, " | ").c_str());
   double tcp = LoopbackTcpGBps(), mem = MemcpyGBps();
   double rtt = LoopbackTcpRoundTrip(4096);
   std::printf(
@@ -235,6 +243,7 @@ int Run(const Flags& f) {
     o.bin_dir = f.bin_dir;
     o.root_dir = root;
     o.num_ps = shards;
+    o.ps_flags = {"--data_port=0"};
     auto cluster = local::LocalCluster::Start(o);
     if (!cluster.ok()) {
       std::fprintf(stderr, "ps_bench: %s\n",
@@ -245,17 +254,6 @@ int Run(const Flags& f) {
     for (const auto& m : (*cluster)->members()) {
       if (m.role == "ps") addrs.push_back(m.address);
     }
-    worker::PsClientOptions co;
-    co.shards = addrs;
-    co.timeout = absl::Seconds(120);
-    auto client = worker::PsClient::Connect(co);
-    if (!client.ok()) {
-      std::fprintf(stderr, "ps_bench: %s\n",
-                   client.status().ToString().c_str());
-      return 1;
-    }
-    worker::PsClient& c = **client;
-
     // The gRPC floor on the same shard, same process: an empty unary call
     // (grpc.health.v1.Health/Check) on one warm channel. What a pull costs
     // above it is the PS's own; the floor itself is gRPC's.
@@ -276,89 +274,105 @@ int Run(const Flags& f) {
           shards, grpc_floor * 1e6, Pct(t, 0.99) * 1e6);
     }
 
-    std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s\n", "dense", "op",
-                "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp");
-    for (int64_t bytes = 1024; f.dense && bytes <= f.max_mb << 20; bytes *= 4) {
-      int64_t cols = std::min<int64_t>(256, bytes / 4);
-      int64_t nrows = bytes / 4 / cols;
-      std::string name = absl::StrCat("w", bytes);
-      v1::VariableConfig v;
-      v.set_name(name);
-      v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-      v.mutable_spec()->add_shape(nrows);
-      v.mutable_spec()->add_shape(cols);
-      v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1e-3);
-      v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
-      if (auto st = c.CreateVariable(v); !st.ok()) {
-        std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
+    for (const std::string& plane : f.planes) {
+      worker::PsClientOptions co;
+      co.shards = addrs;
+      co.timeout = absl::Seconds(120);
+      co.direct_data_plane = plane == "direct";
+      auto client = worker::PsClient::Connect(co);
+      if (!client.ok()) {
+        std::fprintf(stderr, "ps_bench: %s\n",
+                     client.status().ToString().c_str());
         return 1;
       }
-      std::vector<float> buf(nrows * cols, 1e-3f);
-      for (const char* op : {"push", "pull", "push+pull"}) {
-        std::string sop = op;
-        auto t = Time(f.seconds, [&] {
-          if (sop != "pull") (void)c.PushDense(name, buf);
-          if (sop != "push") (void)c.PullDense(name, absl::MakeSpan(buf));
-        });
-        Row r{"dense", sop, "-", shards, bytes, 0, cols};
-        r.p50_s = Pct(t, 0.5);
-        r.p99_s = Pct(t, 0.99);
-        r.gbps = (sop == "push+pull" ? 2.0 : 1.0) * bytes / r.p50_s / 1e9;
-        std::printf("%-6s %-9s %6d %12lld %10.1f %10.1f %9.3f %6.0f%%\n",
-                    "dense", op, shards, static_cast<long long>(bytes),
-                    r.p50_s * 1e6, r.p99_s * 1e6, r.gbps, 100 * r.gbps / tcp);
-        rows.push_back(r);
+      worker::PsClient& c = **client;
+      std::printf("\n# data plane: %s\n", plane.c_str());
+      std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s\n", "dense", "op",
+                  "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp");
+      for (int64_t bytes = 1024; f.dense && bytes <= f.max_mb << 20;
+           bytes *= 4) {
+        int64_t cols = std::min<int64_t>(256, bytes / 4);
+        int64_t nrows = bytes / 4 / cols;
+        std::string name = absl::StrCat("w", bytes);
+        v1::VariableConfig v;
+        v.set_name(name);
+        v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+        v.mutable_spec()->add_shape(nrows);
+        v.mutable_spec()->add_shape(cols);
+        v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1e-3);
+        v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+        if (auto st = c.CreateVariable(v); !st.ok()) {
+          std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
+          return 1;
+        }
+        std::vector<float> buf(nrows * cols, 1e-3f);
+        for (const char* op : {"push", "pull", "push+pull"}) {
+          std::string sop = op;
+          auto t = Time(f.seconds, [&] {
+            if (sop != "pull") (void)c.PushDense(name, buf);
+            if (sop != "push") (void)c.PullDense(name, absl::MakeSpan(buf));
+          });
+          Row r{plane, "dense", sop, "-", shards, bytes, 0, cols};
+          r.p50_s = Pct(t, 0.5);
+          r.p99_s = Pct(t, 0.99);
+          r.gbps = (sop == "push+pull" ? 2.0 : 1.0) * bytes / r.p50_s / 1e9;
+          std::printf("%-6s %-9s %6d %12lld %10.1f %10.1f %9.3f %6.0f%%\n",
+                      "dense", op, shards, static_cast<long long>(bytes),
+                      r.p50_s * 1e6, r.p99_s * 1e6, r.gbps, 100 * r.gbps / tcp);
+          rows.push_back(r);
+        }
+        (void)v;
       }
-      (void)v;
-    }
-    std::printf("\n%-6s %-5s %-7s %6s %6s %4s %10s %10s %12s %9s %7s\n",
-                "sparse", "op", "dist", "shards", "ids", "dim", "p50_us",
-                "p99_us", "rows/s", "GB/s", "%tcp");
-    std::mt19937_64 rng(42);
-    Zipf zipf(1000000, 1.1);
-    for (int64_t dim : f.sparse ? f.dims : std::vector<int64_t>{}) {
-      std::string table = absl::StrCat("emb", dim);
-      v1::TableConfig t;
-      t.set_name(table);
-      t.set_dim(dim);
-      t.mutable_optimizer()->mutable_adagrad()->set_learning_rate(0.01);
-      t.mutable_optimizer()->mutable_adagrad()->set_initial_accumulator_value(
-          0.1);
-      t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
-      if (auto st = c.CreateTable(t); !st.ok()) {
-        std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
-        return 1;
-      }
-      for (int64_t b : f.batches) {
-        for (const char* dist : {"uniform", "zipf"}) {
-          std::vector<uint64_t> ids(b);
-          for (auto& id : ids) {
-            id = std::string(dist) == "zipf"
-                     ? zipf(rng)
-                     : std::uniform_int_distribution<uint64_t>(0, 999999)(rng);
-          }
-          std::vector<float> vals(b * dim, 1e-3f);
-          for (const char* op : {"pull", "push"}) {
-            std::string sop = op;
-            auto tm = Time(f.seconds, [&] {
-              if (sop == "pull") {
-                (void)c.PullSparse(table, ids, dim, absl::MakeSpan(vals));
-              } else {
-                (void)c.PushSparse(table, ids, dim, vals);
-              }
-            });
-            Row r{"sparse", sop, dist, shards, b * dim * 4, b, dim};
-            r.p50_s = Pct(tm, 0.5);
-            r.p99_s = Pct(tm, 0.99);
-            r.rows_per_s = b / r.p50_s;
-            r.gbps = r.bytes / r.p50_s / 1e9;
-            std::printf(
-                "%-6s %-5s %-7s %6d %6lld %4lld %10.1f %10.1f %12.0f %9.3f "
-                "%6.0f%%\n",
-                "sparse", op, dist, shards, static_cast<long long>(b),
-                static_cast<long long>(dim), r.p50_s * 1e6, r.p99_s * 1e6,
-                r.rows_per_s, r.gbps, 100 * r.gbps / tcp);
-            rows.push_back(r);
+      std::printf("\n%-6s %-5s %-7s %6s %6s %4s %10s %10s %12s %9s %7s\n",
+                  "sparse", "op", "dist", "shards", "ids", "dim", "p50_us",
+                  "p99_us", "rows/s", "GB/s", "%tcp");
+      std::mt19937_64 rng(42);
+      Zipf zipf(1000000, 1.1);
+      for (int64_t dim : f.sparse ? f.dims : std::vector<int64_t>{}) {
+        std::string table = absl::StrCat("emb", dim);
+        v1::TableConfig t;
+        t.set_name(table);
+        t.set_dim(dim);
+        t.mutable_optimizer()->mutable_adagrad()->set_learning_rate(0.01);
+        t.mutable_optimizer()->mutable_adagrad()->set_initial_accumulator_value(
+            0.1);
+        t.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+        if (auto st = c.CreateTable(t); !st.ok()) {
+          std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
+          return 1;
+        }
+        for (int64_t b : f.batches) {
+          for (const char* dist : {"uniform", "zipf"}) {
+            std::vector<uint64_t> ids(b);
+            for (auto& id : ids) {
+              id =
+                  std::string(dist) == "zipf"
+                      ? zipf(rng)
+                      : std::uniform_int_distribution<uint64_t>(0, 999999)(rng);
+            }
+            std::vector<float> vals(b * dim, 1e-3f);
+            for (const char* op : {"pull", "push"}) {
+              std::string sop = op;
+              auto tm = Time(f.seconds, [&] {
+                if (sop == "pull") {
+                  (void)c.PullSparse(table, ids, dim, absl::MakeSpan(vals));
+                } else {
+                  (void)c.PushSparse(table, ids, dim, vals);
+                }
+              });
+              Row r{plane, "sparse", sop, dist, shards, b * dim * 4, b, dim};
+              r.p50_s = Pct(tm, 0.5);
+              r.p99_s = Pct(tm, 0.99);
+              r.rows_per_s = b / r.p50_s;
+              r.gbps = r.bytes / r.p50_s / 1e9;
+              std::printf(
+                  "%-6s %-5s %-7s %6d %6lld %4lld %10.1f %10.1f %12.0f %9.3f "
+                  "%6.0f%%\n",
+                  "sparse", op, dist, shards, static_cast<long long>(b),
+                  static_cast<long long>(dim), r.p50_s * 1e6, r.p99_s * 1e6,
+                  r.rows_per_s, r.gbps, 100 * r.gbps / tcp);
+              rows.push_back(r);
+            }
           }
         }
       }
@@ -406,6 +420,9 @@ int main(int argc, char** argv) {
           "  --bin_dir DIR   folder with plexus-ps (default: next to "
           "ps_bench)\n"
           "  --shards 1,2    shard counts to run\n"
+          "  --data_plane grpc,direct  client data planes to run (gRPC; "
+          "the\n"
+          "                  direct TCP frames of plexus-ps --data_port)\n"
           "  --seconds 0.3   time budget per row\n"
           "  --max_mb 256    largest dense variable, MiB\n"
           "  --dims 8,64,256 sparse row widths\n"
@@ -424,6 +441,15 @@ int main(int argc, char** argv) {
           return 2;
         }
         f.shards.push_back(n);
+      }
+    } else if (a == "--data_plane") {
+      f.planes.clear();
+      for (auto s : absl::StrSplit(next(), ',')) {
+        if (s != "grpc" && s != "direct") {
+          std::fprintf(stderr, "ps_bench: --data_plane takes grpc,direct\n");
+          return 2;
+        }
+        f.planes.emplace_back(s);
       }
     } else if (a == "--seconds") {
       f.seconds = std::stod(next());

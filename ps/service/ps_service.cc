@@ -339,14 +339,14 @@ absl::Status PsService::DoPush(
 }
 
 absl::StatusOr<PullResult> PsService::DoPull(
-    grpc::ServerContext* ctx, const v1::RequestHeader& h, v1::DType value_dtype,
+    absl::Time deadline, const v1::RequestHeader& h, v1::DType value_dtype,
     const RepeatedPtrField<v1::DenseSliceRef>& dense,
     const RepeatedPtrField<v1::SparseLookup>& sparse) {
   PLEXUS_RETURN_IF_ERROR(CheckServing());
   PLEXUS_RETURN_IF_ERROR(CheckMapVersion(h));
   PullOptions o;
   o.step_id = h.step_id();
-  o.deadline = DeadlineOf(ctx);
+  o.deadline = deadline;
   PLEXUS_ASSIGN_OR_RETURN(o.value_dtype, FromProto(value_dtype));
   std::vector<DenseRead> dr;
   for (const auto& d : dense) dr.push_back({d.variable(), FromProto(d.rows())});
@@ -401,51 +401,66 @@ grpc::Status PsService::Pull(grpc::ServerContext* ctx,
                              const v1::PullRequest* req,
                              v1::PullResponse* resp) {
   PLEXUS_AUTHORIZE(ctx);
-  auto r = DoPull(ctx, req->header(), req->value_dtype(), req->dense(),
-                  req->sparse());
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  FillResponse(std::move(*r), req->sparse(), resp->mutable_dense(),
-               resp->mutable_sparse(), req->dense());
-  FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  return ToGrpcStatus(ServePull(*req, DeadlineOf(ctx), resp));
 }
 
 grpc::Status PsService::Push(grpc::ServerContext* ctx,
                              const v1::PushRequest* req,
                              v1::PushResponse* resp) {
   PLEXUS_AUTHORIZE(ctx);
-  PushResult r;
-  absl::Status st = DoPush(req->header(), req->push_seq(), req->chunk_index(),
-                           req->num_chunks(), req->dense(), req->sparse(), &r);
-  if (!st.ok()) return ToGrpcStatus(st);
-  resp->set_outcome(ToProto(r.outcome));
-  resp->set_rows_applied(r.rows_applied);
-  resp->set_rows_not_admitted(r.rows_not_admitted);
-  resp->set_skipped_non_finite(r.skipped_non_finite);
-  FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  return ToGrpcStatus(ServePush(*req, resp));
 }
 
 grpc::Status PsService::PushPull(grpc::ServerContext* ctx,
                                  const v1::PushPullRequest* req,
                                  v1::PushPullResponse* resp) {
   PLEXUS_AUTHORIZE(ctx);
+  return ToGrpcStatus(ServePushPull(*req, DeadlineOf(ctx), resp));
+}
+
+absl::Status PsService::ServePull(const v1::PullRequest& req,
+                                  absl::Time deadline, v1::PullResponse* resp) {
+  PLEXUS_ASSIGN_OR_RETURN(PullResult r,
+                          DoPull(deadline, req.header(), req.value_dtype(),
+                                 req.dense(), req.sparse()));
+  FillResponse(std::move(r), req.sparse(), resp->mutable_dense(),
+               resp->mutable_sparse(), req.dense());
+  FillHeader(resp->mutable_header());
+  return absl::OkStatus();
+}
+
+absl::Status PsService::ServePush(const v1::PushRequest& req,
+                                  v1::PushResponse* resp) {
   PushResult r;
-  absl::Status st =
-      DoPush(req->header(), req->push_seq(), req->chunk_index(),
-             req->num_chunks(), req->push_dense(), req->push_sparse(), &r);
-  if (!st.ok()) return ToGrpcStatus(st);
-  auto pull = DoPull(ctx, req->header(), req->value_dtype(), req->pull_dense(),
-                     req->pull_sparse());
-  if (!pull.ok()) return ToGrpcStatus(pull.status());
+  PLEXUS_RETURN_IF_ERROR(DoPush(req.header(), req.push_seq(), req.chunk_index(),
+                                req.num_chunks(), req.dense(), req.sparse(),
+                                &r));
   resp->set_outcome(ToProto(r.outcome));
   resp->set_rows_applied(r.rows_applied);
   resp->set_rows_not_admitted(r.rows_not_admitted);
   resp->set_skipped_non_finite(r.skipped_non_finite);
-  FillResponse(std::move(*pull), req->pull_sparse(), resp->mutable_dense(),
-               resp->mutable_sparse(), req->pull_dense());
   FillHeader(resp->mutable_header());
-  return grpc::Status::OK;
+  return absl::OkStatus();
+}
+
+absl::Status PsService::ServePushPull(const v1::PushPullRequest& req,
+                                      absl::Time deadline,
+                                      v1::PushPullResponse* resp) {
+  PushResult r;
+  PLEXUS_RETURN_IF_ERROR(DoPush(req.header(), req.push_seq(), req.chunk_index(),
+                                req.num_chunks(), req.push_dense(),
+                                req.push_sparse(), &r));
+  PLEXUS_ASSIGN_OR_RETURN(PullResult pull,
+                          DoPull(deadline, req.header(), req.value_dtype(),
+                                 req.pull_dense(), req.pull_sparse()));
+  resp->set_outcome(ToProto(r.outcome));
+  resp->set_rows_applied(r.rows_applied);
+  resp->set_rows_not_admitted(r.rows_not_admitted);
+  resp->set_skipped_non_finite(r.skipped_non_finite);
+  FillResponse(std::move(pull), req.pull_sparse(), resp->mutable_dense(),
+               resp->mutable_sparse(), req.pull_dense());
+  FillHeader(resp->mutable_header());
+  return absl::OkStatus();
 }
 
 grpc::Status PsService::CreateVariable(grpc::ServerContext* ctx,
@@ -616,6 +631,9 @@ grpc::Status PsService::GetShardInfo(grpc::ServerContext* ctx,
   resp->set_duplicate_pushes(c.duplicate_pushes);
   resp->set_rejected_pushes(c.rejected_pushes);
   resp->set_started_unix_ms(started_unix_ms_);
+  // The key goes to callers the worker token admits, as Pull does.
+  resp->set_data_plane_address(data_plane_address_);
+  resp->set_data_plane_key(data_plane_key_);
   resp->mutable_build()->set_version(PLEXUS_VERSION);
   resp->mutable_build()->set_git_commit(PLEXUS_GIT_COMMIT);
   FillHeader(resp->mutable_header());

@@ -67,6 +67,21 @@ class PsService final : public v1::ParameterServer::Service {
     set_serving_ = std::move(set_serving);
   }
 
+  // The data plane without gRPC (ps/service/data_plane.h calls these once
+  // a request's key checked out; the gRPC handlers once the token did).
+  // `deadline` ends consistency waits.
+  absl::Status ServePull(const v1::PullRequest& req, absl::Time deadline,
+                         v1::PullResponse* resp);
+  absl::Status ServePush(const v1::PushRequest& req, v1::PushResponse* resp);
+  absl::Status ServePushPull(const v1::PushPullRequest& req,
+                             absl::Time deadline, v1::PushPullResponse* resp);
+  // The direct data plane to advertise in GetShardInfo ("host:port" and its
+  // key). REQUIRES: called before serving.
+  void SetDataPlane(std::string address, std::string key) {
+    data_plane_address_ = std::move(address);
+    data_plane_key_ = std::move(key);
+  }
+
   grpc::Status Pull(grpc::ServerContext* ctx, const v1::PullRequest* req,
                     v1::PullResponse* resp) override;
   grpc::Status Push(grpc::ServerContext* ctx, const v1::PushRequest* req,
@@ -142,8 +157,7 @@ class PsService final : public v1::ParameterServer::Service {
       const google::protobuf::RepeatedPtrField<v1::SparseUpdate>& sparse,
       PushResult* result);
   absl::StatusOr<PullResult> DoPull(
-      grpc::ServerContext* ctx, const v1::RequestHeader& h,
-      v1::DType value_dtype,
+      absl::Time deadline, const v1::RequestHeader& h, v1::DType value_dtype,
       const google::protobuf::RepeatedPtrField<v1::DenseSliceRef>& dense,
       const google::protobuf::RepeatedPtrField<v1::SparseLookup>& sparse);
   // Moves the pulled bytes into the response (no copy).
@@ -167,6 +181,9 @@ class PsService final : public v1::ParameterServer::Service {
   // destroyed first).
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::string checkpoint_root_;
+  // Set before serving, then constant (SetDataPlane).
+  std::string data_plane_address_;
+  std::string data_plane_key_;
   // A Restore is running (the store allows one at a time).
   std::atomic<bool> restoring_{false};
   std::atomic<bool> draining_{false};

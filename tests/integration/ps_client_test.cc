@@ -36,8 +36,18 @@ v1::TableConfig SgdTable(const std::string& name, int64_t dim,
   return t;
 }
 
-// A coordinator and `num_ps` shards under `dir`; the shards' addresses in
-// `shards`.
+// A coordinator and `num_ps` shards under `dir`, each offering the direct
+// data plane; the shards' addresses in `shards`.
+// Test parameter: whether the client sends Pull and Push over the shards'
+// direct data plane (plexus-ps --data_port) rather than gRPC. Every test
+// below runs both ways: the planes must be indistinguishable to a caller.
+std::string PlaneName(const ::testing::TestParamInfo<bool>& info) {
+  return info.param ? "Direct" : "Grpc";
+}
+
+// Shards offer the direct data plane whether the client uses it or not.
+const std::vector<std::string> kDataPort = {"--data_port=0"};
+
 std::unique_ptr<local::LocalCluster> StartShards(
     const TempDir& dir, int num_ps, std::vector<std::string> extra_flags,
     std::vector<std::string>* shards) {
@@ -46,6 +56,7 @@ std::unique_ptr<local::LocalCluster> StartShards(
   o.root_dir = dir.Sub("cluster");
   o.num_ps = num_ps;
   o.extra_flags = std::move(extra_flags);
+  o.ps_flags = kDataPort;
   auto c = local::LocalCluster::Start(o);
   EXPECT_TRUE(c.ok()) << c.status();
   if (!c.ok()) return nullptr;
@@ -55,7 +66,7 @@ std::unique_ptr<local::LocalCluster> StartShards(
   return std::move(*c);
 }
 
-class PsClientTest : public ::testing::Test {
+class PsClientTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     cluster_ = StartShards(dir_, 2, {}, &shards_);
@@ -63,6 +74,7 @@ class PsClientTest : public ::testing::Test {
     worker::PsClientOptions co;
     co.shards = shards_;
     co.timeout = absl::Seconds(30);
+    co.direct_data_plane = GetParam();
     auto client = PsClient::Connect(
         co, {.job_id = "job", .worker_id = 3, .worker_incarnation = 1});
     ASSERT_TRUE(client.ok()) << client.status();
@@ -75,7 +87,7 @@ class PsClientTest : public ::testing::Test {
   std::unique_ptr<PsClient> client_;
 };
 
-TEST_F(PsClientTest, SparsePushThenPullAcrossShards) {
+TEST_P(PsClientTest, SparsePushThenPullAcrossShards) {
   const int64_t dim = 4;
   ASSERT_TRUE(client_->CreateTable(SgdTable("emb", dim)).ok());
   // Creating again with the same config is fine.
@@ -110,7 +122,7 @@ TEST_F(PsClientTest, SparsePushThenPullAcrossShards) {
   }
 }
 
-TEST_F(PsClientTest, ARepeatedPushIsAppliedOnce) {
+TEST_P(PsClientTest, ARepeatedPushIsAppliedOnce) {
   const int64_t dim = 2;
   ASSERT_TRUE(client_->CreateTable(SgdTable("t", dim)).ok());
   std::vector<uint64_t> ids = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -128,7 +140,7 @@ TEST_F(PsClientTest, ARepeatedPushIsAppliedOnce) {
   for (float v : out) EXPECT_FLOAT_EQ(v, -0.5f);
 }
 
-TEST_F(PsClientTest, DenseVariableIsSlicedAcrossShards) {
+TEST_P(PsClientTest, DenseVariableIsSlicedAcrossShards) {
   v1::VariableConfig v;
   v.set_name("w");
   v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
@@ -154,7 +166,7 @@ TEST_F(PsClientTest, DenseVariableIsSlicedAcrossShards) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(PsClientTest, OneDimensionalVariablesKeepTheirShape) {
+TEST_P(PsClientTest, OneDimensionalVariablesKeepTheirShape) {
   v1::VariableConfig v;
   v.set_name("bias");
   v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
@@ -174,7 +186,7 @@ TEST_F(PsClientTest, OneDimensionalVariablesKeepTheirShape) {
   for (float x : out) EXPECT_EQ(x, -2.0f);
 }
 
-TEST_F(PsClientTest, AStaleShardMapVersionIsRefusedWithTheCurrentOne) {
+TEST_P(PsClientTest, AStaleShardMapVersionIsRefusedWithTheCurrentOne) {
   auto stub = v1::ParameterServer::NewStub(
       grpc::CreateChannel(shards_[0], grpc::InsecureChannelCredentials()));
   v1::PullRequest req;
@@ -189,7 +201,7 @@ TEST_F(PsClientTest, AStaleShardMapVersionIsRefusedWithTheCurrentOne) {
   EXPECT_EQ(info->current_shard_map_version(), client_->shard_map().version());
 }
 
-TEST_F(PsClientTest, AsyncPullsCompleteThroughTheirFutures) {
+TEST_P(PsClientTest, AsyncPullsCompleteThroughTheirFutures) {
   const int64_t dim = 8;
   ASSERT_TRUE(client_->CreateTable(SgdTable("a", dim)).ok());
   std::vector<uint64_t> ids = {10, 20, 30};
@@ -202,12 +214,14 @@ TEST_F(PsClientTest, AsyncPullsCompleteThroughTheirFutures) {
   EXPECT_EQ(out1, out2);
 }
 
-TEST_F(PsClientTest, UnknownTableIsNotFound) {
+TEST_P(PsClientTest, UnknownTableIsNotFound) {
   std::vector<uint64_t> ids = {1};
   std::vector<float> out(4);
   EXPECT_EQ(client_->PullSparse("missing", ids, 4, absl::MakeSpan(out)).code(),
             absl::StatusCode::kNotFound);
 }
+
+INSTANTIATE_TEST_SUITE_P(Planes, PsClientTest, ::testing::Bool(), PlaneName);
 
 }  // namespace
 }  // namespace plexus
@@ -218,7 +232,10 @@ namespace {
 // Pushes that fail UNAVAILABLE are retried by the client; one whose update was
 // applied before the error (the ack was lost) is de-duplicated on the retry:
 // either way the update is applied exactly once.
-class PsClientRetryTest : public ::testing::TestWithParam<const char*> {};
+// Parameters: the failpoint, and whether the direct data plane carries the
+// pushes.
+class PsClientRetryTest
+    : public ::testing::TestWithParam<std::tuple<const char*, bool>> {};
 
 TEST_P(PsClientRetryTest, UnavailablePushesAreRetriedAndAppliedOnce) {
   TempDir dir;
@@ -226,8 +243,9 @@ TEST_P(PsClientRetryTest, UnavailablePushesAreRetriedAndAppliedOnce) {
   auto cluster = StartShards(dir, 1, {"--failpoint_rpc"}, &shards);
   ASSERT_NE(cluster, nullptr);
   std::string shard = shards[0];
+  const std::string failpoint = std::get<0>(GetParam());
   auto client = PsClient::Connect(
-      {.shards = {shard}},
+      {.shards = {shard}, .direct_data_plane = std::get<1>(GetParam())},
       {.job_id = "j", .worker_id = 1, .worker_incarnation = 1});
   ASSERT_TRUE(client.ok()) << client.status();
   v1::TableConfig t = SgdTable("t", 2, 1);
@@ -237,7 +255,7 @@ TEST_P(PsClientRetryTest, UnavailablePushesAreRetriedAndAppliedOnce) {
   auto stub = v1::ParameterServer::NewStub(
       grpc::CreateChannel(shard, grpc::InsecureChannelCredentials()));
   v1::SetFailpointRequest fp;
-  fp.set_name(GetParam());
+  fp.set_name(failpoint);
   fp.set_action("error(UNAVAILABLE)@2");
   v1::SetFailpointResponse fpr;
   grpc::ClientContext ctx;
@@ -254,20 +272,21 @@ TEST_P(PsClientRetryTest, UnavailablePushesAreRetriedAndAppliedOnce) {
   auto info = (*client)->ShardInfo();
   ASSERT_TRUE(info.ok());
   // After the ack was lost, the retries were recognised as duplicates.
-  EXPECT_EQ(
-      (*info)[0].duplicate_pushes(),
-      std::string(GetParam()) == "ps.apply.after_write_before_ack" ? 2 : 0);
+  EXPECT_EQ((*info)[0].duplicate_pushes(),
+            failpoint == "ps.apply.after_write_before_ack" ? 2 : 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Failpoints, PsClientRetryTest,
-                         ::testing::Values("ps.push.before_apply",
-                                           "ps.apply.after_write_before_ack"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (c == '.') c = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Failpoints, PsClientRetryTest,
+    ::testing::Combine(::testing::Values("ps.push.before_apply",
+                                         "ps.apply.after_write_before_ack"),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      std::string n = std::get<0>(info.param);
+      for (char& c : n)
+        if (c == '.') c = '_';
+      return n + (std::get<1>(info.param) ? "_Direct" : "_Grpc");
+    });
 
 }  // namespace
 }  // namespace plexus
@@ -278,12 +297,17 @@ namespace {
 // A shard that dies and comes back on the same address: the client's calls
 // ride out the gap (UNAVAILABLE, retried) and re-install its shard map on the
 // new process, whose (empty) state then answers for itself.
-TEST(PsClientRestart, ACallRidesOutAShardRestart) {
+// Over the direct data plane the restarted shard listens on another data
+// port with another key: the client's pooled connection fails, and it asks
+// the new shard for its plane again.
+class PsClientRestart : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PsClientRestart, ACallRidesOutAShardRestart) {
   TempDir dir;
   auto start = [&](int port) {
     SubprocessOptions o;
     o.argv = {BinDir() + "/plexus-ps", "--data_dir=" + dir.Sub("data"),
-              "--port=" + std::to_string(port),
+              "--port=" + std::to_string(port), "--data_port=0",
               "--port_file=" + dir.Sub("port")};
     o.log_file = dir.Sub("log");
     std::remove(dir.Sub("port").c_str());
@@ -297,7 +321,8 @@ TEST(PsClientRestart, ACallRidesOutAShardRestart) {
   ASSERT_GT(port, 0);
   auto client =
       PsClient::Connect({.shards = {"127.0.0.1:" + std::to_string(port)},
-                         .timeout = absl::Seconds(60)});
+                         .timeout = absl::Seconds(60),
+                         .direct_data_plane = GetParam()});
   ASSERT_TRUE(client.ok()) << client.status();
   v1::TableConfig t = SgdTable("t", 2, 1);
   ASSERT_TRUE((*client)->CreateTable(t).ok());
@@ -320,6 +345,8 @@ TEST(PsClientRestart, ACallRidesOutAShardRestart) {
   EXPECT_TRUE((*client)->PullSparse("t", ids, 2, absl::MakeSpan(out)).ok());
 }
 
+INSTANTIATE_TEST_SUITE_P(Planes, PsClientRestart, ::testing::Bool(), PlaneName);
+
 }  // namespace
 }  // namespace plexus
 
@@ -329,13 +356,16 @@ namespace {
 // With a 1 MiB message limit on both sides, a 6 MiB dense variable and a
 // 20,000-row sparse push/pull are split into pieces that each fit, and
 // reassemble exactly.
-TEST(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
+class PsClientChunking : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
   TempDir dir;
   std::vector<std::string> shards;
   auto cluster = StartShards(dir, 2, {"--max_message_bytes=1048576"}, &shards);
   ASSERT_NE(cluster, nullptr);
-  auto client =
-      PsClient::Connect({.shards = shards, .max_message_bytes = 1 << 20});
+  auto client = PsClient::Connect({.shards = shards,
+                                   .max_message_bytes = 1 << 20,
+                                   .direct_data_plane = GetParam()});
   ASSERT_TRUE(client.ok()) << client.status();
 
   v1::VariableConfig v;
@@ -378,13 +408,15 @@ TEST(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
 // Dense chunks smaller than a message (PsClientOptions.dense_chunk_bytes):
 // odd row counts land at the right offsets, and a repeated push with the
 // same key is a duplicate chunk by chunk.
-TEST(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
+TEST_P(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
   TempDir dir;
   std::vector<std::string> shards;
   auto cluster = StartShards(dir, 2, {}, &shards);
   ASSERT_NE(cluster, nullptr);
   // 3 rows of 5 fp32 per chunk (60 bytes; 64 does not hold a fourth).
-  auto client = PsClient::Connect({.shards = shards, .dense_chunk_bytes = 64});
+  auto client = PsClient::Connect({.shards = shards,
+                                   .dense_chunk_bytes = 64,
+                                   .direct_data_plane = GetParam()});
   ASSERT_TRUE(client.ok()) << client.status();
   v1::VariableConfig v;
   v.set_name("odd");
@@ -412,6 +444,9 @@ TEST(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
 }
+
+INSTANTIATE_TEST_SUITE_P(Planes, PsClientChunking, ::testing::Bool(),
+                         PlaneName);
 
 }  // namespace
 }  // namespace plexus

@@ -41,13 +41,17 @@ std::vector<uint64_t> Ids(int c, int s) {
   return ids;
 }
 
-class PsConsistencyTest : public ::testing::Test {
+// Test parameter: whether the clients' pulls and pushes go over the shards'
+// direct data plane (plexus-ps --data_port) rather than gRPC; each semantics
+// must hold on both.
+class PsConsistencyTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     local::LocalClusterOptions o;
     o.bin_dir = BinDir();
     o.root_dir = dir_.Sub("cluster");
     o.num_ps = 2;
+    o.ps_flags = {"--data_port=0"};
     auto c = local::LocalCluster::Start(o);
     ASSERT_TRUE(c.ok()) << c.status();
     cluster_ = std::move(*c);
@@ -58,6 +62,7 @@ class PsConsistencyTest : public ::testing::Test {
     for (int c = 0; c < kClients; ++c) {
       worker::PsClientOptions co;
       co.shards = shards;
+      co.direct_data_plane = GetParam();
       auto client =
           PsClient::Connect(co, {.job_id = "job",
                                  .worker_id = static_cast<uint64_t>(c + 1),
@@ -156,7 +161,7 @@ class PsConsistencyTest : public ::testing::Test {
   std::vector<std::unique_ptr<PsClient>> clients_;
 };
 
-TEST_F(PsConsistencyTest, AsyncAppliesEveryUpdateExactlyOnce) {
+TEST_P(PsConsistencyTest, AsyncAppliesEveryUpdateExactlyOnce) {
   Create(v1::CONSISTENCY_MODE_ASYNC);
   std::vector<std::vector<std::vector<float>>> seen;
   RunAll(/*pull_each_step=*/false, &seen);
@@ -186,7 +191,7 @@ TEST_F(PsConsistencyTest, AsyncAppliesEveryUpdateExactlyOnce) {
   EXPECT_EQ(w, wwant);
 }
 
-TEST_F(PsConsistencyTest, SyncAppliesTheMeanOncePerStepAndPullsSeeTheStep) {
+TEST_P(PsConsistencyTest, SyncAppliesTheMeanOncePerStepAndPullsSeeTheStep) {
   Create(v1::CONSISTENCY_MODE_SYNC);
   std::vector<std::vector<std::vector<float>>> seen;
   RunAll(/*pull_each_step=*/true, &seen);
@@ -215,7 +220,7 @@ TEST_F(PsConsistencyTest, SyncAppliesTheMeanOncePerStepAndPullsSeeTheStep) {
   }
 }
 
-TEST_F(PsConsistencyTest, BoundedStalenessHoldsBackAFastWorker) {
+TEST_P(PsConsistencyTest, BoundedStalenessHoldsBackAFastWorker) {
   Create(v1::CONSISTENCY_MODE_BOUNDED_STALENESS, /*staleness=*/1);
   // Clients 1 and 2 push step 1 only; client 0 pushes steps 1..3.
   auto push = [&](int c, int s) {
@@ -238,6 +243,7 @@ TEST_F(PsConsistencyTest, BoundedStalenessHoldsBackAFastWorker) {
   worker::PsClientOptions co;
   co.shards = {cluster_->members()[1].address, cluster_->members()[2].address};
   co.timeout = absl::Milliseconds(300);
+  co.direct_data_plane = GetParam();
   auto impatient =
       PsClient::Connect(co, {.worker_id = 1, .worker_incarnation = 1});
   ASSERT_TRUE(impatient.ok());
@@ -251,6 +257,11 @@ TEST_F(PsConsistencyTest, BoundedStalenessHoldsBackAFastWorker) {
   // 5 pushes of all-ones at lr 0.5 so far.
   for (float v : w) EXPECT_EQ(v, -0.5f * 7);
 }
+
+INSTANTIATE_TEST_SUITE_P(Planes, PsConsistencyTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Direct" : "Grpc";
+                         });
 
 }  // namespace
 }  // namespace plexus

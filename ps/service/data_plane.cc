@@ -1,0 +1,283 @@
+#include "ps/service/data_plane.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/data_frame.h"
+#include "common/error_info.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "glog/logging.h"
+#include "ps/service/ps_service.h"
+
+namespace plexus::ps {
+namespace {
+
+// A reply that the client stops reading for this long is abandoned.
+constexpr absl::Duration kWriteTimeout = absl::Seconds(60);
+
+const char* MethodName(v1::DataFrameHeader::Method m) {
+  switch (m) {
+    case v1::DataFrameHeader::METHOD_PULL:
+      return "Pull";
+    case v1::DataFrameHeader::METHOD_PUSH:
+      return "Push";
+    case v1::DataFrameHeader::METHOD_PUSH_PULL:
+      return "PushPull";
+    default:
+      return "unknown";
+  }
+}
+
+bool SameKey(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;  // constant time: no early exit on a mismatch
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i];
+  return diff == 0;
+}
+
+template <typename Req>
+absl::Status Parse(const FrameBody& body, Req* req) {
+  if (!req->ParseFromArray(body.data.get(), static_cast<int>(body.size))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data plane: the body is not a ", req->GetTypeName()));
+  }
+  return absl::OkStatus();
+}
+
+// Runs one request; fills the reply header's status and `out` (the
+// serialized response) when OK.
+absl::Status Dispatch(PsService* service, const v1::DataFrameHeader& h,
+                      const FrameBody& body, std::string* out) {
+  const absl::Time deadline = h.deadline_unix_us() > 0
+                                  ? absl::FromUnixMicros(h.deadline_unix_us())
+                                  : absl::InfiniteFuture();
+  switch (h.method()) {
+    case v1::DataFrameHeader::METHOD_PULL: {
+      v1::PullRequest req;
+      PLEXUS_RETURN_IF_ERROR(Parse(body, &req));
+      v1::PullResponse resp;
+      PLEXUS_RETURN_IF_ERROR(service->ServePull(req, deadline, &resp));
+      resp.SerializeToString(out);
+      return absl::OkStatus();
+    }
+    case v1::DataFrameHeader::METHOD_PUSH: {
+      v1::PushRequest req;
+      PLEXUS_RETURN_IF_ERROR(Parse(body, &req));
+      v1::PushResponse resp;
+      PLEXUS_RETURN_IF_ERROR(service->ServePush(req, &resp));
+      resp.SerializeToString(out);
+      return absl::OkStatus();
+    }
+    case v1::DataFrameHeader::METHOD_PUSH_PULL: {
+      v1::PushPullRequest req;
+      PLEXUS_RETURN_IF_ERROR(Parse(body, &req));
+      v1::PushPullResponse resp;
+      PLEXUS_RETURN_IF_ERROR(service->ServePushPull(req, deadline, &resp));
+      resp.SerializeToString(out);
+      return absl::OkStatus();
+    }
+    default:
+      return absl::UnimplementedError(absl::StrCat(
+          "data plane: method ", static_cast<int>(h.method()), " unknown"));
+  }
+}
+
+void Record(const char* method, absl::StatusCode code, absl::Time start) {
+  Metrics()
+      ->GetCounter(
+          "plexus_ps_data_plane_requests_total",
+          "Direct data-plane calls served, by method and code.",
+          {{"method", method}, {"code", absl::StatusCodeToString(code)}})
+      ->Increment();
+  Metrics()
+      ->GetHistogram("plexus_ps_data_plane_duration_seconds",
+                     "Direct data-plane calls: time from the request's "
+                     "arrival to its reply, by method.",
+                     {{"method", method}})
+      ->Observe(absl::ToDoubleSeconds(absl::Now() - start));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DataPlaneServer>> DataPlaneServer::Listen(
+    PsService* service, const DataPlaneOptions& options) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(options.port));
+  if (inet_pton(AF_INET, options.host.c_str(), &addr.sin_addr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data plane: --host '", options.host, "' is not an IPv4 address"));
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("data plane: socket: ", std::strerror(errno)));
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(fd, 128) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("data plane: cannot listen on ",
+                                               options.host, ":", options.port,
+                                               ": ", std::strerror(err)));
+  }
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::string key(16, '\0');
+  if (getrandom(key.data(), key.size(), 0) !=
+      static_cast<ssize_t>(key.size())) {
+    close(fd);
+    return absl::InternalError("data plane: getrandom failed");
+  }
+  return std::unique_ptr<DataPlaneServer>(new DataPlaneServer(
+      service, options, fd, ntohs(addr.sin_port), std::move(key)));
+}
+
+DataPlaneServer::DataPlaneServer(PsService* service,
+                                 const DataPlaneOptions& options, int listen_fd,
+                                 int port, std::string key)
+    : service_(service),
+      options_(options),
+      listen_fd_(listen_fd),
+      port_(port),
+      key_(std::move(key)),
+      stop_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+
+DataPlaneServer::~DataPlaneServer() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    // Wakes every connection's read (and write) with an error.
+    for (Connection& c : connections_) shutdown(c.fd, SHUT_RDWR);
+  }
+  const uint64_t one = 1;
+  if (write(stop_fd_, &one, sizeof(one)) < 0) {
+    LOG(WARNING) << "data plane: cannot wake the accept loop";
+  }
+  if (accept_thread_.joinable()) accept_thread_.join();
+  std::list<Connection> left;
+  {
+    absl::MutexLock lock(&mu_);
+    left.swap(connections_);
+  }
+  for (Connection& c : left) {
+    c.thread.join();
+    close(c.fd);
+  }
+  close(listen_fd_);
+  close(stop_fd_);
+}
+
+void DataPlaneServer::Serve() {
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  LOG(INFO) << "data plane: serving Pull/Push/PushPull on " << options_.host
+            << ":" << port_;
+}
+
+void DataPlaneServer::Drain() { draining_.store(true); }
+
+void DataPlaneServer::Reap() {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    if (it->done.load()) {
+      it->thread.join();
+      close(it->fd);
+      it = connections_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void DataPlaneServer::AcceptLoop() {
+  Gauge* open = Metrics()->GetGauge("plexus_ps_data_plane_connections",
+                                    "Direct data-plane connections open now.");
+  while (true) {
+    pollfd p[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      LOG(ERROR) << "data plane: poll: " << std::strerror(errno);
+      return;
+    }
+    if (p[1].revents != 0) return;
+    int fd =
+        accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) continue;  // EAGAIN, a peer that gave up, EMFILE (retried)
+    absl::MutexLock lock(&mu_);
+    Reap();
+    if (stopping_ || draining_.load() ||
+        static_cast<int>(connections_.size()) >= options_.max_connections) {
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    Connection& c = connections_.emplace_back();
+    c.fd = fd;
+    c.thread = std::thread([this, &c] { ServeConnection(&c); });
+    open->Set(static_cast<double>(connections_.size()));
+  }
+}
+
+void DataPlaneServer::ServeConnection(Connection* c) {
+  while (true) {
+    v1::DataFrameHeader h;
+    FrameBody body;
+    absl::Status st = ReadDataFrame(c->fd, absl::InfiniteFuture(),
+                                    options_.max_message_bytes, &h, &body);
+    if (!st.ok()) {
+      // A client that hangs up (or a shutdown) is the normal end; a
+      // malformed frame is worth a line.
+      if (!absl::IsUnavailable(st)) LOG(WARNING) << st;
+      break;
+    }
+    const absl::Time start = absl::Now();
+    const char* method = MethodName(h.method());
+    v1::DataFrameHeader reply;
+    reply.set_request_id(h.request_id());
+    std::string out;
+    bool close_after = false;
+    if (!SameKey(h.key(), key_)) {
+      st = absl::UnauthenticatedError(
+          "data plane: wrong key (fetch it again with GetShardInfo: the "
+          "shard may have restarted)");
+      close_after = true;
+    } else if (draining_.load()) {
+      v1::ErrorInfo info;
+      info.set_reason(v1::ErrorInfo::REASON_NOT_SERVING);
+      st = WithErrorInfo(absl::UnavailableError("the shard is draining"), info);
+      close_after = true;
+    } else {
+      st = Dispatch(service_, h, body, &out);
+    }
+    body = FrameBody();  // the request's bytes are no longer needed
+    if (!st.ok()) {
+      out.clear();
+      reply.set_code(static_cast<int>(st.code()));
+      reply.set_message(std::string(st.message()));
+      if (auto info = GetErrorInfo(st)) *reply.mutable_error_info() = *info;
+    }
+    Record(method, st.code(), start);
+    absl::Status w =
+        WriteDataFrame(c->fd, reply, out, absl::Now() + kWriteTimeout);
+    if (!w.ok() || close_after) break;
+  }
+  // The thread and the descriptor are reclaimed by Reap or the destructor;
+  // the peer sees the end of the stream now.
+  shutdown(c->fd, SHUT_RDWR);
+  c->done.store(true);
+}
+
+}  // namespace plexus::ps
