@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,7 +11,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -50,7 +54,7 @@ absl::Status Lost(const char* what, int err) {
 
 absl::Status WriteAll(int fd, iovec* iov, int n, absl::Time deadline) {
   while (n > 0) {
-    ssize_t w = writev(fd, iov, n);
+    ssize_t w = writev(fd, iov, std::min(n, IOV_MAX));
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
@@ -98,41 +102,104 @@ absl::Status ReadAll(int fd, char* out, size_t n, absl::Time deadline,
   return absl::OkStatus();
 }
 
-}  // namespace
+// The data fields of the Tensor messages in `m`, depth first in declaration
+// order (the order DataFrameHeader.attachment_bytes documents).
+void CollectTensorData(google::protobuf::Message* m,
+                       std::vector<std::string*>* out) {
+  const google::protobuf::Descriptor* desc = m->GetDescriptor();
+  if (desc == v1::Tensor::descriptor()) {
+    out->push_back(static_cast<v1::Tensor*>(m)->mutable_data());
+    return;
+  }
+  const google::protobuf::Reflection* refl = m->GetReflection();
+  for (int i = 0; i < desc->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = desc->field(i);
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+      continue;
+    }
+    if (f->is_repeated()) {
+      const int n = refl->FieldSize(*m, f);
+      for (int j = 0; j < n; ++j) {
+        CollectTensorData(refl->MutableRepeatedMessage(m, f, j), out);
+      }
+    } else if (refl->HasField(*m, f)) {
+      CollectTensorData(refl->MutableMessage(m, f), out);
+    }
+  }
+}
 
-absl::Status WriteDataFrame(int fd, const v1::DataFrameHeader& header,
-                            absl::string_view body, absl::Time deadline) {
+// Writes the prefix and `header` followed by `parts`.
+absl::Status WriteParts(int fd, const v1::DataFrameHeader& header,
+                        const std::vector<absl::string_view>& parts,
+                        absl::Time deadline) {
   std::string head(kPrefixBytes, '\0');
   if (!header.AppendToString(&head)) {
     return absl::InternalError("data plane: cannot serialize a frame header");
   }
   const uint32_t head_len = static_cast<uint32_t>(head.size() - kPrefixBytes);
-  const uint64_t body_len = body.size();
+  uint64_t body_len = 0;
+  for (absl::string_view p : parts) body_len += p.size();
   // Little-endian on every machine this builds for (x86-64, aarch64).
   std::memcpy(head.data(), &head_len, 4);
   std::memcpy(head.data() + 4, &body_len, 8);
-  iovec iov[2] = {{head.data(), head.size()},
-                  {const_cast<char*>(body.data()), body.size()}};
-  return WriteAll(fd, iov, body.empty() ? 1 : 2, deadline);
+  std::vector<iovec> iov;
+  iov.reserve(parts.size() + 1);
+  iov.push_back({head.data(), head.size()});
+  for (absl::string_view p : parts) {
+    if (!p.empty()) iov.push_back({const_cast<char*>(p.data()), p.size()});
+  }
+  // writev takes at most IOV_MAX pieces at a time; WriteAll goes on from
+  // where a short write stopped.
+  return WriteAll(fd, iov.data(), static_cast<int>(iov.size()), deadline);
 }
 
-absl::Status ReadDataFrame(int fd, absl::Time deadline, int64_t max_body,
-                           v1::DataFrameHeader* header, FrameBody* body) {
+}  // namespace
+
+absl::Status WriteRawDataFrame(int fd, const v1::DataFrameHeader& header,
+                               absl::string_view body, absl::Time deadline) {
+  return WriteParts(fd, header, {body}, deadline);
+}
+
+absl::Status WriteDataFrame(int fd, v1::DataFrameHeader header,
+                            google::protobuf::Message* msg,
+                            absl::Time deadline) {
+  header.clear_attachment_bytes();
+  if (msg == nullptr) return WriteParts(fd, header, {}, deadline);
+  std::vector<std::string*> fields;
+  CollectTensorData(msg, &fields);
+  std::vector<std::string> moved(fields.size());
+  for (size_t i = 0; i < fields.size(); ++i) {
+    moved[i] = std::move(*fields[i]);
+    fields[i]->clear();
+    header.add_attachment_bytes(moved[i].size());
+  }
+  std::string serialized;
+  const bool ok = msg->SerializeToString(&serialized);
+  for (size_t i = 0; i < fields.size(); ++i) *fields[i] = std::move(moved[i]);
+  if (!ok) return absl::InternalError("data plane: cannot serialize a body");
+  std::vector<absl::string_view> parts;
+  parts.reserve(fields.size() + 1);
+  parts.push_back(serialized);
+  for (const std::string* f : fields) parts.push_back(*f);
+  return WriteParts(fd, header, parts, deadline);
+}
+
+absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
+                            v1::DataFrameHeader* header, uint64_t* body_bytes) {
   char prefix[kPrefixBytes];
   absl::Status st = ReadAll(fd, prefix, kPrefixBytes, deadline, true);
   if (!st.ok()) return st;
   uint32_t head_len;
-  uint64_t body_len;
   std::memcpy(&head_len, prefix, 4);
-  std::memcpy(&body_len, prefix + 4, 8);
+  std::memcpy(body_bytes, prefix + 4, 8);
   if (head_len > kMaxHeaderBytes) {
     return absl::DataLossError(absl::StrCat("data plane: a frame header of ",
                                             head_len, " bytes (at most ",
                                             kMaxHeaderBytes, ")"));
   }
-  if (body_len > static_cast<uint64_t>(max_body)) {
+  if (*body_bytes > static_cast<uint64_t>(max_body)) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("data plane: a frame of ", body_len,
+        absl::StrCat("data plane: a frame of ", *body_bytes,
                      " bytes, over the limit of ", max_body));
   }
   std::string head(head_len, '\0');
@@ -141,9 +208,50 @@ absl::Status ReadDataFrame(int fd, absl::Time deadline, int64_t max_body,
   if (!header->ParseFromString(head)) {
     return absl::DataLossError("data plane: a malformed frame header");
   }
-  body->data.reset(new char[body_len == 0 ? 1 : body_len]);
-  body->size = body_len;
-  return ReadAll(fd, body->data.get(), body_len, deadline, false);
+  uint64_t attached = 0;
+  for (uint64_t a : header->attachment_bytes()) {
+    attached += a;
+    if (a > *body_bytes || attached > *body_bytes) {
+      return absl::DataLossError(
+          "data plane: attachments longer than the frame");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
+                          uint64_t body_bytes, absl::Time deadline,
+                          google::protobuf::Message* msg) {
+  uint64_t attached = 0;
+  for (uint64_t a : header.attachment_bytes()) attached += a;
+  // The message part, then each attachment into a string of its own.
+  std::unique_ptr<char[]> head(new char[body_bytes - attached + 1]);
+  absl::Status st =
+      ReadAll(fd, head.get(), body_bytes - attached, deadline, false);
+  if (!st.ok()) return st;
+  std::vector<std::string> parts(header.attachment_bytes_size());
+  for (int i = 0; i < header.attachment_bytes_size(); ++i) {
+    parts[i].resize(header.attachment_bytes(i));
+    st = ReadAll(fd, parts[i].data(), parts[i].size(), deadline, false);
+    if (!st.ok()) return st;
+  }
+  if (msg == nullptr) return absl::OkStatus();
+  if (!msg->ParseFromArray(head.get(),
+                           static_cast<int>(body_bytes - attached))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data plane: the body is not a ", msg->GetTypeName()));
+  }
+  // No attachments: any tensor bytes are inside the message.
+  if (parts.empty()) return absl::OkStatus();
+  std::vector<std::string*> fields;
+  CollectTensorData(msg, &fields);
+  if (fields.size() != parts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data plane: a ", msg->GetTypeName(), " with ", fields.size(),
+        " tensors and ", parts.size(), " attachments"));
+  }
+  for (size_t i = 0; i < fields.size(); ++i) *fields[i] = std::move(parts[i]);
+  return absl::OkStatus();
 }
 
 absl::Status SplitHostPort(absl::string_view host_port, std::string* host,

@@ -4,6 +4,10 @@
 // body bytes. The shard (ps/service/data_plane.h) and the PS client
 // (worker/ps_client.cc) both use these, so the wire format lives in one place.
 //
+// Tensor bytes travel beside the message, not inside it (DataFrameHeader.
+// attachment_bytes): the sender hands the kernel the bytes it holds, and the
+// receiver reads them straight into the string the message then owns.
+//
 // Sockets are non-blocking; every read and write waits with poll() until the
 // deadline. Errors: UNAVAILABLE when the peer closed or reset the connection
 // (the caller retries elsewhere or later), DEADLINE_EXCEEDED when the deadline
@@ -15,32 +19,39 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "google/protobuf/message.h"
 #include "plexus/v1/ps.pb.h"
 
 namespace plexus {
 
-// A received body: bytes without the zero-fill a std::string resize would
-// cost (a pull's reply may be tens of MiB).
-struct FrameBody {
-  std::unique_ptr<char[]> data;
-  size_t size = 0;
-};
+// Writes one frame: `header`, then the serialized `msg` (null: no body)
+// followed by its tensors' bytes as attachments (DataFrameHeader.
+// attachment_bytes, which this fills). The tensor bytes are moved out of
+// `msg` for the write and back after it, so `msg` is unchanged on return.
+absl::Status WriteDataFrame(int fd, v1::DataFrameHeader header,
+                            google::protobuf::Message* msg,
+                            absl::Time deadline);
+// Writes one frame whose body is `body` as is (no attachments).
+absl::Status WriteRawDataFrame(int fd, const v1::DataFrameHeader& header,
+                               absl::string_view body, absl::Time deadline);
 
-// Writes one frame: `header` then `body` (already serialized).
-absl::Status WriteDataFrame(int fd, const v1::DataFrameHeader& header,
-                            absl::string_view body, absl::Time deadline);
-
-// Reads one frame whose body is at most `max_body` bytes. At a clean end of
+// Reads a frame's header. The body (*body_bytes long, at most `max_body`)
+// follows; read it with ReadDataBody before the next frame. At a clean end of
 // stream before the first byte, UNAVAILABLE with "closed".
-absl::Status ReadDataFrame(int fd, absl::Time deadline, int64_t max_body,
-                           v1::DataFrameHeader* header, FrameBody* body);
+absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
+                            v1::DataFrameHeader* header, uint64_t* body_bytes);
+// Reads the body that `header` announced into `msg` (null: read and drop
+// it), its attachments moved into the message's tensors. INVALID_ARGUMENT
+// when the bytes are not a `msg` (the stream stays in step).
+absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
+                          uint64_t body_bytes, absl::Time deadline,
+                          google::protobuf::Message* msg);
 
 // Connects to "host:port" (IPv4 or a name), TCP_NODELAY, non-blocking.
 // UNAVAILABLE when nothing listens there.

@@ -279,7 +279,7 @@ class PsClientImpl : public PsClient {
         l->set_create_missing(true);
         for (size_t k = b; k < e; ++k) l->add_ids(plan.ids[s][k]);
         v1::PullResponse resp;
-        PLEXUS_RETURN_IF_ERROR(DataCall(s, req, &resp));
+        PLEXUS_RETURN_IF_ERROR(DataCall(s, &req, &resp));
         if (resp.sparse_size() != 1) {
           return absl::InternalError("shard answered a pull with no rows");
         }
@@ -348,7 +348,7 @@ class PsClientImpl : public PsClient {
             SetF32Tensor(static_cast<int64_t>(e - b), dim,
                          sums[s].data() + b * dim, u->mutable_grads());
             v1::PushResponse resp;
-            PLEXUS_RETURN_IF_ERROR(DataCall(s, req, &resp));
+            PLEXUS_RETURN_IF_ERROR(DataCall(s, &req, &resp));
             absl::MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
@@ -379,7 +379,7 @@ class PsClientImpl : public PsClient {
         d->mutable_rows()->set_row_begin(p.row_begin);
         d->mutable_rows()->set_row_end(p.row_end);
         v1::PullResponse resp;
-        PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, req, &resp));
+        PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, &req, &resp));
         if (resp.dense_size() != 1) {
           return absl::InternalError(
               "shard answered a dense pull with no slice");
@@ -418,7 +418,7 @@ class PsClientImpl : public PsClient {
                 p.row_end - p.row_begin, row_elems, *TrailingDims(variable),
                 grads.data() + p.row_begin * row_elems, d->mutable_tensor());
             v1::PushResponse resp;
-            PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, req, &resp));
+            PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, &req, &resp));
             absl::MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
@@ -719,25 +719,27 @@ class PsClientImpl : public PsClient {
   // A data-plane call: over the shard's direct data plane where
   // options_.direct_data_plane asks for it and the shard offers one, else
   // gRPC; retried as Retry says.
-  absl::Status DataCall(uint32_t shard, const v1::PullRequest& req,
+  // `req` is unchanged on return (the direct plane lends its tensor bytes
+  // to the socket and puts them back).
+  absl::Status DataCall(uint32_t shard, v1::PullRequest* req,
                         v1::PullResponse* resp) {
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
           shard, v1::DataFrameHeader::METHOD_PULL, req, resp, deadline,
-          [&](auto* stub, auto* c) { return stub->Pull(c, req, resp); });
+          [&](auto* stub, auto* c) { return stub->Pull(c, *req, resp); });
     });
   }
-  absl::Status DataCall(uint32_t shard, const v1::PushRequest& req,
+  absl::Status DataCall(uint32_t shard, v1::PushRequest* req,
                         v1::PushResponse* resp) {
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
           shard, v1::DataFrameHeader::METHOD_PUSH, req, resp, deadline,
-          [&](auto* stub, auto* c) { return stub->Push(c, req, resp); });
+          [&](auto* stub, auto* c) { return stub->Push(c, *req, resp); });
     });
   }
 
   absl::Status Attempt(uint32_t shard, v1::DataFrameHeader::Method method,
-                       const google::protobuf::Message& req,
+                       google::protobuf::Message* req,
                        google::protobuf::Message* resp, absl::Time deadline,
                        const GrpcCall& rpc) {
     if (options_.direct_data_plane) {
@@ -756,7 +758,7 @@ class PsClientImpl : public PsClient {
   // refused key forgets them, so the retry asks again.
   std::optional<absl::Status> Direct(uint32_t shard,
                                      v1::DataFrameHeader::Method method,
-                                     const google::protobuf::Message& req,
+                                     google::protobuf::Message* req,
                                      google::protobuf::Message* resp,
                                      absl::Time deadline) {
     const std::string grpc_address = Router()->map().shards(shard).address();
@@ -820,25 +822,33 @@ class PsClientImpl : public PsClient {
     h.set_request_id(next_request_id_.fetch_add(1) + 1);
     h.set_key(key);
     h.set_deadline_unix_us(absl::ToUnixMicros(deadline));
-    std::string body;
-    req.SerializeToString(&body);
+    const uint64_t request_id = h.request_id();
     v1::DataFrameHeader reply;
-    FrameBody reply_body;
-    absl::Status st = WriteDataFrame(conn.get(), h, body, deadline);
+    uint64_t reply_bytes = 0;
+    absl::Status st = WriteDataFrame(conn.get(), std::move(h), req, deadline);
     if (st.ok()) {
-      st = ReadDataFrame(conn.get(), deadline, options_.max_message_bytes,
-                         &reply, &reply_body);
+      st = ReadDataHeader(conn.get(), deadline, options_.max_message_bytes,
+                          &reply, &reply_bytes);
+    }
+    if (st.ok() && reply.code() == 0) {
+      st = ReadDataBody(conn.get(), reply, reply_bytes, deadline, resp);
+      if (absl::IsInvalidArgument(st)) {
+        st = absl::DataLossError(
+            absl::StrCat("data plane of ", address, ": ", st.message()));
+      }
+    } else if (st.ok()) {
+      st = ReadDataBody(conn.get(), reply, reply_bytes, deadline, nullptr);
     }
     if (!st.ok()) {
-      // The connection is closed (part of a frame may be out): a lost shard
-      // is asked for its plane again on the retry.
+      // The connection is dropped (part of a frame may be out): a lost
+      // shard is asked for its plane again on the retry.
       if (absl::IsUnavailable(st)) ForgetDirect(grpc_address);
       return st;
     }
-    if (reply.request_id() != h.request_id()) {
+    if (reply.request_id() != request_id) {
       return absl::DataLossError(
           absl::StrCat("data plane of ", address, ": a reply to request ",
-                       reply.request_id(), " for request ", h.request_id()));
+                       reply.request_id(), " for request ", request_id));
     }
     if (reply.code() != 0) {
       absl::Status err(static_cast<absl::StatusCode>(reply.code()),
@@ -854,11 +864,6 @@ class PsClientImpl : public PsClient {
       // A draining shard closes the connection after saying so.
       if (!absl::IsUnavailable(err)) ReturnIdle(grpc_address, std::move(conn));
       return err;
-    }
-    if (!resp->ParseFromArray(reply_body.data.get(),
-                              static_cast<int>(reply_body.size))) {
-      return absl::DataLossError(absl::StrCat(
-          "data plane of ", address, ": a malformed ", resp->GetTypeName()));
     }
     ReturnIdle(grpc_address, std::move(conn));
     return absl::OkStatus();

@@ -46,50 +46,57 @@ bool SameKey(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-template <typename Req>
-absl::Status Parse(const FrameBody& body, Req* req) {
-  if (!req->ParseFromArray(body.data.get(), static_cast<int>(body.size))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data plane: the body is not a ", req->GetTypeName()));
-  }
+// Reads the request body into a `Req`, runs it, and leaves the response in
+// *resp (when OK). *in_step is false when the body could not be read whole:
+// the stream is then out of step and the connection must close unanswered.
+template <typename Req, typename Resp, typename Serve>
+absl::Status Run(int fd, const v1::DataFrameHeader& h, uint64_t body_bytes,
+                 std::unique_ptr<google::protobuf::Message>* resp,
+                 bool* in_step, Serve serve) {
+  Req req;
+  absl::Status read =
+      ReadDataBody(fd, h, body_bytes, absl::InfiniteFuture(), &req);
+  // Bytes that are not a Req were read whole (INVALID_ARGUMENT).
+  *in_step = read.ok() || absl::IsInvalidArgument(read);
+  PLEXUS_RETURN_IF_ERROR(read);
+  auto out = std::make_unique<Resp>();
+  PLEXUS_RETURN_IF_ERROR(serve(req, out.get()));
+  *resp = std::move(out);
   return absl::OkStatus();
 }
 
-// Runs one request; fills the reply header's status and `out` (the
-// serialized response) when OK.
-absl::Status Dispatch(PsService* service, const v1::DataFrameHeader& h,
-                      const FrameBody& body, std::string* out) {
+// Reads and runs one request (its header is read); see Run for *in_step.
+absl::Status Dispatch(PsService* service, int fd, const v1::DataFrameHeader& h,
+                      uint64_t body_bytes,
+                      std::unique_ptr<google::protobuf::Message>* resp,
+                      bool* in_step) {
   const absl::Time deadline = h.deadline_unix_us() > 0
                                   ? absl::FromUnixMicros(h.deadline_unix_us())
                                   : absl::InfiniteFuture();
   switch (h.method()) {
-    case v1::DataFrameHeader::METHOD_PULL: {
-      v1::PullRequest req;
-      PLEXUS_RETURN_IF_ERROR(Parse(body, &req));
-      v1::PullResponse resp;
-      PLEXUS_RETURN_IF_ERROR(service->ServePull(req, deadline, &resp));
-      resp.SerializeToString(out);
-      return absl::OkStatus();
-    }
-    case v1::DataFrameHeader::METHOD_PUSH: {
-      v1::PushRequest req;
-      PLEXUS_RETURN_IF_ERROR(Parse(body, &req));
-      v1::PushResponse resp;
-      PLEXUS_RETURN_IF_ERROR(service->ServePush(req, &resp));
-      resp.SerializeToString(out);
-      return absl::OkStatus();
-    }
-    case v1::DataFrameHeader::METHOD_PUSH_PULL: {
-      v1::PushPullRequest req;
-      PLEXUS_RETURN_IF_ERROR(Parse(body, &req));
-      v1::PushPullResponse resp;
-      PLEXUS_RETURN_IF_ERROR(service->ServePushPull(req, deadline, &resp));
-      resp.SerializeToString(out);
-      return absl::OkStatus();
-    }
-    default:
+    case v1::DataFrameHeader::METHOD_PULL:
+      return Run<v1::PullRequest, v1::PullResponse>(
+          fd, h, body_bytes, resp, in_step, [&](const auto& req, auto* out) {
+            return service->ServePull(req, deadline, out);
+          });
+    case v1::DataFrameHeader::METHOD_PUSH:
+      return Run<v1::PushRequest, v1::PushResponse>(
+          fd, h, body_bytes, resp, in_step, [&](const auto& req, auto* out) {
+            return service->ServePush(req, out);
+          });
+    case v1::DataFrameHeader::METHOD_PUSH_PULL:
+      return Run<v1::PushPullRequest, v1::PushPullResponse>(
+          fd, h, body_bytes, resp, in_step, [&](const auto& req, auto* out) {
+            return service->ServePushPull(req, deadline, out);
+          });
+    default: {
+      absl::Status read =
+          ReadDataBody(fd, h, body_bytes, absl::InfiniteFuture(), nullptr);
+      *in_step = read.ok();
+      PLEXUS_RETURN_IF_ERROR(read);
       return absl::UnimplementedError(absl::StrCat(
           "data plane: method ", static_cast<int>(h.method()), " unknown"));
+    }
   }
 }
 
@@ -234,9 +241,10 @@ void DataPlaneServer::AcceptLoop() {
 void DataPlaneServer::ServeConnection(Connection* c) {
   while (true) {
     v1::DataFrameHeader h;
-    FrameBody body;
-    absl::Status st = ReadDataFrame(c->fd, absl::InfiniteFuture(),
-                                    options_.max_message_bytes, &h, &body);
+    uint64_t body_bytes = 0;
+    absl::Status st =
+        ReadDataHeader(c->fd, absl::InfiniteFuture(),
+                       options_.max_message_bytes, &h, &body_bytes);
     if (!st.ok()) {
       // A client that hangs up (or a shutdown) is the normal end; a
       // malformed frame is worth a line.
@@ -247,7 +255,9 @@ void DataPlaneServer::ServeConnection(Connection* c) {
     const char* method = MethodName(h.method());
     v1::DataFrameHeader reply;
     reply.set_request_id(h.request_id());
-    std::string out;
+    std::unique_ptr<google::protobuf::Message> resp;
+    // Whether the connection must close after the reply: the caller has no
+    // right to it, or the shard is going away.
     bool close_after = false;
     if (!SameKey(h.key(), key_)) {
       st = absl::UnauthenticatedError(
@@ -260,18 +270,23 @@ void DataPlaneServer::ServeConnection(Connection* c) {
       st = WithErrorInfo(absl::UnavailableError("the shard is draining"), info);
       close_after = true;
     } else {
-      st = Dispatch(service_, h, body, &out);
+      bool in_step = true;
+      st = Dispatch(service_, c->fd, h, body_bytes, &resp, &in_step);
+      if (!in_step) {
+        if (!absl::IsUnavailable(st)) LOG(WARNING) << st;
+        Record(method, st.code(), start);
+        break;
+      }
     }
-    body = FrameBody();  // the request's bytes are no longer needed
     if (!st.ok()) {
-      out.clear();
+      resp.reset();
       reply.set_code(static_cast<int>(st.code()));
       reply.set_message(std::string(st.message()));
       if (auto info = GetErrorInfo(st)) *reply.mutable_error_info() = *info;
     }
     Record(method, st.code(), start);
-    absl::Status w =
-        WriteDataFrame(c->fd, reply, out, absl::Now() + kWriteTimeout);
+    absl::Status w = WriteDataFrame(c->fd, std::move(reply), resp.get(),
+                                    absl::Now() + kWriteTimeout);
     if (!w.ok() || close_after) break;
   }
   // The thread and the descriptor are reclaimed by Reap or the destructor;

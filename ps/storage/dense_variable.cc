@@ -104,11 +104,8 @@ absl::StatusOr<GradPiece> DenseVariable::Prepare(const DenseGradient& g,
   GradPiece piece;
   piece.rows = r;
   const int64_t n = r.size() * width_;
-  piece.grads.resize(static_cast<size_t>(n));
-  ToFloat(g.grad.dtype, g.grad.data.data(), n, piece.grads.data());
-  bool finite = true;
-  for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(piece.grads[i]);
-  if (!finite) {
+  ToFloat(g.grad.dtype, g.grad.data.data(), n, &piece.grads);
+  if (!AllFinite(piece.grads.data(), n)) {
     *non_finite = true;
     if (config_.non_finite_policy == NonFinitePolicy::kReject) {
       return absl::InvalidArgumentError(

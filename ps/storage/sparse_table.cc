@@ -17,12 +17,6 @@
 namespace plexus::ps {
 namespace {
 
-bool AllFinite(const float* p, int64_t n) {
-  bool ok = true;
-  for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
-  return ok;
-}
-
 uint64_t NextSerial() {
   static std::atomic<uint64_t> next{1};
   return next.fetch_add(1, std::memory_order_relaxed);
@@ -87,8 +81,8 @@ absl::StatusOr<GradPiece> SparseTable::Prepare(const SparseGradient& g,
   const int64_t shape[2] = {n, dim};
   PLEXUS_RETURN_IF_ERROR(CheckTensor(g.grads, shape, "grads"),
                          absl::StrCat("table ", config_.name));
-  std::vector<float> raw(static_cast<size_t>(n * dim));
-  ToFloat(g.grads.dtype, g.grads.data.data(), n * dim, raw.data());
+  std::vector<float> raw;
+  ToFloat(g.grads.dtype, g.grads.data.data(), n * dim, &raw);
   GradPiece piece;
   absl::flat_hash_map<uint64_t, int32_t> index;
   index.reserve(static_cast<size_t>(n));

@@ -1,6 +1,7 @@
 #include "ps/storage/tensor.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -160,6 +161,37 @@ float BFloat16ToFloat(uint16_t b) {
   float f;
   std::memcpy(&f, &x, 4);
   return f;
+}
+
+void ToFloat(DType dtype, const void* src, int64_t n, std::vector<float>* dst) {
+  if (n <= 0) {
+    dst->clear();
+    return;
+  }
+  if (dtype == DType::kFloat32) {
+    const auto* f = static_cast<const float*>(src);
+    dst->assign(f, f + n);
+    return;
+  }
+  dst->resize(static_cast<size_t>(n));
+  ToFloat(dtype, src, n, dst->data());
+}
+
+bool AllFinite(const float* p, int64_t n) {
+  // The exponent bits, 16 floats at a time: a fixed-length inner loop GCC
+  // vectorises at -O2, where a per-element std::isfinite loop is not (ps_bench
+  // profile: the check was a fifth of a dense push's server time).
+  uint32_t bad = 0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    uint32_t b[16];
+    std::memcpy(b, p + i, sizeof(b));
+    uint32_t any = 0;
+    for (int k = 0; k < 16; ++k) any |= (~b[k] & 0x7f800000u) == 0;
+    bad |= any;
+  }
+  for (; i < n; ++i) bad |= !std::isfinite(p[i]);
+  return bad == 0;
 }
 
 void ToFloat(DType dtype, const void* src, int64_t n, float* dst) {

@@ -78,6 +78,12 @@ float BFloat16ToFloat(uint16_t b);
 
 // Converts `n` elements of `dtype` at `src` (unaligned bytes allowed) to fp32.
 void ToFloat(DType dtype, const void* src, int64_t n, float* dst);
+// Converts `n` elements of `dtype` at `src` to fp32 into *dst (resized; fp32
+// is copied without first zero-filling).
+void ToFloat(DType dtype, const void* src, int64_t n, std::vector<float>* dst);
+
+// True when none of the `n` floats at `p` is NaN or +-Inf.
+bool AllFinite(const float* p, int64_t n);
 // Converts `n` fp32 values to `dtype` at `dst` (unaligned bytes allowed).
 void FromFloat(DType dtype, const float* src, int64_t n, void* dst);
 

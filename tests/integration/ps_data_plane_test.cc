@@ -112,9 +112,10 @@ class DataPlaneTest : public ::testing::Test {
     absl::Time deadline = absl::Now() + absl::Seconds(30);
     auto fd = ConnectTcp(data_address_, deadline);
     if (!fd.ok()) return fd.status();
-    absl::Status st = WriteDataFrame(*fd, h, body, deadline);
-    FrameBody out;
-    if (st.ok()) st = ReadDataFrame(*fd, deadline, 1 << 20, reply, &out);
+    absl::Status st = WriteRawDataFrame(*fd, h, body, deadline);
+    uint64_t bytes = 0;
+    if (st.ok()) st = ReadDataHeader(*fd, deadline, 1 << 20, reply, &bytes);
+    if (st.ok()) st = ReadDataBody(*fd, *reply, bytes, deadline, nullptr);
     if (fd_out != nullptr) {
       *fd_out = *fd;
     } else {
@@ -146,9 +147,9 @@ TEST_F(DataPlaneTest, AWrongKeyIsUnauthenticatedAndChangesNothing) {
   EXPECT_EQ(reply.request_id(), 5u);
   // The shard closed the connection after saying so.
   v1::DataFrameHeader more;
-  FrameBody body;
-  EXPECT_TRUE(absl::IsUnavailable(ReadDataFrame(
-      fd, absl::Now() + absl::Seconds(30), 1 << 20, &more, &body)));
+  uint64_t bytes = 0;
+  EXPECT_TRUE(absl::IsUnavailable(ReadDataHeader(
+      fd, absl::Now() + absl::Seconds(30), 1 << 20, &more, &bytes)));
   close(fd);
   EXPECT_EQ(Row7(), (std::vector<float>{-1, -2}));
 }
@@ -178,6 +179,19 @@ TEST_F(DataPlaneTest, BadBodiesAndMethodsAreRefusedAndChangeNothing) {
   ASSERT_TRUE(RoundTrip(h, PushBody(3), &reply).ok());
   EXPECT_EQ(reply.code(), static_cast<int>(absl::StatusCode::kUnimplemented))
       << reply.message();
+  // Two attachments for a push with one tensor.
+  h.set_method(v1::DataFrameHeader::METHOD_PUSH);
+  v1::PushRequest one;
+  one.ParseFromString(PushBody(5));
+  one.mutable_sparse(0)->mutable_grads()->clear_data();
+  h.add_attachment_bytes(8);
+  h.add_attachment_bytes(8);
+  ASSERT_TRUE(
+      RoundTrip(h, one.SerializeAsString() + std::string(16, '\0'), &reply)
+          .ok());
+  EXPECT_EQ(reply.code(), static_cast<int>(absl::StatusCode::kInvalidArgument))
+      << reply.message();
+  h.clear_attachment_bytes();
   // A push of an unknown table: NOT_FOUND, as over gRPC.
   v1::PushRequest bad;
   bad.ParseFromString(PushBody(4));
@@ -200,9 +214,9 @@ TEST_F(DataPlaneTest, GarbageAndOversizedFramesCloseOnlyTheirConnection) {
     std::memcpy(prefix + 4, &huge, 8);
     ASSERT_EQ(write(*fd, prefix, sizeof(prefix)), 12);
     v1::DataFrameHeader reply;
-    FrameBody body;
+    uint64_t bytes = 0;
     EXPECT_TRUE(absl::IsUnavailable(
-        ReadDataFrame(*fd, deadline, 1 << 20, &reply, &body)));
+        ReadDataHeader(*fd, deadline, 1 << 20, &reply, &bytes)));
     close(*fd);
   }
   {

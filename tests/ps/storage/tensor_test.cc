@@ -69,4 +69,26 @@ TEST(Tensor, CheckTensorMatchesShapeDtypeAndBytes) {
 }
 
 }  // namespace
+// Every position of a block of 16 and of the tail, each kind of non-finite
+// value, and the largest finite and subnormal values that must pass.
+TEST(Tensor, AllFiniteFindsNanAndInfAnywhere) {
+  const float bad[] = {std::numeric_limits<float>::quiet_NaN(),
+                       std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity()};
+  for (int64_t n : {1, 15, 16, 17, 37}) {
+    std::vector<float> v(n, 1.0f);
+    v[0] = std::numeric_limits<float>::max();
+    v[n - 1] = -std::numeric_limits<float>::denorm_min();
+    EXPECT_TRUE(AllFinite(v.data(), n)) << n;
+    for (int64_t at = 0; at < n; ++at) {
+      for (float b : bad) {
+        std::vector<float> w = v;
+        w[at] = b;
+        EXPECT_FALSE(AllFinite(w.data(), n)) << n << " " << at << " " << b;
+      }
+    }
+  }
+  EXPECT_TRUE(AllFinite(nullptr, 0));
+}
+
 }  // namespace plexus::ps
