@@ -283,6 +283,7 @@ absl::Status CommunicatorImpl::Run(const Body& body, absl::Time deadline) {
   ctx.deadline = deadline;
   ctx.pipeline_bytes = options_.pipeline_bytes;
   ctx.scratch = &scratch_;
+  ctx.single_copy_bytes = options_.single_copy_bytes;
   return body(ctx);
 }
 
@@ -371,15 +372,15 @@ std::shared_ptr<Work> CommunicatorImpl::AllReduceAsync(const void* send,
                    : forced_ != Algorithm::kAuto      ? forced_
                                                       : SelectAllReduce(bytes);
   return Submit(std::move(name), algo, opts, [=](const AlgoContext& ctx) {
-    if (send != recv && bytes > 0) std::memcpy(recv, send, bytes);
-    switch (algo) {
-      case Algorithm::kTree:
-        return TreeAllReduce(ctx, recv, count, type, op);
-      case Algorithm::kRecursiveDoubling:
-        return DoublingAllReduce(ctx, recv, count, type, op);
-      default:
-        return RingAllReduce(ctx, recv, count, type, op);
+    // The ring takes its input where it lies (no copy).
+    if (algo != Algorithm::kTree && algo != Algorithm::kRecursiveDoubling) {
+      return RingAllReduce(ctx, send, recv, count, type, op);
     }
+    if (send != recv && bytes > 0) std::memcpy(recv, send, bytes);
+    if (algo == Algorithm::kTree) {
+      return TreeAllReduce(ctx, recv, count, type, op);
+    }
+    return DoublingAllReduce(ctx, recv, count, type, op);
   });
 }
 
@@ -571,6 +572,7 @@ ucx::UcxTransportOptions HostTransportOptions(
   topts.connect_timeout = options.connect_timeout;
   topts.group = options.group;
   topts.group_epoch = options.group_epoch;
+  topts.single_copy = options.single_copy_bytes > 0;
   return topts;
 }
 

@@ -8,6 +8,7 @@
 //   coll_bench [--n=2] [--progress=busy|blocking] [--min_bytes=4]
 //              [--max_bytes=268435456] [--repeats=1] [--gloo=1] [--mpi=1]
 //              [--ucx_perftest=1] [--ucx_tls=...] [--pipeline_bytes=262144]
+//              [--single_copy_bytes=262144]
 //              [--json=FILE] [--png=FILE]
 //
 // Each round: the launcher starts n copies of itself (--worker) joined by a
@@ -108,6 +109,8 @@ usage: coll_bench [--flag=value ...]
   --max_bytes=268435456    largest message size
   --repeats=1              rounds; the summary is the median over rounds
   --pipeline_bytes=262144  Plexus pipeline piece size
+  --single_copy_bytes=262144  Plexus ring reads peers' memory (one copy) from
+                           this size up; 0: messages only
   --gloo=1                 0: skip the Gloo peer
   --mpi=1                  0: skip the Open MPI peer
   --ucx_perftest=1         0: skip the ucx_perftest limit
@@ -133,6 +136,7 @@ int CheckFlags(int argc, char** argv) {
                                     {"mpi", true},
                                     {"ucx_perftest", true},
                                     {"pipeline_bytes", true},
+                                    {"single_copy_bytes", true},
                                     {"rank", true},
                                     {"progress", false},
                                     {"ucx_tls", false},
@@ -312,6 +316,7 @@ int Worker(const Args& args) {
       blocking ? ProgressMode::kBlocking : ProgressMode::kBusyPoll;
   options.default_timeout = absl::Seconds(120);
   options.pipeline_bytes = args.Int("pipeline_bytes", 256 << 10);
+  options.single_copy_bytes = args.Int("single_copy_bytes", 256 << 10);
   auto comm_or = Communicator::Create(file_store->get(), rank, n, options);
   CHECK(comm_or.ok()) << comm_or.status();
   Communicator* comm = comm_or->get();

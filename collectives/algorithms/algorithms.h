@@ -36,6 +36,9 @@ struct AlgoContext {
   // Reusable scratch memory (grown, never shrunk), owned by the caller and
   // used by one operation at a time; null: algorithms allocate their own.
   std::vector<char>* scratch = nullptr;
+  // Ring operations on at least this many bytes move data with single-copy
+  // reads (Transport::Read) where the transport offers them; 0: never.
+  size_t single_copy_bytes = 0;
 };
 
 // `bytes` of scratch memory from ctx.scratch (or from `local`). Valid until
@@ -47,6 +50,10 @@ char* Scratch(const AlgoContext& ctx, size_t bytes, std::vector<char>* local);
 // 2 (n - 1) / n of the buffer.
 absl::Status RingAllReduce(const AlgoContext& ctx, void* buf, size_t count,
                            DataType type, ReduceOp op);
+// The same from `send` into `recv` (which may be equal), without copying send
+// into recv first: the ring reads its input where it lies.
+absl::Status RingAllReduce(const AlgoContext& ctx, const void* send, void* recv,
+                           size_t count, DataType type, ReduceOp op);
 // Ring reduce-scatter: buf holds n blocks of `block` elements; afterwards
 // block rank() holds the reduction (other blocks are scratch).
 absl::Status RingReduceScatter(const AlgoContext& ctx, void* buf, size_t block,

@@ -58,12 +58,27 @@ void Apply(void* dst, const void* src, size_t n, F f) {
   for (size_t i = 0; i < n; ++i) d[i] = f(d[i], s[i]);
 }
 
+template <typename T, typename F>
+void Apply3(void* dst, const void* a, const void* b, size_t n, F f) {
+  T* __restrict d = static_cast<T*>(dst);
+  const T* __restrict x = static_cast<const T*>(a);
+  const T* __restrict y = static_cast<const T*>(b);
+  for (size_t i = 0; i < n; ++i) d[i] = f(x[i], y[i]);
+}
+
 // 16-bit floats: widen, apply, round back.
 template <float (*ToF)(uint16_t), uint16_t (*FromF)(float), typename F>
 void Apply16(void* dst, const void* src, size_t n, F f) {
   uint16_t* __restrict d = static_cast<uint16_t*>(dst);
   const uint16_t* __restrict s = static_cast<const uint16_t*>(src);
   for (size_t i = 0; i < n; ++i) d[i] = FromF(f(ToF(d[i]), ToF(s[i])));
+}
+template <float (*ToF)(uint16_t), uint16_t (*FromF)(float), typename F>
+void Apply16x3(void* dst, const void* a, const void* b, size_t n, F f) {
+  uint16_t* __restrict d = static_cast<uint16_t*>(dst);
+  const uint16_t* __restrict x = static_cast<const uint16_t*>(a);
+  const uint16_t* __restrict y = static_cast<const uint16_t*>(b);
+  for (size_t i = 0; i < n; ++i) d[i] = FromF(f(ToF(x[i]), ToF(y[i])));
 }
 
 template <typename F>
@@ -81,6 +96,26 @@ void Dispatch(DataType type, void* dst, const void* src, size_t n, F f) {
       return Apply16<HalfToFloat, FloatToHalf>(dst, src, n, f);
     case DataType::kBFloat16:
       return Apply16<BFloat16ToFloat, FloatToBFloat16>(dst, src, n, f);
+  }
+  LOG(FATAL) << "bad data type";
+}
+
+template <typename F>
+void Dispatch3(DataType type, void* dst, const void* a, const void* b, size_t n,
+               F f) {
+  switch (type) {
+    case DataType::kFloat32:
+      return Apply3<float>(dst, a, b, n, f);
+    case DataType::kFloat64:
+      return Apply3<double>(dst, a, b, n, f);
+    case DataType::kInt32:
+      return Apply3<int32_t>(dst, a, b, n, f);
+    case DataType::kInt64:
+      return Apply3<int64_t>(dst, a, b, n, f);
+    case DataType::kFloat16:
+      return Apply16x3<HalfToFloat, FloatToHalf>(dst, a, b, n, f);
+    case DataType::kBFloat16:
+      return Apply16x3<BFloat16ToFloat, FloatToBFloat16>(dst, a, b, n, f);
   }
   LOG(FATAL) << "bad data type";
 }
@@ -105,6 +140,23 @@ void ReduceInto(DataType type, ReduceOp op, void* dst, const void* src,
       return Dispatch(type, dst, src, count, Min{});
     case ReduceOp::kMax:
       return Dispatch(type, dst, src, count, Max{});
+  }
+  LOG(FATAL) << "bad reduce op";
+}
+
+void ReduceInto(DataType type, ReduceOp op, void* dst, const void* a,
+                const void* b, size_t count) {
+  if (dst == a) return ReduceInto(type, op, dst, b, count);
+  switch (op) {
+    case ReduceOp::kSum:
+    case ReduceOp::kAvg:
+      return Dispatch3(type, dst, a, b, count, Sum{});
+    case ReduceOp::kProd:
+      return Dispatch3(type, dst, a, b, count, Prod{});
+    case ReduceOp::kMin:
+      return Dispatch3(type, dst, a, b, count, Min{});
+    case ReduceOp::kMax:
+      return Dispatch3(type, dst, a, b, count, Max{});
   }
   LOG(FATAL) << "bad reduce op";
 }

@@ -15,6 +15,11 @@ namespace plexus::collectives {
 // dst[i] = dst[i] op src[i] for i < count.
 void ReduceInto(DataType type, ReduceOp op, void* dst, const void* src,
                 size_t count);
+// dst[i] = a[i] op b[i] for i < count: the same order and bits as
+// ReduceInto(dst = a, src = b), without first copying a into dst. REQUIRES:
+// dst is a or overlaps neither a nor b.
+void ReduceInto(DataType type, ReduceOp op, void* dst, const void* a,
+                const void* b, size_t count);
 // buf[i] /= divisor (the second half of kAvg).
 void FinishAvg(DataType type, void* buf, size_t count, int divisor);
 

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -32,13 +33,16 @@ absl::Status WaitAll(const AlgoContext& ctx, const Requests& reqs) {
 // buffer region whose send may still be in flight cannot happen before the
 // peer has received it: data for a region only arrives after the ring has
 // carried our send of it onward.
-absl::Status RunRing(const AlgoContext& ctx, char* buf,
+//
+// `send` is this rank's input (may be buf): the first send and every
+// reduction read it, and every chunk of buf is written (reduced, or received
+// in the all-gather), so an out-of-place call needs no copy of send into buf.
+absl::Status RunRing(const AlgoContext& ctx, const char* send, char* buf,
                      const std::vector<Range>& chunks, DataType type,
                      ReduceOp op, bool rs, bool ag) {
   Transport* t = ctx.transport;
   const int n = t->size();
   const int r = t->rank();
-  if (n == 1) return absl::OkStatus();
   const size_t esz = DataTypeSize(type);
   const size_t max_elems = std::max<size_t>(1, ctx.pipeline_bytes / esz);
   const int rs_steps = rs ? n - 1 : 0;
@@ -87,7 +91,7 @@ absl::Status RunRing(const AlgoContext& ctx, char* buf,
     for (size_t j = 0; j < subs.size(); ++j) {
       PLEXUS_ASSIGN_OR_RETURN(
           auto req, t->ISend(next, Tag{ctx.op, SubTag(0, j)},
-                             buf + subs[j].begin * esz, subs[j].size() * esz));
+                             send + subs[j].begin * esz, subs[j].size() * esz));
       sends_cur.push_back(std::move(req));
     }
   }
@@ -101,8 +105,8 @@ absl::Status RunRing(const AlgoContext& ctx, char* buf,
       const Range s = cur.subs[j];
       char* piece = buf + s.begin * esz;
       if (g < rs_steps) {
-        ReduceInto(type, op, piece, tmp[g % 2] + (s.begin - c.begin) * esz,
-                   s.size());
+        ReduceInto(type, op, piece, send + s.begin * esz,
+                   tmp[g % 2] + (s.begin - c.begin) * esz, s.size());
         if (g == rs_steps - 1 && op == ReduceOp::kAvg) {
           FinishAvg(type, piece, s.size(), n);
         }
@@ -121,6 +125,118 @@ absl::Status RunRing(const AlgoContext& ctx, char* buf,
   return WaitAll(ctx, sends_cur);
 }
 
+// The same schedule with single-copy reads (Transport::Read) instead of
+// messages, for ranks on one host: at step g a rank reads the chunk it would
+// have received from prev's memory -- prev's input at the first step, prev's
+// buf after -- through an L2-sized scratch piece that it reduces into buf
+// (reduce-scatter), or straight into buf (all-gather). The peers exchange
+// only 16-byte notes: at step g, "my data for your step g is ready" (the first
+// one carries the addresses of send and buf), and at the end "done reading
+// you", which lets prev return (its buffers must stay put until then). Each
+// byte crosses once (the kernel copies from prev's pages) instead of twice
+// through a shared-memory queue, and a rank works through a step at its own
+// pace instead of in lockstep with its peer (which on an oversubscribed
+// machine meant a scheduler time slice per queue-full of pieces).
+//
+// Bits equal RunRing's: every element is reduced in the same order (own
+// input op the partial from prev), only the data moves differently. Prev's
+// memory read at step g is not written again before we read it: its buf
+// chunk is next written with the chunk's final value, which is only made
+// after our contribution, i.e. after our read.
+absl::Status RunRingReads(const AlgoContext& ctx, const char* send, char* buf,
+                          const std::vector<Range>& chunks, DataType type,
+                          ReduceOp op, bool rs, bool ag) {
+  Transport* t = ctx.transport;
+  const int n = t->size();
+  const int r = t->rank();
+  const size_t esz = DataTypeSize(type);
+  const size_t max_elems = std::max<size_t>(1, ctx.pipeline_bytes / esz);
+  const int rs_steps = rs ? n - 1 : 0;
+  const int total = rs_steps + (ag ? n - 1 : 0);
+  const int next = patterns::RingNext(r, n);
+  const int prev = patterns::RingPrev(r, n);
+  constexpr uint32_t kDoneTag = 0xFFFFFFFF;
+  struct Note {
+    uint64_t send = 0, buf = 0;
+  };
+  const Note mine{reinterpret_cast<uint64_t>(send),
+                  reinterpret_cast<uint64_t>(buf)};
+  // Notes from prev, one per step, and the final one from next: all posted
+  // up front.
+  std::vector<Note> in(total + 1);
+  Requests recvs, sends;
+  for (int g = 0; g < total; ++g) {
+    PLEXUS_ASSIGN_OR_RETURN(auto req, t->IRecv(prev, Tag{ctx.op, SubTag(g, 0)},
+                                               &in[g], sizeof(Note)));
+    recvs.push_back(std::move(req));
+  }
+  PLEXUS_ASSIGN_OR_RETURN(auto done_req, t->IRecv(next, Tag{ctx.op, kDoneTag},
+                                                  &in[total], sizeof(Note)));
+  auto note = [&](int peer, uint32_t sub) -> absl::Status {
+    PLEXUS_ASSIGN_OR_RETURN(
+        auto req, t->ISend(peer, Tag{ctx.op, sub}, &mine, sizeof(Note)));
+    sends.push_back(std::move(req));
+    return absl::OkStatus();
+  };
+  PLEXUS_RETURN_IF_ERROR(note(next, SubTag(0, 0)));
+  std::vector<char> local;
+  char* tmp =
+      rs_steps > 0
+          ? Scratch(ctx, std::min(max_elems, chunks[0].size() + 1) * esz,
+                    &local)
+          : nullptr;
+  for (int g = 0; g < total; ++g) {
+    Request* one[] = {recvs[g].get()};
+    PLEXUS_RETURN_IF_ERROR(t->Wait(one, ctx.deadline));
+    const bool reduce = g < rs_steps;
+    const Range c =
+        chunks[reduce ? patterns::ReduceScatterStep(r, n, g).recv_chunk
+                      : patterns::AllGatherStep(r, n, g - rs_steps).recv_chunk];
+    const uint64_t theirs = g == 0 ? in[0].send : in[0].buf;
+    if (reduce) {
+      for (const Range& s : patterns::SubChunks(c, max_elems)) {
+        char* piece = buf + s.begin * esz;
+        PLEXUS_RETURN_IF_ERROR(
+            t->Read(prev, theirs + s.begin * esz, tmp, s.size() * esz));
+        ReduceInto(type, op, piece, send + s.begin * esz, tmp, s.size());
+        if (g == rs_steps - 1 && op == ReduceOp::kAvg) {
+          FinishAvg(type, piece, s.size(), n);
+        }
+      }
+    } else if (c.size() > 0) {
+      PLEXUS_RETURN_IF_ERROR(t->Read(prev, theirs + c.begin * esz,
+                                     buf + c.begin * esz, c.size() * esz));
+    }
+    if (g + 1 < total) PLEXUS_RETURN_IF_ERROR(note(next, SubTag(g + 1, 0)));
+  }
+  PLEXUS_RETURN_IF_ERROR(note(prev, kDoneTag));
+  recvs.push_back(std::move(done_req));
+  PLEXUS_RETURN_IF_ERROR(WaitAll(ctx, recvs));
+  return WaitAll(ctx, sends);
+}
+
+// Reads when the transport offers them and the message is large enough for
+// a read's fixed cost (a system call, pinning the peer's pages) to pay off;
+// every rank decides alike (same count, same CanRead).
+absl::Status Ring(const AlgoContext& ctx, const void* send, void* buf,
+                  const std::vector<Range>& chunks, DataType type, ReduceOp op,
+                  bool rs, bool ag) {
+  const int n = ctx.transport->size();
+  const char* in = static_cast<const char*>(send);
+  char* out = static_cast<char*>(buf);
+  size_t bytes = 0;
+  for (const Range& c : chunks) bytes += c.size() * DataTypeSize(type);
+  if (n == 1) {
+    if (in != out && bytes > 0) std::memcpy(out, in, bytes);
+    return absl::OkStatus();
+  }
+  if (ctx.single_copy_bytes > 0 && bytes >= ctx.single_copy_bytes &&
+      ctx.transport->CanRead()) {
+    return RunRingReads(ctx, in, out, chunks, type, op, rs, ag);
+  }
+  return RunRing(ctx, in, out, chunks, type, op, rs, ag);
+}
+
 }  // namespace
 
 char* Scratch(const AlgoContext& ctx, size_t bytes, std::vector<char>* local) {
@@ -131,23 +247,28 @@ char* Scratch(const AlgoContext& ctx, size_t bytes, std::vector<char>* local) {
 
 absl::Status RingAllReduce(const AlgoContext& ctx, void* buf, size_t count,
                            DataType type, ReduceOp op) {
-  return RunRing(ctx, static_cast<char*>(buf),
-                 patterns::BalancedChunks(count, ctx.transport->size()), type,
-                 op, /*rs=*/true, /*ag=*/true);
+  return RingAllReduce(ctx, buf, buf, count, type, op);
+}
+
+absl::Status RingAllReduce(const AlgoContext& ctx, const void* send, void* recv,
+                           size_t count, DataType type, ReduceOp op) {
+  return Ring(ctx, send, recv,
+              patterns::BalancedChunks(count, ctx.transport->size()), type, op,
+              /*rs=*/true, /*ag=*/true);
 }
 
 absl::Status RingReduceScatter(const AlgoContext& ctx, void* buf, size_t block,
                                DataType type, ReduceOp op) {
-  return RunRing(ctx, static_cast<char*>(buf),
-                 patterns::EqualChunks(block, ctx.transport->size()), type, op,
-                 /*rs=*/true, /*ag=*/false);
+  return Ring(ctx, buf, buf,
+              patterns::EqualChunks(block, ctx.transport->size()), type, op,
+              /*rs=*/true, /*ag=*/false);
 }
 
 absl::Status RingAllGather(const AlgoContext& ctx, void* buf, size_t block,
                            DataType type) {
-  return RunRing(ctx, static_cast<char*>(buf),
-                 patterns::EqualChunks(block, ctx.transport->size()), type,
-                 ReduceOp::kSum, /*rs=*/false, /*ag=*/true);
+  return Ring(ctx, buf, buf,
+              patterns::EqualChunks(block, ctx.transport->size()), type,
+              ReduceOp::kSum, /*rs=*/false, /*ag=*/true);
 }
 
 }  // namespace plexus::collectives

@@ -64,6 +64,21 @@ class Transport {
   virtual absl::Status Wait(absl::Span<Request* const> requests,
                             absl::Time deadline) = 0;
 
+  // Single-copy reads from a peer's memory, for ranks that share a host
+  // (cross-memory attach). True when Read works towards every peer; every
+  // rank of the communicator gets the same answer, so algorithms may choose
+  // between reads and messages on it without talking. Default: false.
+  virtual bool CanRead() const { return false; }
+  // Copies `bytes` from address `remote` of `peer`'s address space into
+  // `local`, synchronously. The peer names `remote` in a message and keeps
+  // that memory alive and unchanged until the reader tells it (by message)
+  // that it is done. UNAVAILABLE naming the peer when its process is gone;
+  // sticky like every error. REQUIRES: CanRead().
+  virtual absl::Status Read(int peer, uint64_t remote, void* local,
+                            size_t bytes) {
+    return absl::UnimplementedError("this transport cannot read peers");
+  }
+
   // One round of progress without waiting for anything: the owner's thread
   // calls it periodically while idle, so that the transport answers its
   // peers' keepalives between operations.

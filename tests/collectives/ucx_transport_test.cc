@@ -110,6 +110,47 @@ TEST_P(UcxTransportTest, AbortWakesAWaiterPromptly) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(1));
 }
 
+// Same-host ranks read each other's memory: the bytes a peer named arrive,
+// however large (the kernel may copy in parts); a bad address is an error
+// naming the peer, and it is sticky. Turned off, CanRead says so and Read
+// refuses.
+TEST_P(UcxTransportTest, SingleCopyReadsFromAPeer) {
+  auto ts = Connect(2, GetParam());
+  ASSERT_TRUE(ts[0]->CanRead());
+  ASSERT_TRUE(ts[1]->CanRead());
+  std::vector<uint32_t> theirs(3 << 20);
+  std::iota(theirs.begin(), theirs.end(), 7u);
+  std::vector<uint32_t> mine(theirs.size() - 1);
+  const uint64_t addr = reinterpret_cast<uint64_t>(theirs.data());
+  ASSERT_TRUE(ts[0]->Read(1, addr + 4, mine.data(), mine.size() * 4).ok());
+  EXPECT_TRUE(std::equal(mine.begin(), mine.end(), theirs.begin() + 1));
+  EXPECT_TRUE(ts[0]->Read(1, addr, mine.data(), 0).ok());
+  EXPECT_EQ(ts[0]->Read(0, addr, mine.data(), 4).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  absl::Status bad = ts[1]->Read(0, 8, mine.data(), 4);  // unmapped page
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInternal) << bad;
+  EXPECT_NE(bad.message().find("rank 0"), std::string::npos) << bad;
+  EXPECT_EQ(ts[1]->Read(0, addr, mine.data(), 4), bad);
+
+  auto store = NewMemoryStore();
+  std::vector<std::unique_ptr<Transport>> off(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      auto t = NewUcxTransport(
+          store.get(), r, 2,
+          UcxTransportOptions{.progress = GetParam(), .single_copy = false});
+      ASSERT_TRUE(t.ok()) << t.status();
+      off[r] = std::move(*t);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(off[0]->CanRead());
+  EXPECT_EQ(off[0]->Read(1, addr, mine.data(), 4).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 // An intruder that learned rank 0's worker address (what a stale member of
 // an older epoch, or a peer of another group, would need) sends with rank
 // 1's rank and the same tag as the real rank 1. Rank 0 receives only the real
@@ -152,11 +193,13 @@ TEST_P(GroupStampTest, OnlyTheGroupsCurrentEpochIsReceived) {
     for (auto& t : threads) t.join();
   }
   ASSERT_TRUE(ts[0] && ts[1]);
-  // The intruder's own store holds rank 0's published address and process,
-  // and a forged group entry that matches the intruder's own (an honest
-  // stale peer is refused at connect: PeersOfAnotherEpochAreNotConnected).
+  // The intruder's own store holds rank 0's published address, process and
+  // read probe, and a forged group entry that matches the intruder's own (an
+  // honest stale peer is refused at connect:
+  // PeersOfAnotherEpochAreNotConnected).
   auto intruder_store = NewMemoryStore();
-  for (const char* key : {"ucx/addr/0", "ucx/proc/0"}) {
+  for (const char* key :
+       {"ucx/addr/0", "ucx/proc/0", "ucx/cma/0", "ucx/cmaok/0"}) {
     auto v = store->Get(key, absl::Now() + absl::Seconds(5));
     ASSERT_TRUE(v.ok()) << v.status();
     ASSERT_TRUE(intruder_store->Set(key, *v).ok());

@@ -1,12 +1,17 @@
 #include "collectives/transport/ucx/ucx_transport.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "collectives/transport/ucx/ucx_status.h"
 #include "collectives/transport/ucx/ucx_transport_impl.h"
@@ -33,6 +38,8 @@ constexpr absl::Duration kLivenessPeriod = absl::Milliseconds(100);
 std::string AddrKey(int rank) { return absl::StrCat("ucx/addr/", rank); }
 std::string ProcKey(int rank) { return absl::StrCat("ucx/proc/", rank); }
 std::string GroupKey(int rank) { return absl::StrCat("ucx/group/", rank); }
+std::string ReadProbeKey(int rank) { return absl::StrCat("ucx/cma/", rank); }
+std::string ReadOkKey(int rank) { return absl::StrCat("ucx/cmaok/", rank); }
 
 }  // namespace
 
@@ -201,7 +208,90 @@ absl::Status UcxTransport::Init(Store* store) {
   notice_payload_.assign(size_, 0);
   for (int p = 0; p < size_; ++p) notice_payload_[p] = p;
   PostControlRecv();
+  if (all_local && options_.single_copy && size_ > 1) {
+    PLEXUS_RETURN_IF_ERROR(ProbeReads(store, deadline));
+  }
   return status();
+}
+
+absl::Status UcxTransport::ProbeReads(Store* store, absl::Time deadline) {
+  // Each rank reads every peer's probe word (its pid) once: reads need the
+  // peer's permission (same user, no ptrace restriction), which only trying
+  // tells. The answers are then exchanged, so that every rank uses reads
+  // only if all pairs can.
+  read_probe_ = Self().pid;
+  PLEXUS_RETURN_IF_ERROR(
+      store->Set(ReadProbeKey(rank_),
+                 absl::StrCat(reinterpret_cast<uintptr_t>(&read_probe_))),
+      "publishing the read probe");
+  bool ok = true;
+  for (int p = 0; p < size_ && ok; ++p) {
+    if (p == rank_) continue;
+    PLEXUS_ASSIGN_OR_RETURN(
+        std::string addr, store->Get(ReadProbeKey(p), deadline),
+        absl::StrCat("waiting for rank ", p, "'s read probe"));
+    uint64_t remote = 0;
+    int64_t value = 0;
+    iovec local_iov{&value, sizeof(value)};
+    ok = absl::SimpleAtoi(addr, &remote);
+    iovec remote_iov{reinterpret_cast<void*>(remote), sizeof(value)};
+    ok = ok &&
+         process_vm_readv(peers_[p]->process.pid, &local_iov, 1, &remote_iov, 1,
+                          0) == sizeof(value) &&
+         value == peers_[p]->process.pid;
+    if (!ok) {
+      LOG(INFO) << "rank " << rank_ << ": cannot read rank " << p
+                << "'s memory (" << std::strerror(errno)
+                << "): collectives use messages only";
+    }
+  }
+  PLEXUS_RETURN_IF_ERROR(store->Set(ReadOkKey(rank_), ok ? "1" : "0"),
+                         "publishing the read probe's result");
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    absl::StatusOr<std::string> answer = store->Get(ReadOkKey(p), deadline);
+    PLEXUS_RETURN_IF_ERROR(
+        answer.status(),
+        absl::StrCat("waiting for rank ", p, "'s read probe result"));
+    ok = ok && *answer == "1";
+  }
+  can_read_ = ok;
+  return absl::OkStatus();
+}
+
+absl::Status UcxTransport::Read(int peer, uint64_t remote, void* local,
+                                size_t bytes) {
+  PLEXUS_RETURN_IF_ERROR(CheckPeer(peer));
+  if (!can_read_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rank ", rank_, ": reads from peers are off"));
+  }
+  char* dst = static_cast<char*>(local);
+  // The kernel may copy less than asked (it pins the peer's pages in
+  // batches): go on from where it stopped.
+  for (size_t done = 0; done < bytes;) {
+    iovec l{dst + done, bytes - done};
+    iovec r{reinterpret_cast<void*>(remote + done), bytes - done};
+    const ssize_t k =
+        process_vm_readv(peers_[peer]->process.pid, &l, 1, &r, 1, 0);
+    if (k > 0) {
+      done += static_cast<size_t>(k);
+      continue;
+    }
+    if (k < 0 && errno == EINTR) continue;
+    const int err = k < 0 ? errno : EFAULT;
+    // A peer that is gone (its pid unused, or recycled by another process)
+    // is UNAVAILABLE; a bad address from a live peer is a bug.
+    if (err == ESRCH || !IsAlive(peers_[peer]->process)) {
+      return FailForPeer(peer, absl::UnavailableError(absl::StrCat(
+                                   "process ", peers_[peer]->process.pid,
+                                   " exited (reading its memory)")));
+    }
+    return Fail(absl::InternalError(absl::StrCat(
+        "rank ", rank_, ": reading ", bytes, " bytes at ", absl::Hex(remote),
+        " of rank ", peer, ": ", std::strerror(err))));
+  }
+  return absl::OkStatus();
 }
 
 UcxTransport::~UcxTransport() {
@@ -456,18 +546,21 @@ void UcxTransport::ProgressIdle() {
   PollControl();
 }
 
-void UcxTransport::Progress(absl::Time deadline) {
-  if (ucp_worker_progress(worker_) != 0 ||
-      options_.progress == UcxTransportOptions::Progress::kBusyPoll) {
+bool UcxTransport::Progress(absl::Time deadline) {
+  if (ucp_worker_progress(worker_) != 0) {
     PollControl();
-    return;
+    return true;
+  }
+  if (options_.progress == UcxTransportOptions::Progress::kBusyPoll) {
+    PollControl();
+    return false;
   }
   PollControl();
   ucs_status_t st = ucp_worker_arm(worker_);
-  if (st == UCS_ERR_BUSY) return;
+  if (st == UCS_ERR_BUSY) return false;
   if (st != UCS_OK) {
     (void)Fail(FromUcs(st, "ucp_worker_arm"));
-    return;
+    return false;
   }
   // Wake at least every 100 ms so that UCX's keepalive (run from progress)
   // notices dead peers while we sleep.
@@ -475,6 +568,7 @@ void UcxTransport::Progress(absl::Time deadline) {
                                    absl::Milliseconds(100));
   pollfd fds[2] = {{worker_fd_, POLLIN, 0}, {abort_fd_, POLLIN, 0}};
   poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+  return false;
 }
 
 absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
@@ -484,6 +578,15 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
   // rank): busy polling looks at it every kClockEvery rounds only, which
   // leaves deadlines and liveness checks late by microseconds at most.
   constexpr int kClockEvery = 64;
+  // A busy-polling rank that has found nothing to do for kYieldAfter
+  // progress calls in a row (tens of microseconds: longer than a peer takes
+  // to answer when it has a core) yields the core: when ranks and other work
+  // outnumber the cores, the peer it waits for may be queued behind it on
+  // the same core, and spinning out the time slice (milliseconds) is what
+  // made oversubscribed runs collapse. With a core to itself, sched_yield
+  // returns at once.
+  constexpr int kYieldAfter = 256;
+  int idle = 0;
   const bool busy =
       options_.progress == UcxTransportOptions::Progress::kBusyPoll;
   for (int spin = 1;; ++spin) {
@@ -519,7 +622,12 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
                          " bytes, tag ", absl::Hex(pending->tag), ")")));
       }
     }
-    Progress(deadline);
+    if (Progress(deadline)) {
+      idle = 0;
+    } else if (busy && ++idle >= kYieldAfter) {
+      idle = 0;
+      sched_yield();
+    }
   }
 }
 

@@ -2,7 +2,9 @@
 // addresses exchanged through the rendezvous Store, tag matching for messages,
 // and UCX choosing the transport per peer. Unless UCX_TLS is set, CMA is
 // never used (see Init), nor TCP when every rank runs on this host: same-host
-// groups then run on shared memory alone (posix, sysv).
+// groups then run on shared memory alone (posix, sysv). Large ring
+// operations of same-host groups bypass UCX's data path altogether through
+// Read (our own process_vm_readv, see UcxTransportOptions::single_copy).
 //
 // Progress: kBusyPoll spins on ucp_worker_progress (lowest latency, burns a
 // core per rank); kBlocking sleeps on the worker's event fd between
@@ -54,6 +56,12 @@ struct UcxTransportOptions {
   // for the right sender or its deadline). Default "" / 0.
   std::string group;
   uint64_t group_epoch = 0;
+  // When every rank runs on this host: offer single-copy reads of peers'
+  // memory (Transport::Read, through process_vm_readv) if the kernel allows
+  // them towards every peer (checked at Init; keys "ucx/cma/<rank>" and
+  // "ucx/cmaok/<rank>"). Our own reads, not UCX's CMA transport, so that a
+  // dead peer is an UNAVAILABLE error rather than an abort. Default true.
+  bool single_copy = true;
 };
 
 // The 8 bits of a tag that name (group, epoch): the low 4 bits of the epoch

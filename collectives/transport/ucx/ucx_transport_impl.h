@@ -51,6 +51,9 @@ class UcxTransport : public Transport {
                                                  size_t bytes) override;
   absl::Status Wait(absl::Span<Request* const> requests,
                     absl::Time deadline) override;
+  bool CanRead() const override { return can_read_; }
+  absl::Status Read(int peer, uint64_t remote, void* local,
+                    size_t bytes) override;
   void ProgressIdle() override;
   absl::Status status() const override;
   void Abort(const absl::Status& why) override;
@@ -85,10 +88,14 @@ class UcxTransport : public Transport {
   void PostControlRecv();
   // Checks one request; fills its final state. Returns false if in progress.
   bool Poll(UcxRequest* req, absl::Status* error);
+  // Sets can_read_ when process_vm_readv reads every peer (all on this
+  // host), agreed through the store so that every rank answers alike.
+  absl::Status ProbeReads(Store* store, absl::Time deadline);
   // Marks local peers whose process has gone as lost.
   void CheckLiveness();
-  // One progress round; may block on the event fd until `deadline`.
-  void Progress(absl::Time deadline);
+  // One progress round; may block on the event fd until `deadline`. True
+  // when UCX made progress.
+  bool Progress(absl::Time deadline);
 
   // Constant after Init.
   const int rank_;
@@ -101,6 +108,9 @@ class UcxTransport : public Transport {
   int worker_fd_ = -1;
   int abort_fd_ = -1;  // eventfd written by Abort
   std::vector<std::unique_ptr<Peer>> peers_;
+  bool can_read_ = false;
+  // What peers read to prove that reads work: this process's pid.
+  int64_t read_probe_ = 0;
 
   // Used by the driving thread only.
   void* control_req_ = nullptr;

@@ -86,6 +86,13 @@ struct CommunicatorOptions {
   // Pipelining granularity: messages are cut into pieces of at most this many
   // bytes so that sending, receiving and reducing overlap. Default 256 KiB.
   size_t pipeline_bytes = 256 * 1024;
+  // Ranks on one host: ring operations (all-reduce, reduce-scatter,
+  // all-gather) on at least this many bytes read each other's memory
+  // directly (one copy, process_vm_readv) instead of passing messages
+  // through shared memory (two copies), when the kernel allows it between
+  // every pair of ranks. 0 turns reads off. Every rank must give the same
+  // value. Results are the same bits either way. Default 256 KiB.
+  size_t single_copy_bytes = 256 * 1024;
   // Name used in logs. Default "comm".
   std::string name = "comm";
   // The collective group this communicator serves (as formed through the
