@@ -58,6 +58,7 @@ struct Flags {
   std::string optimizer = "sgd";
   std::string dir;
   std::string json;
+  bool full_only = false;
 };
 
 struct Incremental {
@@ -77,6 +78,7 @@ struct Result {
   double write_s = 0;
   double ckpt_gbps = 0;
   double seq_gbps = 0;
+  CheckpointWritePhases phases;
   std::vector<Incremental> incremental;
   double full_restore_ms = 0;
   double full_verify_ms = 0;
@@ -216,8 +218,13 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
   r.bytes = commit->info.total_bytes;
   r.write_s = absl::ToDoubleSeconds(commit->write_time);
+  r.phases = commit->phases;
   r.ckpt_gbps = static_cast<double>(r.bytes) / r.write_s / 1e9;
   Check(store->Finalize(1, true, 0).status(), "finalize");
+  if (f.full_only) {
+    fs::remove_all(root);
+    return r;
+  }
   // Absorb the rows the pusher changed during the write (not reported).
   Check(store->Prepare({.checkpoint_id = 2, .base_checkpoint_id = 1}).status(),
         "prepare");
@@ -320,6 +327,8 @@ int Main(int argc, char** argv) {
       f.dir = next();
     } else if (a == "--json") {
       f.json = next();
+    } else if (a == "--full_only") {
+      f.full_only = true;
     } else {
       std::fprintf(stderr,
                    "usage: checkpoint_bench [--rows N] [--large_rows N] "
@@ -352,6 +361,16 @@ int Main(int argc, char** argv) {
         r.fill_s, r.pause_ms, r.max_push_ms_during_cut,
         static_cast<double>(r.bytes) / 1e6, r.write_s, r.ckpt_gbps, r.seq_gbps,
         100.0 * r.ckpt_gbps / r.seq_gbps);
+    std::printf(
+        "  write phases: copy %.2f s, sort %.2f s, SST write %.2f s (CPU %.2f "
+        "s), ingest %.2f s, batches+link %.2f s, fsync+manifest %.2f s\n",
+        absl::ToDoubleSeconds(r.phases.copy),
+        absl::ToDoubleSeconds(r.phases.sort),
+        absl::ToDoubleSeconds(r.phases.sst_write),
+        absl::ToDoubleSeconds(r.phases.sst_write_cpu),
+        absl::ToDoubleSeconds(r.phases.ingest),
+        absl::ToDoubleSeconds(r.phases.batches_and_link),
+        absl::ToDoubleSeconds(r.phases.sync));
     for (const auto& inc : r.incremental) {
       std::printf(
           "  incremental, %7lld changed rows: %8.1f ms (pause %.2f ms), "

@@ -82,6 +82,15 @@ absl::Status FromEc(const std::error_code& ec, absl::string_view what) {
   return FromErrno(ec.value(), what);
 }
 
+// CPU time the calling thread has used.
+absl::Duration ThreadCpuTime() {
+  struct timespec ts;
+  if (::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+    return absl::ZeroDuration();
+  }
+  return absl::DurationFromTimespec(ts);
+}
+
 // ---- small file-system helpers ----
 
 void RemoveAllQuietly(const fs::path& p) {
@@ -332,9 +341,12 @@ void DecodeVariable(Dec& d, VariableCut* v) {
 }
 
 // Row keys sort by id: big-endian.
+void PutIdKey(uint64_t id, char* k) {
+  for (int i = 0; i < 8; ++i) k[i] = static_cast<char>(id >> (56 - 8 * i));
+}
 std::string IdKey(uint64_t id) {
   std::string k(8, '\0');
-  for (int i = 0; i < 8; ++i) k[i] = static_cast<char>(id >> (56 - 8 * i));
+  PutIdKey(id, k.data());
   return k;
 }
 uint64_t KeyId(absl::string_view k) {
@@ -764,6 +776,7 @@ class StoreImpl final : public CheckpointStore {
     // Sticky error of the write (state kAborted).
     absl::Status error;
     absl::Duration write_time;
+    CheckpointWritePhases phases;
   };
   // What the background write needs, copied out of the entries at Prepare.
   struct WriteJob {
@@ -776,10 +789,11 @@ class StoreImpl final : public CheckpointStore {
   };
 
   void RunWrite(WriteJob job);
-  absl::StatusOr<ShardCheckpointInfo> Write(const WriteJob& job);
+  absl::StatusOr<ShardCheckpointInfo> Write(const WriteJob& job,
+                                            CheckpointWritePhases* phases);
   absl::Status WriteDb(const WriteJob& job, rocksdb::DB* db,
                        std::map<std::string, rocksdb::ColumnFamilyHandle*>& cfs,
-                       int64_t* rows_written);
+                       int64_t* rows_written, CheckpointWritePhases* phases);
   absl::StatusOr<std::unique_ptr<ShardCut>> ReadCut(const fs::path& dir,
                                                     bool lazy,
                                                     int64_t* num_rows);
@@ -947,8 +961,10 @@ absl::StatusOr<PrepareResult> StoreImpl::Prepare(const PrepareOptions& o) {
 void StoreImpl::RunWrite(WriteJob job) {
   const absl::Time start = absl::Now();
   const uint64_t id = job.cut->checkpoint_id;
+  CheckpointWritePhases phases;
   job.cut->Finish();  // copy the stripes nobody changed since the cut
-  auto info = Write(job);
+  phases.copy = absl::Now() - start;
+  auto info = Write(job, &phases);
   if (!info.ok()) {
     RemoveAllQuietly(job.staging);
     RemoveAllQuietly(job.final_dir);
@@ -959,6 +975,7 @@ void StoreImpl::RunWrite(WriteJob job) {
   MutexLock lock(&mu_);
   Entry& e = entries_[id];
   e.write_time = absl::Now() - start;
+  e.phases = phases;
   if (info.ok()) {
     e.info = *std::move(info);
     e.state = CheckpointState::kCommitted;
@@ -970,7 +987,9 @@ void StoreImpl::RunWrite(WriteJob job) {
   write_done_.SignalAll();
 }
 
-absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
+absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(
+    const WriteJob& job, CheckpointWritePhases* phases) {
+  const absl::Time start = absl::Now();
   const ShardCut& cut = *job.cut;
   const fs::path db_dir = job.staging / "db";
   RemoveAllQuietly(job.staging);
@@ -1020,7 +1039,7 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   std::map<std::string, rocksdb::ColumnFamilyHandle*> cfs;
   for (size_t i = 0; i < names.size(); ++i) cfs[names[i]] = handles[i];
   int64_t rows_written = 0;
-  absl::Status status = WriteDb(job, raw_db, cfs, &rows_written);
+  absl::Status status = WriteDb(job, raw_db, cfs, &rows_written, phases);
   // 3. Hard-link it into place (flushing the memtables first).
   if (status.ok()) status = PLEXUS_FAILPOINT("ps.checkpoint.before_link");
   if (status.ok()) {
@@ -1056,6 +1075,9 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   PLEXUS_RETURN_IF_ERROR(status);
   PLEXUS_RETURN_IF_ERROR(close);
   RemoveAllQuietly(job.staging);
+  const absl::Time linked = absl::Now();
+  phases->batches_and_link =
+      linked - start - phases->sort - phases->sst_write - phases->ingest;
   PLEXUS_RETURN_IF_ERROR(
       PLEXUS_FAILPOINT("ps.checkpoint.after_link_before_manifest"));
   // 4. List, checksum and fsync every file, then the manifest, last.
@@ -1115,13 +1137,14 @@ absl::StatusOr<ShardCheckpointInfo> StoreImpl::Write(const WriteJob& job) {
   PLEXUS_RETURN_IF_ERROR(FsyncPath(root_, /*directory=*/true));
   SaveVerified(job.final_dir, verified);
   rows_written_.store(rows_written, std::memory_order_relaxed);
+  phases->sync = absl::Now() - linked;
   return info;
 }
 
 absl::Status StoreImpl::WriteDb(
     const WriteJob& job, rocksdb::DB* db,
     std::map<std::string, rocksdb::ColumnFamilyHandle*>& cfs,
-    int64_t* rows_written) {
+    int64_t* rows_written, CheckpointWritePhases* phases) {
   const ShardCut& cut = *job.cut;
   const rocksdb::Options options = DbOptions();
   rocksdb::WriteOptions wo;  // WAL on
@@ -1204,47 +1227,80 @@ absl::Status StoreImpl::WriteDb(
     }
     // Bulk: sorted SST files, ingested (moved) into the column family: the
     // bytes are written once, with no WAL, memtable or compaction pass.
-    // The id range is split into parts written by parallel threads (one
-    // file each, disjoint key ranges, ingested together).
-    std::vector<std::pair<uint64_t, uint32_t>> order(t.ids.size());
-    for (size_t r = 0; r < order.size(); ++r) {
-      order[r] = {t.ids[r], static_cast<uint32_t>(r)};
-    }
-    std::sort(order.begin(), order.end());
-    std::vector<uint64_t> del = t.deleted;
-    std::sort(del.begin(), del.end());
-    const int64_t threads =
+    // The id range is cut at splitters sampled from the ids into parts, each
+    // sorted and written by its own thread into one file (disjoint key
+    // ranges, ingested together), so the sort runs in parallel too. Two
+    // threads per core: each O_DIRECT write blocks its thread until the
+    // disk has the bytes, and the other thread keeps the core busy meanwhile.
+    absl::Time phase_start = absl::Now();
+    const int64_t cores =
         options_.cut_threads > 0
             ? options_.cut_threads
             : std::max<int64_t>(1, std::thread::hardware_concurrency());
     const size_t parts = static_cast<size_t>(std::clamp<int64_t>(
-        static_cast<int64_t>(order.size() / kSstMinRows), 1, threads));
-    // Part p holds the rows order[row_at[p], row_at[p + 1]) and the
-    // deletions del[del_at[p], del_at[p + 1]) (ids below the next part's
-    // first row).
-    std::vector<size_t> row_at(parts + 1), del_at(parts + 1);
-    row_at[parts] = order.size();
-    del_at[parts] = del.size();
-    for (size_t p = 1; p < parts; ++p) {
-      row_at[p] = order.size() * p / parts;
-      del_at[p] = static_cast<size_t>(
-          std::lower_bound(del.begin(), del.end(), order[row_at[p]].first) -
-          del.begin());
+        static_cast<int64_t>(t.ids.size() / kSstMinRows), 1, 2 * cores));
+    // Part p holds the ids in [split[p - 1], split[p]) (open at the ends).
+    std::vector<uint64_t> split;
+    if (parts > 1) {
+      const size_t samples = std::min(t.ids.size(), parts * 1024);
+      std::vector<uint64_t> sample(samples);
+      for (size_t i = 0; i < samples; ++i) {
+        sample[i] = t.ids[i * t.ids.size() / samples];
+      }
+      std::sort(sample.begin(), sample.end());
+      for (size_t p = 1; p < parts; ++p) {
+        split.push_back(sample[samples * p / parts]);
+      }
     }
+    auto part_of = [&](uint64_t id) {
+      return static_cast<size_t>(
+          std::upper_bound(split.begin(), split.end(), id) - split.begin());
+    };
+    std::vector<std::vector<std::pair<uint64_t, uint32_t>>> order(parts);
+    {
+      std::vector<size_t> count(parts, 0);
+      for (uint64_t id : t.ids) ++count[part_of(id)];
+      for (size_t p = 0; p < parts; ++p) order[p].reserve(count[p]);
+      for (size_t r = 0; r < t.ids.size(); ++r) {
+        order[part_of(t.ids[r])].emplace_back(t.ids[r],
+                                              static_cast<uint32_t>(r));
+      }
+    }
+    std::vector<uint64_t> del = t.deleted;
+    std::sort(del.begin(), del.end());
+    // Part p deletes del[del_at[p], del_at[p + 1]).
+    std::vector<size_t> del_at(parts + 1, del.size());
+    del_at[0] = 0;
+    for (size_t p = 1; p < parts; ++p) {
+      del_at[p] = static_cast<size_t>(
+          std::lower_bound(del.begin(), del.end(), split[p - 1]) - del.begin());
+    }
+    phases->sort += absl::Now() - phase_start;
+    phase_start = absl::Now();
     struct Part {
       fs::path path;
       rocksdb::ExternalSstFileInfo info;
       absl::Status status;
       bool empty = true;
+      absl::Duration sort_time;
+      absl::Duration cpu;
     };
     std::vector<Part> out(parts);
+    // Bytes of a row worth prefetching ahead of its copy (the first lines;
+    // the hardware prefetcher follows a long row by itself).
+    const size_t prefetch_bytes = std::min<size_t>(row_bytes, 512);
     auto write_part = [&](size_t p) -> absl::Status {
       Part& part = out[p];
       part.path = job.staging / absl::StrCat("ingest-", ti, "-", p, ".sst");
-      size_t r = row_at[p], d = del_at[p];
-      const size_t r_end = row_at[p + 1], d_end = del_at[p + 1];
-      if (r == r_end && d == d_end) return absl::OkStatus();
+      std::vector<std::pair<uint64_t, uint32_t>>& rows = order[p];
+      size_t d = del_at[p];
+      const size_t d_end = del_at[p + 1];
+      if (rows.empty() && d == d_end) return absl::OkStatus();
       part.empty = false;
+      const absl::Time sort_start = absl::Now();
+      std::sort(rows.begin(), rows.end());
+      part.sort_time = absl::Now() - sort_start;
+      const absl::Duration cpu_start = ThreadCpuTime();
       // Direct I/O: the rows go from our buffer to the disk without a
       // copy into the page cache (buffered where the file system has no
       // O_DIRECT, e.g. tmpfs).
@@ -1262,17 +1318,28 @@ absl::Status StoreImpl::WriteDb(
                       absl::StrCat("create ", part.path.string())));
       }
       PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.write"));
+      // The rows are scattered over the cut (stripe order): every row is a
+      // cache and TLB miss, so its lines and bookkeeping are prefetched a
+      // few rows ahead.
+      constexpr size_t kAhead = 16;
       std::string value(32 + row_bytes, '\0');
+      char key[8];
       int64_t since_check = 0;
+      size_t r = 0;
+      const size_t r_end = rows.size();
       while (r < r_end || d < d_end) {
         rocksdb::Status st;
-        if (d >= d_end || (r < r_end && order[r].first < del[d])) {
-          if (r + 8 < r_end) {
-            __builtin_prefetch(t.data.data() +
-                               order[r + 8].second *
-                                   static_cast<size_t>(t.row_floats));
+        if (d >= d_end || (r < r_end && rows[r].first < del[d])) {
+          if (r + kAhead < r_end) {
+            const size_t ahead = rows[r + kAhead].second;
+            const char* line = reinterpret_cast<const char*>(
+                t.data.data() + ahead * static_cast<size_t>(t.row_floats));
+            for (size_t b = 0; b < prefetch_bytes; b += 64) {
+              __builtin_prefetch(line + b);
+            }
+            __builtin_prefetch(&t.meta[ahead]);
           }
-          const size_t row = order[r].second;
+          const size_t row = rows[r].second;
           const RowMeta& m = t.meta[row];
           std::memcpy(value.data(), &m.hit_count, 8);
           std::memcpy(value.data() + 8, &m.last_step, 8);
@@ -1280,11 +1347,13 @@ absl::Status StoreImpl::WriteDb(
           std::memcpy(value.data() + 24, &m.update_count, 8);
           std::memcpy(value.data() + 32, t.data.data() + row * t.row_floats,
                       row_bytes);
-          st = writer->Put(IdKey(order[r].first), value);
+          PutIdKey(rows[r].first, key);
+          st = writer->Put(rocksdb::Slice(key, 8), value);
           since_check += static_cast<int64_t>(value.size());
           ++r;
         } else {
-          st = writer->Delete(IdKey(del[d++]));
+          PutIdKey(del[d++], key);
+          st = writer->Delete(rocksdb::Slice(key, 8));
         }
         PLEXUS_RETURN_IF_ERROR(
             FromRocks(st, absl::StrCat("write ", part.path.string())));
@@ -1293,8 +1362,11 @@ absl::Status StoreImpl::WriteDb(
           since_check = 0;
         }
       }
-      return FromRocks(writer->Finish(&part.info),
-                       absl::StrCat("finish ", part.path.string()));
+      absl::Status finished =
+          FromRocks(writer->Finish(&part.info),
+                    absl::StrCat("finish ", part.path.string()));
+      part.cpu = ThreadCpuTime() - cpu_start;
+      return finished;
     };
     {
       std::vector<std::thread> helpers;
@@ -1304,6 +1376,17 @@ absl::Status StoreImpl::WriteDb(
       out[0].status = write_part(0);
       for (auto& h : helpers) h.join();
     }
+    // The parts sorted in parallel: the slowest one's sort counts.
+    absl::Duration sort_time;
+    for (const Part& part : out) {
+      sort_time = std::max(sort_time, part.sort_time);
+      phases->sst_write_cpu += part.cpu;
+    }
+    phases->sort += sort_time;
+    phases->sst_write += absl::Now() - phase_start - sort_time;
+    order.clear();
+    order.shrink_to_fit();
+    phase_start = absl::Now();
     // Moved (hard-linked) in and never rewritten (the global sequence
     // number is kept in the MANIFEST only), so the crc32c computed while
     // writing stays each file's and ingestion need not read them again.
@@ -1322,6 +1405,7 @@ absl::Status StoreImpl::WriteDb(
     }
     PLEXUS_RETURN_IF_ERROR(FromRocks(db->IngestExternalFiles({arg}),
                                      absl::StrCat("ingest into ", name)));
+    phases->ingest += absl::Now() - phase_start;
   }
   Enc vars_meta;
   vars_meta.U64(cut.variables.size());
@@ -1403,6 +1487,7 @@ absl::StatusOr<CommitResult> StoreImpl::Commit(uint64_t checkpoint_id,
   CommitResult r;
   r.info = e.info;
   r.write_time = e.write_time;
+  r.phases = e.phases;
   return r;
 }
 

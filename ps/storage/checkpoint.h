@@ -139,10 +139,32 @@ struct PrepareResult {
   bool incremental = false;
 };
 
+// Where a checkpoint's write time went (wall clock of the writer thread;
+// the phases add up to about CommitResult::write_time).
+struct CheckpointWritePhases {
+  // Copying the sparse rows nobody changed since the cut out of the engine.
+  absl::Duration copy;
+  // Sorting changed rows by id for the bulk (SST) path.
+  absl::Duration sort;
+  // Writing the bulk SST files (parallel threads, wall clock), and the CPU
+  // time those threads used (the rest of their time they waited for the
+  // disk or for a core).
+  absl::Duration sst_write;
+  absl::Duration sst_write_cpu;
+  // IngestExternalFiles of those files.
+  absl::Duration ingest;
+  // Write batches (small changes, dense variables, metadata), the memtable
+  // flush and hard-linking the database into the checkpoint directory.
+  absl::Duration batches_and_link;
+  // Checksumming files not checksummed while written, fsyncs, manifest.
+  absl::Duration sync;
+};
+
 struct CommitResult {
   ShardCheckpointInfo info;
   // Time from the end of the cut to the manifest being fsynced.
   absl::Duration write_time;
+  CheckpointWritePhases phases;
 };
 
 // RestoreRequest.

@@ -530,6 +530,56 @@ TEST_P(CheckpointTest, BulkChangesWithRemovalsRoundTrip) {
   }
 }
 
+// The bulk path cuts the ids at sampled splitters into one SST file per
+// writer thread (two per cut thread): with ids spread over the whole 64-bit
+// range, in no order, and tombstones interleaved with the changed rows,
+// every part must hold its own key range and the restored rows must be the
+// engine's, complete and incremental.
+TEST_P(CheckpointTest, BulkWriteSplitIntoManyPartsRoundTrips) {
+  auto s = CheckpointStore::Open(e_.get(), {.root = root_, .cut_threads = 4});
+  ASSERT_TRUE(s.ok()) << s.status();
+  TableConfig ttl = SimpleTable("t", 4);
+  ttl.ttl_steps = 5;
+  ASSERT_TRUE(e_->CreateTable({ttl}).ok());
+  std::vector<uint64_t> ids(40000);
+  for (uint64_t i = 0; i < ids.size(); ++i) {
+    ids[i] = (i + 1) * 0x9E3779B97F4A7C15ull;  // spread, unordered
+  }
+  ids.push_back(0);
+  ids.push_back(~uint64_t{0});
+  ASSERT_TRUE(PushRows(*e_, "t", ids, Iota(ids.size() * 4, -1, 0.0001f),
+                       {.step_id = 1, .exactly_once = false})
+                  .ok());
+  PrepareResult p1;
+  ShardCheckpointInfo c1 = Checkpoint(**s, 1, 0, 0, &p1);
+  EXPECT_EQ(p1.dirty_rows, 40002);
+  EXPECT_EQ((*s)->TEST_rows_written(), 40002);
+  // Every other row touched at step 20 (the first and last id among them);
+  // the others expire: tombstones between the changed rows in every part.
+  std::vector<uint64_t> kept;
+  for (size_t i = 0; i < ids.size(); i += 2) kept.push_back(ids[i]);
+  kept.push_back(ids.back());
+  ASSERT_TRUE(PushRows(*e_, "t", kept, Iota(kept.size() * 4, 2, 0.0001f),
+                       {.step_id = 20, .exactly_once = false})
+                  .ok());
+  ASSERT_EQ(e_->DescribeTable("t")->rows_in_memory,
+            static_cast<int64_t>(kept.size()));
+  PrepareResult p2;
+  ShardCheckpointInfo c2 = Checkpoint(**s, 2, 0, 1, &p2);
+  EXPECT_TRUE(p2.incremental);
+  EXPECT_EQ(p2.dirty_rows, 40002);  // kept changed + the rest tombstones
+  EXPECT_EQ(c2.num_rows, static_cast<int64_t>(kept.size()));
+  s->reset();
+  for (uint64_t id : {1u, 2u}) {
+    auto e2 = NewEngine();
+    auto s2 = OpenStore(e2.get(), root_);
+    auto r = s2->Restore(Opt({.checkpoint_id = id}));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->num_rows, id == 1 ? 40002 : static_cast<int64_t>(kept.size()));
+    if (id == 2) ExpectRowsEqual(*e_, *e2, "t", ids);
+  }
+}
+
 TEST_P(CheckpointTest, UnknownOrInvalidatedBaseGivesACompleteCheckpoint) {
   ASSERT_TRUE(e_->CreateTable({SimpleTable("t", 2)}).ok());
   ASSERT_TRUE(PushRows(*e_, "t", {1, 2, 3}, Iota(6, 1, 1)).ok());
