@@ -85,16 +85,7 @@ class CountingInterceptor : public grpc::experimental::Interceptor {
 
   void Record(const std::string& code) {
     recorded_ = true;
-    Metrics()
-        ->GetCounter("plexus_rpc_requests_total",
-                     "RPCs served, by method and code.",
-                     {{"method", method_}, {"code", code}})
-        ->Increment();
-    Metrics()
-        ->GetHistogram("plexus_rpc_duration_seconds",
-                       "Time from a call's arrival to its status, by method.",
-                       {{"method", method_}})
-        ->Observe(absl::ToDoubleSeconds(absl::Now() - start_));
+    RecordRpc(method_, code, absl::Now() - start_);
   }
 };
 

@@ -196,4 +196,18 @@ MetricsRegistry* Metrics() {
   return r;
 }
 
+void RecordRpc(const std::string& method, const std::string& code,
+               absl::Duration took) {
+  Metrics()
+      ->GetCounter("plexus_rpc_requests_total",
+                   "RPCs served, by method and code.",
+                   {{"method", method}, {"code", code}})
+      ->Increment();
+  Metrics()
+      ->GetHistogram("plexus_rpc_duration_seconds",
+                     "Time from a call's arrival to its status, by method.",
+                     {{"method", method}})
+      ->Observe(absl::ToDoubleSeconds(took));
+}
+
 }  // namespace plexus

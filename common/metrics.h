@@ -27,6 +27,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace plexus {
 
@@ -114,5 +115,12 @@ class MetricsRegistry {
 
 // The process-wide registry that /metrics serves. Never null.
 MetricsRegistry* Metrics();
+
+// Records one served call in plexus_rpc_requests_total{method,code} and
+// plexus_rpc_duration_seconds{method}: gRPC calls (the daemon's interceptor)
+// and the PS's direct data plane alike, under gRPC's full method name
+// ("/plexus.v1.ParameterServer/Push"). `code` is a status code name ("OK").
+void RecordRpc(const std::string& method, const std::string& code,
+               absl::Duration took);
 
 }  // namespace plexus

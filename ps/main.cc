@@ -20,11 +20,12 @@ DEFINE_bool(await_restore, true,
             "checkpoint), serve no pull or push and report NOT_SERVING "
             "until the coordinator's Restore; false: serve the empty state "
             "at once.");
-DEFINE_int32(data_port, -1,
-             "Port of the direct data plane (Pull/Push/PushPull as plain TCP "
-             "frames, without gRPC's per-call cost; clients opt in with "
-             "PsClientOptions::direct_data_plane); 0 picks a free port, -1 "
-             "(default) turns it off. Plaintext: refused with TLS.");
+DEFINE_int32(data_port, 0,
+             "Port of the direct data plane: Pull/Push/PushPull as plain TCP "
+             "frames, without gRPC's per-call cost (PS clients use it unless "
+             "PsClientOptions::direct_data_plane is false). 0 (default) picks "
+             "a free port, -1 turns it off. Plaintext, so it is off with TLS "
+             "(and an explicit port with TLS is refused).");
 
 int main(int argc, char** argv) {
   plexus::InitProcess(&argc, &argv,
@@ -54,12 +55,17 @@ int main(int argc, char** argv) {
   // The direct data plane listens now and serves once the daemon has
   // blocked its signals (threads inherit the mask).
   std::unique_ptr<plexus::ps::DataPlaneServer> data_plane;
-  if (FLAGS_data_port >= 0) {
-    if (!options.tls.cert_file.empty()) {
+  const bool tls = !options.tls.cert_file.empty();
+  if (tls && FLAGS_data_port >= 0) {
+    if (!gflags::GetCommandLineFlagInfoOrDie("data_port").is_default) {
       LOG(ERROR) << "--data_port serves plaintext frames; it cannot be used "
                     "with --tls_cert_file";
       return 1;
     }
+    LOG(INFO) << "TLS is on: no direct data plane (its frames are plaintext); "
+                 "clients use gRPC";
+  }
+  if (FLAGS_data_port >= 0 && !tls) {
     auto dp = plexus::ps::DataPlaneServer::Listen(
         &service, {.host = options.host,
                    .port = FLAGS_data_port,
@@ -97,6 +103,12 @@ int main(int argc, char** argv) {
   LOG(INFO) << "plexus-ps: shard " << FLAGS_shard << ", data in "
             << FLAGS_data_dir << ", incarnation " << service.incarnation();
   absl::Status st = (*daemon)->Run();
+  // gRPC's calls are drained; the direct plane's calls get the same grace.
+  if (data_plane != nullptr &&
+      !data_plane->WaitForCalls(absl::Now() + options.grace)) {
+    LOG(WARNING) << "direct data-plane calls still in flight after the grace "
+                    "period; closing their connections";
+  }
   if (!st.ok()) {
     LOG(ERROR) << st;
     return 1;

@@ -767,8 +767,10 @@ class PsClientImpl : public PsClient {
     {
       absl::MutexLock lock(&mu_);
       auto it = direct_.find(grpc_address);
-      if (it != direct_.end()) {
-        if (it->second.address.empty()) return std::nullopt;
+      if (it != direct_.end() && absl::Now() < it->second.use_grpc_until) {
+        return std::nullopt;
+      }
+      if (it != direct_.end() && !it->second.address.empty()) {
         address = it->second.address;
         key = it->second.key;
         if (!it->second.idle.empty()) {
@@ -807,13 +809,27 @@ class PsClientImpl : public PsClient {
       DirectPlane& d = direct_[grpc_address];
       d.address = address;
       d.key = key;
-      if (address.empty()) return std::nullopt;
+      if (address.empty()) {
+        // Asked again now and then: the shard may restart with one.
+        d.use_grpc_until = absl::Now() + kNotOfferedRecheck;
+        return std::nullopt;
+      }
     }
     if (!conn.valid()) {
       absl::StatusOr<int> fd = ConnectTcp(address, deadline);
       if (!fd.ok()) {
-        ForgetDirect(grpc_address);
-        return fd.status();
+        // Unreachable (a firewall, a name only gRPC resolves, a shard gone):
+        // gRPC carries this call and the next few seconds' calls.
+        LOG(WARNING) << "PS client: cannot reach the direct data plane of "
+                     << "shard " << shard << " at " << address << " ("
+                     << fd.status().message() << "); using gRPC for "
+                     << absl::FormatDuration(kUnreachableFallback);
+        absl::MutexLock lock(&mu_);
+        DirectPlane& d = direct_[grpc_address];
+        d.address.clear();
+        d.idle.clear();
+        d.use_grpc_until = absl::Now() + kUnreachableFallback;
+        return std::nullopt;
       }
       conn = OwnedFd(*fd);
     }
@@ -959,10 +975,15 @@ class PsClientImpl : public PsClient {
   // The direct data plane per shard gRPC address (options_.direct_data_plane):
   // its address (empty: not offered), key and idle connections.
   struct DirectPlane {
-    std::string address;
+    std::string address;  // empty: ask GetShardInfo (again)
     std::string key;
     std::vector<OwnedFd> idle;
+    // Until then calls use gRPC: the shard offers no plane, or it could not
+    // be reached.
+    absl::Time use_grpc_until = absl::InfinitePast();
   };
+  static constexpr absl::Duration kNotOfferedRecheck = absl::Seconds(60);
+  static constexpr absl::Duration kUnreachableFallback = absl::Seconds(5);
   static constexpr size_t kMaxIdlePerShard = 32;
   absl::flat_hash_map<std::string, DirectPlane> direct_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> next_request_id_{0};

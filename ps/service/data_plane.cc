@@ -100,19 +100,18 @@ absl::Status Dispatch(PsService* service, int fd, const v1::DataFrameHeader& h,
   }
 }
 
+// Counted with the gRPC calls under the same method names (the metrics do
+// not depend on the plane), and by plane in a counter of its own.
 void Record(const char* method, absl::StatusCode code, absl::Time start) {
+  const std::string code_name = absl::StatusCodeToString(code);
+  RecordRpc(absl::StrCat("/plexus.v1.ParameterServer/", method), code_name,
+            absl::Now() - start);
   Metrics()
-      ->GetCounter(
-          "plexus_ps_data_plane_requests_total",
-          "Direct data-plane calls served, by method and code.",
-          {{"method", method}, {"code", absl::StatusCodeToString(code)}})
+      ->GetCounter("plexus_ps_data_plane_requests_total",
+                   "Calls served by the direct data plane (also counted in "
+                   "plexus_rpc_requests_total), by method and code.",
+                   {{"method", method}, {"code", code_name}})
       ->Increment();
-  Metrics()
-      ->GetHistogram("plexus_ps_data_plane_duration_seconds",
-                     "Direct data-plane calls: time from the request's "
-                     "arrival to its reply, by method.",
-                     {{"method", method}})
-      ->Observe(absl::ToDoubleSeconds(absl::Now() - start));
 }
 
 }  // namespace
@@ -196,6 +195,14 @@ void DataPlaneServer::Serve() {
 
 void DataPlaneServer::Drain() { draining_.store(true); }
 
+bool DataPlaneServer::WaitForCalls(absl::Time deadline) {
+  absl::MutexLock lock(&calls_mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(calls_mu_) {
+    return calls_ == 0;
+  };
+  return calls_mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+}
+
 void DataPlaneServer::Reap() {
   for (auto it = connections_.begin(); it != connections_.end();) {
     if (it->done.load()) {
@@ -253,6 +260,18 @@ void DataPlaneServer::ServeConnection(Connection* c) {
     }
     const absl::Time start = absl::Now();
     const char* method = MethodName(h.method());
+    {
+      absl::MutexLock lock(&calls_mu_);
+      ++calls_;
+    }
+    // Counted until its reply is out, however the call ends.
+    struct CallDone {
+      DataPlaneServer* self;
+      ~CallDone() {
+        absl::MutexLock lock(&self->calls_mu_);
+        --self->calls_;
+      }
+    } call_done{this};
     v1::DataFrameHeader reply;
     reply.set_request_id(h.request_id());
     std::unique_ptr<google::protobuf::Message> resp;

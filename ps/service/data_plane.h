@@ -32,6 +32,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace plexus::ps {
 
@@ -65,6 +66,11 @@ class DataPlaneServer {
   // and no connection is accepted; calls being served finish.
   void Drain();
 
+  // Waits until no call is being served, or until `deadline`; true when
+  // none is. A drain calls it before the server goes (as gRPC's shutdown
+  // waits for its calls), so that a call already running is answered.
+  bool WaitForCalls(absl::Time deadline);
+
   int port() const { return port_; }
   // The key requests must carry (16 random bytes).
   const std::string& key() const { return key_; }
@@ -92,6 +98,9 @@ class DataPlaneServer {
   const int stop_fd_;
   std::atomic<bool> draining_{false};
   std::thread accept_thread_;
+
+  absl::Mutex calls_mu_;
+  int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

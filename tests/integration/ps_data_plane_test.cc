@@ -252,7 +252,7 @@ TEST_F(DataPlaneTest, CallsAreCountedOnTheMetricsPage) {
       std::string::npos);
 }
 
-// Without --data_port a shard offers no direct plane, and a client that asks
+// With --data_port=-1 a shard offers no direct plane, and a client that asks
 // for one uses gRPC.
 TEST(DataPlaneOff, AClientAskingForItFallsBackToGrpc) {
   TempDir dir;
@@ -260,6 +260,7 @@ TEST(DataPlaneOff, AClientAskingForItFallsBackToGrpc) {
   o.bin_dir = BinDir();
   o.root_dir = dir.Sub("cluster");
   o.num_ps = 1;
+  o.ps_flags = {"--data_port=-1"};
   auto c = local::LocalCluster::Start(o);
   ASSERT_TRUE(c.ok()) << c.status();
   std::string shard;
@@ -288,7 +289,8 @@ TEST(DataPlaneOff, AClientAskingForItFallsBackToGrpc) {
   EXPECT_EQ(out[0], -3.0f);
 }
 
-// The frames are plaintext: a shard with TLS refuses to offer them.
+// The frames are plaintext: a shard with TLS refuses an explicit --data_port
+// (and, by default, runs without the plane: tls_test).
 TEST(DataPlaneOff, PlexusPsRefusesDataPortWithTls) {
   TempDir dir;
   SubprocessOptions o;

@@ -57,12 +57,13 @@ struct PsClientOptions {
   // below unchanged). Each chunk of a push is its own exactly-once key.
   // <= 0: one message per shard, up to max_message_bytes. Default 1 MiB.
   int64_t dense_chunk_bytes = 1 << 20;
-  // Pull, Push and PushPull go over the shards' direct data plane (plain
-  // TCP frames, ps.proto "Direct data plane"; plexus-ps --data_port) where a
-  // shard offers one, and over gRPC where it does not; everything else is
-  // gRPC. It saves gRPC's per-call cost (ps_bench --data_plane=grpc,direct).
-  // Plaintext, so shards refuse it with TLS. Default false.
-  bool direct_data_plane = false;
+  // Pull and Push go over the shards' direct data plane (plain TCP frames,
+  // ps.proto "Direct data plane"; plexus-ps --data_port, on by default)
+  // where a shard offers one, and over gRPC where it does not (TLS, an older
+  // shard, --data_port=-1) or cannot be reached for a few seconds; everything
+  // else is gRPC. It saves gRPC's per-call cost (bench/ps/ps_bench
+  // --data_plane=grpc,direct). Default true.
+  bool direct_data_plane = true;
   // Threads that carry per-shard RPCs. 0: 2 per shard, at least 4.
   int num_threads = 0;
   // TLS to the shards (PEM files): the CA their certificates chain to, and
