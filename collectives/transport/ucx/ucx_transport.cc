@@ -1,7 +1,6 @@
 #include "collectives/transport/ucx/ucx_transport.h"
 
 #include <poll.h>
-#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -546,21 +545,18 @@ void UcxTransport::ProgressIdle() {
   PollControl();
 }
 
-bool UcxTransport::Progress(absl::Time deadline) {
-  if (ucp_worker_progress(worker_) != 0) {
+void UcxTransport::Progress(absl::Time deadline) {
+  if (ucp_worker_progress(worker_) != 0 ||
+      options_.progress == UcxTransportOptions::Progress::kBusyPoll) {
     PollControl();
-    return true;
-  }
-  if (options_.progress == UcxTransportOptions::Progress::kBusyPoll) {
-    PollControl();
-    return false;
+    return;
   }
   PollControl();
   ucs_status_t st = ucp_worker_arm(worker_);
-  if (st == UCS_ERR_BUSY) return false;
+  if (st == UCS_ERR_BUSY) return;
   if (st != UCS_OK) {
     (void)Fail(FromUcs(st, "ucp_worker_arm"));
-    return false;
+    return;
   }
   // Wake at least every 100 ms so that UCX's keepalive (run from progress)
   // notices dead peers while we sleep.
@@ -568,7 +564,6 @@ bool UcxTransport::Progress(absl::Time deadline) {
                                    absl::Milliseconds(100));
   pollfd fds[2] = {{worker_fd_, POLLIN, 0}, {abort_fd_, POLLIN, 0}};
   poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
-  return false;
 }
 
 absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
@@ -578,15 +573,6 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
   // rank): busy polling looks at it every kClockEvery rounds only, which
   // leaves deadlines and liveness checks late by microseconds at most.
   constexpr int kClockEvery = 64;
-  // A busy-polling rank that has found nothing to do for kYieldAfter
-  // progress calls in a row (tens of microseconds: longer than a peer takes
-  // to answer when it has a core) yields the core: when ranks and other work
-  // outnumber the cores, the peer it waits for may be queued behind it on
-  // the same core, and spinning out the time slice (milliseconds) is what
-  // made oversubscribed runs collapse. With a core to itself, sched_yield
-  // returns at once.
-  constexpr int kYieldAfter = 256;
-  int idle = 0;
   const bool busy =
       options_.progress == UcxTransportOptions::Progress::kBusyPoll;
   for (int spin = 1;; ++spin) {
@@ -622,12 +608,7 @@ absl::Status UcxTransport::Wait(absl::Span<Request* const> requests,
                          " bytes, tag ", absl::Hex(pending->tag), ")")));
       }
     }
-    if (Progress(deadline)) {
-      idle = 0;
-    } else if (busy && ++idle >= kYieldAfter) {
-      idle = 0;
-      sched_yield();
-    }
+    Progress(deadline);
   }
 }
 

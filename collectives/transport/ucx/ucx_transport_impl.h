@@ -93,9 +93,8 @@ class UcxTransport : public Transport {
   absl::Status ProbeReads(Store* store, absl::Time deadline);
   // Marks local peers whose process has gone as lost.
   void CheckLiveness();
-  // One progress round; may block on the event fd until `deadline`. True
-  // when UCX made progress.
-  bool Progress(absl::Time deadline);
+  // One progress round; may block on the event fd until `deadline`.
+  void Progress(absl::Time deadline);
 
   // Constant after Init.
   const int rank_;
