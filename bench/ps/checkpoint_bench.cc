@@ -4,15 +4,18 @@
 //
 //   checkpoint_bench [--rows 1000000] [--large_rows 0] [--dim 64]
 //                    [--optimizer sgd|adagrad|adam] [--dir DIR]
-//                    [--json FILE]
+//                    [--samples 3] [--full_only] [--json FILE]
 //
 // For each table size (rows, then large_rows if > 0):
 //  * pause: how long the cut held pushes back (ShardCut::pause), and the
 //    slowest push a concurrent pusher saw from Prepare until the write was
 //    done (a push into a stripe not yet copied copies it first);
 //  * full checkpoint: bytes, write time and GB/s (Commit), against the
-//    sequential write (write(2) in 4 MiB blocks + fsync) of as many bytes,
-//    run right after it with the same concurrent pusher;
+//    sequential write (write(2) in 4 MiB blocks, fsync of the file and its
+//    folder) of as many bytes to the same folder with the same concurrent
+//    pusher: `samples` of each, alternating (the disk's speed drifts),
+//    medians and the ratio of the medians; and where the median
+//    checkpoint's write time went (CheckpointWritePhases);
 //  * incremental checkpoints after 1 K / 10 K / 100 K changed rows: time,
 //    rows written, new bytes;
 //  * restore of the newest checkpoint into a fresh engine (a restarted
@@ -21,6 +24,7 @@
 //    checksummed: the cold figure), lazy with the default verification
 //    (files this shard checksummed when it wrote them and unchanged since
 //    are not read again) and eager. The page cache is not dropped.
+// --full_only stops after the full checkpoints.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -28,14 +32,18 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "ps/storage/checkpoint.h"
 #include "ps/storage/engine.h"
@@ -58,6 +66,7 @@ struct Flags {
   std::string optimizer = "sgd";
   std::string dir;
   std::string json;
+  int samples = 3;
   bool full_only = false;
 };
 
@@ -76,8 +85,14 @@ struct Result {
   double max_push_ms_during_cut = 0;
   int64_t bytes = 0;
   double write_s = 0;
+  // Medians of the samples (below).
   double ckpt_gbps = 0;
   double seq_gbps = 0;
+  std::vector<double> ckpt_gbps_samples;
+  std::vector<double> seq_gbps_samples;
+  // The same sequential write with O_DIRECT.
+  double direct_gbps = 0;
+  std::vector<double> direct_gbps_samples;
   CheckpointWritePhases phases;
   std::vector<Incremental> incremental;
   double full_restore_ms = 0;
@@ -133,23 +148,50 @@ void PushIds(Engine& e, const std::vector<uint64_t>& ids, int64_t dim) {
   }
 }
 
-double SequentialWriteGbps(const fs::path& path, int64_t bytes) {
+// Writes `bytes` to a new file in 4 MiB write(2)s, then fsyncs it and its
+// folder (as a checkpoint fsyncs its files, its folder and the manifest's);
+// GB/s. `direct`: with O_DIRECT (as the checkpoint writes its SST files;
+// on this kind of virtual disk often faster than the page cache's
+// write-back), rounded up to whole 4 KiB blocks. The file is removed
+// afterwards (not timed); 0 if it cannot be written.
+double SequentialWriteGbps(const fs::path& path, int64_t bytes, bool direct) {
   constexpr size_t kBlock = size_t{4} << 20;
-  std::vector<char> block(kBlock, 'x');
+  if (direct) bytes = (bytes + 4095) / 4096 * 4096;
+  std::unique_ptr<char, decltype(&std::free)> block(
+      static_cast<char*>(std::aligned_alloc(4096, kBlock)), &std::free);
+  std::memset(block.get(), 'x', kBlock);
   const auto start = Clock::now();
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int fd =
+      ::open(path.c_str(),
+             O_WRONLY | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0), 0644);
   if (fd < 0) return 0;
   int64_t left = bytes;
   while (left > 0) {
     const size_t n = static_cast<size_t>(std::min<int64_t>(left, kBlock));
-    if (::write(fd, block.data(), n) != static_cast<ssize_t>(n)) break;
+    if (::write(fd, block.get(), n) != static_cast<ssize_t>(n)) {
+      ::close(fd);
+      fs::remove(path);
+      return 0;
+    }
     left -= static_cast<int64_t>(n);
   }
   ::fsync(fd);
   ::close(fd);
+  const int dir = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
   const double s = SecondsSince(start);
   fs::remove(path);
   return static_cast<double>(bytes) / s / 1e9;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
@@ -200,38 +242,62 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
       }
     }
   });
-  // Measured from Prepare until the write is done: with deferred copies a
-  // push that changes a stripe not yet copied copies it first.
-  measuring = true;
-  auto p = store->Prepare({.checkpoint_id = 1});
-  Check(p.status(), "prepare");
-  auto commit = store->Commit(1, absl::InfiniteDuration());
-  measuring = false;
-  Check(commit.status(), "commit");
-  // The sequential write of as many bytes runs under the same conditions:
-  // the pusher goes on.
-  const int64_t ckpt_bytes = commit->info.total_bytes;
-  r.seq_gbps = SequentialWriteGbps(root / "sequential.bin", ckpt_bytes);
+  // Full checkpoints alternate with sequential writes of as many bytes
+  // (same disk, same pusher, same fsync discipline), `samples` of each:
+  // the disk's speed drifts, so each figure is the median of its samples
+  // and the ratio is that of the medians. The pause is measured from
+  // Prepare until the write is done: with deferred copies a push that
+  // changes a stripe not yet copied copies it first.
+  uint64_t id = 0;
+  std::vector<double> ckpt_gbps, seq_gbps, direct_gbps, write_s, pause_ms;
+  std::vector<CheckpointWritePhases> phases;
+  for (int sample = 0; sample < f.samples; ++sample) {
+    ++id;
+    measuring = true;
+    auto p = store->Prepare({.checkpoint_id = id});
+    Check(p.status(), "prepare");
+    auto commit = store->Commit(id, absl::InfiniteDuration());
+    measuring = false;
+    Check(commit.status(), "commit");
+    // Keep only this one: the disk holds one checkpoint at a time.
+    Check(store->Finalize(id, true, 1).status(), "finalize");
+    r.bytes = commit->info.total_bytes;
+    write_s.push_back(absl::ToDoubleSeconds(commit->write_time));
+    ckpt_gbps.push_back(static_cast<double>(r.bytes) / write_s.back() / 1e9);
+    pause_ms.push_back(Ms(p->cut_pause));
+    phases.push_back(commit->phases);
+    seq_gbps.push_back(
+        SequentialWriteGbps(root / "sequential.bin", r.bytes, false));
+    direct_gbps.push_back(
+        SequentialWriteGbps(root / "sequential.bin", r.bytes, true));
+  }
   stop = true;
   pusher.join();
-  r.pause_ms = Ms(p->cut_pause);
+  r.ckpt_gbps_samples = ckpt_gbps;
+  r.seq_gbps_samples = seq_gbps;
+  r.direct_gbps_samples = direct_gbps;
+  r.direct_gbps = Median(direct_gbps);
+  r.ckpt_gbps = Median(ckpt_gbps);
+  r.seq_gbps = Median(seq_gbps);
+  r.write_s = Median(write_s);
+  r.pause_ms = Median(pause_ms);
   r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
-  r.bytes = commit->info.total_bytes;
-  r.write_s = absl::ToDoubleSeconds(commit->write_time);
-  r.phases = commit->phases;
-  r.ckpt_gbps = static_cast<double>(r.bytes) / r.write_s / 1e9;
-  Check(store->Finalize(1, true, 0).status(), "finalize");
+  // The phases of the sample with the median write time.
+  for (size_t i = 0; i < write_s.size(); ++i) {
+    if (write_s[i] == r.write_s) r.phases = phases[i];
+  }
   if (f.full_only) {
     fs::remove_all(root);
     return r;
   }
-  // Absorb the rows the pusher changed during the write (not reported).
-  Check(store->Prepare({.checkpoint_id = 2, .base_checkpoint_id = 1}).status(),
+  // Absorb the rows the pusher changed during the writes (not reported).
+  Check(store->Prepare({.checkpoint_id = id + 1, .base_checkpoint_id = id})
+            .status(),
         "prepare");
-  Check(store->Commit(2, absl::InfiniteDuration()).status(), "commit");
-  Check(store->Finalize(2, true, 0).status(), "finalize");
+  Check(store->Commit(id + 1, absl::InfiniteDuration()).status(), "commit");
+  Check(store->Finalize(id + 1, true, 0).status(), "finalize");
+  ++id;
 
-  uint64_t id = 2;
   std::mt19937_64 rng(2);
   for (int64_t changed : {int64_t{1000}, int64_t{10000}, int64_t{100000}}) {
     if (changed > rows) break;
@@ -327,18 +393,20 @@ int Main(int argc, char** argv) {
       f.dir = next();
     } else if (a == "--json") {
       f.json = next();
+    } else if (a == "--samples") {
+      f.samples = std::atoi(next().c_str());
     } else if (a == "--full_only") {
       f.full_only = true;
     } else {
       std::fprintf(stderr,
                    "usage: checkpoint_bench [--rows N] [--large_rows N] "
                    "[--dim D] [--optimizer sgd|adagrad|adam] [--dir DIR] "
-                   "[--json FILE]\n");
+                   "[--samples N] [--full_only] [--json FILE]\n");
       return 2;
     }
   }
-  if (f.rows < 1 || f.dim < 1) {
-    std::fprintf(stderr, "--rows and --dim must be >= 1\n");
+  if (f.rows < 1 || f.dim < 1 || f.samples < 1) {
+    std::fprintf(stderr, "--rows, --dim and --samples must be >= 1\n");
     return 2;
   }
   fs::path base = f.dir.empty()
@@ -353,14 +421,29 @@ int Main(int argc, char** argv) {
                 static_cast<long long>(rows), static_cast<long long>(f.dim),
                 f.optimizer.c_str(), base.c_str());
     Result r = RunSize(f, rows, base / "checkpoints");
+    std::string ckpt_samples, seq_samples, direct_samples;
+    for (size_t i = 0; i < r.ckpt_gbps_samples.size(); ++i) {
+      absl::StrAppendFormat(&ckpt_samples, "%s%.3f", i ? " " : "",
+                            r.ckpt_gbps_samples[i]);
+      absl::StrAppendFormat(&seq_samples, "%s%.3f", i ? " " : "",
+                            r.seq_gbps_samples[i]);
+      absl::StrAppendFormat(&direct_samples, "%s%.3f", i ? " " : "",
+                            r.direct_gbps_samples[i]);
+    }
     std::printf(
         "  fill %.1f s | cut pause %.1f ms (slowest concurrent push during the "
-        "checkpoint %.1f ms)\n"
-        "  full checkpoint %.1f MB in %.2f s = %.3f GB/s | sequential write "
-        "%.3f GB/s | ratio %.0f%%\n",
+        "checkpoints %.1f ms)\n"
+        "  full checkpoint %.1f MB, GB/s (%zu samples alternating with the "
+        "sequential writes): checkpoint %s | sequential write %s | O_DIRECT "
+        "%s\n"
+        "  full checkpoint median %.2f s = %.3f GB/s | sequential write median "
+        "%.3f GB/s | ratio %.0f%% | O_DIRECT sequential write median %.3f "
+        "GB/s, ratio %.0f%%\n",
         r.fill_s, r.pause_ms, r.max_push_ms_during_cut,
-        static_cast<double>(r.bytes) / 1e6, r.write_s, r.ckpt_gbps, r.seq_gbps,
-        100.0 * r.ckpt_gbps / r.seq_gbps);
+        static_cast<double>(r.bytes) / 1e6, r.ckpt_gbps_samples.size(),
+        ckpt_samples.c_str(), seq_samples.c_str(), direct_samples.c_str(),
+        r.write_s, r.ckpt_gbps, r.seq_gbps, 100.0 * r.ckpt_gbps / r.seq_gbps,
+        r.direct_gbps, 100.0 * r.ckpt_gbps / r.direct_gbps);
     std::printf(
         "  write phases: copy %.2f s, sort %.2f s, SST write %.2f s (CPU %.2f "
         "s), ingest %.2f s, batches+link %.2f s, fsync+manifest %.2f s\n",
@@ -378,6 +461,10 @@ int Main(int argc, char** argv) {
           static_cast<long long>(inc.changed), inc.ms, inc.pause_ms,
           static_cast<long long>(inc.rows_written),
           static_cast<double>(inc.new_bytes) / 1e6);
+    }
+    if (f.full_only) {
+      results.push_back(std::move(r));
+      continue;
     }
     std::printf(
         "  lazy restore, full verification (every file read and "
@@ -402,12 +489,31 @@ int Main(int argc, char** argv) {
                     "\",\"sizes\":[");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
+      absl::StrAppend(&j, i ? "," : "", "{\"rows\":", r.rows,
+                      ",\"pause_ms\":", r.pause_ms,
+                      ",\"max_push_ms_during_cut\":", r.max_push_ms_during_cut,
+                      ",\"bytes\":", r.bytes, ",\"write_s\":", r.write_s,
+                      ",\"checkpoint_gbps\":", r.ckpt_gbps,
+                      ",\"sequential_write_gbps\":", r.seq_gbps,
+                      ",\"ratio\":", r.ckpt_gbps / r.seq_gbps,
+                      ",\"checkpoint_gbps_samples\":[",
+                      absl::StrJoin(r.ckpt_gbps_samples, ","),
+                      "],\"sequential_write_gbps_samples\":[",
+                      absl::StrJoin(r.seq_gbps_samples, ","),
+                      "],\"direct_sequential_write_gbps\":", r.direct_gbps,
+                      ",\"direct_ratio\":", r.ckpt_gbps / r.direct_gbps,
+                      ",\"direct_sequential_write_gbps_samples\":[",
+                      absl::StrJoin(r.direct_gbps_samples, ","), "]");
       absl::StrAppend(
-          &j, i ? "," : "", "{\"rows\":", r.rows, ",\"pause_ms\":", r.pause_ms,
-          ",\"max_push_ms_during_cut\":", r.max_push_ms_during_cut,
-          ",\"bytes\":", r.bytes, ",\"write_s\":", r.write_s,
-          ",\"checkpoint_gbps\":", r.ckpt_gbps,
-          ",\"sequential_write_gbps\":", r.seq_gbps, ",\"incremental\":[");
+          &j, ",\"phases_s\":{\"copy\":", absl::ToDoubleSeconds(r.phases.copy),
+          ",\"sort\":", absl::ToDoubleSeconds(r.phases.sort),
+          ",\"sst_write\":", absl::ToDoubleSeconds(r.phases.sst_write),
+          ",\"sst_write_cpu\":", absl::ToDoubleSeconds(r.phases.sst_write_cpu),
+          ",\"ingest\":", absl::ToDoubleSeconds(r.phases.ingest),
+          ",\"batches_and_link\":",
+          absl::ToDoubleSeconds(r.phases.batches_and_link),
+          ",\"sync\":", absl::ToDoubleSeconds(r.phases.sync),
+          "},\"incremental\":[");
       for (size_t k = 0; k < r.incremental.size(); ++k) {
         const Incremental& inc = r.incremental[k];
         absl::StrAppend(&j, k ? "," : "", "{\"changed_rows\":", inc.changed,
