@@ -160,13 +160,35 @@ absl::Status WriteRawDataFrame(int fd, const v1::DataFrameHeader& header,
   return WriteParts(fd, header, {body}, deadline);
 }
 
-absl::Status WriteDataFrame(int fd, v1::DataFrameHeader header,
-                            google::protobuf::Message* msg,
-                            absl::Time deadline) {
-  header.clear_attachment_bytes();
-  if (msg == nullptr) return WriteParts(fd, header, {}, deadline);
+std::vector<std::string*> TensorDataFields(google::protobuf::Message* msg) {
   std::vector<std::string*> fields;
   CollectTensorData(msg, &fields);
+  return fields;
+}
+
+absl::Status WriteDataFrame(int fd, v1::DataFrameHeader header,
+                            google::protobuf::Message* msg, absl::Time deadline,
+                            absl::Span<const absl::string_view> tensor_bytes) {
+  header.clear_attachment_bytes();
+  if (msg == nullptr) return WriteParts(fd, header, {}, deadline);
+  std::vector<std::string*> fields = TensorDataFields(msg);
+  if (!tensor_bytes.empty()) {
+    if (tensor_bytes.size() != fields.size()) {
+      return absl::InternalError(absl::StrCat(
+          "data plane: ", tensor_bytes.size(), " tensor buffers for a ",
+          msg->GetTypeName(), " with ", fields.size(), " tensors"));
+    }
+    std::string serialized;
+    if (!msg->SerializeToString(&serialized)) {
+      return absl::InternalError("data plane: cannot serialize a body");
+    }
+    std::vector<absl::string_view> parts = {serialized};
+    for (absl::string_view t : tensor_bytes) {
+      header.add_attachment_bytes(t.size());
+      parts.push_back(t);
+    }
+    return WriteParts(fd, header, parts, deadline);
+  }
   std::vector<std::string> moved(fields.size());
   for (size_t i = 0; i < fields.size(); ++i) {
     moved[i] = std::move(*fields[i]);
@@ -243,8 +265,7 @@ absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
   }
   // No attachments: any tensor bytes are inside the message.
   if (parts.empty()) return absl::OkStatus();
-  std::vector<std::string*> fields;
-  CollectTensorData(msg, &fields);
+  std::vector<std::string*> fields = TensorDataFields(msg);
   if (fields.size() != parts.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "data plane: a ", msg->GetTypeName(), " with ", fields.size(),

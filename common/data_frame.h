@@ -20,11 +20,13 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "google/protobuf/message.h"
 #include "plexus/v1/ps.pb.h"
 
@@ -34,9 +36,16 @@ namespace plexus {
 // followed by its tensors' bytes as attachments (DataFrameHeader.
 // attachment_bytes, which this fills). The tensor bytes are moved out of
 // `msg` for the write and back after it, so `msg` is unchanged on return.
-absl::Status WriteDataFrame(int fd, v1::DataFrameHeader header,
-                            google::protobuf::Message* msg,
-                            absl::Time deadline);
+// `tensor_bytes`, when not empty, are the bytes of msg's tensors (whose data
+// fields are then empty) in TensorDataFields order: sent from where the
+// caller holds them, without a copy into the message.
+absl::Status WriteDataFrame(
+    int fd, v1::DataFrameHeader header, google::protobuf::Message* msg,
+    absl::Time deadline, absl::Span<const absl::string_view> tensor_bytes = {});
+
+// The data fields of the v1::Tensor messages inside `msg`, depth first in
+// declaration order (DataFrameHeader.attachment_bytes' order).
+std::vector<std::string*> TensorDataFields(google::protobuf::Message* msg);
 // Writes one frame whose body is `body` as is (no attachments).
 absl::Status WriteRawDataFrame(int fd, const v1::DataFrameHeader& header,
                                absl::string_view body, absl::Time deadline);

@@ -61,12 +61,17 @@ bool IsStaleMap(const absl::Status& st) {
          info->reason() == v1::ErrorInfo::REASON_STALE_SHARD_MAP;
 }
 
-void SetF32Tensor(int64_t rows, int64_t cols, const float* data,
-                  v1::Tensor* t) {
+// The spec of a [rows, cols] fp32 tensor; its bytes travel separately (see
+// DataCall).
+void SetF32Spec(int64_t rows, int64_t cols, v1::Tensor* t) {
   t->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
   t->mutable_spec()->add_shape(rows);
   t->mutable_spec()->add_shape(cols);
-  t->set_data(data, static_cast<size_t>(rows * cols) * sizeof(float));
+}
+
+absl::string_view F32Bytes(const float* data, int64_t elems) {
+  return absl::string_view(reinterpret_cast<const char*>(data),
+                           static_cast<size_t>(elems) * sizeof(float));
 }
 
 absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out) {
@@ -345,10 +350,12 @@ class PsClientImpl : public PsClient {
             v1::SparseUpdate* u = req.add_sparse();
             u->set_table(table);
             for (size_t k = b; k < e; ++k) u->add_ids(plan.ids[s][k]);
-            SetF32Tensor(static_cast<int64_t>(e - b), dim,
-                         sums[s].data() + b * dim, u->mutable_grads());
+            SetF32Spec(static_cast<int64_t>(e - b), dim, u->mutable_grads());
             v1::PushResponse resp;
-            PLEXUS_RETURN_IF_ERROR(DataCall(s, &req, &resp));
+            PLEXUS_RETURN_IF_ERROR(
+                DataCall(s, &req, &resp,
+                         {F32Bytes(sums[s].data() + b * dim,
+                                   static_cast<int64_t>(e - b) * dim)}));
             absl::MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
@@ -414,11 +421,13 @@ class PsClientImpl : public PsClient {
             d->set_variable(variable);
             d->mutable_rows()->set_row_begin(p.row_begin);
             d->mutable_rows()->set_row_end(p.row_end);
-            SetDenseTensor(
-                p.row_end - p.row_begin, row_elems, *TrailingDims(variable),
-                grads.data() + p.row_begin * row_elems, d->mutable_tensor());
+            SetDenseSpec(p.row_end - p.row_begin, *TrailingDims(variable),
+                         d->mutable_tensor());
             v1::PushResponse resp;
-            PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, &req, &resp));
+            PLEXUS_RETURN_IF_ERROR(
+                DataCall(p.shard, &req, &resp,
+                         {F32Bytes(grads.data() + p.row_begin * row_elems,
+                                   (p.row_end - p.row_begin) * row_elems)}));
             absl::MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
@@ -632,14 +641,13 @@ class PsClientImpl : public PsClient {
     absl::MutexLock lock(&mu_);
     trailing_dims_[variable] = std::move(dims);
   }
-  // [rows, trailing...] fp32 from `data`.
-  static void SetDenseTensor(int64_t rows, int64_t row_elems,
-                             const std::vector<int64_t>& trailing,
-                             const float* data, v1::Tensor* t) {
+  // The spec of a [rows, trailing...] fp32 tensor (its bytes travel
+  // separately, see DataCall).
+  static void SetDenseSpec(int64_t rows, const std::vector<int64_t>& trailing,
+                           v1::Tensor* t) {
     t->mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
     t->mutable_spec()->add_shape(rows);
     for (int64_t d : trailing) t->mutable_spec()->add_shape(d);
-    t->set_data(data, static_cast<size_t>(rows * row_elems) * sizeof(float));
   }
 
   // Standalone mode: the client is the map's owner and installs it.
@@ -725,15 +733,19 @@ class PsClientImpl : public PsClient {
                         v1::PullResponse* resp) {
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
-          shard, v1::DataFrameHeader::METHOD_PULL, req, resp, deadline,
+          shard, v1::DataFrameHeader::METHOD_PULL, req, resp, deadline, {},
           [&](auto* stub, auto* c) { return stub->Pull(c, *req, resp); });
     });
   }
+  // `tensors`: the bytes of req's tensors (whose data fields are empty), in
+  // TensorDataFields order, borrowed for the call. The direct plane sends
+  // them from where they are; gRPC gets a copy inside the message.
   absl::Status DataCall(uint32_t shard, v1::PushRequest* req,
-                        v1::PushResponse* resp) {
+                        v1::PushResponse* resp,
+                        std::vector<absl::string_view> tensors) {
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
-          shard, v1::DataFrameHeader::METHOD_PUSH, req, resp, deadline,
+          shard, v1::DataFrameHeader::METHOD_PUSH, req, resp, deadline, tensors,
           [&](auto* stub, auto* c) { return stub->Push(c, *req, resp); });
     });
   }
@@ -741,26 +753,39 @@ class PsClientImpl : public PsClient {
   absl::Status Attempt(uint32_t shard, v1::DataFrameHeader::Method method,
                        google::protobuf::Message* req,
                        google::protobuf::Message* resp, absl::Time deadline,
+                       absl::Span<const absl::string_view> tensors,
                        const GrpcCall& rpc) {
     if (options_.direct_data_plane) {
       std::optional<absl::Status> st =
-          Direct(shard, method, req, resp, deadline);
+          Direct(shard, method, req, resp, deadline, tensors);
       if (st.has_value()) return *st;
+    }
+    std::vector<std::string*> fields;
+    if (!tensors.empty()) {
+      fields = TensorDataFields(req);
+      if (fields.size() != tensors.size()) {
+        return absl::InternalError("PS client: tensors do not match the call");
+      }
+      for (size_t i = 0; i < fields.size(); ++i) {
+        fields[i]->assign(tensors[i].data(), tensors[i].size());
+      }
     }
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(deadline));
-    return FromGrpcStatus(rpc(Stub(shard), &ctx));
+    absl::Status st = FromGrpcStatus(rpc(Stub(shard), &ctx));
+    // Empty again, as the caller handed it over.
+    for (std::string* f : fields) f->clear();
+    return st;
   }
 
   // One attempt over the shard's direct data plane; nullopt when the shard
   // offers none (the caller uses gRPC). The plane's address and key come
   // from GetShardInfo once per shard incarnation: a lost connection or a
   // refused key forgets them, so the retry asks again.
-  std::optional<absl::Status> Direct(uint32_t shard,
-                                     v1::DataFrameHeader::Method method,
-                                     google::protobuf::Message* req,
-                                     google::protobuf::Message* resp,
-                                     absl::Time deadline) {
+  std::optional<absl::Status> Direct(
+      uint32_t shard, v1::DataFrameHeader::Method method,
+      google::protobuf::Message* req, google::protobuf::Message* resp,
+      absl::Time deadline, absl::Span<const absl::string_view> tensors) {
     const std::string grpc_address = Router()->map().shards(shard).address();
     std::string address, key;
     OwnedFd conn;
@@ -841,7 +866,8 @@ class PsClientImpl : public PsClient {
     const uint64_t request_id = h.request_id();
     v1::DataFrameHeader reply;
     uint64_t reply_bytes = 0;
-    absl::Status st = WriteDataFrame(conn.get(), std::move(h), req, deadline);
+    absl::Status st =
+        WriteDataFrame(conn.get(), std::move(h), req, deadline, tensors);
     if (st.ok()) {
       st = ReadDataHeader(conn.get(), deadline, options_.max_message_bytes,
                           &reply, &reply_bytes);
