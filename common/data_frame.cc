@@ -18,6 +18,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace plexus {
 namespace {
@@ -243,14 +244,35 @@ absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
 
 absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
                           uint64_t body_bytes, absl::Time deadline,
-                          google::protobuf::Message* msg) {
+                          google::protobuf::Message* msg,
+                          absl::Span<const absl::Span<char>> into,
+                          bool* landed) {
   uint64_t attached = 0;
   for (uint64_t a : header.attachment_bytes()) attached += a;
-  // The message part, then each attachment into a string of its own.
+  // The message part, then each attachment into a string of its own (or
+  // into the caller's buffers).
   std::unique_ptr<char[]> head(new char[body_bytes - attached + 1]);
   absl::Status st =
       ReadAll(fd, head.get(), body_bytes - attached, deadline, false);
   if (!st.ok()) return st;
+  bool fits =
+      msg != nullptr && !into.empty() &&
+      into.size() == static_cast<size_t>(header.attachment_bytes_size());
+  for (size_t i = 0; fits && i < into.size(); ++i) {
+    fits = into[i].size() == header.attachment_bytes(static_cast<int>(i));
+  }
+  if (landed != nullptr) *landed = fits;
+  if (fits) {
+    for (absl::Span<char> b : into) {
+      PLEXUS_RETURN_IF_ERROR(ReadAll(fd, b.data(), b.size(), deadline, false));
+    }
+    if (!msg->ParseFromArray(head.get(),
+                             static_cast<int>(body_bytes - attached))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("data plane: the body is not a ", msg->GetTypeName()));
+    }
+    return absl::OkStatus();
+  }
   std::vector<std::string> parts(header.attachment_bytes_size());
   for (int i = 0; i < header.attachment_bytes_size(); ++i) {
     parts[i].resize(header.attachment_bytes(i));

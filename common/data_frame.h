@@ -58,9 +58,14 @@ absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
 // Reads the body that `header` announced into `msg` (null: read and drop
 // it), its attachments moved into the message's tensors. INVALID_ARGUMENT
 // when the bytes are not a `msg` (the stream stays in step).
+// With `into` given and the attachments exactly its sizes, they are read
+// straight into those buffers instead (the message's data fields stay
+// empty) and *landed is set true; otherwise *landed is false.
 absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
                           uint64_t body_bytes, absl::Time deadline,
-                          google::protobuf::Message* msg);
+                          google::protobuf::Message* msg,
+                          absl::Span<const absl::Span<char>> into = {},
+                          bool* landed = nullptr);
 
 // Connects to "host:port" (IPv4 or a name), TCP_NODELAY, non-blocking.
 // UNAVAILABLE when nothing listens there.

@@ -69,12 +69,23 @@ void SetF32Spec(int64_t rows, int64_t cols, v1::Tensor* t) {
   t->mutable_spec()->add_shape(cols);
 }
 
+absl::Span<char> F32Buffer(float* data, int64_t elems) {
+  return absl::Span<char>(reinterpret_cast<char*>(data),
+                          static_cast<size_t>(elems) * sizeof(float));
+}
+
 absl::string_view F32Bytes(const float* data, int64_t elems) {
   return absl::string_view(reinterpret_cast<const char*>(data),
                            static_cast<size_t>(elems) * sizeof(float));
 }
 
-absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out) {
+// Copies a pulled fp32 tensor to `out`, or, when its bytes `landed` there
+// already (the direct plane read them straight in), checks its dtype.
+absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out,
+                     bool landed) {
+  if (landed && t.spec().dtype() == v1::DTYPE_FLOAT32) {
+    return absl::OkStatus();
+  }
   if (t.spec().dtype() != v1::DTYPE_FLOAT32 ||
       t.data().size() != static_cast<size_t>(elems) * sizeof(float)) {
     return absl::InternalError(absl::StrCat(
@@ -284,13 +295,15 @@ class PsClientImpl : public PsClient {
         l->set_create_missing(true);
         for (size_t k = b; k < e; ++k) l->add_ids(plan.ids[s][k]);
         v1::PullResponse resp;
-        PLEXUS_RETURN_IF_ERROR(DataCall(s, &req, &resp));
+        float* dst = rows[s].data() + b * dim;
+        const int64_t elems = static_cast<int64_t>(e - b) * dim;
+        bool landed = false;
+        PLEXUS_RETURN_IF_ERROR(
+            DataCall(s, &req, &resp, F32Buffer(dst, elems), &landed));
         if (resp.sparse_size() != 1) {
           return absl::InternalError("shard answered a pull with no rows");
         }
-        return CopyF32(resp.sparse(0).values(),
-                       static_cast<int64_t>(e - b) * dim,
-                       rows[s].data() + b * dim);
+        return CopyF32(resp.sparse(0).values(), elems, dst, landed);
       }));
       for (size_t i = 0; i < ids.size(); ++i) {
         auto [s, k] = plan.where[i];
@@ -386,14 +399,16 @@ class PsClientImpl : public PsClient {
         d->mutable_rows()->set_row_begin(p.row_begin);
         d->mutable_rows()->set_row_end(p.row_end);
         v1::PullResponse resp;
-        PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, &req, &resp));
+        float* dst = out.data() + p.row_begin * row_elems;
+        const int64_t elems = (p.row_end - p.row_begin) * row_elems;
+        bool landed = false;
+        PLEXUS_RETURN_IF_ERROR(
+            DataCall(p.shard, &req, &resp, F32Buffer(dst, elems), &landed));
         if (resp.dense_size() != 1) {
           return absl::InternalError(
               "shard answered a dense pull with no slice");
         }
-        return CopyF32(resp.dense(0).tensor(),
-                       (p.row_end - p.row_begin) * row_elems,
-                       out.data() + p.row_begin * row_elems);
+        return CopyF32(resp.dense(0).tensor(), elems, dst, landed);
       });
     });
   }
@@ -729,12 +744,19 @@ class PsClientImpl : public PsClient {
   // gRPC; retried as Retry says.
   // `req` is unchanged on return (the direct plane lends its tensor bytes
   // to the socket and puts them back).
+  // `into`: where the reply's one tensor goes when the direct plane can
+  // read it straight there (*landed then says so; the tensor's data field
+  // stays empty).
   absl::Status DataCall(uint32_t shard, v1::PullRequest* req,
-                        v1::PullResponse* resp) {
+                        v1::PullResponse* resp, absl::Span<char> into,
+                        bool* landed) {
+    *landed = false;
+    const absl::Span<char> buffers[1] = {into};
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
           shard, v1::DataFrameHeader::METHOD_PULL, req, resp, deadline, {},
-          [&](auto* stub, auto* c) { return stub->Pull(c, *req, resp); });
+          [&](auto* stub, auto* c) { return stub->Pull(c, *req, resp); },
+          buffers, landed);
     });
   }
   // `tensors`: the bytes of req's tensors (whose data fields are empty), in
@@ -746,7 +768,8 @@ class PsClientImpl : public PsClient {
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
           shard, v1::DataFrameHeader::METHOD_PUSH, req, resp, deadline, tensors,
-          [&](auto* stub, auto* c) { return stub->Push(c, *req, resp); });
+          [&](auto* stub, auto* c) { return stub->Push(c, *req, resp); }, {},
+          nullptr);
     });
   }
 
@@ -754,10 +777,14 @@ class PsClientImpl : public PsClient {
                        google::protobuf::Message* req,
                        google::protobuf::Message* resp, absl::Time deadline,
                        absl::Span<const absl::string_view> tensors,
-                       const GrpcCall& rpc) {
+                       const GrpcCall& rpc,
+                       absl::Span<const absl::Span<char>> into, bool* landed) {
+    // Only this attempt's bytes count (an earlier one may have failed
+    // halfway through landing them).
+    if (landed != nullptr) *landed = false;
     if (options_.direct_data_plane) {
       std::optional<absl::Status> st =
-          Direct(shard, method, req, resp, deadline, tensors);
+          Direct(shard, method, req, resp, deadline, tensors, into, landed);
       if (st.has_value()) return *st;
     }
     std::vector<std::string*> fields;
@@ -785,7 +812,8 @@ class PsClientImpl : public PsClient {
   std::optional<absl::Status> Direct(
       uint32_t shard, v1::DataFrameHeader::Method method,
       google::protobuf::Message* req, google::protobuf::Message* resp,
-      absl::Time deadline, absl::Span<const absl::string_view> tensors) {
+      absl::Time deadline, absl::Span<const absl::string_view> tensors,
+      absl::Span<const absl::Span<char>> into, bool* landed) {
     const std::string grpc_address = Router()->map().shards(shard).address();
     std::string address, key;
     OwnedFd conn;
@@ -873,7 +901,8 @@ class PsClientImpl : public PsClient {
                           &reply, &reply_bytes);
     }
     if (st.ok() && reply.code() == 0) {
-      st = ReadDataBody(conn.get(), reply, reply_bytes, deadline, resp);
+      st = ReadDataBody(conn.get(), reply, reply_bytes, deadline, resp, into,
+                        landed);
       if (absl::IsInvalidArgument(st)) {
         st = absl::DataLossError(
             absl::StrCat("data plane of ", address, ": ", st.message()));
