@@ -49,18 +49,30 @@ bool SameKey(const std::string& a, const std::string& b) {
 // Reads the request body into a `Req`, runs it, and leaves the response in
 // *resp (when OK). *in_step is false when the body could not be read whole:
 // the stream is then out of step and the connection must close unanswered.
+// The request's tensor bytes are read into buffers of their own (no
+// zero-filled strings) and handed to `serve` as views.
 template <typename Req, typename Resp, typename Serve>
 absl::Status Run(int fd, const v1::DataFrameHeader& h, uint64_t body_bytes,
                  std::unique_ptr<google::protobuf::Message>* resp,
                  bool* in_step, Serve serve) {
   Req req;
-  absl::Status read =
-      ReadDataBody(fd, h, body_bytes, absl::InfiniteFuture(), &req);
+  std::vector<std::unique_ptr<char[]>> owned;
+  std::vector<absl::Span<char>> into;
+  std::vector<absl::string_view> tensors;
+  for (uint64_t n : h.attachment_bytes()) {
+    owned.emplace_back(new char[n == 0 ? 1 : n]);
+    into.emplace_back(owned.back().get(), n);
+    tensors.emplace_back(owned.back().get(), n);
+  }
+  bool landed = false;
+  absl::Status read = ReadDataBody(fd, h, body_bytes, absl::InfiniteFuture(),
+                                   &req, into, &landed);
   // Bytes that are not a Req were read whole (INVALID_ARGUMENT).
   *in_step = read.ok() || absl::IsInvalidArgument(read);
   PLEXUS_RETURN_IF_ERROR(read);
+  if (!landed) tensors.clear();  // none, or inside the message
   auto out = std::make_unique<Resp>();
-  PLEXUS_RETURN_IF_ERROR(serve(req, out.get()));
+  PLEXUS_RETURN_IF_ERROR(serve(req, absl::MakeConstSpan(tensors), out.get()));
   *resp = std::move(out);
   return absl::OkStatus();
 }
@@ -76,18 +88,22 @@ absl::Status Dispatch(PsService* service, int fd, const v1::DataFrameHeader& h,
   switch (h.method()) {
     case v1::DataFrameHeader::METHOD_PULL:
       return Run<v1::PullRequest, v1::PullResponse>(
-          fd, h, body_bytes, resp, in_step, [&](const auto& req, auto* out) {
+          fd, h, body_bytes, resp, in_step,
+          [&](const auto& req, auto tensors, auto* out) {
+            // A pull carries no tensors.
             return service->ServePull(req, deadline, out);
           });
     case v1::DataFrameHeader::METHOD_PUSH:
       return Run<v1::PushRequest, v1::PushResponse>(
-          fd, h, body_bytes, resp, in_step, [&](const auto& req, auto* out) {
-            return service->ServePush(req, out);
+          fd, h, body_bytes, resp, in_step,
+          [&](const auto& req, auto tensors, auto* out) {
+            return service->ServePush(req, out, tensors);
           });
     case v1::DataFrameHeader::METHOD_PUSH_PULL:
       return Run<v1::PushPullRequest, v1::PushPullResponse>(
-          fd, h, body_bytes, resp, in_step, [&](const auto& req, auto* out) {
-            return service->ServePushPull(req, deadline, out);
+          fd, h, body_bytes, resp, in_step,
+          [&](const auto& req, auto tensors, auto* out) {
+            return service->ServePushPull(req, deadline, out, tensors);
           });
     default: {
       absl::Status read =

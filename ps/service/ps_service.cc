@@ -291,13 +291,26 @@ absl::Status PsService::CheckOwnership(
 absl::Status PsService::DoPush(
     const v1::RequestHeader& h, uint32_t push_seq, uint32_t chunk_index,
     uint32_t num_chunks, const RepeatedPtrField<v1::DenseSliceData>& dense,
-    const RepeatedPtrField<v1::SparseUpdate>& sparse, PushResult* result) {
+    const RepeatedPtrField<v1::SparseUpdate>& sparse,
+    absl::Span<const absl::string_view> tensors, PushResult* result) {
   PLEXUS_RETURN_IF_ERROR(CheckServing());
   PLEXUS_RETURN_IF_ERROR(CheckMapVersion(h));
+  if (!tensors.empty() &&
+      tensors.size() != static_cast<size_t>(dense.size() + sparse.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a push of ", dense.size() + sparse.size(),
+                     " tensors with ", tensors.size(), " tensor buffers"));
+  }
+  size_t next = 0;  // the next of `tensors`
+  auto view = [&](const v1::Tensor& t) -> absl::StatusOr<TensorView> {
+    PLEXUS_ASSIGN_OR_RETURN(TensorView v, ViewOf(t));
+    if (!tensors.empty()) v.data = tensors[next++];
+    return v;
+  };
   std::vector<DenseGradient> dg;
   dg.reserve(dense.size());
   for (const auto& d : dense) {
-    PLEXUS_ASSIGN_OR_RETURN(TensorView v, ViewOf(d.tensor()),
+    PLEXUS_ASSIGN_OR_RETURN(TensorView v, view(d.tensor()),
                             absl::StrCat("variable ", d.variable()));
     dg.push_back({d.variable(), FromProto(d.rows()), v});
   }
@@ -305,7 +318,7 @@ absl::Status PsService::DoPush(
   sg.reserve(sparse.size());
   for (const auto& s : sparse) {
     PLEXUS_RETURN_IF_ERROR(CheckOwnership(s.table(), s.ids()));
-    PLEXUS_ASSIGN_OR_RETURN(TensorView v, ViewOf(s.grads()),
+    PLEXUS_ASSIGN_OR_RETURN(TensorView v, view(s.grads()),
                             absl::StrCat("table ", s.table()));
     sg.push_back(
         {s.table(), absl::MakeConstSpan(s.ids().data(), s.ids().size()), v});
@@ -430,11 +443,12 @@ absl::Status PsService::ServePull(const v1::PullRequest& req,
 }
 
 absl::Status PsService::ServePush(const v1::PushRequest& req,
-                                  v1::PushResponse* resp) {
+                                  v1::PushResponse* resp,
+                                  absl::Span<const absl::string_view> tensors) {
   PushResult r;
   PLEXUS_RETURN_IF_ERROR(DoPush(req.header(), req.push_seq(), req.chunk_index(),
                                 req.num_chunks(), req.dense(), req.sparse(),
-                                &r));
+                                tensors, &r));
   resp->set_outcome(ToProto(r.outcome));
   resp->set_rows_applied(r.rows_applied);
   resp->set_rows_not_admitted(r.rows_not_admitted);
@@ -443,13 +457,13 @@ absl::Status PsService::ServePush(const v1::PushRequest& req,
   return absl::OkStatus();
 }
 
-absl::Status PsService::ServePushPull(const v1::PushPullRequest& req,
-                                      absl::Time deadline,
-                                      v1::PushPullResponse* resp) {
+absl::Status PsService::ServePushPull(
+    const v1::PushPullRequest& req, absl::Time deadline,
+    v1::PushPullResponse* resp, absl::Span<const absl::string_view> tensors) {
   PushResult r;
   PLEXUS_RETURN_IF_ERROR(DoPush(req.header(), req.push_seq(), req.chunk_index(),
                                 req.num_chunks(), req.push_dense(),
-                                req.push_sparse(), &r));
+                                req.push_sparse(), tensors, &r));
   PLEXUS_ASSIGN_OR_RETURN(PullResult pull,
                           DoPull(deadline, req.header(), req.value_dtype(),
                                  req.pull_dense(), req.pull_sparse()));

@@ -72,9 +72,15 @@ class PsService final : public v1::ParameterServer::Service {
   // `deadline` ends consistency waits.
   absl::Status ServePull(const v1::PullRequest& req, absl::Time deadline,
                          v1::PullResponse* resp);
-  absl::Status ServePush(const v1::PushRequest& req, v1::PushResponse* resp);
+  // `tensors`, when not empty: the bytes of the request's tensors (dense
+  // then sparse, as their data fields, which are then ignored), held by the
+  // caller -- the direct plane reads them off the socket into buffers of
+  // its own.
+  absl::Status ServePush(const v1::PushRequest& req, v1::PushResponse* resp,
+                         absl::Span<const absl::string_view> tensors = {});
   absl::Status ServePushPull(const v1::PushPullRequest& req,
-                             absl::Time deadline, v1::PushPullResponse* resp);
+                             absl::Time deadline, v1::PushPullResponse* resp,
+                             absl::Span<const absl::string_view> tensors = {});
   // The direct data plane to advertise in GetShardInfo ("host:port" and its
   // key). REQUIRES: called before serving.
   void SetDataPlane(std::string address, std::string key) {
@@ -155,7 +161,7 @@ class PsService final : public v1::ParameterServer::Service {
       uint32_t num_chunks,
       const google::protobuf::RepeatedPtrField<v1::DenseSliceData>& dense,
       const google::protobuf::RepeatedPtrField<v1::SparseUpdate>& sparse,
-      PushResult* result);
+      absl::Span<const absl::string_view> tensors, PushResult* result);
   absl::StatusOr<PullResult> DoPull(
       absl::Time deadline, const v1::RequestHeader& h, v1::DType value_dtype,
       const google::protobuf::RepeatedPtrField<v1::DenseSliceRef>& dense,
