@@ -24,23 +24,33 @@ namespace {
 using ::plexus::testing::BinDir;
 using ::plexus::testing::TempDir;
 
+// A coordinator and one shard started with `data_port_flag`; the shard's
+// member entry in *shard.
+std::unique_ptr<local::LocalCluster> StartShard(
+    const TempDir& dir, const std::string& data_port_flag,
+    local::Member* shard) {
+  local::LocalClusterOptions o;
+  o.bin_dir = BinDir();
+  o.root_dir = dir.Sub("cluster");
+  o.num_ps = 1;
+  o.ps_flags = {data_port_flag};
+  auto c = local::LocalCluster::Start(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (!c.ok()) return nullptr;
+  for (const auto& m : (*c)->members()) {
+    if (m.role == "ps") *shard = m;
+  }
+  return std::move(*c);
+}
+
 class DataPlaneTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    local::LocalClusterOptions o;
-    o.bin_dir = BinDir();
-    o.root_dir = dir_.Sub("cluster");
-    o.num_ps = 1;
-    o.ps_flags = {"--data_port=0"};
-    auto c = local::LocalCluster::Start(o);
-    ASSERT_TRUE(c.ok()) << c.status();
-    cluster_ = std::move(*c);
-    for (const auto& m : cluster_->members()) {
-      if (m.role == "ps") {
-        shard_ = m.address;
-        admin_port_ = m.admin_port;
-      }
-    }
+    local::Member m;
+    cluster_ = StartShard(dir_, "--data_port=0", &m);
+    ASSERT_NE(cluster_, nullptr);
+    shard_ = m.address;
+    admin_port_ = m.admin_port;
     stub_ = v1::ParameterServer::NewStub(
         grpc::CreateChannel(shard_, grpc::InsecureChannelCredentials()));
     v1::GetShardInfoRequest req;
@@ -256,17 +266,10 @@ TEST_F(DataPlaneTest, CallsAreCountedOnTheMetricsPage) {
 // for one uses gRPC.
 TEST(DataPlaneOff, AClientAskingForItFallsBackToGrpc) {
   TempDir dir;
-  local::LocalClusterOptions o;
-  o.bin_dir = BinDir();
-  o.root_dir = dir.Sub("cluster");
-  o.num_ps = 1;
-  o.ps_flags = {"--data_port=-1"};
-  auto c = local::LocalCluster::Start(o);
-  ASSERT_TRUE(c.ok()) << c.status();
-  std::string shard;
-  for (const auto& m : (*c)->members()) {
-    if (m.role == "ps") shard = m.address;
-  }
+  local::Member m;
+  auto cluster = StartShard(dir, "--data_port=-1", &m);
+  ASSERT_NE(cluster, nullptr);
+  const std::string shard = m.address;
   auto client =
       worker::PsClient::Connect({.shards = {shard}, .direct_data_plane = true});
   ASSERT_TRUE(client.ok()) << client.status();
