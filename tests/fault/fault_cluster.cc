@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -134,15 +135,18 @@ absl::Status NetHost::Iptables(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
-absl::Status NetHost::Partition(int port, bool outbound, bool inbound) {
-  const std::string p = absl::StrCat(port);
-  if (outbound) {
-    PLEXUS_RETURN_IF_ERROR(Iptables({"-A", "OUTPUT", "-p", "tcp", "-d",
-                                     outer_ip_, "--dport", p, "-j", "DROP"}));
-  }
-  if (inbound) {
-    PLEXUS_RETURN_IF_ERROR(Iptables({"-A", "INPUT", "-p", "tcp", "-s",
-                                     outer_ip_, "--sport", p, "-j", "DROP"}));
+absl::Status NetHost::Partition(const std::vector<int>& ports, bool outbound,
+                                bool inbound) {
+  for (int port : ports) {
+    const std::string p = absl::StrCat(port);
+    if (outbound) {
+      PLEXUS_RETURN_IF_ERROR(Iptables({"-A", "OUTPUT", "-p", "tcp", "-d",
+                                       outer_ip_, "--dport", p, "-j", "DROP"}));
+    }
+    if (inbound) {
+      PLEXUS_RETURN_IF_ERROR(Iptables({"-A", "INPUT", "-p", "tcp", "-s",
+                                       outer_ip_, "--sport", p, "-j", "DROP"}));
+    }
   }
   return absl::OkStatus();
 }
@@ -187,8 +191,27 @@ absl::StatusOr<std::unique_ptr<FaultCluster>> FaultCluster::Start(
   c->Sync(c->coordinator_);
   c->shards_.resize(options.num_ps);
   for (int i = 0; i < options.num_ps; ++i) {
-    PLEXUS_ASSIGN_OR_RETURN(c->shards_[i].member, c->local_->Find("ps", i));
-    c->Sync(c->shards_[i]);
+    Proc& ps = c->shards_[i];
+    PLEXUS_ASSIGN_OR_RETURN(ps.member, c->local_->Find("ps", i));
+    c->Sync(ps);
+    // The direct data plane's port (a free one at the first start), kept
+    // for restarts so that a partition of this shard's ports stays whole.
+    v1::GetShardInfoRequest req;
+    v1::GetShardInfoResponse info;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    PLEXUS_RETURN_IF_ERROR(
+        FromGrpcStatus(v1::ParameterServer::NewStub(
+                           grpc::CreateChannel(
+                               ps.address, grpc::InsecureChannelCredentials()))
+                           ->GetShardInfo(&ctx, req, &info)),
+        absl::StrCat("asking shard ", i, " for its data plane"));
+    const std::string& dp = info.data_plane_address();
+    if (!dp.empty() &&
+        absl::SimpleAtoi(dp.substr(dp.rfind(':') + 1), &ps.data_port)) {
+      ps.argv.push_back(absl::StrCat("--data_port=", ps.data_port));
+      c->local_->command_line(ps.member) = ps.argv;
+    }
   }
   c->stub_ = v1::Coordinator::NewStub(grpc::CreateChannel(
       c->coordinator_.address, grpc::InsecureChannelCredentials()));

@@ -67,10 +67,12 @@ class NetHost {
   // The command line that runs `argv` inside the host.
   std::vector<std::string> Wrap(const std::vector<std::string>& argv) const;
 
-  // Drops traffic between the host and outer_ip():`port`. `outbound`: what
-  // the host sends to the port; `inbound`: what comes back from it (the
-  // acknowledgements). Rules accumulate until Heal().
-  absl::Status Partition(int port, bool outbound = true, bool inbound = true);
+  // Drops traffic between the host and outer_ip() on each of `ports` (a
+  // daemon's: Proc::ports()). `outbound`: what the host sends to the port;
+  // `inbound`: what comes back from it (the acknowledgements). Rules
+  // accumulate until Heal().
+  absl::Status Partition(const std::vector<int>& ports, bool outbound = true,
+                         bool inbound = true);
   // Removes every rule: the link works again.
   absl::Status Heal();
 
@@ -112,6 +114,9 @@ struct Proc {
   std::string dir;
   std::string log;  // of the newest run
   int port = 0;
+  // Shards: the direct data plane's port, pinned across restarts like the
+  // gRPC port (0 for other roles).
+  int data_port = 0;
   int admin_port = 0;
   std::string address;  // "127.0.0.1:port"
   // The newest run's process, owned by the LocalCluster: valid until the
@@ -121,6 +126,12 @@ struct Proc {
   std::vector<std::string> argv;
   int runs = 0;
   size_t member = 0;  // position in LocalCluster::members()
+  // Every port the daemon serves clients on (what a partition cuts).
+  std::vector<int> ports() const {
+    std::vector<int> p = {port};
+    if (data_port != 0) p.push_back(data_port);
+    return p;
+  }
 };
 
 inline constexpr char kGoldenVariable[] = "golden";

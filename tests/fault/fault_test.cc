@@ -82,9 +82,8 @@ TEST_P(F11Test, PartitionedWorkerAppliesEveryStepOnce) {
       },
       absl::Seconds(30)))
       << cluster_->Logs();
-  const int ps_port = cluster_->ps(0).port;
   ASSERT_TRUE((*host)
-                  ->Partition(ps_port, /*outbound=*/!ack_only,
+                  ->Partition(cluster_->ps(0).ports(), /*outbound=*/!ack_only,
                               /*inbound=*/true)
                   .ok());
   const absl::Time cut = absl::Now();

@@ -251,7 +251,7 @@ class Nemesis {
       what = absl::StrCat(kind, " ", w, ack_only ? " acks" : " both", " ",
                           absl::FormatDuration(d));
       for (int i = 0; i < cluster_->num_ps() && st.ok(); ++i) {
-        st = hosts_[w]->Partition(cluster_->ps(i).port, !ack_only, true);
+        st = hosts_[w]->Partition(cluster_->ps(i).ports(), !ack_only, true);
       }
       absl::SleepFor(d);  // the fault's length
       absl::Status healed = hosts_[w]->Heal();
@@ -259,7 +259,7 @@ class Nemesis {
     } else if (kind == "part-worker-co") {
       absl::Duration d = Ms(1000, 5000);
       what = absl::StrCat(kind, " ", w, " ", absl::FormatDuration(d));
-      st = hosts_[w]->Partition(co.port);
+      st = hosts_[w]->Partition(co.ports());
       absl::SleepFor(d);  // the fault's length
       absl::Status healed = hosts_[w]->Heal();
       if (st.ok()) st = healed;
