@@ -104,8 +104,16 @@ absl::StatusOr<GradPiece> DenseVariable::Prepare(const DenseGradient& g,
   GradPiece piece;
   piece.rows = r;
   const int64_t n = r.size() * width_;
-  ToFloat(g.grad.dtype, g.grad.data.data(), n, &piece.grads);
-  if (!AllFinite(piece.grads.data(), n)) {
+  // Sync pieces are kept for aggregation after the request is gone, so
+  // only async ones borrow (fp32, aligned for float reads).
+  const char* bytes = g.grad.data.data();
+  if (g.grad.dtype == DType::kFloat32 && !consistency_.is_sync() &&
+      reinterpret_cast<uintptr_t>(bytes) % alignof(float) == 0) {
+    piece.borrowed = reinterpret_cast<const float*>(bytes);
+  } else {
+    ToFloat(g.grad.dtype, bytes, n, &piece.grads);
+  }
+  if (n > 0 && !AllFinite(piece.data(), n)) {
     *non_finite = true;
     if (config_.non_finite_policy == NonFinitePolicy::kReject) {
       return absl::InvalidArgumentError(
@@ -113,6 +121,7 @@ absl::StatusOr<GradPiece> DenseVariable::Prepare(const DenseGradient& g,
     }
     piece.rows = {r.begin, r.begin};
     piece.grads.clear();
+    piece.borrowed = nullptr;
     piece.skipped_non_finite = 1;
   }
   return piece;
@@ -156,7 +165,7 @@ void DenseVariable::Apply(const GradPiece& piece,
     const int64_t stop = std::min(end, (stripe + 1) * rows_per_stripe_);
     MutexLock lock(&stripe_mu_[stripe]);
     if (mask == nullptr) {
-      ApplySegment(r, stop, piece.grads.data() + (r - base) * width_);
+      ApplySegment(r, stop, piece.data() + (r - base) * width_);
     } else {
       for (int64_t i = r; i < stop;) {
         if (!(*mask)[i - base]) {
@@ -165,7 +174,7 @@ void DenseVariable::Apply(const GradPiece& piece,
         }
         int64_t j = i + 1;
         while (j < stop && (*mask)[j - base]) ++j;
-        ApplySegment(i, j, piece.grads.data() + (i - base) * width_);
+        ApplySegment(i, j, piece.data() + (i - base) * width_);
         i = j;
       }
     }
