@@ -14,8 +14,9 @@
 //    sequential write (write(2) in 4 MiB blocks, fsync of the file and its
 //    folder) of as many bytes to the same folder with the same concurrent
 //    pusher: `samples` of each, alternating (the disk's speed drifts),
-//    medians and the ratio of the medians; and where the median
-//    checkpoint's write time went (CheckpointWritePhases);
+//    medians and the ratio of the medians; and where the
+//    write time of the checkpoint nearest the median went
+//    (CheckpointWritePhases);
 //  * incremental checkpoints after 1 K / 10 K / 100 K changed rows: time,
 //    rows written, new bytes;
 //  * restore of the newest checkpoint into a fresh engine (a restarted
@@ -31,6 +32,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -282,10 +284,15 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   r.write_s = Median(write_s);
   r.pause_ms = Median(pause_ms);
   r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
-  // The phases of the sample with the median write time.
-  for (size_t i = 0; i < write_s.size(); ++i) {
-    if (write_s[i] == r.write_s) r.phases = phases[i];
+  // The phases of the sample whose write time is nearest the median.
+  size_t nearest = 0;
+  for (size_t i = 1; i < write_s.size(); ++i) {
+    if (std::abs(write_s[i] - r.write_s) <
+        std::abs(write_s[nearest] - r.write_s)) {
+      nearest = i;
+    }
   }
+  r.phases = phases[nearest];
   if (f.full_only) {
     fs::remove_all(root);
     return r;
