@@ -60,6 +60,7 @@ struct Flags {
   bool dense = true;
   bool sparse = true;
   std::vector<std::string> planes = {"grpc", "direct"};
+  int64_t dense_chunk_bytes = -1;  // -1: PsClientOptions' default
   std::string json;
 };
 
@@ -284,6 +285,7 @@ int Run(const Flags& f) {
       co.shards = addrs;
       co.timeout = absl::Seconds(120);
       co.direct_data_plane = plane == "direct";
+      if (f.dense_chunk_bytes >= 0) co.dense_chunk_bytes = f.dense_chunk_bytes;
       auto client = worker::PsClient::Connect(co);
       if (!client.ok()) {
         std::fprintf(stderr, "ps_bench: %s\n",
@@ -456,6 +458,9 @@ int main(int argc, char** argv) {
           "the\n"
           "                  direct TCP frames of plexus-ps --data_port)\n"
           "  --seconds 0.3   time budget per row\n"
+          "  --dense_chunk_kb N  PsClientOptions::dense_chunk_bytes in KiB "
+          "(default:\n"
+          "                  the client's, 1024; 0: one message per shard)\n"
           "  --max_mb 256    largest dense variable, MiB\n"
           "  --dims 8,64,256 sparse row widths\n"
           "  --batches 1,16,256,4096,65536  sparse ids per call\n"
@@ -483,6 +488,8 @@ int main(int argc, char** argv) {
         }
         f.planes.emplace_back(s);
       }
+    } else if (a == "--dense_chunk_kb") {
+      f.dense_chunk_bytes = std::stoll(next()) << 10;
     } else if (a == "--seconds") {
       f.seconds = std::stod(next());
     } else if (a == "--dims" || a == "--batches") {
