@@ -17,6 +17,13 @@ namespace plexus {
 // that describe the binary; it is printed by --help.
 void InitProcess(int* argc, char*** argv, absl::string_view usage);
 
+// The process-wide settings InitProcess makes for speed, for programs that
+// parse their own flags (the benchmarks, so they measure what Plexus's
+// programs run with): the allocator keeps large message buffers
+// (common/memory.h), and release builds turn off Debian abseil's lock-order
+// check on every absl::Mutex acquisition.
+void TuneProcess();
+
 // "<binary> <version> (commit <hash>, <build type>[, CUDA][, NCCL])".
 std::string VersionString(absl::string_view binary);
 

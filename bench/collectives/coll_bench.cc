@@ -54,6 +54,7 @@
 #include "absl/time/clock.h"
 #include "bench/collectives/png_plot.h"
 #include "collectives/rendezvous/store.h"
+#include "common/init.h"
 #include "common/process.h"
 #include "glog/logging.h"
 #include "plexus/collectives/communicator.h"
@@ -115,6 +116,8 @@ usage: coll_bench [--flag=value ...]
   --mpi=1                  0: skip the Open MPI peer
   --ucx_perftest=1         0: skip the ucx_perftest limit
   --ucx_tls=               UCX_TLS for the Plexus ranks (empty: Plexus' choice)
+  --loop_ops=0             first run this many back-to-back all-reduces of
+                           --min_bytes (a steady loop for perf record -p)
   --json=                  also write the rows as JSON to this file
   --png=                   also plot busbw against size to this PNG file
   -h, --help               print this and exit
@@ -137,6 +140,7 @@ int CheckFlags(int argc, char** argv) {
                                     {"ucx_perftest", true},
                                     {"pipeline_bytes", true},
                                     {"single_copy_bytes", true},
+                                    {"loop_ops", true},
                                     {"rank", true},
                                     {"progress", false},
                                     {"ucx_tls", false},
@@ -341,6 +345,21 @@ int Worker(const Args& args) {
 
   // Plexus.
   std::vector<float> send(max_bytes / 4 + 1, rank + 1.0f), recv(send.size());
+  // --loop_ops=N: N back-to-back blocking all-reduces of --min_bytes first,
+  // a steady loop to profile (`perf record -p` on a rank).
+  if (const int64_t loop = args.Int("loop_ops", 0); loop > 0) {
+    const size_t count = std::max<size_t>(1, min_bytes / 4);
+    const double s = NowUs();
+    for (int64_t i = 0; i < loop; ++i) {
+      CheckOk(comm->AllReduce(send.data(), recv.data(), count,
+                              DataType::kFloat32, ReduceOp::kSum));
+    }
+    if (rank == 0) {
+      printf("# loop: %lld all-reduces of %zu B, mean %.3f us\n",
+             static_cast<long long>(loop), count * 4,
+             (NowUs() - s) / static_cast<double>(loop));
+    }
+  }
   for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 2) {
     const size_t count = std::max<size_t>(1, bytes / 4);
     CheckOk(comm->Barrier());
@@ -889,6 +908,8 @@ int main(int argc, char** argv) {
   if (int rc = plexus::collectives::bench::CheckFlags(argc, argv); rc >= 0) {
     return rc;
   }
+  // What Plexus's programs run with (their InitProcess does this).
+  plexus::TuneProcess();
   plexus::collectives::bench::Args args{argc, argv};
   return args.Has("--worker") ? plexus::collectives::bench::Worker(args)
                               : plexus::collectives::bench::Launcher(args);

@@ -41,6 +41,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/init.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 #include "tools/local/local_cluster.h"
@@ -517,5 +518,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // What Plexus's programs run with (their InitProcess does this).
+  plexus::TuneProcess();
   return plexus::Run(f);
 }
