@@ -19,6 +19,31 @@ uint32_t SubTag(int step, size_t piece) {
   return (static_cast<uint32_t>(step) << 16) | static_cast<uint32_t>(piece);
 }
 
+// What both ring variants derive from the call: the group and this rank's
+// neighbours, the element and piece sizes, and the number of steps (`rs`:
+// reduce-scatter steps, `ag`: all-gather steps).
+struct RingShape {
+  RingShape(const AlgoContext& ctx, DataType type, bool rs, bool ag)
+      : t(ctx.transport),
+        n(t->size()),
+        r(t->rank()),
+        esz(DataTypeSize(type)),
+        max_elems(std::max<size_t>(1, ctx.pipeline_bytes / esz)),
+        rs_steps(rs ? n - 1 : 0),
+        total(rs_steps + (ag ? n - 1 : 0)),
+        next(patterns::RingNext(r, n)),
+        prev(patterns::RingPrev(r, n)) {}
+  Transport* t;
+  int n;
+  int r;
+  size_t esz;
+  size_t max_elems;
+  int rs_steps;
+  int total;
+  int next;
+  int prev;
+};
+
 absl::Status WaitAll(const AlgoContext& ctx, const Requests& reqs) {
   std::vector<Request*> raw;
   for (const auto& r : reqs) raw.push_back(r.get());
@@ -40,15 +65,8 @@ absl::Status WaitAll(const AlgoContext& ctx, const Requests& reqs) {
 absl::Status RunRing(const AlgoContext& ctx, const char* send, char* buf,
                      const std::vector<Range>& chunks, DataType type,
                      ReduceOp op, bool rs, bool ag) {
-  Transport* t = ctx.transport;
-  const int n = t->size();
-  const int r = t->rank();
-  const size_t esz = DataTypeSize(type);
-  const size_t max_elems = std::max<size_t>(1, ctx.pipeline_bytes / esz);
-  const int rs_steps = rs ? n - 1 : 0;
-  const int total = rs_steps + (ag ? n - 1 : 0);
-  const int next = patterns::RingNext(r, n);
-  const int prev = patterns::RingPrev(r, n);
+  const auto [t, n, r, esz, max_elems, rs_steps, total, next, prev] =
+      RingShape(ctx, type, rs, ag);
   auto step_of = [&](int g) {
     return g < rs_steps ? patterns::ReduceScatterStep(r, n, g)
                         : patterns::AllGatherStep(r, n, g - rs_steps);
@@ -146,15 +164,8 @@ absl::Status RunRing(const AlgoContext& ctx, const char* send, char* buf,
 absl::Status RunRingReads(const AlgoContext& ctx, const char* send, char* buf,
                           const std::vector<Range>& chunks, DataType type,
                           ReduceOp op, bool rs, bool ag) {
-  Transport* t = ctx.transport;
-  const int n = t->size();
-  const int r = t->rank();
-  const size_t esz = DataTypeSize(type);
-  const size_t max_elems = std::max<size_t>(1, ctx.pipeline_bytes / esz);
-  const int rs_steps = rs ? n - 1 : 0;
-  const int total = rs_steps + (ag ? n - 1 : 0);
-  const int next = patterns::RingNext(r, n);
-  const int prev = patterns::RingPrev(r, n);
+  const auto [t, n, r, esz, max_elems, rs_steps, total, next, prev] =
+      RingShape(ctx, type, rs, ag);
   constexpr uint32_t kDoneTag = 0xFFFFFFFF;
   struct Note {
     uint64_t send = 0, buf = 0;
