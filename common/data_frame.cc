@@ -173,38 +173,35 @@ absl::Status WriteDataFrame(int fd, v1::DataFrameHeader header,
   header.clear_attachment_bytes();
   if (msg == nullptr) return WriteParts(fd, header, {}, deadline);
   std::vector<std::string*> fields = TensorDataFields(msg);
-  if (!tensor_bytes.empty()) {
-    if (tensor_bytes.size() != fields.size()) {
-      return absl::InternalError(absl::StrCat(
-          "data plane: ", tensor_bytes.size(), " tensor buffers for a ",
-          msg->GetTypeName(), " with ", fields.size(), " tensors"));
-    }
-    std::string serialized;
-    if (!msg->SerializeToString(&serialized)) {
-      return absl::InternalError("data plane: cannot serialize a body");
-    }
-    std::vector<absl::string_view> parts = {serialized};
-    for (absl::string_view t : tensor_bytes) {
+  // The message's own tensor bytes, moved out for the write (its fields
+  // empty while it is serialized) and back after it.
+  std::vector<std::string> moved;
+  std::vector<absl::string_view> tensors(tensor_bytes.begin(),
+                                         tensor_bytes.end());
+  if (tensors.empty()) {
+    for (std::string* f : fields) moved.push_back(std::move(*f));
+    for (std::string* f : fields) f->clear();
+    tensors.assign(moved.begin(), moved.end());
+  } else if (tensors.size() != fields.size()) {
+    return absl::InternalError(
+        absl::StrCat("data plane: ", tensors.size(), " tensor buffers for a ",
+                     msg->GetTypeName(), " with ", fields.size(), " tensors"));
+  }
+  std::vector<absl::string_view> parts;
+  std::string serialized;
+  absl::Status st;
+  if (msg->SerializeToString(&serialized)) {
+    parts.push_back(serialized);
+    for (absl::string_view t : tensors) {
       header.add_attachment_bytes(t.size());
       parts.push_back(t);
     }
-    return WriteParts(fd, header, parts, deadline);
+    st = WriteParts(fd, header, parts, deadline);
+  } else {
+    st = absl::InternalError("data plane: cannot serialize a body");
   }
-  std::vector<std::string> moved(fields.size());
-  for (size_t i = 0; i < fields.size(); ++i) {
-    moved[i] = std::move(*fields[i]);
-    fields[i]->clear();
-    header.add_attachment_bytes(moved[i].size());
-  }
-  std::string serialized;
-  const bool ok = msg->SerializeToString(&serialized);
-  for (size_t i = 0; i < fields.size(); ++i) *fields[i] = std::move(moved[i]);
-  if (!ok) return absl::InternalError("data plane: cannot serialize a body");
-  std::vector<absl::string_view> parts;
-  parts.reserve(fields.size() + 1);
-  parts.push_back(serialized);
-  for (const std::string* f : fields) parts.push_back(*f);
-  return WriteParts(fd, header, parts, deadline);
+  for (size_t i = 0; i < moved.size(); ++i) *fields[i] = std::move(moved[i]);
+  return st;
 }
 
 absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
@@ -247,45 +244,38 @@ absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
                           google::protobuf::Message* msg,
                           absl::Span<const absl::Span<char>> into,
                           bool* landed) {
+  const int n = header.attachment_bytes_size();
   uint64_t attached = 0;
   for (uint64_t a : header.attachment_bytes()) attached += a;
-  // The message part, then each attachment into a string of its own (or
-  // into the caller's buffers).
-  std::unique_ptr<char[]> head(new char[body_bytes - attached + 1]);
-  absl::Status st =
-      ReadAll(fd, head.get(), body_bytes - attached, deadline, false);
-  if (!st.ok()) return st;
-  bool fits =
-      msg != nullptr && !into.empty() &&
-      into.size() == static_cast<size_t>(header.attachment_bytes_size());
-  for (size_t i = 0; fits && i < into.size(); ++i) {
-    fits = into[i].size() == header.attachment_bytes(static_cast<int>(i));
+  const size_t message_bytes = body_bytes - attached;
+  std::unique_ptr<char[]> head(new char[message_bytes + 1]);
+  PLEXUS_RETURN_IF_ERROR(
+      ReadAll(fd, head.get(), message_bytes, deadline, false));
+  // The attachments go straight into the caller's buffers where they fit
+  // exactly, else each into a string the message then owns.
+  bool fits = msg != nullptr && n > 0 && into.size() == static_cast<size_t>(n);
+  for (int i = 0; fits && i < n; ++i) {
+    fits = into[i].size() == header.attachment_bytes(i);
   }
   if (landed != nullptr) *landed = fits;
-  if (fits) {
-    for (absl::Span<char> b : into) {
-      PLEXUS_RETURN_IF_ERROR(ReadAll(fd, b.data(), b.size(), deadline, false));
+  std::vector<std::string> parts(fits ? 0 : n);
+  for (int i = 0; i < n; ++i) {
+    char* dst;
+    if (fits) {
+      dst = into[i].data();
+    } else {
+      parts[i].resize(header.attachment_bytes(i));
+      dst = parts[i].data();
     }
-    if (!msg->ParseFromArray(head.get(),
-                             static_cast<int>(body_bytes - attached))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("data plane: the body is not a ", msg->GetTypeName()));
-    }
-    return absl::OkStatus();
-  }
-  std::vector<std::string> parts(header.attachment_bytes_size());
-  for (int i = 0; i < header.attachment_bytes_size(); ++i) {
-    parts[i].resize(header.attachment_bytes(i));
-    st = ReadAll(fd, parts[i].data(), parts[i].size(), deadline, false);
-    if (!st.ok()) return st;
+    PLEXUS_RETURN_IF_ERROR(
+        ReadAll(fd, dst, header.attachment_bytes(i), deadline, false));
   }
   if (msg == nullptr) return absl::OkStatus();
-  if (!msg->ParseFromArray(head.get(),
-                           static_cast<int>(body_bytes - attached))) {
+  if (!msg->ParseFromArray(head.get(), static_cast<int>(message_bytes))) {
     return absl::InvalidArgumentError(
         absl::StrCat("data plane: the body is not a ", msg->GetTypeName()));
   }
-  // No attachments: any tensor bytes are inside the message.
+  // Landed, or no attachments (any tensor bytes are inside the message).
   if (parts.empty()) return absl::OkStatus();
   std::vector<std::string*> fields = TensorDataFields(msg);
   if (fields.size() != parts.size()) {
