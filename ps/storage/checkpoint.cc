@@ -1200,14 +1200,15 @@ absl::Status StoreImpl::WriteDb(
     PLEXUS_ASSIGN_OR_RETURN(rocksdb::ColumnFamilyHandle * cf, get(name));
     const size_t row_bytes = static_cast<size_t>(t.row_floats) * 4;
     std::string value(32 + row_bytes, '\0');
-    auto encode = [&](size_t i) {
+    // Row i of the cut as a RocksDB value into `out` (32 + row_bytes bytes):
+    // its bookkeeping, then its floats.
+    auto encode = [&](size_t i, char* out) {
       const RowMeta& m = t.meta[i];
-      std::memcpy(value.data(), &m.hit_count, 8);
-      std::memcpy(value.data() + 8, &m.last_step, 8);
-      std::memcpy(value.data() + 16, &m.version, 8);
-      std::memcpy(value.data() + 24, &m.update_count, 8);
-      std::memcpy(value.data() + 32, t.data.data() + i * t.row_floats,
-                  row_bytes);
+      std::memcpy(out, &m.hit_count, 8);
+      std::memcpy(out + 8, &m.last_step, 8);
+      std::memcpy(out + 16, &m.version, 8);
+      std::memcpy(out + 24, &m.update_count, 8);
+      std::memcpy(out + 32, t.data.data() + i * t.row_floats, row_bytes);
     };
     const size_t n = t.ids.size() + t.deleted.size();
     *rows_written += static_cast<int64_t>(n);
@@ -1215,7 +1216,7 @@ absl::Status StoreImpl::WriteDb(
     if (n < kSstMinRows) {
       // Small changes: write batches through the WAL.
       for (size_t i = 0; i < t.ids.size(); ++i) {
-        encode(i);
+        encode(i, value.data());
         batch.Put(cf, IdKey(t.ids[i]), value);
         PLEXUS_RETURN_IF_ERROR(flush(false));
       }
@@ -1339,14 +1340,7 @@ absl::Status StoreImpl::WriteDb(
             }
             __builtin_prefetch(&t.meta[ahead]);
           }
-          const size_t row = rows[r].second;
-          const RowMeta& m = t.meta[row];
-          std::memcpy(value.data(), &m.hit_count, 8);
-          std::memcpy(value.data() + 8, &m.last_step, 8);
-          std::memcpy(value.data() + 16, &m.version, 8);
-          std::memcpy(value.data() + 24, &m.update_count, 8);
-          std::memcpy(value.data() + 32, t.data.data() + row * t.row_floats,
-                      row_bytes);
+          encode(rows[r].second, value.data());
           PutIdKey(rows[r].first, key);
           st = writer->Put(rocksdb::Slice(key, 8), value);
           since_check += static_cast<int64_t>(value.size());
