@@ -51,6 +51,15 @@ PushOptions PushOptionsOf(const v1::RequestHeader& h, uint32_t push_seq,
   return o;
 }
 
+// The push part of a PushResponse or PushPullResponse.
+template <typename Resp>
+void SetPushResult(const PushResult& r, Resp* resp) {
+  resp->set_outcome(ToProto(r.outcome));
+  resp->set_rows_applied(r.rows_applied);
+  resp->set_rows_not_admitted(r.rows_not_admitted);
+  resp->set_skipped_non_finite(r.skipped_non_finite);
+}
+
 void CountPush(const absl::StatusOr<PushResult>& r) {
   if (!r.ok()) {
     Metrics()
@@ -449,10 +458,7 @@ absl::Status PsService::ServePush(const v1::PushRequest& req,
   PLEXUS_RETURN_IF_ERROR(DoPush(req.header(), req.push_seq(), req.chunk_index(),
                                 req.num_chunks(), req.dense(), req.sparse(),
                                 tensors, &r));
-  resp->set_outcome(ToProto(r.outcome));
-  resp->set_rows_applied(r.rows_applied);
-  resp->set_rows_not_admitted(r.rows_not_admitted);
-  resp->set_skipped_non_finite(r.skipped_non_finite);
+  SetPushResult(r, resp);
   FillHeader(resp->mutable_header());
   return absl::OkStatus();
 }
@@ -467,10 +473,7 @@ absl::Status PsService::ServePushPull(
   PLEXUS_ASSIGN_OR_RETURN(PullResult pull,
                           DoPull(deadline, req.header(), req.value_dtype(),
                                  req.pull_dense(), req.pull_sparse()));
-  resp->set_outcome(ToProto(r.outcome));
-  resp->set_rows_applied(r.rows_applied);
-  resp->set_rows_not_admitted(r.rows_not_admitted);
-  resp->set_skipped_non_finite(r.skipped_non_finite);
+  SetPushResult(r, resp);
   FillResponse(std::move(pull), req.pull_sparse(), resp->mutable_dense(),
                resp->mutable_sparse(), req.pull_dense());
   FillHeader(resp->mutable_header());
