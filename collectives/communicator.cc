@@ -321,7 +321,8 @@ std::shared_ptr<Work> CommunicatorImpl::MaybeDevice(const std::string& name,
                                                     const OpOptions& opts,
                                                     DeviceBody fn) {
   if (device_ == nullptr) return nullptr;
-  const bool da = device_->IsDevice(a), db = device_->IsDevice(b);
+  const bool da = device_->IsDevice(a);
+  const bool db = b == a ? da : device_->IsDevice(b);
   if (!da && !db) return nullptr;
   if (da != db) {
     return Failed(absl::InvalidArgumentError(

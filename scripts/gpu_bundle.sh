@@ -7,7 +7,8 @@
 #   scripts/gpu_bundle.sh [--build DIR] [--out DIR] [--with-nccl]
 #
 # Build first (scripts/build.sh, or the targets gpu_test reduce_bench
-# nccl_bench plexus-ps). Then copy the folder (default build/gpu-bundle) to
+# nccl_bench plexus-ps mlp_example). The digits data of the dense example
+# travels too when it is found here (scripts/fetch_data.sh). Then copy the folder (default build/gpu-bundle) to
 # the GPU machine and run its run.sh: it sets LD_LIBRARY_PATH to the
 # folder's lib/, checks that every binary's libraries resolve, runs the GPU
 # tests and the benchmarks and prints one report (also saved in the folder).
@@ -39,17 +40,23 @@ done
 [ -n "$out" ] || out="$build/gpu-bundle"
 
 binaries=("$build/tests/gpu_test" "$build/bin/reduce_bench"
-          "$build/bin/nccl_bench" "$build/bin/plexus-ps")
+          "$build/bin/nccl_bench" "$build/bin/plexus-ps"
+          "$build/bin/mlp_example")
 for b in "${binaries[@]}"; do
   if [ ! -x "$b" ]; then
     echo "gpu_bundle.sh: $b is missing: build it first (needs nvcc and NCCL:" \
-         "cmake --build $build --target gpu_test reduce_bench nccl_bench plexus-ps)" >&2
+         "cmake --build $build --target gpu_test reduce_bench nccl_bench plexus-ps mlp_example)" >&2
     exit 1
   fi
 done
 
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/lib"
+mkdir -p "$out/bin" "$out/lib" "$out/data"
+for d in "${PLEXUS_DATA_DIR:-/nonexistent}/digits.csv.gz" \
+         "${XDG_CACHE_HOME:-$HOME/.cache}/plexus/digits.csv.gz" \
+         /usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz; do
+  if [ -f "$d" ]; then cp "$d" "$out/data/"; break; fi
+done
 skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libutil\.so|libresolv\.so|libstdc\+\+\.so|libgcc_s\.so|libcuda\.so|libnvidia-|libucp\.so|libucs\.so|libuct\.so|libucm\.so)'
 if [ "$with_nccl" = 0 ]; then skip="$skip|^libnccl\\.so"; fi
 
@@ -151,6 +158,21 @@ run() {  # title, timeout, command...
     run "NCCL backend vs raw NCCL; hierarchical vs the staging limit" \
       "$bench_timeout" "$here/bin/nccl_bench" --max_mb "${BENCH_MAX_MB:-256}" ||
       status=1
+    if [ -f "$here/data/digits.csv.gz" ]; then
+      mlp=("$here/bin/mlp_example" --data="$here/data/digits.csv.gz"
+           --report_every=10)
+      run "Dense example on the CPU (one process)" "$bench_timeout" \
+        "${mlp[@]}" --mode=baseline --device=cpu || status=1
+      for i in 1 2; do
+        run "Dense example on the GPU (one process, run $i)" "$bench_timeout" \
+          "${mlp[@]}" --mode=baseline --device=gpu || status=1
+      done
+      run "Dense example on the GPU, one worker process, NCCL" \
+        "$bench_timeout" "${mlp[@]}" --mode=local --workers=1 --device=gpu ||
+        status=1
+    else
+      echo; echo "## dense example: no digits data in $here/data (skipped)"
+    fi
   fi
   echo
   echo "## summary"

@@ -2,13 +2,17 @@
 // measured in the same run.
 //
 //   nccl_bench [--mode overhead|hier|all] [--max_mb 256] [--iters 20]
-//              [--gpus N] [--nodes 2]
+//              [--gpus N] [--nodes 2] [--inplace]
 //
-// overhead: all-reduce (fp32 sum, in place) on --gpus GPUs (default: all),
-//   one rank per GPU on threads of this process: raw ncclAllReduce +
-//   cudaStreamSynchronize, the NCCL backend (NcclCommunicator), and the public
-//   Communicator on device buffers (backend nccl). The target: the
-//   Communicator within 3% of raw NCCL at >= 1 MiB.
+// overhead: all-reduce (fp32 sum, out of place unless --inplace) on --gpus
+//   GPUs (default: all), one rank per GPU on threads of this process: raw
+//   ncclAllReduce + cudaStreamSynchronize, the NCCL backend
+//   (NcclCommunicator), and the public Communicator on device buffers
+//   (backend nccl); each one's extra time over raw, in us and in per cent.
+//   The target: the Communicator within 3% of raw NCCL at >= 1 MiB.
+//   With one GPU there is one rank: an in-place all-reduce is then a no-op
+//   (every size costs the same launch), an out-of-place one a device copy,
+//   so only the absolute overhead carries over to a multi-GPU group.
 // hier: the hierarchical all-reduce over --nodes "nodes" of one rank each
 //   (rank r on GPU r % gpus: on a one-GPU machine every node shares it),
 //   joined by UCX through pinned memory, against the staging limit: pinned
@@ -73,6 +77,7 @@ struct Args {
   int iters = 20;
   int gpus = 0;
   int nodes = 2;
+  bool inplace = false;
 };
 
 // Median seconds of `iters` calls of `f` (after one warm-up), all ranks
@@ -111,11 +116,11 @@ CommunicatorOptions Options(Backend backend, std::string node, int device) {
 void Overhead(const Args& a, int gpus) {
   const int n = a.gpus > 0 ? std::min(a.gpus, gpus) : gpus;
   std::printf(
-      "\n## overhead: all-reduce fp32 sum in place, %d rank(s), one "
-      "per GPU\n",
-      n);
-  std::printf("%12s %12s %12s %12s %10s %10s %12s\n", "bytes", "raw us",
-              "backend us", "comm us", "backend%", "comm%", "busbw GB/s");
+      "\n## overhead: all-reduce fp32 sum %s, %d rank(s), one per GPU\n",
+      a.inplace ? "in place" : "out of place", n);
+  std::printf("%12s %10s %11s %10s %11s %9s %8s %8s %11s\n", "bytes",
+              "raw us", "backend us", "comm us", "backend +us", "comm +us",
+              "backend%", "comm%", "busbw GB/s");
   const std::vector<size_t> sizes = Sizes(a.max_mb);
   std::vector<std::vector<double>> raw(sizes.size()), backend(sizes.size()),
       comm(sizes.size());
@@ -150,27 +155,33 @@ void Overhead(const Args& a, int gpus) {
       void* buf = nullptr;
       CHECK_CUDA(cudaMalloc(&buf, sizes.back()));
       CHECK_CUDA(cudaMemset(buf, 0, sizes.back()));
+      void* out = buf;
+      if (!a.inplace) {
+        CHECK_CUDA(cudaMalloc(&out, sizes.back()));
+        CHECK_CUDA(cudaMemset(out, 0, sizes.back()));
+      }
       for (size_t i = 0; i < sizes.size(); ++i) {
         const size_t count = sizes[i] / 4;
         raw[i][r] = MedianSeconds(a.iters, sync, [&] {
-          CHECK_NCCL(ncclAllReduce(buf, buf, count, ncclFloat32, ncclSum,
+          CHECK_NCCL(ncclAllReduce(buf, out, count, ncclFloat32, ncclSum,
                                    raw_comm, stream));
           CHECK_CUDA(cudaStreamSynchronize(stream));
         });
         backend[i][r] = MedianSeconds(a.iters, sync, [&] {
-          CHECK_OK((*be)->AllReduce(buf, buf, count, DataType::kFloat32,
+          CHECK_OK((*be)->AllReduce(buf, out, count, DataType::kFloat32,
                                     ReduceOp::kSum,
                                     absl::Now() + absl::Seconds(60), stream));
         });
         OpOptions op;
         op.stream = stream;
         comm[i][r] = MedianSeconds(a.iters, sync, [&] {
-          CHECK_OK((*c)->AllReduce(buf, buf, count, DataType::kFloat32,
+          CHECK_OK((*c)->AllReduce(buf, out, count, DataType::kFloat32,
                                    ReduceOp::kSum, op));
         });
       }
       sync.arrive_and_wait();
       cudaFree(buf);
+      if (out != buf) cudaFree(out);
       ncclCommDestroy(raw_comm);
       cudaStreamDestroy(stream);
     });
@@ -179,9 +190,9 @@ void Overhead(const Args& a, int gpus) {
   for (size_t i = 0; i < sizes.size(); ++i) {
     const double r = raw[i][0], b = backend[i][0], c = comm[i][0];
     const double busbw = n > 1 ? 2.0 * (n - 1) / n * sizes[i] / r / 1e9 : 0;
-    std::printf("%12zu %12.1f %12.1f %12.1f %9.1f%% %9.1f%% %12.1f\n", sizes[i],
-                r * 1e6, b * 1e6, c * 1e6, 100 * (b - r) / r, 100 * (c - r) / r,
-                busbw);
+    std::printf("%12zu %10.1f %11.1f %10.1f %11.2f %9.2f %7.1f%% %7.1f%% %11.1f\n",
+                sizes[i], r * 1e6, b * 1e6, c * 1e6, (b - r) * 1e6,
+                (c - r) * 1e6, 100 * (b - r) / r, 100 * (c - r) / r, busbw);
   }
 }
 
@@ -299,10 +310,13 @@ int main(int argc, char** argv) {
       a.gpus = std::atoi(next().c_str());
     } else if (s == "--nodes") {
       a.nodes = std::atoi(next().c_str());
+    } else if (s == "--inplace") {
+      a.inplace = true;
     } else if (s == "--help" || s == "-h") {
       std::printf(
           "nccl_bench [--mode overhead|hier|all] [--max_mb 256] [--iters 20] "
-          "[--gpus N] [--nodes 2]: NCCL backend vs raw ncclAllReduce, "
+          "[--gpus N] [--nodes 2] [--inplace]: NCCL backend vs raw "
+          "ncclAllReduce (out of place unless --inplace), "
           "hierarchical all-reduce vs the PCIe staging limit\n");
       return 0;
     } else {
