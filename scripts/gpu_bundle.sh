@@ -7,8 +7,11 @@
 #   scripts/gpu_bundle.sh [--build DIR] [--out DIR] [--with-nccl]
 #
 # Build first (scripts/build.sh, or the targets gpu_test reduce_bench
-# nccl_bench plexus-ps mlp_example). The digits data of the dense example
-# travels too when it is found here (scripts/fetch_data.sh). Then copy the folder (default build/gpu-bundle) to
+# nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench). The digits
+# data of the dense example travels too when it is found here
+# (scripts/fetch_data.sh). ps_bench and checkpoint_bench are CPU benchmarks
+# that travel for the GPU machine's cores and disk; run.sh does not run them
+# (see README.md, GPU machines). Then copy the folder (default build/gpu-bundle) to
 # the GPU machine and run its run.sh: it sets LD_LIBRARY_PATH to the
 # folder's lib/, checks that every binary's libraries resolve, runs the GPU
 # tests and the benchmarks and prints one report (also saved in the folder).
@@ -41,11 +44,12 @@ done
 
 binaries=("$build/tests/gpu_test" "$build/bin/reduce_bench"
           "$build/bin/nccl_bench" "$build/bin/plexus-ps"
-          "$build/bin/mlp_example")
+          "$build/bin/mlp_example" "$build/bin/ps_bench"
+          "$build/bin/checkpoint_bench" "$build/bin/plexus-coordinator")
 for b in "${binaries[@]}"; do
   if [ ! -x "$b" ]; then
     echo "gpu_bundle.sh: $b is missing: build it first (needs nvcc and NCCL:" \
-         "cmake --build $build --target gpu_test reduce_bench nccl_bench plexus-ps mlp_example)" >&2
+         "cmake --build $build --target gpu_test reduce_bench nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench)" >&2
     exit 1
   fi
 done

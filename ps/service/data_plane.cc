@@ -46,23 +46,55 @@ bool SameKey(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+// A connection's buffer for the tensor bytes of its requests, kept from one
+// request to the next: a fresh megabyte per push would be page-faulted in
+// (and, freed, given back to the kernel) every time.
+class Scratch {
+ public:
+  // Room for `n` bytes; what an earlier Get returned is no longer valid.
+  char* Get(size_t n) {
+    if (n > capacity_) {
+      buffer_.reset(new char[n]);
+      capacity_ = n;
+    }
+    return buffer_.get();
+  }
+  // Gives back a buffer larger than is worth keeping between requests.
+  void Trim() {
+    if (capacity_ > kKeepBytes) {
+      buffer_.reset();
+      capacity_ = 0;
+    }
+  }
+
+ private:
+  static constexpr size_t kKeepBytes = size_t{64} << 20;
+  std::unique_ptr<char[]> buffer_;
+  size_t capacity_ = 0;
+};
+
 // Reads the request body into a `Req`, runs it, and leaves the response in
 // *resp (when OK). *in_step is false when the body could not be read whole:
 // the stream is then out of step and the connection must close unanswered.
-// The request's tensor bytes are read into buffers of their own (no
-// zero-filled strings) and handed to `serve` as views.
+// The request's tensor bytes are read into the connection's scratch (no
+// zero-filled strings), each at a 64-byte boundary, and handed to `serve` as
+// views.
 template <typename Req, typename Resp, typename Serve>
 absl::Status Run(int fd, const v1::DataFrameHeader& h, uint64_t body_bytes,
+                 Scratch* scratch,
                  std::unique_ptr<google::protobuf::Message>* resp,
                  bool* in_step, Serve serve) {
   Req req;
-  std::vector<std::unique_ptr<char[]>> owned;
+  auto aligned = [](uint64_t n) { return (n + 63) & ~uint64_t{63}; };
+  uint64_t total = 0;
+  for (uint64_t n : h.attachment_bytes()) total += aligned(n);
+  char* at = scratch->Get(total);
   std::vector<absl::Span<char>> into;
   std::vector<absl::string_view> tensors;
   for (uint64_t n : h.attachment_bytes()) {
-    owned.emplace_back(new char[n == 0 ? 1 : n]);
-    into.emplace_back(owned.back().get(), n);
-    tensors.emplace_back(owned.back().get(), n);
+    into.emplace_back(at, n);
+    tensors.emplace_back(at, n);
+    at += aligned(n);
   }
   bool landed = false;
   absl::Status read = ReadDataBody(fd, h, body_bytes, absl::InfiniteFuture(),
@@ -79,7 +111,7 @@ absl::Status Run(int fd, const v1::DataFrameHeader& h, uint64_t body_bytes,
 
 // Reads and runs one request (its header is read); see Run for *in_step.
 absl::Status Dispatch(PsService* service, int fd, const v1::DataFrameHeader& h,
-                      uint64_t body_bytes,
+                      uint64_t body_bytes, Scratch* scratch,
                       std::unique_ptr<google::protobuf::Message>* resp,
                       bool* in_step) {
   const absl::Time deadline = h.deadline_unix_us() > 0
@@ -88,20 +120,20 @@ absl::Status Dispatch(PsService* service, int fd, const v1::DataFrameHeader& h,
   switch (h.method()) {
     case v1::DataFrameHeader::METHOD_PULL:
       return Run<v1::PullRequest, v1::PullResponse>(
-          fd, h, body_bytes, resp, in_step,
+          fd, h, body_bytes, scratch, resp, in_step,
           [&](const auto& req, auto tensors, auto* out) {
             // A pull carries no tensors.
             return service->ServePull(req, deadline, out);
           });
     case v1::DataFrameHeader::METHOD_PUSH:
       return Run<v1::PushRequest, v1::PushResponse>(
-          fd, h, body_bytes, resp, in_step,
+          fd, h, body_bytes, scratch, resp, in_step,
           [&](const auto& req, auto tensors, auto* out) {
             return service->ServePush(req, out, tensors);
           });
     case v1::DataFrameHeader::METHOD_PUSH_PULL:
       return Run<v1::PushPullRequest, v1::PushPullResponse>(
-          fd, h, body_bytes, resp, in_step,
+          fd, h, body_bytes, scratch, resp, in_step,
           [&](const auto& req, auto tensors, auto* out) {
             return service->ServePushPull(req, deadline, out, tensors);
           });
@@ -262,7 +294,9 @@ void DataPlaneServer::AcceptLoop() {
 }
 
 void DataPlaneServer::ServeConnection(Connection* c) {
+  Scratch scratch;
   while (true) {
+    scratch.Trim();
     v1::DataFrameHeader h;
     uint64_t body_bytes = 0;
     absl::Status st =
@@ -306,7 +340,8 @@ void DataPlaneServer::ServeConnection(Connection* c) {
       close_after = true;
     } else {
       bool in_step = true;
-      st = Dispatch(service_, c->fd, h, body_bytes, &resp, &in_step);
+      st = Dispatch(service_, c->fd, h, body_bytes, &scratch, &resp,
+                    &in_step);
       if (!in_step) {
         if (!absl::IsUnavailable(st)) LOG(WARNING) << st;
         Record(method, st.code(), start);
