@@ -14,6 +14,12 @@
 //                    held-out AUC is within --target_gap of the truth's
 //   --mode=baseline  the same training in one process, no PS (the
 //                    time-to-accuracy reference)
+//
+// --device=gpu runs the forward and backward passes (and the held-out
+// scoring) in CUDA kernels (ctr_gpu.h); a worker then pulls rows into and
+// pushes gradients from GPU memory. Each process decides for itself: give
+// the flag to the workers (plexus local up --worker "...") and, for its
+// scoring, to the driver.
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
@@ -33,6 +39,7 @@
 #include "common/status.h"
 #include "common/tls.h"
 #include "examples/ctr/ctr_data.h"
+#include "examples/ctr/ctr_gpu.h"
 #include "examples/ctr/ctr_model.h"
 #include "plexus/v1/coordinator.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
@@ -66,6 +73,10 @@ DEFINE_double(progress_s, 2, "Seconds between progress lines.");
 DEFINE_double(target_gap, 0.01,
               "Target: held-out AUC within this of the ground truth's.");
 DEFINE_bool(json, false, "Print progress and summary as JSON lines.");
+DEFINE_string(device, "cpu",
+              "cpu, or gpu: the forward and backward passes and the "
+              "held-out scoring in CUDA kernels, rows pulled into GPU "
+              "memory; needs a CUDA build and a usable GPU");
 
 namespace plexus::examples {
 namespace {
@@ -81,13 +92,34 @@ absl::StatusOr<CtrConfig> ConfigFromFlags() {
   return ParseCtrConfig(FLAGS_config, c);  // --config keys win
 }
 
-// Progress lines and the final summary, human or JSON.
+absl::Status CheckDevice() {
+  if (FLAGS_device != "cpu" && FLAGS_device != "gpu") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device=", FLAGS_device, ": want cpu or gpu"));
+  }
+  return absl::OkStatus();
+}
+
+bool OnGpu() { return FLAGS_device == "gpu"; }
+
+// The forward/backward compute --device asks for.
+absl::StatusOr<std::unique_ptr<CtrCompute>> NewCompute() {
+  if (OnGpu()) return NewGpuCompute();
+  return NewCpuCompute();
+}
+
+// Progress lines and the final summary, human or JSON. `where` follows
+// `what` in human lines ("" on the CPU); on the GPU the JSON lines end with
+// "device":"gpu".
 class Reporter {
  public:
-  Reporter(const CtrConfig& c, int64_t steps, std::string what)
+  Reporter(const CtrConfig& c, int64_t steps, std::string what,
+           std::string where = "")
       : config_(c),
         steps_(steps),
         what_(std::move(what)),
+        label_(what_ + where),
+        device_json_(OnGpu() ? ",\"device\":\"gpu\"" : ""),
         start_(absl::Now()) {}
 
   double elapsed() const { return absl::ToDoubleSeconds(absl::Now() - start_); }
@@ -104,14 +136,14 @@ class Reporter {
       std::printf(
           "{\"event\":\"progress\",\"elapsed_s\":%.3f,\"step\":%lld,"
           "\"steps\":%lld,\"examples_per_s\":%.1f,\"test_logloss\":%.5f,"
-          "\"test_auc\":%.5f,\"truth_auc\":%.5f,\"eta_s\":%.1f}\n",
+          "\"test_auc\":%.5f,\"truth_auc\":%.5f,\"eta_s\":%.1f%s}\n",
           t, static_cast<long long>(step), static_cast<long long>(steps_), eps,
-          e.logloss, e.auc, e.truth_auc, eta);
+          e.logloss, e.auc, e.truth_auc, eta, device_json_.c_str());
     } else {
       std::printf(
           "[%7.1fs] %s step %6lld/%lld (%3.0f%%)  %8.0f ex/s  held-out loss "
           "%.4f  AUC %.4f (truth %.4f)  ETA %.0fs\n",
-          t, what_.c_str(), static_cast<long long>(step),
+          t, label_.c_str(), static_cast<long long>(step),
           static_cast<long long>(steps_), 100.0 * step / steps_, eps, e.logloss,
           e.auc, e.truth_auc, eta);
     }
@@ -136,15 +168,15 @@ class Reporter {
           "\"test_logloss\":%.5f,\"test_auc\":%.5f,\"truth_auc\":%.5f,"
           "\"truth_logloss\":%.5f,\"target_gap\":%.4f,\"reached\":%s,"
           "\"time_to_target_s\":%.3f,\"steps_to_target\":%lld,"
-          "\"requeues\":%llu}\n",
+          "\"requeues\":%llu%s}\n",
           what_.c_str(), workers, static_cast<long long>(steps_done),
           static_cast<long long>(config_.batch), t, eps, steps_done / t,
           static_cast<long long>(e.examples), e.logloss, e.auc, e.truth_auc,
           e.truth_logloss, FLAGS_target_gap, reached ? "true" : "false",
           time_to_target_, static_cast<long long>(steps_to_target_),
-          static_cast<unsigned long long>(requeues));
+          static_cast<unsigned long long>(requeues), device_json_.c_str());
     } else {
-      std::printf("\n== %s summary ==\n", what_.c_str());
+      std::printf("\n== %s summary ==\n", label_.c_str());
       std::printf("  workers            %d\n", workers);
       std::printf(
           "  steps              %lld x %lld examples in %.1f s "
@@ -177,6 +209,8 @@ class Reporter {
   CtrConfig config_;
   int64_t steps_;
   std::string what_;
+  std::string label_;        // what_ and where
+  std::string device_json_;  // "" or ,"device":"gpu"
   absl::Time start_;
   double time_to_target_ = -1;
   int64_t steps_to_target_ = 0;
@@ -193,22 +227,24 @@ int RunBaseline(const CtrConfig& c) {
   if (!data.ok()) return Fail(data.status());
   auto params = NewLocalParams(c);
   if (!params.ok()) return Fail(params.status());
-  Reporter rep(c, FLAGS_steps, "baseline");
+  auto compute = NewCompute();
+  if (!compute.ok()) return Fail(compute.status());
+  Reporter rep(c, FLAGS_steps, "baseline", OnGpu() ? " on the GPU" : "");
   double next = FLAGS_progress_s;
   double comm = 0, total = 0;
   for (int64_t s = 1; s <= FLAGS_steps; ++s) {
-    auto st = TrainStep(*data, s, **params);
+    auto st = TrainStep(*data, s, **params, **compute);
     if (!st.ok()) return Fail(st.status());
     comm += st->comm_seconds;
     total += st->total_seconds;
     if (rep.elapsed() >= next || s == FLAGS_steps) {
-      auto e = Evaluate(*data, FLAGS_eval_examples, **params);
+      auto e = Evaluate(*data, FLAGS_eval_examples, **params, **compute);
       if (!e.ok()) return Fail(e.status());
       rep.Progress(s, *e);
       next = rep.elapsed() + FLAGS_progress_s;
     }
   }
-  auto e = Evaluate(*data, 0, **params);
+  auto e = Evaluate(*data, 0, **params, **compute);
   if (!e.ok()) return Fail(e.status());
   return rep.Summary(FLAGS_steps, *e, 0, 0);
 }
@@ -228,6 +264,18 @@ int RunWorker(const CtrConfig&) {
   }
   auto rt = worker::Runtime::Create(o);
   if (!rt.ok()) return Fail(rt.status());
+  // After Runtime::Create (the CUDA runtime starts threads, which must see
+  // SIGTERM blocked). Steps run one at a time on Run's thread: one compute
+  // (and on the GPU one device PS client) serves them all.
+  auto compute = NewCompute();
+  if (!compute.ok()) return Fail(compute.status());
+  std::unique_ptr<DevicePsParams> device_params;
+  if (OnGpu()) {
+    auto p = NewDevicePsParams();
+    if (!p.ok()) return Fail(p.status());
+    device_params = std::move(*p);
+  }
+  if (OnGpu()) LOG(INFO) << "ctr: the worker computes on the GPU";
   // Datasets by job arguments: building one computes the Zipf tables.
   std::mutex mu;
   std::map<std::string, std::shared_ptr<const CtrDataset>> datasets;
@@ -248,9 +296,16 @@ int RunWorker(const CtrConfig&) {
           }
           data = slot;
         }
-        auto params = NewPsParams(data->config(), ctx.ps(), ctx.step_id());
-        PLEXUS_ASSIGN_OR_RETURN(StepStats st,
-                                TrainStep(*data, ctx.step_id(), *params));
+        std::unique_ptr<CtrParams> host_params;
+        CtrParams* params = device_params.get();
+        if (params != nullptr) {
+          device_params->Bind(ctx.ps(), data->config(), ctx.step_id());
+        } else {
+          host_params = NewPsParams(data->config(), ctx.ps(), ctx.step_id());
+          params = host_params.get();
+        }
+        PLEXUS_ASSIGN_OR_RETURN(
+            StepStats st, TrainStep(*data, ctx.step_id(), *params, **compute));
         int64_t n = ++done;
         {
           std::lock_guard<std::mutex> l(mu);
@@ -347,15 +402,26 @@ int RunDriver(const CtrConfig& c) {
           c.fields, static_cast<long long>(c.vocab), po.shards.size());
     }
   }
-  auto params = NewPsParams(c, ps->get(), 0);
-  Reporter rep(c, FLAGS_steps, "train");
+  auto compute = NewCompute();
+  if (!compute.ok()) return Fail(compute.status());
+  std::unique_ptr<CtrParams> params;
+  if (OnGpu()) {
+    auto p = NewDevicePsParams();
+    if (!p.ok()) return Fail(p.status());
+    (*p)->Bind(ps->get(), c, 0);
+    params = std::move(*p);
+  } else {
+    params = NewPsParams(c, ps->get(), 0);
+  }
+  Reporter rep(c, FLAGS_steps, "train",
+               OnGpu() ? " (held-out scoring on the GPU)" : "");
   v1::JobStatus js;
   while (true) {
     absl::SleepFor(absl::Seconds(FLAGS_progress_s));
     auto s = JobStatus(*stub);
     if (!s.ok()) return Fail(s.status());
     js = *s;
-    auto e = Evaluate(*data, FLAGS_eval_examples, *params);
+    auto e = Evaluate(*data, FLAGS_eval_examples, *params, **compute);
     if (!e.ok()) return Fail(e.status());
     rep.Progress(js.closures_succeeded(), *e);
     if (js.state() == v1::JOB_STATE_SUCCEEDED) break;
@@ -366,7 +432,7 @@ int RunDriver(const CtrConfig& c) {
                                                   ": ", js.error().message())));
     }
   }
-  auto e = Evaluate(*data, 0, *params);
+  auto e = Evaluate(*data, 0, *params, **compute);
   if (!e.ok()) return Fail(e.status());
   return rep.Summary(js.closures_succeeded(), *e, js.workers_alive(),
                      js.requeues());
@@ -382,6 +448,9 @@ int main(int argc, char** argv) {
       "through the PS).\n  --mode=worker | train | baseline; see --help.");
   auto c = plexus::examples::ConfigFromFlags();
   if (!c.ok()) return plexus::examples::Fail(c.status());
+  if (auto st = plexus::examples::CheckDevice(); !st.ok()) {
+    return plexus::examples::Fail(st);
+  }
   if (FLAGS_mode == "baseline") return plexus::examples::RunBaseline(*c);
   if (FLAGS_mode == "worker") return plexus::examples::RunWorker(*c);
   if (FLAGS_mode == "train") return plexus::examples::RunDriver(*c);

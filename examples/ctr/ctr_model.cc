@@ -99,34 +99,11 @@ class LocalParams final : public CtrParams {
   absl::flat_hash_map<uint64_t, std::vector<float>> rows_;
 };
 
-// The distinct ids of a batch and, per (example, feature), its row index.
-struct Batch {
-  std::vector<CtrExample> examples;
-  std::vector<uint64_t> unique_ids;
-  std::vector<int32_t> slot;  // examples.size() * features
-};
-
-Batch MakeBatch(const CtrDataset& data, Split split, int64_t first, int64_t n) {
-  Batch b;
-  const int f = data.features_per_example();
-  b.examples.reserve(n);
-  b.slot.reserve(n * f);
-  absl::flat_hash_map<uint64_t, int32_t> index;
-  for (int64_t i = 0; i < n; ++i) {
-    b.examples.push_back(data.Example(split, first + i));
-    for (uint64_t id : b.examples.back().ids) {
-      auto [it, inserted] =
-          index.try_emplace(id, static_cast<int32_t>(b.unique_ids.size()));
-      if (inserted) b.unique_ids.push_back(id);
-      b.slot.push_back(it->second);
-    }
-  }
-  return b;
-}
-
 // Logit of example e of the batch given the pulled rows; fills `sum` (k).
-double Forward(const Batch& b, size_t e, int features, int64_t dim,
-               const std::vector<float>& rows, std::vector<double>& sum) {
+double Forward(const CtrBatch& b, size_t e, const std::vector<float>& rows,
+               std::vector<double>& sum) {
+  const int features = b.features;
+  const int64_t dim = b.dim;
   std::fill(sum.begin(), sum.end(), 0.0);
   double z = 0, sq = 0;
   for (int j = 0; j < features; ++j) {
@@ -141,6 +118,59 @@ double Forward(const Batch& b, size_t e, int features, int64_t dim,
   for (double s : sum) pairs += s * s;
   return z + 0.5 * (pairs - sq);
 }
+
+class CpuCompute final : public CtrCompute {
+ public:
+  std::string device() const override { return "CPU"; }
+  absl::Status Load(const CtrBatch& b) override {
+    b_ = &b;
+    return absl::OkStatus();
+  }
+  absl::Status Pull(CtrParams& params) override {
+    rows_.assign(b_->unique_ids.size() * b_->dim, 0.0f);
+    return params.Pull(b_->unique_ids, absl::MakeSpan(rows_));
+  }
+  absl::StatusOr<double> ForwardBackward() override {
+    const CtrBatch& b = *b_;
+    const int features = b.features;
+    const int64_t dim = b.dim;
+    grads_.assign(rows_.size(), 0.0f);
+    std::vector<double> sum(dim - 1);
+    double loss = 0;
+    for (size_t e = 0; e < b.examples.size(); ++e) {
+      double z = Forward(b, e, rows_, sum);
+      float y = b.examples[e].label;
+      loss += (z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z))) -
+              y * z;
+      // d loss / d z of the log loss; per-example gradients are summed.
+      const double g = 1.0 / (1.0 + std::exp(-z)) - y;
+      for (int j = 0; j < features; ++j) {
+        const int32_t s = b.slot[e * features + j];
+        const float* r = rows_.data() + s * dim;
+        float* gr = grads_.data() + s * dim;
+        gr[0] += static_cast<float>(g);
+        for (int64_t d = 1; d < dim; ++d) {
+          gr[d] += static_cast<float>(g * (sum[d - 1] - r[d]));
+        }
+      }
+    }
+    return loss;
+  }
+  absl::Status Push(CtrParams& params) override {
+    return params.Push(b_->unique_ids, grads_);
+  }
+  absl::StatusOr<std::vector<double>> Logits() override {
+    std::vector<double> logits(b_->examples.size()), sum(b_->dim - 1);
+    for (size_t e = 0; e < logits.size(); ++e) {
+      logits[e] = Forward(*b_, e, rows_, sum);
+    }
+    return logits;
+  }
+
+ private:
+  const CtrBatch* b_ = nullptr;
+  std::vector<float> rows_, grads_;
+};
 
 }  // namespace
 
@@ -177,61 +207,72 @@ absl::StatusOr<std::unique_ptr<CtrParams>> NewLocalParams(
   return std::make_unique<LocalParams>(config, std::move(opt));
 }
 
-absl::StatusOr<StepStats> TrainStep(const CtrDataset& data, uint64_t step,
-                                    CtrParams& params) {
-  const CtrConfig& c = data.config();
-  const double start = Seconds();
-  const int features = data.features_per_example();
-  const int64_t dim = RowDim(c);
-  Batch b = MakeBatch(data, Split::kTrain,
-                      static_cast<int64_t>(step - 1) * c.batch, c.batch);
-  std::vector<float> rows(b.unique_ids.size() * dim);
-  StepStats stats;
-  stats.unique_ids = static_cast<int64_t>(b.unique_ids.size());
-  double t0 = Seconds();
-  PLEXUS_RETURN_IF_ERROR(params.Pull(b.unique_ids, absl::MakeSpan(rows)));
-  stats.comm_seconds += Seconds() - t0;
-  std::vector<float> grads(rows.size(), 0.0f);
-  std::vector<double> sum(dim - 1);
-  double loss = 0;
-  for (size_t e = 0; e < b.examples.size(); ++e) {
-    double z = Forward(b, e, features, dim, rows, sum);
-    float y = b.examples[e].label;
-    loss += (z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z))) -
-            y * z;
-    // d loss / d z of the log loss; per-example gradients are summed.
-    const double g = 1.0 / (1.0 + std::exp(-z)) - y;
-    for (int j = 0; j < features; ++j) {
-      const int32_t s = b.slot[e * features + j];
-      const float* r = rows.data() + s * dim;
-      float* gr = grads.data() + s * dim;
-      gr[0] += static_cast<float>(g);
-      for (int64_t d = 1; d < dim; ++d) {
-        gr[d] += static_cast<float>(g * (sum[d - 1] - r[d]));
-      }
+absl::Status CtrParams::PullToDevice(absl::Span<const uint64_t>, float*,
+                                     void*) {
+  return absl::UnimplementedError("these CTR params live in host memory");
+}
+
+absl::Status CtrParams::PushFromDevice(absl::Span<const uint64_t>, const float*,
+                                       void*) {
+  return absl::UnimplementedError("these CTR params live in host memory");
+}
+
+CtrBatch MakeCtrBatch(const CtrDataset& data, Split split, int64_t first,
+                      int64_t n) {
+  CtrBatch b;
+  b.features = data.features_per_example();
+  b.dim = RowDim(data.config());
+  b.examples.reserve(n);
+  b.slot.reserve(n * b.features);
+  absl::flat_hash_map<uint64_t, int32_t> index;
+  for (int64_t i = 0; i < n; ++i) {
+    b.examples.push_back(data.Example(split, first + i));
+    for (uint64_t id : b.examples.back().ids) {
+      auto [it, inserted] =
+          index.try_emplace(id, static_cast<int32_t>(b.unique_ids.size()));
+      if (inserted) b.unique_ids.push_back(id);
+      b.slot.push_back(it->second);
     }
   }
+  return b;
+}
+
+std::unique_ptr<CtrCompute> NewCpuCompute() {
+  return std::make_unique<CpuCompute>();
+}
+
+absl::StatusOr<StepStats> TrainStep(const CtrDataset& data, uint64_t step,
+                                    CtrParams& params, CtrCompute& compute) {
+  const CtrConfig& c = data.config();
+  const double start = Seconds();
+  CtrBatch b = MakeCtrBatch(data, Split::kTrain,
+                            static_cast<int64_t>(step - 1) * c.batch, c.batch);
+  StepStats stats;
+  stats.unique_ids = static_cast<int64_t>(b.unique_ids.size());
+  PLEXUS_RETURN_IF_ERROR(compute.Load(b));
+  double t0 = Seconds();
+  PLEXUS_RETURN_IF_ERROR(compute.Pull(params));
+  stats.comm_seconds += Seconds() - t0;
+  PLEXUS_ASSIGN_OR_RETURN(double loss, compute.ForwardBackward());
   stats.loss = loss / static_cast<double>(b.examples.size());
   t0 = Seconds();
-  PLEXUS_RETURN_IF_ERROR(params.Push(b.unique_ids, grads));
+  PLEXUS_RETURN_IF_ERROR(compute.Push(params));
   stats.comm_seconds += Seconds() - t0;
   stats.total_seconds = Seconds() - start;
   return stats;
 }
 
 absl::StatusOr<EvalResult> Evaluate(const CtrDataset& data, int64_t n,
-                                    CtrParams& params) {
+                                    CtrParams& params, CtrCompute& compute) {
   const int64_t total = data.size(Split::kTest);
   if (n <= 0 || n > total) n = total;
-  const int features = data.features_per_example();
-  const int64_t dim = RowDim(data.config());
-  Batch b = MakeBatch(data, Split::kTest, 0, n);
-  std::vector<float> rows(b.unique_ids.size() * dim);
-  PLEXUS_RETURN_IF_ERROR(params.Pull(b.unique_ids, absl::MakeSpan(rows)));
-  std::vector<double> logits(n), truth(n), sum(dim - 1);
+  CtrBatch b = MakeCtrBatch(data, Split::kTest, 0, n);
+  PLEXUS_RETURN_IF_ERROR(compute.Load(b));
+  PLEXUS_RETURN_IF_ERROR(compute.Pull(params));
+  PLEXUS_ASSIGN_OR_RETURN(std::vector<double> logits, compute.Logits());
+  std::vector<double> truth(n);
   std::vector<float> labels(n);
   for (int64_t e = 0; e < n; ++e) {
-    logits[e] = Forward(b, e, features, dim, rows, sum);
     truth[e] = b.examples[e].truth_logit;
     labels[e] = b.examples[e].label;
   }

@@ -7,7 +7,9 @@
 //     re-queued;
 //   - the dataset is a pure function of its config, Zipf-skewed, and AUC is
 //     computed right;
-//   - a bad config is a clear error.
+//   - a bad config, or an unknown --device, is a clear error;
+//   - --device=gpu (where a GPU can be used) scores as the CPU does, and
+//     the same on every run.
 // The CI configuration is smaller than the demo's (1.5 M examples, Zipf 1.3)
 // so that a run takes seconds on 2 cores.
 #include <signal.h>
@@ -88,13 +90,16 @@ DriverRun RunDriver(const std::string& cluster_dir, const std::string& job,
 }
 
 absl::StatusOr<std::unique_ptr<local::LocalCluster>> StartCluster(
-    const TempDir& dir, int workers) {
+    const TempDir& dir, int workers,
+    std::vector<std::string> worker_flags = {}) {
   local::LocalClusterOptions o;
   o.bin_dir = BinDir();
   o.root_dir = dir.Sub("cluster");
   o.num_ps = 2;
   o.num_workers = workers;
   o.worker_argv = {BinDir() + "/ctr_example", "--mode=worker"};
+  o.worker_argv.insert(o.worker_argv.end(), worker_flags.begin(),
+                       worker_flags.end());
   return local::LocalCluster::Start(o);
 }
 
@@ -139,6 +144,37 @@ TEST_P(CtrWorkersTest, HeldOutAucWithinOneHundredthOfTheTruth) {
 
 INSTANTIATE_TEST_SUITE_P(Workers, CtrWorkersTest, ::testing::Values(1, 2, 4));
 
+// --device=gpu end to end: the worker pulls rows into GPU memory, computes
+// in CUDA kernels and pushes from GPU memory; the driver scores on the GPU.
+// Skips, saying why, where --device=gpu cannot run.
+TEST(CtrGpuWorkersTest, GpuWorkerReachesTheTarget) {
+  TempDir dir;
+  std::string probe;
+  if (RunProgram({BinDir() + "/ctr_example", "--mode=baseline", "--device=gpu",
+                  "--steps=1", "--vocab=1000", "--test_examples=100",
+                  "--target_gap=1"},
+                 dir.Sub("probe.out"), absl::Seconds(60), &probe) != 0 &&
+      (absl::StrContains(probe, "no usable GPU") ||
+       absl::StrContains(probe, "built without CUDA"))) {
+    GTEST_SKIP() << probe;
+  }
+  auto cluster = StartCluster(dir, 1, {"--device=gpu"});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  DriverRun run =
+      RunDriver(dir.Sub("cluster"), "ctr-gpu", {"--device=gpu"}, dir);
+  ExpectReachedTarget(run, 1);
+  EXPECT_TRUE(absl::StrContains(run.summary, "\"device\":\"gpu\""))
+      << run.summary;
+  for (const local::Member& m : (*cluster)->members()) {
+    if (m.role != "worker") continue;
+    std::string log = ReadFile(m.log_file);
+    EXPECT_TRUE(absl::StrContains(log, "the worker computes on the GPU"))
+        << log;
+  }
+  absl::Status stopped = (*cluster)->Stop(absl::Seconds(20));
+  EXPECT_TRUE(stopped.ok()) << stopped;
+}
+
 TEST(CtrChaosTest, KilledWorkersAreReplacedAndTheJobReachesItsTarget) {
   TempDir dir;
   auto cluster = StartCluster(dir, 3);
@@ -177,6 +213,80 @@ TEST(CtrExampleTest, BadConfigIsAClearError) {
             1)
       << out;
   EXPECT_TRUE(absl::StrContains(out, "--cluster_dir")) << out;
+}
+
+// A short one-process run (--mode=baseline), JSON lines.
+DriverRun RunBaseline(std::vector<std::string> extra, const TempDir& dir,
+                      const std::string& name) {
+  std::vector<std::string> argv = {BinDir() + "/ctr_example",
+                                   "--mode=baseline",
+                                   "--json",
+                                   "--steps=300",
+                                   "--examples=307200",
+                                   "--config=zipf_s=1.3",
+                                   "--test_examples=20000",
+                                   "--eval_examples=5000",
+                                   "--progress_s=1000",
+                                   "--target_gap=1"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  DriverRun run;
+  run.exit_code =
+      RunProgram(argv, dir.Sub(name + ".out"), absl::Seconds(120), &run.output);
+  for (absl::string_view line : absl::StrSplit(run.output, '\n')) {
+    if (absl::StartsWith(line, "{\"event\":\"summary\"")) {
+      run.summary = std::string(line);
+    }
+  }
+  return run;
+}
+
+// --device=gpu: the forward and backward passes in CUDA kernels. Skips,
+// saying why, where the build has no CUDA or the machine no usable GPU;
+// else it scores as the CPU does (the kernels compute the CPU's sums in the
+// CPU's order) and a second run gives the same result.
+TEST(CtrExampleTest, GpuBaselineScoresAsTheCpuBaseline) {
+  TempDir dir;
+  DriverRun gpu = RunBaseline({"--device=gpu"}, dir, "gpu");
+  if (gpu.exit_code != 0 &&
+      (absl::StrContains(gpu.output, "no usable GPU") ||
+       absl::StrContains(gpu.output, "built without CUDA"))) {
+    GTEST_SKIP() << gpu.output;
+  }
+  ASSERT_EQ(gpu.exit_code, 0) << gpu.output;
+  ASSERT_FALSE(gpu.summary.empty()) << gpu.output;
+  EXPECT_TRUE(absl::StrContains(gpu.summary, "\"device\":\"gpu\""))
+      << gpu.summary;
+  DriverRun cpu = RunBaseline({}, dir, "cpu");
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  EXPECT_FALSE(absl::StrContains(cpu.summary, "\"device\"")) << cpu.summary;
+  EXPECT_NEAR(JsonNumber(gpu.summary, "test_auc"),
+              JsonNumber(cpu.summary, "test_auc"), 0.002)
+      << gpu.summary << "\n"
+      << cpu.summary;
+  EXPECT_NEAR(JsonNumber(gpu.summary, "test_logloss"),
+              JsonNumber(cpu.summary, "test_logloss"), 0.002)
+      << gpu.summary << "\n"
+      << cpu.summary;
+  DriverRun again = RunBaseline({"--device=gpu"}, dir, "gpu-again");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(JsonNumber(again.summary, "test_logloss"),
+            JsonNumber(gpu.summary, "test_logloss"));
+  EXPECT_EQ(JsonNumber(again.summary, "test_auc"),
+            JsonNumber(gpu.summary, "test_auc"));
+}
+
+TEST(CtrExampleTest, UnknownDeviceIsAClearError) {
+  TempDir dir;
+  for (const std::string mode : {"baseline", "worker", "train"}) {
+    std::string out;
+    EXPECT_EQ(RunProgram({BinDir() + "/ctr_example", "--mode=" + mode,
+                          "--device=bogus"},
+                         dir.Sub("out"), absl::Seconds(30), &out),
+              1)
+        << mode << ": " << out;
+    EXPECT_TRUE(absl::StrContains(out, "--device=bogus: want cpu or gpu"))
+        << mode << ": " << out;
+  }
 }
 
 TEST(CtrDataTest, ExamplesArePureFunctionsOfTheConfigAndZipfSkewed) {

@@ -1,0 +1,338 @@
+#include "examples/ctr/ctr_gpu.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "collectives/cuda/cuda_util.h"
+#include "common/status.h"
+#include "examples/ctr/ctr_gpu_kernels.h"
+#include "plexus/worker/ps_client.h"
+#include "plexus/worker/ps_client_device.h"
+
+namespace plexus::examples {
+namespace {
+
+namespace cuda = ::plexus::collectives::cuda;
+
+// How long one wait for the GPU's work may take before it is an error.
+constexpr absl::Duration kGpuTimeout = absl::Seconds(60);
+
+absl::Status Cuda(cudaError_t e, absl::string_view what) {
+  return cuda::CudaStatus(e, what);
+}
+
+absl::Status CheckGpu() {
+  if (std::string why = cuda::NoGpuReason(); !why.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(why, " (use --device=cpu)"));
+  }
+  return absl::OkStatus();
+}
+
+// A device allocation that grows on demand (the old contents are lost) and
+// is freed with its owner.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  // At least n elements (at least one, so the pointer is never null).
+  absl::StatusOr<T*> Reserve(size_t n) {
+    n = std::max<size_t>(n, 1);
+    if (n > capacity_) {
+      if (ptr_ != nullptr) cudaFree(ptr_);
+      ptr_ = nullptr;
+      capacity_ = 0;
+      PLEXUS_RETURN_IF_ERROR(Cuda(
+          cudaMalloc(reinterpret_cast<void**>(&ptr_), n * sizeof(T)),
+          absl::StrCat("allocating ", n * sizeof(T), " bytes on the GPU")));
+      capacity_ = n;
+    }
+    return ptr_;
+  }
+  T* get() const { return ptr_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// The batch's layout in device memory, and what the kernels produce.
+//
+// Load lists, per unique id, the batch positions (e * features + j) where
+// it occurs, in example order: the backward kernel sums each row's gradient
+// over that list, which is the CPU reference's order of summation and makes
+// the result independent of thread scheduling.
+class GpuCompute final : public CtrCompute {
+ public:
+  ~GpuCompute() override {
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  absl::Status Init() {
+    PLEXUS_RETURN_IF_ERROR(CheckGpu());
+    return Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                "creating a CUDA stream");
+  }
+
+  std::string device() const override { return "GPU"; }
+
+  absl::Status Load(const CtrBatch& b) override {
+    b_ = &b;
+    n_ = static_cast<int>(b.examples.size());
+    u_ = static_cast<int>(b.unique_ids.size());
+    const size_t positions = b.slot.size();
+    // Occurrence lists in CSR form: occ_begin [u + 1], occ [positions].
+    std::vector<int32_t> occ_begin(u_ + 1, 0);
+    for (int32_t s : b.slot) ++occ_begin[s + 1];
+    for (int r = 0; r < u_; ++r) occ_begin[r + 1] += occ_begin[r];
+    std::vector<int32_t> next(occ_begin.begin(), occ_begin.end() - 1);
+    std::vector<int32_t> occ(positions);
+    for (size_t i = 0; i < positions; ++i) {
+      occ[next[b.slot[i]]++] = static_cast<int32_t>(i);
+    }
+    // One copy: slot | occ_begin | occ | labels (as float bits).
+    const size_t words = positions + (u_ + 1) + positions + n_;
+    // The staging memory may still feed the previous batch's copy.
+    PLEXUS_RETURN_IF_ERROR(Wait("the previous batch"));
+    PLEXUS_ASSIGN_OR_RETURN(char* host, index_host_.Reserve(words * 4));
+    int32_t* h = reinterpret_cast<int32_t*>(host);
+    std::memcpy(h, b.slot.data(), positions * 4);
+    std::memcpy(h + positions, occ_begin.data(), (u_ + 1) * 4);
+    std::memcpy(h + positions + u_ + 1, occ.data(), positions * 4);
+    float* labels = reinterpret_cast<float*>(h + 2 * positions + u_ + 1);
+    for (int e = 0; e < n_; ++e) labels[e] = b.examples[e].label;
+    PLEXUS_ASSIGN_OR_RETURN(int32_t * d, index_.Reserve(words));
+    slot_ = d;
+    occ_begin_ = d + positions;
+    occ_ = d + positions + u_ + 1;
+    labels_ = reinterpret_cast<const float*>(d + 2 * positions + u_ + 1);
+    return Cuda(
+        cudaMemcpyAsync(d, h, words * 4, cudaMemcpyHostToDevice, stream_),
+        "copying the batch to the GPU");
+  }
+
+  absl::Status Pull(CtrParams& params) override {
+    const size_t floats = static_cast<size_t>(u_) * b_->dim;
+    PLEXUS_ASSIGN_OR_RETURN(float* rows, rows_.Reserve(floats));
+    if (params.reaches_device()) {
+      return params.PullToDevice(b_->unique_ids, rows, stream_);
+    }
+    PLEXUS_ASSIGN_OR_RETURN(char* host, rows_host_.Reserve(floats * 4));
+    PLEXUS_RETURN_IF_ERROR(
+        params.Pull(b_->unique_ids,
+                    absl::MakeSpan(reinterpret_cast<float*>(host), floats)));
+    return Cuda(cudaMemcpyAsync(rows, host, floats * 4, cudaMemcpyHostToDevice,
+                                stream_),
+                "copying rows to the GPU");
+  }
+
+  absl::StatusOr<double> ForwardBackward() override {
+    if (n_ == 0) return 0.0;
+    PLEXUS_RETURN_IF_ERROR(RunForward(/*with_labels=*/true));
+    PLEXUS_ASSIGN_OR_RETURN(float* grads,
+                            grads_.Reserve(static_cast<size_t>(u_) * b_->dim));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(gpu::LaunchBackward(rows_.get(), b_->dim, u_, occ_begin_, occ_,
+                                 b_->features, sum_.get(), dlogit_.get(), grads,
+                                 stream_),
+             "the backward kernel"));
+    PLEXUS_ASSIGN_OR_RETURN(std::vector<double> loss,
+                            Download(loss_.get(), "the losses"));
+    double total = 0;
+    for (double l : loss) total += l;  // example order, as the CPU
+    return total;
+  }
+
+  absl::Status Push(CtrParams& params) override {
+    const size_t floats = static_cast<size_t>(u_) * b_->dim;
+    if (params.reaches_device()) {
+      return params.PushFromDevice(b_->unique_ids, grads_.get(), stream_);
+    }
+    PLEXUS_ASSIGN_OR_RETURN(char* host, rows_host_.Reserve(floats * 4));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(host, grads_.get(), floats * 4,
+                             cudaMemcpyDeviceToHost, stream_),
+             "copying gradients from the GPU"));
+    PLEXUS_RETURN_IF_ERROR(Wait("the gradients' copy"));
+    return params.Push(
+        b_->unique_ids,
+        absl::MakeConstSpan(reinterpret_cast<const float*>(host), floats));
+  }
+
+  absl::StatusOr<std::vector<double>> Logits() override {
+    if (n_ == 0) return std::vector<double>();
+    PLEXUS_RETURN_IF_ERROR(RunForward(/*with_labels=*/false));
+    return Download(logit_.get(), "the logits");
+  }
+
+ private:
+  absl::Status RunForward(bool with_labels) {
+    const size_t n = n_;
+    PLEXUS_ASSIGN_OR_RETURN(double* sum, sum_.Reserve(n * (b_->dim - 1)));
+    PLEXUS_ASSIGN_OR_RETURN(double* logit, logit_.Reserve(n));
+    PLEXUS_ASSIGN_OR_RETURN(double* dlogit, dlogit_.Reserve(n));
+    PLEXUS_ASSIGN_OR_RETURN(double* loss, loss_.Reserve(n));
+    return Cuda(gpu::LaunchForward(rows_.get(), b_->dim, slot_, b_->features,
+                                   n_, with_labels ? labels_ : nullptr, sum,
+                                   logit, dlogit, loss, stream_),
+                "the forward kernel");
+  }
+
+  // n_ doubles from device memory, once the work before is done.
+  absl::StatusOr<std::vector<double>> Download(const double* src,
+                                               absl::string_view what) {
+    PLEXUS_ASSIGN_OR_RETURN(char* host, out_host_.Reserve(n_ * sizeof(double)));
+    PLEXUS_RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(host, src, n_ * sizeof(double),
+                             cudaMemcpyDeviceToHost, stream_),
+             absl::StrCat("copying ", what, " from the GPU")));
+    PLEXUS_RETURN_IF_ERROR(Wait(what));
+    const double* h = reinterpret_cast<const double*>(host);
+    return std::vector<double>(h, h + n_);
+  }
+
+  absl::Status Wait(absl::string_view what) {
+    return cuda::WaitStream(stream_, absl::Now() + kGpuTimeout,
+                            absl::StrCat("the GPU computing ", what));
+  }
+
+  cudaStream_t stream_ = nullptr;
+  const CtrBatch* b_ = nullptr;
+  int n_ = 0, u_ = 0;
+  // The batch (one allocation: slot, occ_begin, occ, labels).
+  DeviceBuffer<int32_t> index_;
+  const int32_t* slot_ = nullptr;
+  const int32_t* occ_begin_ = nullptr;
+  const int32_t* occ_ = nullptr;
+  const float* labels_ = nullptr;
+  // Rows and gradients [u x dim]; per example: sum [n x k], logit, dlogit,
+  // loss.
+  DeviceBuffer<float> rows_, grads_;
+  DeviceBuffer<double> sum_, logit_, dlogit_, loss_;
+  // Pinned host staging: the batch's index arrays, rows and gradients (host
+  // params only), per-example results.
+  cuda::PinnedBuffer index_host_, rows_host_, out_host_;
+};
+
+// A PsClient that forwards to the step's client of the moment, so that one
+// DevicePsClient (which borrows its client for life) serves every step.
+class BoundClient final : public worker::PsClient {
+ public:
+  void set_target(worker::PsClient* target) { target_ = target; }
+
+  absl::Status CreateTable(const v1::TableConfig& config) override {
+    return target_->CreateTable(config);
+  }
+  absl::Status CreateVariable(const v1::VariableConfig& config,
+                              absl::Span<const float> initial) override {
+    return target_->CreateVariable(config, initial);
+  }
+  absl::Status PullSparse(const std::string& table,
+                          absl::Span<const uint64_t> ids, int64_t dim,
+                          absl::Span<float> out,
+                          const worker::StepOptions& step) override {
+    return target_->PullSparse(table, ids, dim, out, step);
+  }
+  absl::StatusOr<worker::PushResult> PushSparse(
+      const std::string& table, absl::Span<const uint64_t> ids, int64_t dim,
+      absl::Span<const float> grads, const worker::StepOptions& step) override {
+    return target_->PushSparse(table, ids, dim, grads, step);
+  }
+  absl::Status PullDense(const std::string& variable, absl::Span<float> out,
+                         const worker::StepOptions& step) override {
+    return target_->PullDense(variable, out, step);
+  }
+  absl::StatusOr<worker::PushResult> PushDense(
+      const std::string& variable, absl::Span<const float> grads,
+      const worker::StepOptions& step) override {
+    return target_->PushDense(variable, grads, step);
+  }
+  std::unique_ptr<worker::PsFuture> PullSparseAsync(
+      const std::string& table, absl::Span<const uint64_t> ids, int64_t dim,
+      absl::Span<float> out, const worker::StepOptions& step) override {
+    return target_->PullSparseAsync(table, ids, dim, out, step);
+  }
+  std::unique_ptr<worker::PsFuture> PushSparseAsync(
+      const std::string& table, absl::Span<const uint64_t> ids, int64_t dim,
+      absl::Span<const float> grads, const worker::StepOptions& step) override {
+    return target_->PushSparseAsync(table, ids, dim, grads, step);
+  }
+  v1::ShardMap shard_map() const override { return target_->shard_map(); }
+  absl::StatusOr<std::vector<v1::GetShardInfoResponse>> ShardInfo() override {
+    return target_->ShardInfo();
+  }
+
+ private:
+  worker::PsClient* target_ = nullptr;  // borrowed, see set_target
+};
+
+class DevicePsParamsImpl final : public DevicePsParams {
+ public:
+  absl::Status Init() {
+    PLEXUS_RETURN_IF_ERROR(CheckGpu());
+    PLEXUS_ASSIGN_OR_RETURN(device_, worker::DevicePsClient::Create(&bound_));
+    return absl::OkStatus();
+  }
+
+  void Bind(worker::PsClient* client, const CtrConfig& config,
+            uint64_t step_id) override {
+    bound_.set_target(client);
+    host_ = NewPsParams(config, &bound_, step_id);
+    dim_ = 1 + config.model_k;
+    step_.step_id = step_id;
+  }
+
+  absl::Status Pull(absl::Span<const uint64_t> ids,
+                    absl::Span<float> out) override {
+    return host_->Pull(ids, out);
+  }
+  absl::Status Push(absl::Span<const uint64_t> ids,
+                    absl::Span<const float> grads) override {
+    return host_->Push(ids, grads);
+  }
+  bool reaches_device() const override { return true; }
+  absl::Status PullToDevice(absl::Span<const uint64_t> ids, float* out,
+                            void* stream) override {
+    return device_->PullSparse(kCtrTable, ids, dim_, out, step_, stream);
+  }
+  absl::Status PushFromDevice(absl::Span<const uint64_t> ids,
+                              const float* grads, void* stream) override {
+    return device_->PushSparse(kCtrTable, ids, dim_, grads, step_, stream)
+        .status();
+  }
+
+ private:
+  BoundClient bound_;
+  std::unique_ptr<worker::DevicePsClient> device_;  // over bound_
+  std::unique_ptr<CtrParams> host_;                 // over bound_
+  int64_t dim_ = 0;
+  worker::StepOptions step_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CtrCompute>> NewGpuCompute() {
+  auto c = std::make_unique<GpuCompute>();
+  PLEXUS_RETURN_IF_ERROR(c->Init());
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<DevicePsParams>> NewDevicePsParams() {
+  auto p = std::make_unique<DevicePsParamsImpl>();
+  PLEXUS_RETURN_IF_ERROR(p->Init());
+  return p;
+}
+
+}  // namespace plexus::examples
