@@ -7,7 +7,8 @@
 #   scripts/gpu_bundle.sh [--build DIR] [--out DIR] [--with-nccl]
 #
 # Build first (scripts/build.sh, or the targets gpu_test reduce_bench
-# nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench). The digits
+# nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench
+# plexus-coordinator ctr_example plexus). The digits
 # data of the dense example travels too when it is found here
 # (scripts/fetch_data.sh). ps_bench and checkpoint_bench are CPU benchmarks
 # that travel for the GPU machine's cores and disk; run.sh does not run them
@@ -45,11 +46,12 @@ done
 binaries=("$build/tests/gpu_test" "$build/bin/reduce_bench"
           "$build/bin/nccl_bench" "$build/bin/plexus-ps"
           "$build/bin/mlp_example" "$build/bin/ps_bench"
-          "$build/bin/checkpoint_bench" "$build/bin/plexus-coordinator")
+          "$build/bin/checkpoint_bench" "$build/bin/plexus-coordinator"
+          "$build/bin/ctr_example" "$build/bin/plexus")
 for b in "${binaries[@]}"; do
   if [ ! -x "$b" ]; then
     echo "gpu_bundle.sh: $b is missing: build it first (needs nvcc and NCCL:" \
-         "cmake --build $build --target gpu_test reduce_bench nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench)" >&2
+         "cmake --build $build --target gpu_test reduce_bench nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench plexus-coordinator ctr_example plexus)" >&2
     exit 1
   fi
 done
@@ -126,6 +128,15 @@ run() {  # title, timeout, command...
   echo "(exit status $rc)"
   return "$rc"
 }
+# The same for a step that needs a GPU: it says it skipped where none is.
+have_gpu=0
+nvidia-smi -L 2>/dev/null | grep -q '^GPU' && have_gpu=1
+gpu_run() {
+  if [ "$have_gpu" = 1 ]; then run "$@"; return; fi
+  echo
+  echo "## $1"
+  echo "skipped: no usable GPU here (nvidia-smi lists none)"
+}
 {
   echo "# Plexus GPU report, $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
   sed 's/^/# /' "$here/MANIFEST" | head -4
@@ -168,15 +179,34 @@ run() {  # title, timeout, command...
       run "Dense example on the CPU (one process)" "$bench_timeout" \
         "${mlp[@]}" --mode=baseline --device=cpu || status=1
       for i in 1 2; do
-        run "Dense example on the GPU (one process, run $i)" "$bench_timeout" \
+        gpu_run "Dense example on the GPU (one process, run $i)" "$bench_timeout" \
           "${mlp[@]}" --mode=baseline --device=gpu || status=1
       done
-      run "Dense example on the GPU, one worker process, NCCL" \
+      gpu_run "Dense example on the GPU, one worker process, NCCL" \
         "$bench_timeout" "${mlp[@]}" --mode=local --workers=1 --device=gpu ||
         status=1
     else
       echo; echo "## dense example: no digits data in $here/data (skipped)"
     fi
+    ctr=("$here/bin/ctr_example" --steps=300 --examples=307200
+         --config=zipf_s=1.3 --test_examples=20000 --eval_examples=5000
+         --progress_s=2 --target_gap=1)
+    run "Sparse example, one process, --device=cpu (300 steps)" \
+      "$bench_timeout" "${ctr[@]}" --mode=baseline --device=cpu || status=1
+    gpu_run "Sparse example, one process, --device=gpu (300 steps)" \
+      "$bench_timeout" "${ctr[@]}" --mode=baseline --device=gpu || status=1
+    cluster="$(mktemp -d)/cluster"  # plexus local up makes it
+    gpu_run "Local cluster: 1 PS shard, 1 GPU worker" "$bench_timeout" \
+      "$here/bin/plexus" local up --dir "$cluster" --ps 1 --workers 1 \
+      --bin-dir "$here/bin" \
+      --worker "$here/bin/ctr_example --mode=worker --device=gpu" || status=1
+    gpu_run "Sparse example trained through the PS by the GPU worker" \
+      "$bench_timeout" "$here/bin/ctr_example" --mode=train \
+      --cluster_dir="$cluster" --device=gpu --job=ctr-gpu --steps=1500 \
+      --examples=1536000 --config=zipf_s=1.3 --test_examples=50000 \
+      --eval_examples=5000 --progress_s=2 || status=1
+    grep -h "computes on" "$cluster"/worker-0/log 2>/dev/null | tail -1
+    "$here/bin/plexus" local down --dir "$cluster" >/dev/null 2>&1
   fi
   echo
   echo "## summary"
