@@ -1,14 +1,16 @@
 // The NCCL backend on one GPU: a one-rank communicator bootstrapped through
 // a rendezvous store runs every operation on device buffers with the right
-// results; bad arguments are refused before NCCL sees them; after Abort
-// every call fails with the sticky error. (NCCL refuses two ranks on one
+// results; bad arguments are refused before NCCL sees them; after Abort, or
+// an operation past its deadline, every call fails with the sticky error. (NCCL refuses two ranks on one
 // GPU, so multi-rank runs need a multi-GPU machine; see bench/gpu.) Skips,
 // saying why, without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "collectives/nccl/nccl_communicator.h"
 #include "collectives/rendezvous/store.h"
@@ -103,6 +105,44 @@ TEST_F(NcclCommunicatorTest, EveryOperationOnDeviceBuffers) {
   EXPECT_EQ(after.code(), absl::StatusCode::kAborted) << after;
   cudaFree(send);
   cudaFree(recv);
+}
+
+// An operation that cannot finish by its deadline ends in DEADLINE_EXCEEDED
+// naming the operation; the communicator is aborted and later calls get that
+// error. A late peer is played by a host function that holds the stream
+// until 2 s after the deadline (ncclCommAbort can stop NCCL's own kernels,
+// not a host function, so the hold must end by itself). In place with one
+// rank, NCCL queues no GPU work that could outlive the aborted communicator.
+TEST_F(NcclCommunicatorTest, AnOperationPastItsDeadlineAbortsTheCommunicator) {
+  const int n = 1024;
+  float* buf = nullptr;
+  ASSERT_EQ(cudaMalloc(&buf, n * sizeof(float)), cudaSuccess);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+            cudaSuccess);
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + absl::Milliseconds(300);
+  static absl::Time hold_until;
+  hold_until = deadline + absl::Seconds(2);
+  ASSERT_EQ(cudaLaunchHostFunc(
+                stream,
+                [](void*) {
+                  while (absl::Now() < hold_until) std::this_thread::yield();
+                },
+                nullptr),
+            cudaSuccess);
+  absl::Status st = comm_->AllReduce(buf, buf, n, DataType::kFloat32,
+                                     ReduceOp::kSum, deadline, stream);
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  cudaStreamDestroy(stream);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "NCCL all-reduce of 1024"))
+      << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "communicator aborted")) << st;
+  absl::Status later = comm_->AllReduce(buf, buf, n, DataType::kFloat32,
+                                        ReduceOp::kSum, Deadline());
+  EXPECT_EQ(later.code(), absl::StatusCode::kDeadlineExceeded) << later;
+  cudaFree(buf);
 }
 
 TEST(NcclCreateTest, BadRankAndMissingStoreAreRefused) {
