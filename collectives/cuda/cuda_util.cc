@@ -107,4 +107,26 @@ absl::StatusOr<char*> PinnedBuffer::Reserve(size_t bytes) {
   return data_;
 }
 
+DeviceBuffer::~DeviceBuffer() {
+  if (data_ != nullptr) cudaFree(data_);
+}
+
+absl::StatusOr<char*> DeviceBuffer::Reserve(size_t bytes) {
+  if (bytes <= capacity_ && data_ != nullptr) return data_;
+  if (data_ != nullptr) {
+    cudaFree(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+  }
+  void* p = nullptr;
+  const size_t want = std::max<size_t>(bytes, 256);
+  if (cudaError_t e = cudaMalloc(&p, want); e != cudaSuccess) {
+    return CudaStatus(
+        e, absl::StrCat("allocating ", want, " bytes of device memory"));
+  }
+  data_ = static_cast<char*>(p);
+  capacity_ = want;
+  return data_;
+}
+
 }  // namespace plexus::collectives::cuda

@@ -1,11 +1,12 @@
 // What the GPU code of Plexus shares around the CUDA runtime: the one
 // translation of cudaError_t into absl::Status, whether this process can use
-// a GPU, what kind of memory a pointer is, and pinned host buffers. Built
+// a GPU, what kind of memory a pointer is, pinned host buffers and device
+// buffers. Built
 // only where the CUDA toolkit is present (PLEXUS_HAVE_CUDA); the header needs
 // no CUDA headers.
 //
 // Thread safety: free functions may be called from any thread; a
-// PinnedBuffer is used by one thread at a time.
+// PinnedBuffer or DeviceBuffer is used by one thread at a time.
 #pragma once
 
 #include <cstddef>
@@ -72,6 +73,42 @@ class PinnedBuffer {
  private:
   char* data_ = nullptr;
   size_t capacity_ = 0;
+};
+
+// Device memory (cudaMalloc, on the current GPU), freed with its owner.
+// Grows on demand (the old contents are lost), never shrinks; never null
+// once reserved.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  // At least `bytes` of device memory. INTERNAL when CUDA cannot allocate.
+  absl::StatusOr<char*> Reserve(size_t bytes);
+  char* data() const { return data_; }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  char* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// A DeviceBuffer of `T`s.
+template <typename T>
+class DeviceArray {
+ public:
+  // At least `n` elements.
+  absl::StatusOr<T*> Reserve(size_t n) {
+    absl::StatusOr<char*> p = bytes_.Reserve(n * sizeof(T));
+    if (!p.ok()) return p.status();
+    return reinterpret_cast<T*>(*p);
+  }
+  T* get() const { return reinterpret_cast<T*>(bytes_.data()); }
+
+ private:
+  DeviceBuffer bytes_;
 };
 
 }  // namespace plexus::collectives::cuda

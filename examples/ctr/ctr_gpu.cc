@@ -36,38 +36,6 @@ absl::Status CheckGpu() {
   return absl::OkStatus();
 }
 
-// A device allocation that grows on demand (the old contents are lost) and
-// is freed with its owner.
-template <typename T>
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  // At least n elements (at least one, so the pointer is never null).
-  absl::StatusOr<T*> Reserve(size_t n) {
-    n = std::max<size_t>(n, 1);
-    if (n > capacity_) {
-      if (ptr_ != nullptr) cudaFree(ptr_);
-      ptr_ = nullptr;
-      capacity_ = 0;
-      PLEXUS_RETURN_IF_ERROR(Cuda(
-          cudaMalloc(reinterpret_cast<void**>(&ptr_), n * sizeof(T)),
-          absl::StrCat("allocating ", n * sizeof(T), " bytes on the GPU")));
-      capacity_ = n;
-    }
-    return ptr_;
-  }
-  T* get() const { return ptr_; }
-
- private:
-  T* ptr_ = nullptr;
-  size_t capacity_ = 0;
-};
-
 // The batch's layout in device memory, and what the kernels produce.
 //
 // Load lists, per unique id, the batch positions (e * features + j) where
@@ -212,15 +180,15 @@ class GpuCompute final : public CtrCompute {
   const CtrBatch* b_ = nullptr;
   int n_ = 0, u_ = 0;
   // The batch (one allocation: slot, occ_begin, occ, labels).
-  DeviceBuffer<int32_t> index_;
+  cuda::DeviceArray<int32_t> index_;
   const int32_t* slot_ = nullptr;
   const int32_t* occ_begin_ = nullptr;
   const int32_t* occ_ = nullptr;
   const float* labels_ = nullptr;
   // Rows and gradients [u x dim]; per example: sum [n x k], logit, dlogit,
   // loss.
-  DeviceBuffer<float> rows_, grads_;
-  DeviceBuffer<double> sum_, logit_, dlogit_, loss_;
+  cuda::DeviceArray<float> rows_, grads_;
+  cuda::DeviceArray<double> sum_, logit_, dlogit_, loss_;
   // Pinned host staging: the batch's index arrays, rows and gradients (host
   // params only), per-example results.
   cuda::PinnedBuffer index_host_, rows_host_, out_host_;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "collectives/cuda/cuda_util.h"
 #include "collectives/rendezvous/store.h"
 #include "common/status.h"
 #include "examples/mlp/gpu_kernels.h"
@@ -29,41 +30,21 @@ using collectives::ReduceOp;
 using collectives::nccl::NcclCommunicator;
 #endif
 
-// The one translation of CUDA's errors (NcclCommunicator translates NCCL's).
+namespace cuda = ::plexus::collectives::cuda;
+
+// CUDA's errors as statuses (NcclCommunicator translates NCCL's).
 absl::Status Cuda(cudaError_t e, absl::string_view what) {
-  if (e == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(
-      absl::StrCat(what, ": CUDA error ", cudaGetErrorString(e)));
+  return cuda::CudaStatus(e, what);
 }
 
-// A device allocation freed with its owner.
+// The caller's n elements into `to` (an earlier Reserve made room).
 template <typename T>
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  absl::Status Allocate(size_t n) {
-    size_ = n;
-    return Cuda(cudaMalloc(reinterpret_cast<void**>(&ptr_),
-                           std::max<size_t>(n, 1) * sizeof(T)),
-                "cudaMalloc");
-  }
-  absl::Status Upload(const T* host, size_t n, cudaStream_t s) {
-    return Cuda(
-        cudaMemcpyAsync(ptr_, host, n * sizeof(T), cudaMemcpyHostToDevice, s),
-        "copy to the GPU");
-  }
-  T* get() const { return ptr_; }
-  size_t size() const { return size_; }
-
- private:
-  T* ptr_ = nullptr;
-  size_t size_ = 0;
-};
+absl::Status Upload(const cuda::DeviceArray<T>& to, const T* host, size_t n,
+                    cudaStream_t s) {
+  return Cuda(
+      cudaMemcpyAsync(to.get(), host, n * sizeof(T), cudaMemcpyHostToDevice, s),
+      "copy to the GPU");
+}
 
 class GpuReplica : public Replica {
  public:
@@ -100,30 +81,32 @@ class GpuReplica : public Replica {
     const size_t n = model_.num_params();
     const size_t rows = std::max(data_.train.size(), data_.test.size());
     const size_t hidden = o_.hidden;
-    PLEXUS_RETURN_IF_ERROR(params_.Allocate(n));
-    PLEXUS_RETURN_IF_ERROR(velocity_.Allocate(n));
-    PLEXUS_RETURN_IF_ERROR(grad_.Allocate(n + 1));  // + the loss slot
-    PLEXUS_RETURN_IF_ERROR(train_x_.Allocate(data_.train.features.size()));
-    PLEXUS_RETURN_IF_ERROR(train_y_.Allocate(data_.train.size()));
-    PLEXUS_RETURN_IF_ERROR(test_x_.Allocate(data_.test.features.size()));
-    PLEXUS_RETURN_IF_ERROR(index_.Allocate(data_.train.size()));
-    PLEXUS_RETURN_IF_ERROR(pred_.Allocate(data_.test.size()));
-    PLEXUS_RETURN_IF_ERROR(h_.Allocate(rows * hidden));
-    PLEXUS_RETURN_IF_ERROR(dh_.Allocate(rows * hidden));
-    PLEXUS_RETURN_IF_ERROR(logits_.Allocate(rows * kDigitsClasses));
-    PLEXUS_RETURN_IF_ERROR(dlogits_.Allocate(rows * kDigitsClasses));
-    PLEXUS_RETURN_IF_ERROR(loss_.Allocate(rows));
+    PLEXUS_RETURN_IF_ERROR(params_.Reserve(n).status());
+    PLEXUS_RETURN_IF_ERROR(velocity_.Reserve(n).status());
+    PLEXUS_RETURN_IF_ERROR(grad_.Reserve(n + 1).status());  // + the loss slot
+    PLEXUS_RETURN_IF_ERROR(
+        train_x_.Reserve(data_.train.features.size()).status());
+    PLEXUS_RETURN_IF_ERROR(train_y_.Reserve(data_.train.size()).status());
+    PLEXUS_RETURN_IF_ERROR(
+        test_x_.Reserve(data_.test.features.size()).status());
+    PLEXUS_RETURN_IF_ERROR(index_.Reserve(data_.train.size()).status());
+    PLEXUS_RETURN_IF_ERROR(pred_.Reserve(data_.test.size()).status());
+    PLEXUS_RETURN_IF_ERROR(h_.Reserve(rows * hidden).status());
+    PLEXUS_RETURN_IF_ERROR(dh_.Reserve(rows * hidden).status());
+    PLEXUS_RETURN_IF_ERROR(logits_.Reserve(rows * kDigitsClasses).status());
+    PLEXUS_RETURN_IF_ERROR(dlogits_.Reserve(rows * kDigitsClasses).status());
+    PLEXUS_RETURN_IF_ERROR(loss_.Reserve(rows).status());
     PLEXUS_RETURN_IF_ERROR(
         Cuda(cudaMemsetAsync(velocity_.get(), 0, n * sizeof(float), stream_),
              "clearing the momentum"));
-    PLEXUS_RETURN_IF_ERROR(train_x_.Upload(
-        data_.train.features.data(), data_.train.features.size(), stream_));
-    PLEXUS_RETURN_IF_ERROR(train_y_.Upload(data_.train.labels.data(),
-                                           data_.train.size(), stream_));
-    PLEXUS_RETURN_IF_ERROR(test_x_.Upload(data_.test.features.data(),
-                                          data_.test.features.size(), stream_));
+    PLEXUS_RETURN_IF_ERROR(Upload(train_x_, data_.train.features.data(),
+                                  data_.train.features.size(), stream_));
+    PLEXUS_RETURN_IF_ERROR(Upload(train_y_, data_.train.labels.data(),
+                                  data_.train.size(), stream_));
+    PLEXUS_RETURN_IF_ERROR(Upload(test_x_, data_.test.features.data(),
+                                  data_.test.features.size(), stream_));
     model_.Init(o_.seed);
-    PLEXUS_RETURN_IF_ERROR(params_.Upload(model_.params().data(), n, stream_));
+    PLEXUS_RETURN_IF_ERROR(Upload(params_, model_.params().data(), n, stream_));
     PLEXUS_RETURN_IF_ERROR(Sync("uploading the data"));
 
     if (world_ == 1) return absl::OkStatus();
@@ -173,7 +156,7 @@ class GpuReplica : public Replica {
       PLEXUS_RETURN_IF_ERROR(Sync("clearing the gradient"));
       return 0.0;
     }
-    PLEXUS_RETURN_IF_ERROR(index_.Upload(index.data(), index.size(), stream_));
+    PLEXUS_RETURN_IF_ERROR(Upload(index_, index.data(), index.size(), stream_));
     PLEXUS_RETURN_IF_ERROR(Cuda(
         gpu::LaunchGradient(params_.get(), o_.hidden, train_x_.get(),
                             train_y_.get(), index_.get(),
@@ -253,9 +236,9 @@ class GpuReplica : public Replica {
   absl::Status CheckAgreement(uint64_t hash) override {
 #if PLEXUS_HAVE_NCCL
     if (comm_ == nullptr) return absl::OkStatus();
-    DeviceBuffer<uint64_t> all;
-    PLEXUS_RETURN_IF_ERROR(all.Allocate(world_ + 1));
-    PLEXUS_RETURN_IF_ERROR(all.Upload(&hash, 1, stream_));
+    cuda::DeviceArray<uint64_t> all;
+    PLEXUS_RETURN_IF_ERROR(all.Reserve(world_ + 1).status());
+    PLEXUS_RETURN_IF_ERROR(Upload(all, &hash, 1, stream_));
     PLEXUS_RETURN_IF_ERROR(
         comm_->AllGather(all.get(), all.get() + 1, 1, DataType::kInt64,
                          Deadline(), stream_),
@@ -296,9 +279,9 @@ class GpuReplica : public Replica {
 #if PLEXUS_HAVE_NCCL
   std::unique_ptr<NcclCommunicator> comm_;  // null when world_ == 1
 #endif
-  DeviceBuffer<float> params_, velocity_, grad_, train_x_, test_x_;
-  DeviceBuffer<float> h_, dh_, logits_, dlogits_, loss_;
-  DeviceBuffer<int> train_y_, index_, pred_;
+  cuda::DeviceArray<float> params_, velocity_, grad_, train_x_, test_x_;
+  cuda::DeviceArray<float> h_, dh_, logits_, dlogits_, loss_;
+  cuda::DeviceArray<int> train_y_, index_, pred_;
 };
 
 }  // namespace
