@@ -223,6 +223,59 @@ TEST_P(PsClientTest, UnknownTableIsNotFound) {
 
 INSTANTIATE_TEST_SUITE_P(Planes, PsClientTest, ::testing::Bool(), PlaneName);
 
+// One shard: a pull of distinct ids lands straight in the caller's buffer and
+// a push leaves from the caller's gradients (the identity plan); repeated ids
+// still get their gradients summed and their rows copied to every position.
+class PsClientOneShardTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PsClientOneShardTest, DistinctAndRepeatedIdsBothRoundTrip) {
+  TempDir dir;
+  std::vector<std::string> shards;
+  auto cluster = StartShards(dir, 1, {}, &shards);
+  ASSERT_NE(cluster, nullptr);
+  worker::PsClientOptions co;
+  co.shards = shards;
+  co.direct_data_plane = GetParam();
+  auto client = PsClient::Connect(co, {.job_id = "job", .worker_id = 1,
+                                       .worker_incarnation = 1});
+  ASSERT_TRUE(client.ok()) << client.status();
+  const int64_t dim = 3;
+  ASSERT_TRUE((*client)->CreateTable(SgdTable("emb", dim, 1.0)).ok());
+  // Distinct ids, in no particular order.
+  const std::vector<uint64_t> distinct = {7, 3, 11, 5};
+  std::vector<float> grads(distinct.size() * dim);
+  for (size_t i = 0; i < grads.size(); ++i) grads[i] = 1.0f + i;
+  auto pushed = (*client)->PushSparse("emb", distinct, dim, grads,
+                                      {.step_id = 1, .push_seq = 0});
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_EQ(pushed->rows_applied, 4);
+  std::vector<float> out(distinct.size() * dim, 99.0f);
+  ASSERT_TRUE(
+      (*client)->PullSparse("emb", distinct, dim, absl::MakeSpan(out)).ok());
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i], -grads[i]) << i;
+  // Repeated ids: 3 twice, 7 three times.
+  const std::vector<uint64_t> repeated = {3, 7, 3, 7, 7};
+  std::vector<float> ones(repeated.size() * dim, 1.0f);
+  pushed = (*client)->PushSparse("emb", repeated, dim, ones,
+                                 {.step_id = 2, .push_seq = 0});
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_EQ(pushed->rows_applied, 2);
+  std::vector<float> again(repeated.size() * dim, 99.0f);
+  ASSERT_TRUE(
+      (*client)->PullSparse("emb", repeated, dim, absl::MakeSpan(again)).ok());
+  for (size_t i = 0; i < repeated.size(); ++i) {
+    const size_t first = repeated[i] == 3 ? 1 : 0;  // position in `distinct`
+    const float times = repeated[i] == 3 ? 2.0f : 3.0f;
+    for (int64_t j = 0; j < dim; ++j) {
+      EXPECT_EQ(again[i * dim + j], -grads[first * dim + j] - times)
+          << "position " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Planes, PsClientOneShardTest, ::testing::Bool(),
+                         PlaneName);
+
 }  // namespace
 }  // namespace plexus
 
