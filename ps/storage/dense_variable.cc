@@ -188,7 +188,17 @@ void DenseVariable::Read(RowRange rr, DType dtype, DenseValues* out) const {
   out->shape = config_.shape;
   out->shape[0] = rr.size();
   const int esize = DTypeSize(dtype);
-  out->data.resize(static_cast<size_t>(rr.size() * width_ * esize));
+  const size_t bytes = static_cast<size_t>(rr.size() * width_ * esize);
+  // In the storage type the stripes are appended in order, so the bytes are
+  // written once (resize would zero-fill them first: a second pass over a
+  // pull's bytes on the shard).
+  const bool as_stored = dtype == config_.storage_dtype;
+  if (as_stored) {
+    out->data.clear();
+    out->data.reserve(bytes);
+  } else {
+    out->data.resize(bytes);
+  }
   const int64_t base = rr.begin - rows_.begin;
   const int64_t end = rr.end - rows_.begin;
   std::vector<float> tmp;
@@ -197,14 +207,18 @@ void DenseVariable::Read(RowRange rr, DType dtype, DenseValues* out) const {
     const int64_t stop = std::min(end, (stripe + 1) * rows_per_stripe_);
     const int64_t off = r * width_;
     const int64_t n = (stop - r) * width_;
-    char* dst = out->data.data() + (r - base) * width_ * esize;
     MutexLock lock(&stripe_mu_[stripe]);
-    if (dtype == config_.storage_dtype) {
+    if (as_stored) {
       const void* src = dtype == DType::kFloat32
                             ? static_cast<const void*>(values32_.data() + off)
                             : static_cast<const void*>(values16_.data() + off);
-      std::memcpy(dst, src, static_cast<size_t>(n * esize));
-    } else if (config_.storage_dtype == DType::kFloat32) {
+      out->data.append(static_cast<const char*>(src),
+                       static_cast<size_t>(n * esize));
+      r = stop;
+      continue;
+    }
+    char* dst = out->data.data() + (r - base) * width_ * esize;
+    if (config_.storage_dtype == DType::kFloat32) {
       FromFloat(dtype, values32_.data() + off, n, dst);
     } else {
       tmp.resize(static_cast<size_t>(n));
