@@ -8,14 +8,14 @@
 #
 # Build first (scripts/build.sh, or the targets gpu_test reduce_bench
 # nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench
-# plexus-coordinator ctr_example plexus). The digits
-# data of the dense example travels too when it is found here
-# (scripts/fetch_data.sh). ps_bench and checkpoint_bench are CPU benchmarks
-# that travel for the GPU machine's cores and disk; run.sh does not run them
-# (see README.md, GPU machines). Then copy the folder (default build/gpu-bundle) to
-# the GPU machine and run its run.sh: it sets LD_LIBRARY_PATH to the
-# folder's lib/, checks that every binary's libraries resolve, runs the GPU
-# tests and the benchmarks and prints one report (also saved in the folder).
+# plexus-coordinator ctr_example plexus). The digits data of the dense
+# example travels too when it is found here (scripts/fetch_data.sh).
+# Then copy the folder (default build/gpu-bundle) to the GPU machine and run
+# its run.sh: it sets LD_LIBRARY_PATH to the folder's lib/, checks that every
+# binary's libraries resolve, runs the GPU tests, the benchmarks and both
+# examples on CPU and GPU, and prints one report (also saved in the folder).
+# ps_bench and checkpoint_bench travel for the GPU machine's cores and disk;
+# run.sh does not run them (see README.md, GPU machines).
 #
 # What travels: every library ldd resolves for the binaries, except
 #   - the C library family and the C++ runtime (libc, libm, libdl,
@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --build) build="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --with-nccl) with_nccl=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu_bundle.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
