@@ -157,6 +157,7 @@ CommunicatorImpl::~CommunicatorImpl() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    work_cv_.SignalAll();
     if (!queue_.empty() || driver_busy_) {
       if (error_.ok()) {
         error_ = absl::AbortedError(absl::StrCat(
@@ -199,6 +200,7 @@ std::shared_ptr<Work> CommunicatorImpl::Submit(std::string name,
             << " algorithm=" << AlgorithmName(algorithm);
     if (!(tls_blocking_call && queue_.empty() && !driver_busy_)) {
       queue_.push_back(Op{std::move(name), std::move(body), deadline, work});
+      if (!driver_busy_) work_cv_.Signal();
       return work;
     }
     driver_busy_ = true;
@@ -215,14 +217,16 @@ void CommunicatorImpl::Loop() {
     absl::Status error;
     {
       absl::MutexLock lock(&mu_);
-      const absl::Condition has_work(
-          +[](CommunicatorImpl* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-            return (!c->queue_.empty() && !c->driver_busy_) || c->stopping_;
-          },
-          this);
-      // While idle, progress the transport now and then (keepalives, notices).
-      while (!mu_.AwaitWithTimeout(has_work, kIdleProgress)) {
-        if (driver_busy_) continue;
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return (!queue_.empty() && !driver_busy_) || stopping_;
+      };
+      // While idle, progress the transport now and then (keepalives,
+      // notices). A condition variable, not a Mutex condition: a thread
+      // waiting on a condition makes every unlock of mu_ re-evaluate it
+      // (absl's slow path), three times per operation.
+      while (!has_work()) {
+        const bool timed_out = work_cv_.WaitWithTimeout(&mu_, kIdleProgress);
+        if (!timed_out || has_work() || driver_busy_) continue;
         driver_busy_ = true;
         mu_.Unlock();
         transport_->ProgressIdle();
@@ -271,6 +275,7 @@ void CommunicatorImpl::Execute(Op op, absl::Status error) {
   {
     absl::MutexLock lock(&mu_);
     driver_busy_ = false;
+    if (!queue_.empty()) work_cv_.Signal();  // the loop takes the next one
     if (!status.ok() && error.ok() && error_.ok()) error_ = status;
   }
   op.work->Finish(std::move(status));

@@ -143,6 +143,9 @@ class CommunicatorImpl : public Communicator {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // A thread (the loop, or a waiter running inline) drives the transport.
   bool driver_busy_ ABSL_GUARDED_BY(mu_) = false;
+  // Signalled when the loop may have work: an operation queued while no
+  // thread drives, a driver done with operations still queued, stopping.
+  absl::CondVar work_cv_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);  // sticky
 
   std::thread loop_;  // started by Start()
