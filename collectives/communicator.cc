@@ -176,7 +176,19 @@ std::shared_ptr<Work> CommunicatorImpl::Failed(absl::Status status) {
   return work;
 }
 
-std::shared_ptr<Work> CommunicatorImpl::Submit(std::string name,
+std::string CommunicatorImpl::OpName::ToString() const {
+  std::string s(kind);
+  if (count_and_type) {
+    absl::StrAppend(&s, "(", count, " x ", DataTypeName(type));
+    if (!op.empty()) absl::StrAppend(&s, ", ", op);
+    if (root >= 0) absl::StrAppend(&s, ", root ", root);
+    s += ")";
+  }
+  if (!device.empty()) absl::StrAppend(&s, " on device buffers (", device, ")");
+  return s;
+}
+
+std::shared_ptr<Work> CommunicatorImpl::Submit(const OpName& name,
                                                Algorithm algorithm,
                                                const OpOptions& opts,
                                                Body body) {
@@ -188,7 +200,7 @@ std::shared_ptr<Work> CommunicatorImpl::Submit(std::string name,
     absl::MutexLock lock(&mu_);
     if (!error_.ok()) {
       work->Finish(absl::FailedPreconditionError(absl::StrCat(
-          options_.name, " rank ", rank(), ": ", name,
+          options_.name, " rank ", rank(), ": ", name.ToString(),
           " refused after an earlier error: ", error_.ToString())));
       return work;
     }
@@ -196,18 +208,17 @@ std::shared_ptr<Work> CommunicatorImpl::Submit(std::string name,
       work->Finish(absl::FailedPreconditionError("communicator is stopping"));
       return work;
     }
-    VLOG(1) << options_.name << " rank " << rank() << ": " << name
+    VLOG(1) << options_.name << " rank " << rank() << ": " << name.ToString()
             << " algorithm=" << AlgorithmName(algorithm);
     if (!(tls_blocking_call && queue_.empty() && !driver_busy_)) {
-      queue_.push_back(Op{std::move(name), std::move(body), deadline, work});
+      queue_.push_back(Op{name, std::move(body), deadline, work});
       if (!driver_busy_) work_cv_.Signal();
       return work;
     }
     driver_busy_ = true;
   }
   // Blocking call with nothing queued: run it here.
-  Execute(Op{std::move(name), std::move(body), deadline, work},
-          absl::OkStatus());
+  Execute(Op{name, std::move(body), deadline, work}, absl::OkStatus());
   return work;
 }
 
@@ -266,11 +277,11 @@ void CommunicatorImpl::Execute(Op op, absl::Status error) {
   absl::Status status;
   if (!error.ok()) {
     status = absl::FailedPreconditionError(
-        absl::StrCat(options_.name, " rank ", rank(), ": ", op.name,
+        absl::StrCat(options_.name, " rank ", rank(), ": ", op.name.ToString(),
                      " refused after an earlier error: ", error.ToString()));
   } else {
     status = Run(op.body, op.deadline);
-    if (!status.ok()) status = Annotate(status, op.name);
+    if (!status.ok()) status = Annotate(status, op.name.ToString());
   }
   {
     absl::MutexLock lock(&mu_);
@@ -320,7 +331,7 @@ absl::Status CommunicatorImpl::CheckRoot(int root) const {
   return absl::OkStatus();
 }
 
-std::shared_ptr<Work> CommunicatorImpl::MaybeDevice(const std::string& name,
+std::shared_ptr<Work> CommunicatorImpl::MaybeDevice(const OpName& name,
                                                     const void* a,
                                                     const void* b,
                                                     const OpOptions& opts,
@@ -331,16 +342,17 @@ std::shared_ptr<Work> CommunicatorImpl::MaybeDevice(const std::string& name,
   if (!da && !db) return nullptr;
   if (da != db) {
     return Failed(absl::InvalidArgumentError(
-        absl::StrCat(name,
+        absl::StrCat(name.ToString(),
                      ": one buffer is in device memory and the other in "
                      "host memory; pass both on the same side")));
   }
   if (absl::Status s = device_->CheckStream(opts.stream); !s.ok()) {
-    return Failed(Annotate(s, name));
+    return Failed(Annotate(s, name.ToString()));
   }
   DeviceCollectives* device = device_.get();
-  return Submit(absl::StrCat(name, " on device buffers (", device->name(), ")"),
-                Algorithm::kAuto, opts,
+  OpName on_device = name;
+  on_device.device = device->name();
+  return Submit(on_device, Algorithm::kAuto, opts,
                 [device, fn = std::move(fn)](const AlgoContext& ctx) {
                   return fn(device, ctx.deadline);
                 });
@@ -363,9 +375,10 @@ std::shared_ptr<Work> CommunicatorImpl::AllReduceAsync(const void* send,
   if (absl::Status s = CheckBuffers(send, recv, count); !s.ok()) {
     return Failed(s);
   }
-  std::string name =
-      absl::StrCat("all-reduce(", count, " x ", DataTypeName(type), ", ",
-                   ReduceOpName(op), ")");
+  const OpName name{.kind = "all-reduce",
+                    .count = count,
+                    .type = type,
+                    .op = ReduceOpName(op)};
   if (auto w = MaybeDevice(name, send, recv, opts,
                            [=](DeviceCollectives* d, absl::Time deadline) {
                              return d->AllReduce(send, recv, count, type, op,
@@ -377,7 +390,7 @@ std::shared_ptr<Work> CommunicatorImpl::AllReduceAsync(const void* send,
   Algorithm algo = opts.algorithm != Algorithm::kAuto ? opts.algorithm
                    : forced_ != Algorithm::kAuto      ? forced_
                                                       : SelectAllReduce(bytes);
-  return Submit(std::move(name), algo, opts, [=](const AlgoContext& ctx) {
+  return Submit(name, algo, opts, [=](const AlgoContext& ctx) {
     // The ring takes its input where it lies (no copy).
     if (algo != Algorithm::kTree && algo != Algorithm::kRecursiveDoubling) {
       return RingAllReduce(ctx, send, recv, count, type, op);
@@ -396,9 +409,10 @@ std::shared_ptr<Work> CommunicatorImpl::ReduceScatterAsync(
   if (absl::Status s = CheckBuffers(send, recv, recv_count); !s.ok()) {
     return Failed(s);
   }
-  std::string name =
-      absl::StrCat("reduce-scatter(", recv_count, " x ", DataTypeName(type),
-                   ", ", ReduceOpName(op), ")");
+  const OpName name{.kind = "reduce-scatter",
+                    .count = recv_count,
+                    .type = type,
+                    .op = ReduceOpName(op)};
   if (auto w = MaybeDevice(name, send, recv, opts,
                            [=](DeviceCollectives* d, absl::Time deadline) {
                              return d->ReduceScatter(send, recv, recv_count,
@@ -410,18 +424,17 @@ std::shared_ptr<Work> CommunicatorImpl::ReduceScatterAsync(
   const size_t esz = DataTypeSize(type);
   const int n = size();
   const int r = rank();
-  return Submit(
-      std::move(name), Algorithm::kRing, opts, [=](const AlgoContext& ctx) {
-        const size_t block = recv_count * esz;
-        std::vector<char> scratch(block * n);
-        if (block > 0) std::memcpy(scratch.data(), send, block * n);
-        PLEXUS_RETURN_IF_ERROR(
-            RingReduceScatter(ctx, scratch.data(), recv_count, type, op));
-        if (block > 0) {
-          std::memcpy(recv, scratch.data() + block * r, block);
-        }
-        return absl::OkStatus();
-      });
+  return Submit(name, Algorithm::kRing, opts, [=](const AlgoContext& ctx) {
+    const size_t block = recv_count * esz;
+    std::vector<char> scratch(block * n);
+    if (block > 0) std::memcpy(scratch.data(), send, block * n);
+    PLEXUS_RETURN_IF_ERROR(
+        RingReduceScatter(ctx, scratch.data(), recv_count, type, op));
+    if (block > 0) {
+      std::memcpy(recv, scratch.data() + block * r, block);
+    }
+    return absl::OkStatus();
+  });
 }
 
 std::shared_ptr<Work> CommunicatorImpl::AllGatherAsync(const void* send,
@@ -432,8 +445,7 @@ std::shared_ptr<Work> CommunicatorImpl::AllGatherAsync(const void* send,
   if (absl::Status s = CheckBuffers(send, recv, send_count); !s.ok()) {
     return Failed(s);
   }
-  std::string name =
-      absl::StrCat("all-gather(", send_count, " x ", DataTypeName(type), ")");
+  const OpName name{.kind = "all-gather", .count = send_count, .type = type};
   if (auto w = MaybeDevice(name, send, recv, opts,
                            [=](DeviceCollectives* d, absl::Time deadline) {
                              return d->AllGather(send, recv, send_count, type,
@@ -443,13 +455,11 @@ std::shared_ptr<Work> CommunicatorImpl::AllGatherAsync(const void* send,
   }
   const size_t block = send_count * DataTypeSize(type);
   const int r = rank();
-  return Submit(std::move(name), Algorithm::kRing, opts,
-                [=](const AlgoContext& ctx) {
-                  char* mine = static_cast<char*>(recv) + block * r;
-                  if (mine != send && block > 0)
-                    std::memmove(mine, send, block);
-                  return RingAllGather(ctx, recv, send_count, type);
-                });
+  return Submit(name, Algorithm::kRing, opts, [=](const AlgoContext& ctx) {
+    char* mine = static_cast<char*>(recv) + block * r;
+    if (mine != send && block > 0) std::memmove(mine, send, block);
+    return RingAllGather(ctx, recv, send_count, type);
+  });
 }
 
 std::shared_ptr<Work> CommunicatorImpl::BroadcastAsync(void* buf, size_t count,
@@ -459,18 +469,17 @@ std::shared_ptr<Work> CommunicatorImpl::BroadcastAsync(void* buf, size_t count,
     return Failed(s);
   }
   if (absl::Status s = CheckRoot(root); !s.ok()) return Failed(s);
-  std::string name = absl::StrCat("broadcast(", count, " x ",
-                                  DataTypeName(type), ", root ", root, ")");
+  const OpName name{
+      .kind = "broadcast", .count = count, .type = type, .root = root};
   if (auto w = MaybeDevice(
           name, buf, buf, opts, [=](DeviceCollectives* d, absl::Time deadline) {
             return d->Broadcast(buf, count, type, root, deadline, opts.stream);
           })) {
     return w;
   }
-  return Submit(std::move(name), Algorithm::kTree, opts,
-                [=](const AlgoContext& ctx) {
-                  return TreeBroadcast(ctx, buf, count, type, root);
-                });
+  return Submit(name, Algorithm::kTree, opts, [=](const AlgoContext& ctx) {
+    return TreeBroadcast(ctx, buf, count, type, root);
+  });
 }
 
 std::shared_ptr<Work> CommunicatorImpl::ReduceAsync(const void* send,
@@ -484,8 +493,11 @@ std::shared_ptr<Work> CommunicatorImpl::ReduceAsync(const void* send,
     return Failed(s);
   }
   if (absl::Status s = CheckRoot(root); !s.ok()) return Failed(s);
-  std::string name = absl::StrCat("reduce(", count, " x ", DataTypeName(type),
-                                  ", ", ReduceOpName(op), ", root ", root, ")");
+  const OpName name{.kind = "reduce",
+                    .count = count,
+                    .type = type,
+                    .op = ReduceOpName(op),
+                    .root = root};
   if (auto w = MaybeDevice(name, send, is_root ? recv : send, opts,
                            [=](DeviceCollectives* d, absl::Time deadline) {
                              return d->Reduce(send, recv, count, type, op, root,
@@ -494,21 +506,21 @@ std::shared_ptr<Work> CommunicatorImpl::ReduceAsync(const void* send,
     return w;
   }
   const size_t bytes = count * DataTypeSize(type);
-  return Submit(std::move(name), Algorithm::kTree, opts,
-                [=](const AlgoContext& ctx) {
-                  std::vector<char> scratch;
-                  void* work = recv;
-                  if (!is_root) {
-                    scratch.resize(bytes);
-                    work = scratch.data();
-                  }
-                  if (work != send && bytes > 0) std::memcpy(work, send, bytes);
-                  return TreeReduce(ctx, work, count, type, op, root);
-                });
+  return Submit(name, Algorithm::kTree, opts, [=](const AlgoContext& ctx) {
+    std::vector<char> scratch;
+    void* work = recv;
+    if (!is_root) {
+      scratch.resize(bytes);
+      work = scratch.data();
+    }
+    if (work != send && bytes > 0) std::memcpy(work, send, bytes);
+    return TreeReduce(ctx, work, count, type, op, root);
+  });
 }
 
 std::shared_ptr<Work> CommunicatorImpl::BarrierAsync(const OpOptions& opts) {
-  return Submit("barrier", Algorithm::kRecursiveDoubling, opts,
+  return Submit({.kind = "barrier", .count_and_type = false},
+                Algorithm::kRecursiveDoubling, opts,
                 [](const AlgoContext& ctx) {
                   int32_t token = 1;
                   return DoublingAllReduce(ctx, &token, 1, DataType::kInt32,

@@ -97,15 +97,28 @@ class CommunicatorImpl : public Communicator {
 
  private:
   using Body = std::function<absl::Status(const AlgoContext&)>;
+  // An operation's name for errors and logs, e.g. "all-reduce(1024 x fp32,
+  // sum)": kept in parts and formatted only when a message needs it (a
+  // StrCat per operation showed in the small-message profile).
+  struct OpName {
+    absl::string_view kind;  // "all-reduce"; alone when count_and_type is off
+    bool count_and_type = true;
+    size_t count = 0;
+    DataType type = DataType::kFloat32;
+    absl::string_view op;      // a ReduceOpName, or empty
+    int root = -1;             // >= 0: ", root R"
+    absl::string_view device;  // non-empty: " on device buffers (device)"
+    std::string ToString() const;
+  };
   struct Op {
-    std::string name;
+    OpName name;
     Body body;
     absl::Time deadline;
     std::shared_ptr<WorkImpl> work;
   };
 
   // Queues `body`, or returns finished work if the communicator is broken.
-  std::shared_ptr<Work> Submit(std::string name, Algorithm algorithm,
+  std::shared_ptr<Work> Submit(const OpName& name, Algorithm algorithm,
                                const OpOptions& opts, Body body);
   static std::shared_ptr<Work> Failed(absl::Status status);
   void Loop();
@@ -122,7 +135,7 @@ class CommunicatorImpl : public Communicator {
   // device backend.
   using DeviceBody =
       std::function<absl::Status(DeviceCollectives*, absl::Time deadline)>;
-  std::shared_ptr<Work> MaybeDevice(const std::string& name, const void* a,
+  std::shared_ptr<Work> MaybeDevice(const OpName& name, const void* a,
                                     const void* b, const OpOptions& opts,
                                     DeviceBody fn);
 
