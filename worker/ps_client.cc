@@ -22,6 +22,7 @@
 #include "common/error_info.h"
 #include "common/grpc_status.h"
 #include "common/hash.h"
+#include "common/id_index.h"
 #include "common/memory.h"
 #include "common/shard_map.h"
 #include "common/status.h"
@@ -168,27 +169,15 @@ SparsePlan PlanSparse(const ShardRouter& router, const std::string& table,
   plan.ids.resize(router.num_shards());
   plan.where.resize(ids.size());
   const uint64_t th = HashName(table);
-  // First-seen ids in an open-addressing table of at least twice as many
-  // slots (never rehashed; Fibonacci hashing spreads strided ids): a few
-  // times cheaper than a general hash map for the thousands of ids of one
-  // call, which showed in a 4,096-id pull's profile.
-  int bits = 4;
-  while ((size_t{1} << bits) < 2 * ids.size()) ++bits;
-  const size_t mask = (size_t{1} << bits) - 1;
-  constexpr uint32_t kFree = ~uint32_t{0};
-  std::vector<uint64_t> keys(mask + 1);
-  std::vector<uint32_t> first(mask + 1, kFree);  // caller position
+  IdIndex first(ids.size());  // id -> the caller position that named it first
   for (size_t i = 0; i < ids.size(); ++i) {
-    size_t h = (ids[i] * 0x9E3779B97F4A7C15ull) >> (64 - bits);
-    while (first[h] != kFree && keys[h] != ids[i]) h = (h + 1) & mask;
-    if (first[h] == kFree) {
-      keys[h] = ids[i];
-      first[h] = static_cast<uint32_t>(i);
+    auto [at, fresh] = first.Insert(ids[i], static_cast<uint32_t>(i));
+    if (fresh) {
       const uint32_t s = router.ShardOfRow(th, ids[i]);
       plan.where[i] = {s, static_cast<uint32_t>(plan.ids[s].size())};
       plan.ids[s].push_back(ids[i]);
     } else {
-      plan.where[i] = plan.where[first[h]];
+      plan.where[i] = plan.where[at];
     }
   }
   plan.identity = router.num_shards() == 1 && plan.ids[0].size() == ids.size();

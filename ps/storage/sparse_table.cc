@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
+#include "common/id_index.h"
 #include "common/status.h"
 #include "glog/logging.h"
 #include "ps/storage/initializer.h"
@@ -84,8 +85,7 @@ absl::StatusOr<GradPiece> SparseTable::Prepare(const SparseGradient& g,
   std::vector<float> raw;
   ToFloat(g.grads.dtype, g.grads.data.data(), n * dim, &raw);
   GradPiece piece;
-  absl::flat_hash_map<uint64_t, int32_t> index;
-  index.reserve(static_cast<size_t>(n));
+  IdIndex index(static_cast<size_t>(n));  // id -> its row in piece
   piece.ids.reserve(static_cast<size_t>(n));
   piece.grads.reserve(static_cast<size_t>(n * dim));
   for (int64_t i = 0; i < n; ++i) {
@@ -100,13 +100,13 @@ absl::StatusOr<GradPiece> SparseTable::Prepare(const SparseGradient& g,
       ++piece.skipped_non_finite;
       continue;
     }
-    auto [it, inserted] =
-        index.try_emplace(g.ids[i], static_cast<int32_t>(piece.ids.size()));
+    auto [at, inserted] =
+        index.Insert(g.ids[i], static_cast<uint32_t>(piece.ids.size()));
     if (inserted) {
       piece.ids.push_back(g.ids[i]);
       piece.grads.insert(piece.grads.end(), row, row + dim);
     } else {
-      float* dst = piece.grads.data() + int64_t{it->second} * dim;
+      float* dst = piece.grads.data() + int64_t{at} * dim;
       for (int64_t j = 0; j < dim; ++j) dst[j] += row[j];
     }
   }
