@@ -178,19 +178,16 @@ void ToFloat(DType dtype, const void* src, int64_t n, std::vector<float>* dst) {
 }
 
 bool AllFinite(const float* p, int64_t n) {
-  // The exponent bits, 16 floats at a time: a fixed-length inner loop GCC
-  // vectorises at -O2, where a per-element std::isfinite loop is not (ps_bench
-  // profile: the check was a fifth of a dense push's server time).
+  // Exponent bits all ones = Inf or NaN. An OR over the whole array with no
+  // early exit, which GCC vectorises (ps/storage builds at -O3; the former
+  // 16-at-a-time form ran scalar there, 15% of a shard's CPU on 1 MiB dense
+  // pushes).
   uint32_t bad = 0;
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    uint32_t b[16];
-    std::memcpy(b, p + i, sizeof(b));
-    uint32_t any = 0;
-    for (int k = 0; k < 16; ++k) any |= (~b[k] & 0x7f800000u) == 0;
-    bad |= any;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, p + i, sizeof(b));
+    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
   }
-  for (; i < n; ++i) bad |= !std::isfinite(p[i]);
   return bad == 0;
 }
 
