@@ -84,27 +84,41 @@ absl::Status WaitStream(void* stream, absl::Time deadline,
       deadline, what);
 }
 
+namespace {
+// Grows *data (of *capacity bytes) to at least `bytes` (and `least`): frees
+// the old block and allocates a new one; the old contents are lost.
+template <typename Alloc, typename Free>
+absl::StatusOr<char*> Grow(char** data, size_t* capacity, size_t bytes,
+                           size_t least, Alloc alloc, Free free,
+                           absl::string_view what) {
+  if (bytes <= *capacity && *data != nullptr) return *data;
+  if (*data != nullptr) {
+    free(*data);
+    *data = nullptr;
+    *capacity = 0;
+  }
+  void* p = nullptr;
+  const size_t want = std::max(bytes, least);
+  if (cudaError_t e = alloc(&p, want); e != cudaSuccess) {
+    return CudaStatus(e, absl::StrCat(what, " ", want, " bytes"));
+  }
+  *data = static_cast<char*>(p);
+  *capacity = want;
+  return *data;
+}
+}  // namespace
+
 PinnedBuffer::~PinnedBuffer() {
   if (data_ != nullptr) cudaFreeHost(data_);
 }
 
 absl::StatusOr<char*> PinnedBuffer::Reserve(size_t bytes) {
-  if (bytes <= capacity_ && data_ != nullptr) return data_;
-  if (data_ != nullptr) {
-    cudaFreeHost(data_);
-    data_ = nullptr;
-    capacity_ = 0;
-  }
-  void* p = nullptr;
-  const size_t want = std::max<size_t>(bytes, 4096);
-  if (cudaError_t e = cudaHostAlloc(&p, want, cudaHostAllocDefault);
-      e != cudaSuccess) {
-    return CudaStatus(e,
-                      absl::StrCat("pinning ", want, " bytes of host memory"));
-  }
-  data_ = static_cast<char*>(p);
-  capacity_ = want;
-  return data_;
+  return Grow(
+      &data_, &capacity_, bytes, 4096,
+      [](void** p, size_t n) {
+        return cudaHostAlloc(p, n, cudaHostAllocDefault);
+      },
+      cudaFreeHost, "pinning host memory:");
 }
 
 DeviceBuffer::~DeviceBuffer() {
@@ -112,21 +126,10 @@ DeviceBuffer::~DeviceBuffer() {
 }
 
 absl::StatusOr<char*> DeviceBuffer::Reserve(size_t bytes) {
-  if (bytes <= capacity_ && data_ != nullptr) return data_;
-  if (data_ != nullptr) {
-    cudaFree(data_);
-    data_ = nullptr;
-    capacity_ = 0;
-  }
-  void* p = nullptr;
-  const size_t want = std::max<size_t>(bytes, 256);
-  if (cudaError_t e = cudaMalloc(&p, want); e != cudaSuccess) {
-    return CudaStatus(
-        e, absl::StrCat("allocating ", want, " bytes of device memory"));
-  }
-  data_ = static_cast<char*>(p);
-  capacity_ = want;
-  return data_;
+  return Grow(
+      &data_, &capacity_, bytes, 256,
+      [](void** p, size_t n) { return cudaMalloc(p, n); }, cudaFree,
+      "allocating device memory:");
 }
 
 }  // namespace plexus::collectives::cuda
