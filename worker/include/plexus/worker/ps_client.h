@@ -140,6 +140,7 @@ class PsClient {
 
   // Reads rows `ids` of `table` (dim elements each) into `out`
   // (ids.size() * dim floats). Missing rows are created (create_missing).
+  // Rows land in `out` as they arrive, so after an error it may hold some.
   virtual absl::Status PullSparse(const std::string& table,
                                   absl::Span<const uint64_t> ids, int64_t dim,
                                   absl::Span<float> out,
@@ -152,7 +153,8 @@ class PsClient {
 
   // ---- dense ----
 
-  // Reads the whole variable (row-major) into `out`.
+  // Reads the whole variable (row-major) into `out`; as PullSparse, after an
+  // error `out` may hold part of it.
   virtual absl::Status PullDense(const std::string& variable,
                                  absl::Span<float> out,
                                  const StepOptions& step = {}) = 0;
