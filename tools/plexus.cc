@@ -7,10 +7,12 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
@@ -18,6 +20,7 @@
 #include "absl/time/clock.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
 #include "common/grpc_status.h"
@@ -32,8 +35,6 @@ namespace {
 
 namespace local = plexus::local;
 
-constexpr int kExitUnimplemented = 3;
-
 // The folder holding this binary (where plexus-ps and plexus-coordinator are
 // installed next to it).
 std::string SelfDir() {
@@ -47,10 +48,90 @@ int Fail(const absl::Status& st) {
   return 1;
 }
 
-int NotYet(const std::string& what, const std::string& issue) {
-  std::cerr << "plexus " << what << ": not implemented yet (" << issue
-            << "); nothing was done.\n";
-  return kExitUnimplemented;
+// `plexus bench NAME [ARGS...]`: the benchmark binaries, by name.
+const std::vector<std::pair<std::string, std::string>>& Benchmarks() {
+  static const auto* b = new std::vector<std::pair<std::string, std::string>>{
+      {"ps", "ps_bench"},
+      {"collectives", "coll_bench"},
+      {"checkpoint", "checkpoint_bench"},
+      {"engine", "engine_bench"},
+      {"dispatch", "dispatch_bench"},
+      {"reduce", "reduce_bench"},
+      {"nccl", "nccl_bench"}};
+  return *b;
+}
+
+// Replaces this process with benchmark `name` from `bin_dir`, passing `args`
+// (its own flags; `plexus bench NAME --help` prints them). Returns only on
+// an error: 2 for an unknown name, 1 when the binary cannot start.
+int RunBenchmark(const std::string& name, const std::string& bin_dir,
+                 const std::vector<std::string>& args) {
+  std::string binary;
+  std::string names;
+  for (const auto& [n, b] : Benchmarks()) {
+    if (n == name) binary = b;
+    absl::StrAppend(&names, names.empty() ? "" : ", ", n);
+  }
+  if (binary.empty()) {
+    std::cerr << "plexus bench: no benchmark '" << name << "' (" << names
+              << ")\n";
+    return 2;
+  }
+  const std::string path =
+      (bin_dir.empty() ? SelfDir() : bin_dir) + "/" + binary;
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(path.c_str()));
+  for (const std::string& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::cout.flush();
+  execv(path.c_str(), argv.data());
+  std::cerr << "plexus bench: cannot run " << path << ": "
+            << std::strerror(errno)
+            << (binary == "reduce_bench" || binary == "nccl_bench"
+                    ? " (built only where CUDA and NCCL are found)"
+                    : "")
+            << "\n";
+  return 1;
+}
+
+std::string BenchUsage() {
+  std::string names;
+  for (const auto& [n, b] : Benchmarks()) {
+    absl::StrAppend(&names, "\n  ", n, std::string(13 - n.size(), ' '), b);
+  }
+  return absl::StrCat(
+      "Run a benchmark: plexus bench [--bin-dir DIR] NAME [ITS FLAGS...]. "
+      "Everything after NAME goes to the benchmark (plexus bench NAME --help "
+      "lists its flags); --bin-dir: where the binaries are (default: next to "
+      "plexus). Names:",
+      names);
+}
+
+// `plexus bench ...` (the arguments after "bench").
+int BenchCommand(std::vector<std::string> args) {
+  std::string bin_dir;
+  while (!args.empty() &&
+         (args[0] == "--bin-dir" || absl::StartsWith(args[0], "--bin-dir="))) {
+    if (args[0] == "--bin-dir") {
+      if (args.size() < 2) {
+        std::cerr << "plexus bench: --bin-dir needs a folder\n";
+        return 2;
+      }
+      bin_dir = args[1];
+      args.erase(args.begin(), args.begin() + 2);
+    } else {
+      bin_dir = args[0].substr(std::string("--bin-dir=").size());
+      args.erase(args.begin());
+    }
+  }
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << BenchUsage() << "\n";
+    return args.empty() ? 2 : 0;
+  }
+  const std::string name = args[0];
+  args.erase(args.begin());
+  return RunBenchmark(name, bin_dir, args);
 }
 
 // Whether a process runs (a zombie waiting for its parent to reap it does not).
@@ -492,6 +573,9 @@ int LocalDown(const std::string& dir, double grace_s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "bench") {
+    return BenchCommand(std::vector<std::string>(argv + 2, argv + argc));
+  }
   CLI::App app{
       "plexus: run and inspect Plexus parameter-server / collective clusters"};
   app.set_version_flag("--version", plexus::VersionString("plexus"));
@@ -647,8 +731,9 @@ int main(int argc, char** argv) {
     c->add_option("--timeout", ck.timeout_s, "Seconds to wait for the answer")
         ->capture_default_str();
   }
-  auto* bench =
-      app.add_subcommand("bench", "Run the benchmarks (not implemented yet)");
+  // Listed here for `plexus --help`; main() runs it before parsing, so that
+  // every argument after the name reaches the benchmark untouched.
+  app.add_subcommand("bench", BenchUsage());
 
   CLI11_PARSE(app, argc, argv);
 
@@ -730,6 +815,5 @@ int main(int argc, char** argv) {
                                                     : "list";
     return CheckpointCommand(stub->get(), what, ck);
   }
-  if (bench->parsed()) return NotYet("bench", "collectives and PS issues");
   return 0;
 }

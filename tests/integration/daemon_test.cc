@@ -321,10 +321,30 @@ TEST(PlexusCli, LocalUpStatusDown) {
   EXPECT_EQ(run({"local", "down", "--dir", root}, "down"), 0)
       << ReadFile(dir.Sub("down"));
   EXPECT_EQ(run({"local", "status", "--dir", root}, "status2"), 1);
-  // Unimplemented subcommands say so and do nothing.
-  EXPECT_EQ(run({"bench"}, "bench"), 3);
-  EXPECT_NE(ReadFile(dir.Sub("bench")).find("not implemented yet"),
-            std::string::npos);
+}
+
+// `plexus bench NAME ...` runs that benchmark with the rest of the arguments;
+// an unknown name or none is refused, listing the names.
+TEST(PlexusCli, BenchRunsABenchmarkByName) {
+  TempDir dir;
+  auto run = [&](std::vector<std::string> args, const std::string& log) {
+    return RunPlexus(dir, std::move(args), log);
+  };
+  EXPECT_EQ(
+      run({"bench", "engine", "--seconds", "0.01", "--ids", "1000"}, "bench"),
+      0)
+      << ReadFile(dir.Sub("bench"));
+  EXPECT_NE(ReadFile(dir.Sub("bench")).find("adam sparse:"), std::string::npos)
+      << ReadFile(dir.Sub("bench"));
+  EXPECT_EQ(run({"bench", "nosuch"}, "bench2"), 2);
+  EXPECT_NE(ReadFile(dir.Sub("bench2"))
+                .find("no benchmark 'nosuch' (ps, collectives, checkpoint"),
+            std::string::npos)
+      << ReadFile(dir.Sub("bench2"));
+  EXPECT_EQ(run({"bench"}, "bench3"), 2);
+  EXPECT_NE(ReadFile(dir.Sub("bench3")).find("engine       engine_bench"),
+            std::string::npos)
+      << ReadFile(dir.Sub("bench3"));
 }
 
 // `plexus local up --workers`: worker processes are started, counted as up
