@@ -303,8 +303,7 @@ class PsClientImpl : public PsClient {
         v1::SparseLookup* l = req.add_sparse();
         l->set_table(table);
         l->set_create_missing(true);
-        l->mutable_ids()->Add(plan.ids[s].begin() + b,
-                              plan.ids[s].begin() + e);
+        l->mutable_ids()->Add(plan.ids[s].begin() + b, plan.ids[s].begin() + e);
         v1::PullResponse resp;
         float* dst = rows[s] + b * dim;
         const int64_t elems = static_cast<int64_t>(e - b) * dim;

@@ -118,9 +118,9 @@ void Overhead(const Args& a, int gpus) {
   std::printf(
       "\n## overhead: all-reduce fp32 sum %s, %d rank(s), one per GPU\n",
       a.inplace ? "in place" : "out of place", n);
-  std::printf("%12s %10s %11s %10s %11s %9s %8s %8s %11s\n", "bytes",
-              "raw us", "backend us", "comm us", "backend +us", "comm +us",
-              "backend%", "comm%", "busbw GB/s");
+  std::printf("%12s %10s %11s %10s %11s %9s %8s %8s %11s\n", "bytes", "raw us",
+              "backend us", "comm us", "backend +us", "comm +us", "backend%",
+              "comm%", "busbw GB/s");
   const std::vector<size_t> sizes = Sizes(a.max_mb);
   std::vector<std::vector<double>> raw(sizes.size()), backend(sizes.size()),
       comm(sizes.size());
@@ -190,9 +190,10 @@ void Overhead(const Args& a, int gpus) {
   for (size_t i = 0; i < sizes.size(); ++i) {
     const double r = raw[i][0], b = backend[i][0], c = comm[i][0];
     const double busbw = n > 1 ? 2.0 * (n - 1) / n * sizes[i] / r / 1e9 : 0;
-    std::printf("%12zu %10.1f %11.1f %10.1f %11.2f %9.2f %7.1f%% %7.1f%% %11.1f\n",
-                sizes[i], r * 1e6, b * 1e6, c * 1e6, (b - r) * 1e6,
-                (c - r) * 1e6, 100 * (b - r) / r, 100 * (c - r) / r, busbw);
+    std::printf(
+        "%12zu %10.1f %11.1f %10.1f %11.2f %9.2f %7.1f%% %7.1f%% %11.1f\n",
+        sizes[i], r * 1e6, b * 1e6, c * 1e6, (b - r) * 1e6, (c - r) * 1e6,
+        100 * (b - r) / r, 100 * (c - r) / r, busbw);
   }
 }
 

@@ -340,8 +340,7 @@ void DataPlaneServer::ServeConnection(Connection* c) {
       close_after = true;
     } else {
       bool in_step = true;
-      st = Dispatch(service_, c->fd, h, body_bytes, &scratch, &resp,
-                    &in_step);
+      st = Dispatch(service_, c->fd, h, body_bytes, &scratch, &resp, &in_step);
       if (!in_step) {
         if (!absl::IsUnavailable(st)) LOG(WARNING) << st;
         Record(method, st.code(), start);

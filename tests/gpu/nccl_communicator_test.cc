@@ -1,9 +1,9 @@
 // The NCCL backend on one GPU: a one-rank communicator bootstrapped through
 // a rendezvous store runs every operation on device buffers with the right
 // results; bad arguments are refused before NCCL sees them; after Abort, or
-// an operation past its deadline, every call fails with the sticky error. (NCCL refuses two ranks on one
-// GPU, so multi-rank runs need a multi-GPU machine; see bench/gpu.) Skips,
-// saying why, without a GPU.
+// an operation past its deadline, every call fails with the sticky error. (NCCL
+// refuses two ranks on one GPU, so multi-rank runs need a multi-GPU machine;
+// see bench/gpu.) Skips, saying why, without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -136,8 +136,7 @@ TEST_F(NcclCommunicatorTest, AnOperationPastItsDeadlineAbortsTheCommunicator) {
   EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   cudaStreamDestroy(stream);
   EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
-  EXPECT_TRUE(absl::StrContains(st.message(), "NCCL all-reduce of 1024"))
-      << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "NCCL all-reduce of 1024")) << st;
   EXPECT_TRUE(absl::StrContains(st.message(), "communicator aborted")) << st;
   absl::Status later = comm_->AllReduce(buf, buf, n, DataType::kFloat32,
                                         ReduceOp::kSum, Deadline());

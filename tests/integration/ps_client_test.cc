@@ -236,8 +236,8 @@ TEST_P(PsClientOneShardTest, DistinctAndRepeatedIdsBothRoundTrip) {
   worker::PsClientOptions co;
   co.shards = shards;
   co.direct_data_plane = GetParam();
-  auto client = PsClient::Connect(co, {.job_id = "job", .worker_id = 1,
-                                       .worker_incarnation = 1});
+  auto client = PsClient::Connect(
+      co, {.job_id = "job", .worker_id = 1, .worker_incarnation = 1});
   ASSERT_TRUE(client.ok()) << client.status();
   const int64_t dim = 3;
   ASSERT_TRUE((*client)->CreateTable(SgdTable("emb", dim, 1.0)).ok());
