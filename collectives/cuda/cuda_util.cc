@@ -84,52 +84,38 @@ absl::Status WaitStream(void* stream, absl::Time deadline,
       deadline, what);
 }
 
-namespace {
-// Grows *data (of *capacity bytes) to at least `bytes` (and `least`): frees
-// the old block and allocates a new one; the old contents are lost.
-template <typename Alloc, typename Free>
-absl::StatusOr<char*> Grow(char** data, size_t* capacity, size_t bytes,
-                           size_t least, Alloc alloc, Free free,
-                           absl::string_view what) {
-  if (bytes <= *capacity && *data != nullptr) return *data;
-  if (*data != nullptr) {
-    free(*data);
-    *data = nullptr;
-    *capacity = 0;
+template <BufferPlace kPlace>
+void CudaBuffer<kPlace>::Free() {
+  if (data_ == nullptr) return;
+  if constexpr (kPlace == BufferPlace::kPinnedHost) {
+    cudaFreeHost(data_);
+  } else {
+    cudaFree(data_);
   }
+  data_ = nullptr;
+  capacity_ = 0;
+}
+
+template <BufferPlace kPlace>
+absl::StatusOr<char*> CudaBuffer<kPlace>::Reserve(size_t bytes) {
+  if (bytes <= capacity_ && data_ != nullptr) return data_;
+  Free();
+  constexpr bool kPinned = kPlace == BufferPlace::kPinnedHost;
+  const size_t want = std::max<size_t>(bytes, kPinned ? 4096 : 256);
   void* p = nullptr;
-  const size_t want = std::max(bytes, least);
-  if (cudaError_t e = alloc(&p, want); e != cudaSuccess) {
-    return CudaStatus(e, absl::StrCat(what, " ", want, " bytes"));
+  const cudaError_t e = kPinned ? cudaHostAlloc(&p, want, cudaHostAllocDefault)
+                                : cudaMalloc(&p, want);
+  if (e != cudaSuccess) {
+    return CudaStatus(
+        e, absl::StrCat(kPinned ? "pinning " : "allocating ", want,
+                        " bytes of ", kPinned ? "host" : "device", " memory"));
   }
-  *data = static_cast<char*>(p);
-  *capacity = want;
-  return *data;
-}
-}  // namespace
-
-PinnedBuffer::~PinnedBuffer() {
-  if (data_ != nullptr) cudaFreeHost(data_);
+  data_ = static_cast<char*>(p);
+  capacity_ = want;
+  return data_;
 }
 
-absl::StatusOr<char*> PinnedBuffer::Reserve(size_t bytes) {
-  return Grow(
-      &data_, &capacity_, bytes, 4096,
-      [](void** p, size_t n) {
-        return cudaHostAlloc(p, n, cudaHostAllocDefault);
-      },
-      cudaFreeHost, "pinning host memory:");
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) cudaFree(data_);
-}
-
-absl::StatusOr<char*> DeviceBuffer::Reserve(size_t bytes) {
-  return Grow(
-      &data_, &capacity_, bytes, 256,
-      [](void** p, size_t n) { return cudaMalloc(p, n); }, cudaFree,
-      "allocating device memory:");
-}
+template class CudaBuffer<BufferPlace::kPinnedHost>;
+template class CudaBuffer<BufferPlace::kDevice>;
 
 }  // namespace plexus::collectives::cuda

@@ -1,6 +1,6 @@
 // What the GPU code of Plexus shares around the CUDA runtime: the one
 // translation of cudaError_t into absl::Status, whether this process can use
-// a GPU, what kind of memory a pointer is, pinned host buffers and device
+// a GPU, what kind of memory a pointer is, and pinned host and device
 // buffers. Built
 // only where the CUDA toolkit is present (PLEXUS_HAVE_CUDA); the header needs
 // no CUDA headers.
@@ -54,46 +54,35 @@ absl::Status WaitEvent(void* event, absl::Time deadline,
 absl::Status WaitStream(void* stream, absl::Time deadline,
                         absl::string_view what);
 
-// Page-locked (pinned) host memory, the staging area between device memory
-// and the network: copies from and to it run at PCIe speed and
-// asynchronously. Grows on demand, never shrinks.
-class PinnedBuffer {
+// Memory CUDA allocates, freed with its owner; grows on demand (the old
+// contents are lost), never shrinks, never null once reserved:
+//   - PinnedBuffer: page-locked host memory, the staging area between
+//     device memory and the network (copies to and from it run at PCIe
+//     speed and asynchronously);
+//   - DeviceBuffer: device memory of the current GPU (cudaMalloc).
+enum class BufferPlace { kPinnedHost, kDevice };
+template <BufferPlace kPlace>
+class CudaBuffer {
  public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer();
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  CudaBuffer() = default;
+  ~CudaBuffer() { Free(); }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
 
-  // At least `bytes` of pinned memory (the old contents are lost when it
-  // grows). INTERNAL when CUDA cannot pin that much.
+  // At least `bytes`. INTERNAL when CUDA cannot allocate (or pin) that much.
   absl::StatusOr<char*> Reserve(size_t bytes);
   char* data() const { return data_; }
   size_t capacity() const { return capacity_; }
 
  private:
+  void Free();
   char* data_ = nullptr;
   size_t capacity_ = 0;
 };
-
-// Device memory (cudaMalloc, on the current GPU), freed with its owner.
-// Grows on demand (the old contents are lost), never shrinks; never null
-// once reserved.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer();
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  // At least `bytes` of device memory. INTERNAL when CUDA cannot allocate.
-  absl::StatusOr<char*> Reserve(size_t bytes);
-  char* data() const { return data_; }
-  size_t capacity() const { return capacity_; }
-
- private:
-  char* data_ = nullptr;
-  size_t capacity_ = 0;
-};
+extern template class CudaBuffer<BufferPlace::kPinnedHost>;
+extern template class CudaBuffer<BufferPlace::kDevice>;
+using PinnedBuffer = CudaBuffer<BufferPlace::kPinnedHost>;
+using DeviceBuffer = CudaBuffer<BufferPlace::kDevice>;
 
 // A DeviceBuffer of `T`s.
 template <typename T>
