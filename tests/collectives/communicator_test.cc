@@ -39,17 +39,22 @@ void RunGroup(int n, const CommunicatorOptions& options,
   for (auto& t : threads) t.join();
 }
 
-class MatrixTest : public ::testing::TestWithParam<int> {};
-
-TEST_P(MatrixTest, EveryOpDtypeReductionAndCount) {
-  const int n = GetParam();
-  RunGroup(n, BlockingOptions(), [&](int r, Communicator* comm) {
+// Every operation, type, reduction and count on a group of n with options o,
+// against the host reference.
+void ExpectMatrixCorrect(int n, const CommunicatorOptions& o) {
+  RunGroup(n, o, [&](int r, Communicator* comm) {
     auto res = testing::RunMatrix(comm, {0, 1, 7, 1000, 4099});
     EXPECT_TRUE(res.error.ok()) << "rank " << r << ": " << res.error;
     EXPECT_GT(res.checks, 100);
     for (const auto& f : res.failures)
       ADD_FAILURE() << "rank " << r << ": " << f;
   });
+}
+
+class MatrixTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(MatrixTest, EveryOpDtypeReductionAndCount) {
+  ExpectMatrixCorrect(GetParam(), BlockingOptions());
 }
 
 INSTANTIATE_TEST_SUITE_P(GroupSizes, MatrixTest,
@@ -60,17 +65,10 @@ INSTANTIATE_TEST_SUITE_P(GroupSizes, MatrixTest,
 class SingleCopyMatrixTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(SingleCopyMatrixTest, EveryOpDtypeReductionAndCount) {
-  const int n = GetParam();
   CommunicatorOptions o = BlockingOptions();
   o.single_copy_bytes = 1;
   o.pipeline_bytes = 256;
-  RunGroup(n, o, [&](int r, Communicator* comm) {
-    auto res = testing::RunMatrix(comm, {0, 1, 7, 1000, 4099});
-    EXPECT_TRUE(res.error.ok()) << "rank " << r << ": " << res.error;
-    EXPECT_GT(res.checks, 100);
-    for (const auto& f : res.failures)
-      ADD_FAILURE() << "rank " << r << ": " << f;
-  });
+  ExpectMatrixCorrect(GetParam(), o);
 }
 
 INSTANTIATE_TEST_SUITE_P(GroupSizes, SingleCopyMatrixTest,
