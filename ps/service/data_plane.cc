@@ -68,7 +68,10 @@ class Scratch {
   }
 
  private:
-  static constexpr size_t kKeepBytes = size_t{64} << 20;
+  // Up to 1,024 connections each keep this much at most: the default 1 MiB
+  // dense chunks and sparse pushes of a few thousand rows fit; a larger
+  // request allocates for itself.
+  static constexpr size_t kKeepBytes = size_t{4} << 20;
   std::unique_ptr<char[]> buffer_;
   size_t capacity_ = 0;
 };
