@@ -89,6 +89,11 @@ class DevicePsClientImpl : public DevicePsClient {
     for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
   }
 
+  void Rebind(PsClient* client) override {
+    absl::MutexLock lock(&mu_);
+    client_ = client;
+  }
+
   absl::Status PullDense(absl::Span<const DeviceDense> vars,
                          const StepOptions& step, void* stream) override {
     absl::MutexLock lock(&mu_);
@@ -287,7 +292,9 @@ class DevicePsClientImpl : public DevicePsClient {
     return cuda::WaitEvent(done, deadline, "copies between host and device");
   }
 
-  PsClient* const client_;  // borrowed
+  // Borrowed. Changed only by Rebind, under mu_, so never during a call
+  // (whose threads read it without the lock).
+  PsClient* client_;
   const DevicePsClientOptions options_;
   absl::Mutex mu_;  // one call at a time
   cuda::PinnedBuffer staging_ ABSL_GUARDED_BY(mu_);

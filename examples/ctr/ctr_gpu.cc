@@ -194,70 +194,22 @@ class GpuCompute final : public CtrCompute {
   cuda::PinnedBuffer index_host_, rows_host_, out_host_;
 };
 
-// A PsClient that forwards to the step's client of the moment, so that one
-// DevicePsClient (which borrows its client for life) serves every step.
-class BoundClient final : public worker::PsClient {
- public:
-  void set_target(worker::PsClient* target) { target_ = target; }
-
-  absl::Status CreateTable(const v1::TableConfig& config) override {
-    return target_->CreateTable(config);
-  }
-  absl::Status CreateVariable(const v1::VariableConfig& config,
-                              absl::Span<const float> initial) override {
-    return target_->CreateVariable(config, initial);
-  }
-  absl::Status PullSparse(const std::string& table,
-                          absl::Span<const uint64_t> ids, int64_t dim,
-                          absl::Span<float> out,
-                          const worker::StepOptions& step) override {
-    return target_->PullSparse(table, ids, dim, out, step);
-  }
-  absl::StatusOr<worker::PushResult> PushSparse(
-      const std::string& table, absl::Span<const uint64_t> ids, int64_t dim,
-      absl::Span<const float> grads, const worker::StepOptions& step) override {
-    return target_->PushSparse(table, ids, dim, grads, step);
-  }
-  absl::Status PullDense(const std::string& variable, absl::Span<float> out,
-                         const worker::StepOptions& step) override {
-    return target_->PullDense(variable, out, step);
-  }
-  absl::StatusOr<worker::PushResult> PushDense(
-      const std::string& variable, absl::Span<const float> grads,
-      const worker::StepOptions& step) override {
-    return target_->PushDense(variable, grads, step);
-  }
-  std::unique_ptr<worker::PsFuture> PullSparseAsync(
-      const std::string& table, absl::Span<const uint64_t> ids, int64_t dim,
-      absl::Span<float> out, const worker::StepOptions& step) override {
-    return target_->PullSparseAsync(table, ids, dim, out, step);
-  }
-  std::unique_ptr<worker::PsFuture> PushSparseAsync(
-      const std::string& table, absl::Span<const uint64_t> ids, int64_t dim,
-      absl::Span<const float> grads, const worker::StepOptions& step) override {
-    return target_->PushSparseAsync(table, ids, dim, grads, step);
-  }
-  v1::ShardMap shard_map() const override { return target_->shard_map(); }
-  absl::StatusOr<std::vector<v1::GetShardInfoResponse>> ShardInfo() override {
-    return target_->ShardInfo();
-  }
-
- private:
-  worker::PsClient* target_ = nullptr;  // borrowed, see set_target
-};
-
 class DevicePsParamsImpl final : public DevicePsParams {
  public:
-  absl::Status Init() {
-    PLEXUS_RETURN_IF_ERROR(CheckGpu());
-    PLEXUS_ASSIGN_OR_RETURN(device_, worker::DevicePsClient::Create(&bound_));
-    return absl::OkStatus();
-  }
+  absl::Status Init() { return CheckGpu(); }
 
+  // One DevicePsClient (and its pinned memory) for every step: created over
+  // the first step's client, rebound to each later one.
   void Bind(worker::PsClient* client, const CtrConfig& config,
             uint64_t step_id) override {
-    bound_.set_target(client);
-    host_ = NewPsParams(config, &bound_, step_id);
+    if (device_ == nullptr) {
+      auto d = worker::DevicePsClient::Create(client);
+      device_status_ = d.status();
+      if (d.ok()) device_ = std::move(*d);
+    } else {
+      device_->Rebind(client);
+    }
+    host_ = NewPsParams(config, client, step_id);
     dim_ = 1 + config.model_k;
     step_.step_id = step_id;
   }
@@ -273,18 +225,20 @@ class DevicePsParamsImpl final : public DevicePsParams {
   bool reaches_device() const override { return true; }
   absl::Status PullToDevice(absl::Span<const uint64_t> ids, float* out,
                             void* stream) override {
+    PLEXUS_RETURN_IF_ERROR(device_status_);
     return device_->PullSparse(kCtrTable, ids, dim_, out, step_, stream);
   }
   absl::Status PushFromDevice(absl::Span<const uint64_t> ids,
                               const float* grads, void* stream) override {
+    PLEXUS_RETURN_IF_ERROR(device_status_);
     return device_->PushSparse(kCtrTable, ids, dim_, grads, step_, stream)
         .status();
   }
 
  private:
-  BoundClient bound_;
-  std::unique_ptr<worker::DevicePsClient> device_;  // over bound_
-  std::unique_ptr<CtrParams> host_;                 // over bound_
+  std::unique_ptr<worker::DevicePsClient> device_;
+  absl::Status device_status_;  // of creating device_
+  std::unique_ptr<CtrParams> host_;
   int64_t dim_ = 0;
   worker::StepOptions step_;
 };

@@ -63,12 +63,18 @@ struct DevicePsClientOptions {
 
 class DevicePsClient {
  public:
-  // `client` is borrowed and must outlive the DevicePsClient.
+  // `client` is borrowed and must outlive the DevicePsClient (or its
+  // Rebind).
   // FAILED_PRECONDITION without a usable GPU (checked first);
   // INVALID_ARGUMENT for a null client or bad options.
   static absl::StatusOr<std::unique_ptr<DevicePsClient>> Create(
       PsClient* client, const DevicePsClientOptions& options = {});
   virtual ~DevicePsClient() = default;
+
+  // Later calls go to `client` (borrowed, not null) and keep this object's
+  // pinned staging memory: for a worker whose PsClient changes from step to
+  // step. Waits for a call in progress to end.
+  virtual void Rebind(PsClient* client) = 0;
 
   virtual absl::Status PullDense(absl::Span<const DeviceDense> vars,
                                  const StepOptions& step = {},
