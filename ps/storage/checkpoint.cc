@@ -56,6 +56,15 @@ constexpr char kManifestMagic[] = "plexus-shard-checkpoint 1";
 // and ingested; fewer go through write batches (and the WAL).
 constexpr size_t kSstMinRows = 4096;
 
+// Runs fn(0) .. fn(n - 1) on n threads, fn(0) on the caller's.
+template <typename Fn>
+void RunParallel(size_t n, const Fn& fn) {
+  std::vector<std::thread> helpers;
+  for (size_t i = 1; i < n; ++i) helpers.emplace_back([&fn, i] { fn(i); });
+  if (n > 0) fn(0);
+  for (auto& h : helpers) h.join();
+}
+
 // ---- error translation (the one place rocksdb::Status and errno become
 // absl::Status) ----
 
@@ -1253,20 +1262,52 @@ absl::Status StoreImpl::WriteDb(
         split.push_back(sample[samples * p / parts]);
       }
     }
-    auto part_of = [&](uint64_t id) {
-      return static_cast<size_t>(
-          std::upper_bound(split.begin(), split.end(), id) - split.begin());
+    // The rows by part: part p's (id, row) pairs are order[part_begin[p],
+    // part_begin[p + 1]). Partitioned in parallel, count then scatter: each
+    // thread counts a slice of the rows per part, and after a prefix sum
+    // over (part, slice) moves its rows to their places, so no pass over
+    // all rows runs on one thread. The arrays are left uninitialised
+    // (every element is written once).
+    struct IdRow {
+      uint64_t id;
+      uint32_t row;
     };
-    std::vector<std::vector<std::pair<uint64_t, uint32_t>>> order(parts);
-    {
-      std::vector<size_t> count(parts, 0);
-      for (uint64_t id : t.ids) ++count[part_of(id)];
-      for (size_t p = 0; p < parts; ++p) order[p].reserve(count[p]);
-      for (size_t r = 0; r < t.ids.size(); ++r) {
-        order[part_of(t.ids[r])].emplace_back(t.ids[r],
-                                              static_cast<uint32_t>(r));
+    const size_t num_rows = t.ids.size();
+    const size_t slices = static_cast<size_t>(std::clamp<int64_t>(
+        static_cast<int64_t>(num_rows / kSstMinRows), 1, cores));
+    std::unique_ptr<uint32_t[]> part_of_row(new uint32_t[num_rows]);
+    std::unique_ptr<IdRow[]> order(new IdRow[num_rows]);
+    // at[w * parts + p]: rows of slice w in part p, then where the next one
+    // goes.
+    std::vector<size_t> at(slices * parts, 0);
+    auto slice_begin = [&](size_t w) { return w * num_rows / slices; };
+    RunParallel(slices, [&](size_t w) {
+      size_t* count = at.data() + w * parts;
+      for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
+        const auto p = static_cast<uint32_t>(
+            std::upper_bound(split.begin(), split.end(), t.ids[r]) -
+            split.begin());
+        part_of_row[r] = p;
+        ++count[p];
       }
+    });
+    std::vector<size_t> part_begin(parts + 1, 0);
+    for (size_t p = 0, sum = 0; p < parts; ++p) {
+      part_begin[p] = sum;
+      for (size_t w = 0; w < slices; ++w) {
+        const size_t n_wp = at[w * parts + p];
+        at[w * parts + p] = sum;
+        sum += n_wp;
+      }
+      part_begin[p + 1] = sum;
     }
+    RunParallel(slices, [&](size_t w) {
+      size_t* next = at.data() + w * parts;
+      for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
+        order[next[part_of_row[r]]++] = {t.ids[r], static_cast<uint32_t>(r)};
+      }
+    });
+    part_of_row.reset();
     std::vector<uint64_t> del = t.deleted;
     std::sort(del.begin(), del.end());
     // Part p deletes del[del_at[p], del_at[p + 1]).
@@ -1293,13 +1334,16 @@ absl::Status StoreImpl::WriteDb(
     auto write_part = [&](size_t p) -> absl::Status {
       Part& part = out[p];
       part.path = job.staging / absl::StrCat("ingest-", ti, "-", p, ".sst");
-      std::vector<std::pair<uint64_t, uint32_t>>& rows = order[p];
+      IdRow* const rows = order.get() + part_begin[p];
+      const size_t r_end = part_begin[p + 1] - part_begin[p];
       size_t d = del_at[p];
       const size_t d_end = del_at[p + 1];
-      if (rows.empty() && d == d_end) return absl::OkStatus();
+      if (r_end == 0 && d == d_end) return absl::OkStatus();
       part.empty = false;
       const absl::Time sort_start = absl::Now();
-      std::sort(rows.begin(), rows.end());
+      // Ids are distinct within a cut.
+      std::sort(rows, rows + r_end,
+                [](const IdRow& a, const IdRow& b) { return a.id < b.id; });
       part.sort_time = absl::Now() - sort_start;
       const absl::Duration cpu_start = ThreadCpuTime();
       // Direct I/O: the rows go from our buffer to the disk without a
@@ -1327,12 +1371,11 @@ absl::Status StoreImpl::WriteDb(
       char key[8];
       int64_t since_check = 0;
       size_t r = 0;
-      const size_t r_end = rows.size();
       while (r < r_end || d < d_end) {
         rocksdb::Status st;
-        if (d >= d_end || (r < r_end && rows[r].first < del[d])) {
+        if (d >= d_end || (r < r_end && rows[r].id < del[d])) {
           if (r + kAhead < r_end) {
-            const size_t ahead = rows[r + kAhead].second;
+            const size_t ahead = rows[r + kAhead].row;
             const char* line = reinterpret_cast<const char*>(
                 t.data.data() + ahead * static_cast<size_t>(t.row_floats));
             for (size_t b = 0; b < prefetch_bytes; b += 64) {
@@ -1340,8 +1383,8 @@ absl::Status StoreImpl::WriteDb(
             }
             __builtin_prefetch(&t.meta[ahead]);
           }
-          encode(rows[r].second, value.data());
-          PutIdKey(rows[r].first, key);
+          encode(rows[r].row, value.data());
+          PutIdKey(rows[r].id, key);
           st = writer->Put(rocksdb::Slice(key, 8), value);
           since_check += static_cast<int64_t>(value.size());
           ++r;
@@ -1362,14 +1405,7 @@ absl::Status StoreImpl::WriteDb(
       part.cpu = ThreadCpuTime() - cpu_start;
       return finished;
     };
-    {
-      std::vector<std::thread> helpers;
-      for (size_t p = 1; p < parts; ++p) {
-        helpers.emplace_back([&, p] { out[p].status = write_part(p); });
-      }
-      out[0].status = write_part(0);
-      for (auto& h : helpers) h.join();
-    }
+    RunParallel(parts, [&](size_t p) { out[p].status = write_part(p); });
     // The parts sorted in parallel: the slowest one's sort counts.
     absl::Duration sort_time;
     for (const Part& part : out) {
@@ -1378,8 +1414,7 @@ absl::Status StoreImpl::WriteDb(
     }
     phases->sort += sort_time;
     phases->sst_write += absl::Now() - phase_start - sort_time;
-    order.clear();
-    order.shrink_to_fit();
+    order.reset();
     phase_start = absl::Now();
     // Moved (hard-linked) in and never rewritten (the global sequence
     // number is kept in the MANIFEST only), so the crc32c computed while

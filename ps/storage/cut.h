@@ -97,8 +97,9 @@ struct ShardCut {
 
   // A cut taken with deferred copies (CutOptions::defer_copy) holds its
   // sparse rows only after Finish(): until then each table stripe is copied
-  // by the first thread that changes it. Idempotent; the destructor calls
-  // it. Call it from one thread.
+  // by the first thread that changes it. Finish copies the stripes still
+  // pending with CutOptions::copy_threads threads. Idempotent; the
+  // destructor calls it. Call it from one thread.
   void Finish() {
     if (finish_) {
       auto f = std::move(finish_);

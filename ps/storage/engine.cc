@@ -600,8 +600,8 @@ absl::StatusOr<std::unique_ptr<ShardCut>> EngineImpl::TakeCut(
   cut_table_serials_ = std::move(serials);
   cut->pause = absl::Now() - start;
   if (options.defer_copy) {
-    cut->finish_ = [tables] {
-      for (const auto& t : tables) t->FinishCut();
+    cut->finish_ = [tables, threads] {
+      for (const auto& t : tables) t->FinishCut(threads);
     };
   }
   return cut;

@@ -526,12 +526,23 @@ void SparseTable::EnsureCopied(Stripe& s) const {
   s.pending = nullptr;
 }
 
-void SparseTable::FinishCut() const {
-  for (int i = 0; i < num_stripes_; ++i) {
-    Stripe& s = stripes_[i];
-    MutexLock lock(&s.mu);
-    EnsureCopied(s);
-  }
+void SparseTable::FinishCut(int threads) const {
+  // Stripes by a shared counter rather than a fixed share per thread: the
+  // stripes pushers already copied cost nothing, so fixed shares would be
+  // uneven.
+  std::atomic<int> next{0};
+  auto copy = [&] {
+    for (int i = next.fetch_add(1); i < num_stripes_; i = next.fetch_add(1)) {
+      Stripe& s = stripes_[i];
+      MutexLock lock(&s.mu);
+      EnsureCopied(s);
+    }
+  };
+  threads = std::max(1, std::min(threads, num_stripes_));
+  std::vector<std::thread> helpers;
+  for (int t = 1; t < threads; ++t) helpers.emplace_back(copy);
+  copy();
+  for (auto& h : helpers) h.join();
 }
 
 void SparseTable::Cut(bool complete, int threads, bool defer,
@@ -592,19 +603,7 @@ void SparseTable::Cut(bool complete, int threads, bool defer,
     stripe.pending = pc.get();
   }
   pending_cut_ = pc;
-  if (defer) return;
-  threads = std::max(1, std::min(threads, num_stripes_));
-  auto copy = [&](int first, int step) {
-    for (int s = first; s < num_stripes_; s += step) {
-      Stripe& stripe = stripes_[s];
-      MutexLock lock(&stripe.mu);
-      EnsureCopied(stripe);
-    }
-  };
-  std::vector<std::thread> helpers;
-  for (int t = 1; t < threads; ++t) helpers.emplace_back(copy, t, threads);
-  copy(0, threads);
-  for (auto& h : helpers) h.join();
+  if (!defer) FinishCut(threads);
 }
 
 absl::Status SparseTable::Load(const TableCut& cut) {
