@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "ps/storage/applied_keys.h"
 #include "ps/storage/config.h"
+#include "ps/storage/huge_pages.h"
 #include "ps/storage/tensor.h"
 
 namespace plexus::ps {
@@ -58,10 +59,11 @@ struct TableCut {
   // Floats per row: the packed value then num_slots * dim slots.
   int64_t row_floats = 0;
   // Rows present at the cut: ids[i]'s bookkeeping is meta[i], its data
-  // data[i * row_floats, (i + 1) * row_floats).
-  std::vector<uint64_t> ids;
-  std::vector<RowMeta> meta;
-  std::vector<float> data;
+  // data[i * row_floats, (i + 1) * row_floats). In huge pages: the writer
+  // reads them in id order, i.e. at random.
+  HugePageVector<uint64_t> ids;
+  HugePageVector<RowMeta> meta;
+  HugePageVector<float> data;
   // Rows removed (evicted) since the previous cut; absent at the cut.
   std::vector<uint64_t> deleted;
   // Rows evicted since creation (restored as is).
