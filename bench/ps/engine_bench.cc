@@ -2,8 +2,10 @@
 // RPC), per optimizer, single thread, next to memcpy bandwidth.
 //
 //   engine_bench [--dim 64] [--batch 4096] [--ids 1000000] [--seconds 1]
-//                [--threads 1] [--json FILE]
+//                [--threads 1] [--pull_only] [--json FILE]
 //
+// Sparse pull: batches of `batch` uniformly random existing ids through
+// Engine::Pull (--pull_only stops after it, for profiling that path).
 // Sparse push: batches of `batch` uniformly random ids (of `ids`, all rows
 // created beforehand) through Engine::Push, fp32 gradients, exactly-once off.
 // Dense push: one [rows, dim] slice. Raw: Optimizer::Apply on one contiguous
@@ -35,6 +37,7 @@ struct Flags {
   int64_t ids = 1000000;
   double seconds = 1.0;
   int threads = 1;
+  bool pull_only = false;
   std::string json;
 };
 
@@ -139,12 +142,15 @@ int Main(int argc, char** argv) {
       f.seconds = std::atof(next());
     } else if (a == "--threads") {
       f.threads = std::max(1, std::atoi(next()));
+    } else if (a == "--pull_only") {
+      f.pull_only = true;
     } else if (a == "--json") {
       f.json = next();
     } else {
       std::fprintf(stderr,
                    "usage: engine_bench [--dim N] [--batch N] [--ids N] "
-                   "[--seconds S] [--threads N] [--json FILE]\n");
+                   "[--seconds S] [--threads N] [--pull_only] "
+                   "[--json FILE]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -188,6 +194,7 @@ int Main(int argc, char** argv) {
   std::printf("sparse pull: %.0f rows/s (%.2f GB/s of fp32 values)\n\n",
               pull_rows_per_s,
               pull_rows_per_s * static_cast<double>(f.dim) * 4 / 1e9);
+  if (f.pull_only) return 0;
   std::printf("%-9s %14s %16s %16s %16s\n", "optimizer", "sparse rows/s",
               "sparse Melem/s", "dense Melem/s", "raw Melem/s");
   for (const Named& opt : Optimizers()) {

@@ -284,6 +284,19 @@ void SparseTable::VisitStripes(const std::vector<int>& begin, Fn&& fn) {
   }
 }
 
+void SparseTable::PrefetchAhead(const Stripe& s, absl::Span<const uint64_t> ids,
+                                absl::Span<const int32_t> order, int k, int to,
+                                size_t bytes) const {
+  constexpr int kAhead = 4;
+  if (k + 2 * kAhead < to) s.rows.prefetch(ids[order[k + 2 * kAhead]]);
+  if (k + kAhead < to) {
+    auto it = s.rows.find(ids[order[k + kAhead]]);
+    if (it == s.rows.end()) return;
+    const char* row = reinterpret_cast<const char*>(it->second.data.get());
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b);
+  }
+}
+
 SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
                                            uint64_t step) {
   ApplyStats stats;
@@ -294,9 +307,11 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
   const bool fp32 = config_.storage_dtype == DType::kFloat32;
   std::vector<float> tmp(fp32 ? 0 : static_cast<size_t>(dim));
   std::vector<float*> slots(static_cast<size_t>(std::max(1, num_slots_)));
+  const size_t row_bytes = static_cast<size_t>(row_floats()) * 4;
   VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
     stripe.mu.AssertHeld();  // VisitStripes holds it (for the analysis)
     for (int k = from; k < to; ++k) {
+      PrefetchAhead(stripe, piece.ids, order, k, to, row_bytes);
       const int32_t pos = order[k];
       const uint64_t id = piece.ids[pos];
       Row* row = FindOrAdmit(stripe, id);
@@ -341,9 +356,11 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
   GroupByStripe(ids, &begin, &order);
   std::vector<float> tmp(static_cast<size_t>(dim));
   char* dst = out->data.data();
+  const size_t value_bytes = static_cast<size_t>(value_floats_) * 4;
   VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
     stripe.mu.AssertHeld();  // VisitStripes holds it (for the analysis)
     for (int k = from; k < to; ++k) {
+      PrefetchAhead(stripe, ids, order, k, to, value_bytes);
       const int32_t pos = order[k];
       const uint64_t id = ids[pos];
       Row* row = nullptr;

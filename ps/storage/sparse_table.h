@@ -183,6 +183,14 @@ class SparseTable {
   // row `id`: keeps what a pending cut needs (copy on write).
   void BeforeChange(Stripe& s, uint64_t id, const Row* row) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Starts loading what visiting ids[order[k]] of [.., to) will need a few
+  // positions on: the hash slot, then the row's first `bytes`. The rows are
+  // scattered over the heap, so each lookup is otherwise a cache miss or
+  // two, waited for one at a time (engine_bench, 1 M rows: pulled rows/s
+  // +10-16%, pushed rows/s 1.6-3x).
+  void PrefetchAhead(const Stripe& s, absl::Span<const uint64_t> ids,
+                     absl::Span<const int32_t> order, int k, int to,
+                     size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // The row `id` if in memory, else faulted in from the source; null if
   // neither.
   Row* Lookup(Stripe& s, uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
