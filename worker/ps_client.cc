@@ -1009,24 +1009,25 @@ class PsClientImpl : public PsClient {
     return ForEach(n, [&](size_t i) { return fn(static_cast<uint32_t>(i)); });
   }
 
-  // Runs fn(0..n-1) in parallel on the pool; returns the first error.
+  // Runs fn(0..n-1) in parallel, fn(0) on the calling thread and the rest
+  // on the pool (the caller would only wait, and handing a call to a pool
+  // thread costs a wake-up); returns the first error.
   absl::Status ForEach(size_t n,
                        const std::function<absl::Status(size_t)>& fn) {
     if (n == 0) return absl::OkStatus();
-    if (n == 1) return fn(0);
     absl::BlockingCounter done(static_cast<int>(n));
     absl::Mutex mu;
     absl::Status first;
-    for (size_t i = 0; i < n; ++i) {
-      pool_.Schedule([&, i] {
-        absl::Status st = fn(i);
-        if (!st.ok()) {
-          absl::MutexLock lock(&mu);
-          if (first.ok()) first = st;
-        }
-        done.DecrementCount();
-      });
-    }
+    auto run = [&](size_t i) {
+      absl::Status st = fn(i);
+      if (!st.ok()) {
+        absl::MutexLock lock(&mu);
+        if (first.ok()) first = st;
+      }
+      done.DecrementCount();
+    };
+    for (size_t i = 1; i < n; ++i) pool_.Schedule([&run, i] { run(i); });
+    run(0);
     done.Wait();
     return first;
   }
