@@ -2,6 +2,10 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <atomic>
+#include <memory>
+
 namespace plexus {
 
 ThreadPool::ThreadPool(int num_threads) {
@@ -39,6 +43,38 @@ void ThreadPool::Loop() {
     }
     fn();
   }
+}
+
+void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn) {
+  if (pool == nullptr || parts <= 1) {
+    for (int i = 0; i < parts; ++i) fn(i);
+    return;
+  }
+  // Shared with helpers that may start after this call returned: they then
+  // find no part left and never touch `fn`.
+  struct State {
+    std::atomic<int> next{0};
+    absl::Mutex mu;
+    int done ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto state = std::make_shared<State>();
+  auto work = [state, parts](absl::FunctionRef<void(int)> f) {
+    for (int i; (i = state->next.fetch_add(1)) < parts;) {
+      f(i);
+      absl::MutexLock lock(&state->mu);
+      ++state->done;
+    }
+  };
+  const int helpers = std::min(parts - 1, pool->size());
+  for (int h = 0; h < helpers; ++h) {
+    pool->Schedule([work, fn] { work(fn); });
+  }
+  work(fn);
+  absl::MutexLock lock(&state->mu);
+  auto all_done = [&state, parts]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
+    return state->done == parts;
+  };
+  state->mu.Await(absl::Condition(&all_done));
 }
 
 }  // namespace plexus

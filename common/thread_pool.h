@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 
 namespace plexus {
@@ -23,6 +24,7 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   void Schedule(std::function<void()> fn);
+  int size() const { return static_cast<int>(threads_.size()); }
 
  private:
   void Loop();
@@ -32,5 +34,13 @@ class ThreadPool {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
+
+// Runs fn(0) .. fn(parts - 1), each once, on the calling thread and up to
+// parts - 1 threads of `pool` (null: all on the calling thread), and returns
+// when all have run. The caller claims parts itself rather than waiting for
+// the pool: a busy pool only means fewer helpers, never a wait for a queued
+// closure, and a helper that starts after every part is claimed returns at
+// once.
+void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn);
 
 }  // namespace plexus

@@ -14,7 +14,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/auth.h"
@@ -1009,26 +1008,19 @@ class PsClientImpl : public PsClient {
     return ForEach(n, [&](size_t i) { return fn(static_cast<uint32_t>(i)); });
   }
 
-  // Runs fn(0..n-1) in parallel, fn(0) on the calling thread and the rest
-  // on the pool (the caller would only wait, and handing a call to a pool
-  // thread costs a wake-up); returns the first error.
+  // Runs fn(0..n-1) in parallel on the calling thread and the pool (see
+  // ParallelFor); returns the first error.
   absl::Status ForEach(size_t n,
                        const std::function<absl::Status(size_t)>& fn) {
-    if (n == 0) return absl::OkStatus();
-    absl::BlockingCounter done(static_cast<int>(n));
     absl::Mutex mu;
     absl::Status first;
-    auto run = [&](size_t i) {
-      absl::Status st = fn(i);
+    ParallelFor(&pool_, static_cast<int>(n), [&](int i) {
+      absl::Status st = fn(static_cast<size_t>(i));
       if (!st.ok()) {
         absl::MutexLock lock(&mu);
         if (first.ok()) first = st;
       }
-      done.DecrementCount();
-    };
-    for (size_t i = 1; i < n; ++i) pool_.Schedule([&run, i] { run(i); });
-    run(0);
-    done.Wait();
+    });
     return first;
   }
 

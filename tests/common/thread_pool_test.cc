@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <vector>
 
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
@@ -50,6 +51,33 @@ TEST(ThreadPool, DestructorDrainsTheQueue) {
     for (int i = 0; i < 50; ++i) pool.Schedule([&] { ++n; });
   }
   EXPECT_EQ(n.load(), 50);
+}
+
+TEST(ParallelFor, RunsEveryPartOnce) {
+  ThreadPool pool(3);
+  for (int parts : {0, 1, 2, 7, 64}) {
+    std::vector<std::atomic<int>> runs(static_cast<size_t>(parts));
+    ParallelFor(&pool, parts, [&](int i) { ++runs[static_cast<size_t>(i)]; });
+    for (int i = 0; i < parts; ++i) {
+      EXPECT_EQ(runs[static_cast<size_t>(i)].load(), 1)
+          << "part " << i << " of " << parts;
+    }
+  }
+  std::vector<int> serial(5, 0);
+  ParallelFor(nullptr, 5, [&](int i) { serial[static_cast<size_t>(i)] = i; });
+  EXPECT_EQ(serial, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+TEST(ParallelFor, CallerRunsThePartsWhenThePoolIsBusy) {
+  // The pool's only thread is held until ParallelFor has returned: the
+  // caller must run every part itself instead of waiting for the helper.
+  ThreadPool pool(1);
+  absl::Notification release;
+  pool.Schedule([&] { release.WaitForNotification(); });
+  std::atomic<int> sum{0};
+  ParallelFor(&pool, 10, [&](int i) { sum += i; });
+  EXPECT_EQ(sum.load(), 45);
+  release.Notify();
 }
 
 }  // namespace
