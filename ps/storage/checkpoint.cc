@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -55,6 +56,46 @@ constexpr char kManifestMagic[] = "plexus-shard-checkpoint 1";
 // Tables with at least this many changed rows are written as one SST file
 // and ingested; fewer go through write batches (and the WAL).
 constexpr size_t kSstMinRows = 4096;
+
+// A row of a cut by id: where the bulk write finds it.
+struct IdRow {
+  uint64_t id;
+  uint32_t row;
+};
+
+// Sorts rows[0, n) by id: a least significant digit radix sort, a byte a
+// pass, several times faster than std::sort on the millions of rows of a
+// part. Passes over a byte every id shares (the high bytes of small ids,
+// those a part's id range fixes) are skipped.
+void SortById(IdRow* rows, size_t n) {
+  if (n < 1024) {
+    std::sort(rows, rows + n,
+              [](const IdRow& a, const IdRow& b) { return a.id < b.id; });
+    return;
+  }
+  std::vector<std::array<size_t, 256>> count(8);
+  for (auto& c : count) c.fill(0);
+  for (size_t i = 0; i < n; ++i) {
+    for (int b = 0; b < 8; ++b) ++count[b][(rows[i].id >> (8 * b)) & 0xff];
+  }
+  std::unique_ptr<IdRow[]> tmp(new IdRow[n]);
+  IdRow* src = rows;
+  IdRow* dst = tmp.get();
+  for (int b = 0; b < 8; ++b) {
+    std::array<size_t, 256>& at = count[b];
+    if (at[(src[0].id >> (8 * b)) & 0xff] == n) continue;
+    for (size_t d = 0, sum = 0; d < 256; ++d) {
+      const size_t c = at[d];
+      at[d] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      dst[at[(src[i].id >> (8 * b)) & 0xff]++] = src[i];
+    }
+    std::swap(src, dst);
+  }
+  if (src != rows) std::copy(src, src + n, rows);
+}
 
 // Runs fn(0) .. fn(n - 1) on n threads, fn(0) on the caller's.
 template <typename Fn>
@@ -1268,10 +1309,6 @@ absl::Status StoreImpl::WriteDb(
     // over (part, slice) moves its rows to their places, so no pass over
     // all rows runs on one thread. The arrays are left uninitialised
     // (every element is written once).
-    struct IdRow {
-      uint64_t id;
-      uint32_t row;
-    };
     const size_t num_rows = t.ids.size();
     const size_t slices = static_cast<size_t>(std::clamp<int64_t>(
         static_cast<int64_t>(num_rows / kSstMinRows), 1, cores));
@@ -1341,9 +1378,7 @@ absl::Status StoreImpl::WriteDb(
       if (r_end == 0 && d == d_end) return absl::OkStatus();
       part.empty = false;
       const absl::Time sort_start = absl::Now();
-      // Ids are distinct within a cut.
-      std::sort(rows, rows + r_end,
-                [](const IdRow& a, const IdRow& b) { return a.id < b.id; });
+      SortById(rows, r_end);
       part.sort_time = absl::Now() - sort_start;
       const absl::Duration cpu_start = ThreadCpuTime();
       // Direct I/O: the rows go from our buffer to the disk without a
