@@ -7,6 +7,8 @@
 //                    [--samples 3] [--full_only] [--json FILE]
 //
 // For each table size (rows, then large_rows if > 0):
+//  * prepare: Prepare's latency (the cut's buffers are allocated and
+//    faulted in, then the cut is taken);
 //  * pause: how long the cut held pushes back (ShardCut::pause), and the
 //    slowest push a concurrent pusher saw from Prepare until the write was
 //    done (a push into a stripe not yet copied copies it first);
@@ -84,6 +86,8 @@ struct Result {
   int64_t rows = 0;
   double fill_s = 0;
   double pause_ms = 0;
+  // Prepare's latency (sizing the cut's buffers, then the cut), median.
+  double prepare_ms = 0;
   double max_push_ms_during_cut = 0;
   int64_t bytes = 0;
   double write_s = 0;
@@ -251,12 +255,15 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   // Prepare until the write is done: with deferred copies a push that
   // changes a stripe not yet copied copies it first.
   uint64_t id = 0;
-  std::vector<double> ckpt_gbps, seq_gbps, direct_gbps, write_s, pause_ms;
+  std::vector<double> ckpt_gbps, seq_gbps, direct_gbps, write_s, pause_ms,
+      prepare_ms;
   std::vector<CheckpointWritePhases> phases;
   for (int sample = 0; sample < f.samples; ++sample) {
     ++id;
     measuring = true;
+    const absl::Time prepare_start = absl::Now();
     auto p = store->Prepare({.checkpoint_id = id});
+    prepare_ms.push_back(Ms(absl::Now() - prepare_start));
     Check(p.status(), "prepare");
     auto commit = store->Commit(id, absl::InfiniteDuration());
     measuring = false;
@@ -283,6 +290,7 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   r.seq_gbps = Median(seq_gbps);
   r.write_s = Median(write_s);
   r.pause_ms = Median(pause_ms);
+  r.prepare_ms = Median(prepare_ms);
   r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
   // The phases of the sample whose write time is nearest the median.
   size_t nearest = 0;
@@ -438,15 +446,15 @@ int Main(int argc, char** argv) {
                             r.direct_gbps_samples[i]);
     }
     std::printf(
-        "  fill %.1f s | cut pause %.1f ms (slowest concurrent push during the "
-        "checkpoints %.1f ms)\n"
+        "  fill %.1f s | prepare %.1f ms, cut pause %.1f ms (slowest "
+        "concurrent push during the checkpoints %.1f ms)\n"
         "  full checkpoint %.1f MB, GB/s (%zu samples alternating with the "
         "sequential writes): checkpoint %s | sequential write %s | O_DIRECT "
         "%s\n"
         "  full checkpoint median %.2f s = %.3f GB/s | sequential write median "
         "%.3f GB/s | ratio %.0f%% | O_DIRECT sequential write median %.3f "
         "GB/s, ratio %.0f%%\n",
-        r.fill_s, r.pause_ms, r.max_push_ms_during_cut,
+        r.fill_s, r.prepare_ms, r.pause_ms, r.max_push_ms_during_cut,
         static_cast<double>(r.bytes) / 1e6, r.ckpt_gbps_samples.size(),
         ckpt_samples.c_str(), seq_samples.c_str(), direct_samples.c_str(),
         r.write_s, r.ckpt_gbps, r.seq_gbps, 100.0 * r.ckpt_gbps / r.seq_gbps,
@@ -498,6 +506,7 @@ int Main(int argc, char** argv) {
       const Result& r = results[i];
       absl::StrAppend(&j, i ? "," : "", "{\"rows\":", r.rows,
                       ",\"pause_ms\":", r.pause_ms,
+                      ",\"prepare_ms\":", r.prepare_ms,
                       ",\"max_push_ms_during_cut\":", r.max_push_ms_during_cut,
                       ",\"bytes\":", r.bytes, ",\"write_s\":", r.write_s,
                       ",\"checkpoint_gbps\":", r.ckpt_gbps,
