@@ -1427,8 +1427,10 @@ absl::Status StoreImpl::WriteDb(
           PutIdKey(del[d++], key);
           st = writer->Delete(rocksdb::Slice(key, 8));
         }
-        PLEXUS_RETURN_IF_ERROR(
-            FromRocks(st, absl::StrCat("write ", part.path.string())));
+        // The message is built only on failure: this runs once per row.
+        if (!st.ok()) {
+          return FromRocks(st, absl::StrCat("write ", part.path.string()));
+        }
         if (since_check >= options_.write_batch_bytes) {
           PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.write"));
           since_check = 0;

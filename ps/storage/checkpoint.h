@@ -108,9 +108,11 @@ struct CheckpointStoreOptions {
   // The checkpoint root (created if missing); the service uses
   // <data_dir>/checkpoints. Required.
   std::string root;
-  // Threads copying rows during the cut; 0: one per core. A bulk write
-  // (SST files) uses twice as many writer threads: each O_DIRECT write
-  // blocks its thread until the disk has the bytes.
+  // Threads copying rows out of the engine (the stripes not copied on
+  // write after the cut) and partitioning them among the SST files of a
+  // bulk write; 0: one per core. A bulk write uses twice as many writer
+  // threads: each O_DIRECT write blocks its thread until the disk has the
+  // bytes.
   int cut_threads = 0;
   // Bytes per RocksDB write batch. Default 4 MiB.
   int64_t write_batch_bytes = int64_t{4} << 20;
