@@ -26,6 +26,11 @@ DEFINE_int32(data_port, 0,
              "PsClientOptions::direct_data_plane is false). 0 (default) picks "
              "a free port, -1 turns it off. Plaintext, so it is off with TLS "
              "(and an explicit port with TLS is refused).");
+DEFINE_int32(engine_threads, -1,
+             "Threads that help one sparse pull or push of thousands of ids "
+             "through the table (each takes a share of its stripes), on top "
+             "of the thread serving the call. -1 (default): one per core but "
+             "one, at most 7; 0: none.");
 
 int main(int argc, char** argv) {
   plexus::InitProcess(&argc, &argv,
@@ -39,12 +44,18 @@ int main(int argc, char** argv) {
     LOG(ERROR) << "--shard must be >= 0, got " << FLAGS_shard;
     return 1;
   }
+  if (FLAGS_engine_threads < -1) {
+    LOG(ERROR) << "--engine_threads must be >= -1, got "
+               << FLAGS_engine_threads;
+    return 1;
+  }
   auto lock = plexus::DirLock::Acquire(FLAGS_data_dir);
   if (!lock.ok()) {
     LOG(ERROR) << lock.status().message();
     return 1;
   }
-  auto engine = plexus::ps::CreateEngine();
+  auto engine =
+      plexus::ps::CreateEngine({.parallel_threads = FLAGS_engine_threads});
   if (!engine.ok()) {
     LOG(ERROR) << engine.status();
     return 1;

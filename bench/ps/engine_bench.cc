@@ -2,10 +2,13 @@
 // RPC), per optimizer, single thread, next to memcpy bandwidth.
 //
 //   engine_bench [--dim 64] [--batch 4096] [--ids 1000000] [--seconds 1]
-//                [--threads 1] [--pull_only] [--json FILE]
+//                [--threads 1] [--parallel_threads 0] [--pull_only]
+//                [--json FILE]
 //
 // Sparse pull: batches of `batch` uniformly random existing ids through
 // Engine::Pull (--pull_only stops after it, for profiling that path).
+// --parallel_threads: EngineOptions::parallel_threads (default 0, so the
+// figures are per thread; -1 is the engine's default, one per core).
 // Sparse push: batches of `batch` uniformly random ids (of `ids`, all rows
 // created beforehand) through Engine::Push, fp32 gradients, exactly-once off.
 // Dense push: one [rows, dim] slice. Raw: Optimizer::Apply on one contiguous
@@ -37,6 +40,7 @@ struct Flags {
   int64_t ids = 1000000;
   double seconds = 1.0;
   int threads = 1;
+  int parallel_threads = 0;
   bool pull_only = false;
   std::string json;
 };
@@ -142,6 +146,8 @@ int Main(int argc, char** argv) {
       f.seconds = std::atof(next());
     } else if (a == "--threads") {
       f.threads = std::max(1, std::atoi(next()));
+    } else if (a == "--parallel_threads") {
+      f.parallel_threads = std::atoi(next());
     } else if (a == "--pull_only") {
       f.pull_only = true;
     } else if (a == "--json") {
@@ -149,13 +155,17 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: engine_bench [--dim N] [--batch N] [--ids N] "
-                   "[--seconds S] [--threads N] [--pull_only] "
-                   "[--json FILE]\n");
+                   "[--seconds S] [--threads N] [--parallel_threads N] "
+                   "[--pull_only] [--json FILE]\n");
       return a == "--help" ? 0 : 2;
     }
   }
   if (f.dim <= 0 || f.batch <= 0 || f.ids <= 0) {
     std::fprintf(stderr, "--dim, --batch and --ids must be > 0\n");
+    return 2;
+  }
+  if (f.parallel_threads < -1) {
+    std::fprintf(stderr, "--parallel_threads must be >= -1\n");
     return 2;
   }
 
@@ -172,7 +182,7 @@ int Main(int argc, char** argv) {
   // Sparse pull (no optimizer involved): random existing rows, fp32 out.
   double pull_rows_per_s = 0;
   {
-    auto engine = *CreateEngine();
+    auto engine = *CreateEngine({.parallel_threads = f.parallel_threads});
     TableConfig tc;
     tc.name = "emb";
     tc.dim = f.dim;
@@ -200,7 +210,7 @@ int Main(int argc, char** argv) {
   for (const Named& opt : Optimizers()) {
     Result r;
     r.optimizer = opt.name;
-    auto engine = *CreateEngine();
+    auto engine = *CreateEngine({.parallel_threads = f.parallel_threads});
     TableConfig tc;
     tc.name = "emb";
     tc.dim = f.dim;

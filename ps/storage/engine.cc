@@ -58,9 +58,19 @@ GradPiece SumDense(const std::vector<GradPiece>& pieces, int64_t width,
   return out;
 }
 
+std::unique_ptr<ThreadPool> MakePool(int threads) {
+  if (threads < 0) {
+    threads = std::min<int>(
+        7, static_cast<int>(std::thread::hardware_concurrency()) - 1);
+  }
+  if (threads <= 0) return nullptr;
+  return std::make_unique<ThreadPool>(threads);
+}
+
 }  // namespace
 
-EngineImpl::EngineImpl(const EngineOptions& options) : options_(options) {}
+EngineImpl::EngineImpl(const EngineOptions& options)
+    : options_(options), pool_(MakePool(options.parallel_threads)) {}
 
 EngineImpl::~EngineImpl() {
   MutexLock lock(&loader_mu_);
@@ -72,6 +82,10 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(
     const EngineOptions& options) {
   if (options.table_stripes < 1 || options.variable_stripes < 1) {
     return absl::InvalidArgumentError("engine: stripe counts must be >= 1");
+  }
+  if (options.parallel_threads < -1) {
+    return absl::InvalidArgumentError(
+        "engine: parallel_threads must be >= -1 (-1: one per core)");
   }
   return std::make_unique<EngineImpl>(options);
 }
@@ -134,7 +148,7 @@ absl::StatusOr<bool> EngineImpl::CreateTable(
   }
   auto table = std::make_shared<SparseTable>(
       options.config, std::move(optimizer), options_.table_stripes,
-      options.applied_step);
+      options.applied_step, pool_.get());
   if (shutdown_) table->consistency().Shutdown();
   tables_.emplace(name, std::move(table));
   return true;
@@ -626,8 +640,9 @@ absl::Status EngineImpl::ReplaceState(const ShardCut& state) {
     PLEXUS_ASSIGN_OR_RETURN(auto optimizer,
                             CreateOptimizer(tc.config.optimizer),
                             absl::StrCat("restore: table ", tc.config.name));
-    auto t = std::make_shared<SparseTable>(
-        tc.config, std::move(optimizer), options_.table_stripes, state.step_id);
+    auto t = std::make_shared<SparseTable>(tc.config, std::move(optimizer),
+                                           options_.table_stripes,
+                                           state.step_id, pool_.get());
     if (tc.source != nullptr) t->AttachSource(tc.source, tc.total_rows);
     PLEXUS_RETURN_IF_ERROR(t->Load(tc), "restore");
     serials[tc.config.name] = t->serial();

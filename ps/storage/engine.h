@@ -286,6 +286,10 @@ struct EngineOptions {
   int table_stripes = 64;
   // Row-range stripes per dense variable slice. Default 16.
   int variable_stripes = 16;
+  // Threads that help the calling thread through a sparse pull or push of
+  // thousands of ids (each takes a share of the table's stripes). -1: one
+  // per core but the caller's, at most 7; 0: none.
+  int parallel_threads = -1;
 };
 
 class Engine {

@@ -82,6 +82,8 @@ class EngineImpl final : public Engine {
   void NoteStep(uint64_t step);
 
   const EngineOptions options_;
+  // Lent to the tables (null: no parallel_threads); outlives them.
+  const std::unique_ptr<ThreadPool> pool_;
   AppliedKeys keys_;
 
   // The cut barrier. Every state change (push application, row creation by

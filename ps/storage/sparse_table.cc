@@ -27,7 +27,7 @@ uint64_t NextSerial() {
 
 SparseTable::SparseTable(const TableConfig& config,
                          std::unique_ptr<Optimizer> optimizer, int stripes,
-                         uint64_t applied_step)
+                         uint64_t applied_step, ThreadPool* pool)
     : config_(config),
       optimizer_(std::move(optimizer)),
       name_hash_(HashName(config.name)),
@@ -42,6 +42,7 @@ SparseTable::SparseTable(const TableConfig& config,
                      config.eviction_policy == EvictionPolicy::kLfu),
       stripes_(new Stripe[std::max(1, stripes)]),
       num_stripes_(std::max(1, stripes)),
+      pool_(pool),
       serial_(NextSerial()),
       consistency_(config.consistency, applied_step) {}
 
@@ -258,30 +259,55 @@ void SparseTable::EraseRow(Stripe& s, uint64_t id) {
   rows_evicted_.fetch_add(1, std::memory_order_relaxed);
 }
 
+int SparseTable::PartsFor(size_t n) const {
+  // A part's ids take tens of microseconds: worth a hand-off to a thread.
+  constexpr size_t kIdsPerPart = 1024;
+  if (pool_ == nullptr) return 1;
+  return static_cast<int>(std::clamp<size_t>(
+      n / kIdsPerPart, 1, static_cast<size_t>(pool_->size()) + 1));
+}
+
 template <typename Fn>
-void SparseTable::VisitStripes(const std::vector<int>& begin, Fn&& fn) {
-  // Start at a per-thread rotating stripe and skip busy stripes on the first
-  // pass, so concurrent batches do not walk the stripes in lockstep (each
-  // waiting for the other, paying a wake-up per stripe).
-  thread_local uint32_t rotation = 0;
-  const int start = static_cast<int>(rotation++ % num_stripes_);
-  absl::InlinedVector<int, 16> busy;
-  for (int i = 0; i < num_stripes_; ++i) {
-    const int s = (start + i) % num_stripes_;
-    if (begin[s] == begin[s + 1]) continue;
-    Stripe& stripe = stripes_[s];
-    if (!TryLock(&stripe.mu)) {
-      busy.push_back(s);
-      continue;
+void SparseTable::VisitStripes(const std::vector<int>& begin, int parts,
+                               Fn&& fn) {
+  // Part p visits stripes [cut[p], cut[p + 1]): the first stripe whose ids
+  // start at or after its share of them.
+  const int n = begin[num_stripes_];
+  std::vector<int> cut(static_cast<size_t>(parts) + 1, num_stripes_);
+  cut[0] = 0;
+  for (int p = 1; p < parts; ++p) {
+    const int64_t share = int64_t{n} * p / parts;
+    cut[p] = std::max(
+        cut[p - 1], static_cast<int>(std::lower_bound(begin.begin(),
+                                                      begin.end() - 1, share) -
+                                     begin.begin()));
+  }
+  ParallelFor(parts > 1 ? pool_ : nullptr, parts, [&](int p) {
+    // Start at a per-thread rotating stripe and skip busy stripes on the
+    // first pass, so concurrent batches do not walk the stripes in lockstep
+    // (each waiting for the other, paying a wake-up per stripe).
+    const int first = cut[p], count = cut[p + 1] - cut[p];
+    if (count == 0) return;
+    thread_local uint32_t rotation = 0;
+    const int start = static_cast<int>(rotation++ % count);
+    absl::InlinedVector<int, 16> busy;
+    for (int i = 0; i < count; ++i) {
+      const int s = first + (start + i) % count;
+      if (begin[s] == begin[s + 1]) continue;
+      Stripe& stripe = stripes_[s];
+      if (!TryLock(&stripe.mu)) {
+        busy.push_back(s);
+        continue;
+      }
+      fn(p, stripe, begin[s], begin[s + 1]);
+      Unlock(&stripe.mu);
     }
-    fn(stripe, begin[s], begin[s + 1]);
-    Unlock(&stripe.mu);
-  }
-  for (int s : busy) {
-    Stripe& stripe = stripes_[s];
-    MutexLock lock(&stripe.mu);
-    fn(stripe, begin[s], begin[s + 1]);
-  }
+    for (int s : busy) {
+      Stripe& stripe = stripes_[s];
+      MutexLock lock(&stripe.mu);
+      fn(p, stripe, begin[s], begin[s + 1]);
+    }
+  });
 }
 
 void SparseTable::PrefetchAhead(const Stripe& s, absl::Span<const uint64_t> ids,
@@ -305,11 +331,23 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
   std::vector<int32_t> order;
   GroupByStripe(piece.ids, &begin, &order);
   const bool fp32 = config_.storage_dtype == DType::kFloat32;
-  std::vector<float> tmp(fp32 ? 0 : static_cast<size_t>(dim));
-  std::vector<float*> slots(static_cast<size_t>(std::max(1, num_slots_)));
   const size_t row_bytes = static_cast<size_t>(row_floats()) * 4;
-  VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
+  // Per part (run in parallel): its counts and scratch.
+  struct Part {
+    ApplyStats stats;
+    std::vector<float> tmp;
+    std::vector<float*> slots;
+  };
+  std::vector<Part> parts(static_cast<size_t>(PartsFor(piece.ids.size())));
+  for (Part& part : parts) {
+    part.tmp.resize(fp32 ? 0 : static_cast<size_t>(dim));
+    part.slots.resize(static_cast<size_t>(std::max(1, num_slots_)));
+  }
+  auto apply_rows = [&](int p, Stripe& stripe, int from, int to) {
     stripe.mu.AssertHeld();  // VisitStripes holds it (for the analysis)
+    ApplyStats& stats = parts[p].stats;
+    std::vector<float>& tmp = parts[p].tmp;
+    std::vector<float*>& slots = parts[p].slots;
     for (int k = from; k < to; ++k) {
       PrefetchAhead(stripe, piece.ids, order, k, to, row_bytes);
       const int32_t pos = order[k];
@@ -337,7 +375,12 @@ SparseTable::ApplyStats SparseTable::Apply(const GradPiece& piece,
       Touch(stripe, id, *row, step);
       ++stats.applied;
     }
-  });
+  };
+  VisitStripes(begin, static_cast<int>(parts.size()), apply_rows);
+  for (const Part& part : parts) {
+    stats.applied += part.stats.applied;
+    stats.not_admitted += part.stats.not_admitted;
+  }
   rows_not_admitted_.fetch_add(stats.not_admitted, std::memory_order_relaxed);
   return stats;
 }
@@ -354,11 +397,18 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
   std::vector<int> begin;
   std::vector<int32_t> order;
   GroupByStripe(ids, &begin, &order);
-  std::vector<float> tmp(static_cast<size_t>(dim));
   char* dst = out->data.data();
   const size_t value_bytes = static_cast<size_t>(value_floats_) * 4;
-  VisitStripes(begin, [&](Stripe& stripe, int from, int to) {
+  // Per part (run in parallel): the missing positions it found, scratch.
+  struct Part {
+    std::vector<uint32_t> missing;
+    std::vector<float> tmp;
+  };
+  std::vector<Part> parts(static_cast<size_t>(PartsFor(ids.size())));
+  for (Part& part : parts) part.tmp.resize(static_cast<size_t>(dim));
+  auto read_rows = [&](int p, Stripe& stripe, int from, int to) {
     stripe.mu.AssertHeld();  // VisitStripes holds it (for the analysis)
+    std::vector<float>& tmp = parts[p].tmp;
     for (int k = from; k < to; ++k) {
       PrefetchAhead(stripe, ids, order, k, to, value_bytes);
       const int32_t pos = order[k];
@@ -380,7 +430,7 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
           ValueToFloat(probe, tmp.data());
         }
         FromFloat(dtype, tmp.data(), dim, at);
-        out->missing_positions.push_back(static_cast<uint32_t>(pos));
+        parts[p].missing.push_back(static_cast<uint32_t>(pos));
         continue;
       }
       BeforeChange(stripe, id, row);
@@ -392,7 +442,12 @@ void SparseTable::Read(absl::Span<const uint64_t> ids, bool create_missing,
         FromFloat(dtype, tmp.data(), dim, at);
       }
     }
-  });
+  };
+  VisitStripes(begin, static_cast<int>(parts.size()), read_rows);
+  for (const Part& part : parts) {
+    out->missing_positions.insert(out->missing_positions.end(),
+                                  part.missing.begin(), part.missing.end());
+  }
   std::sort(out->missing_positions.begin(), out->missing_positions.end());
 }
 

@@ -25,6 +25,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/thread_pool.h"
 #include "ps/storage/consistency.h"
 #include "ps/storage/cut.h"
 #include "ps/storage/engine.h"
@@ -42,8 +43,10 @@ struct PendingCopy {
 
 class SparseTable {
  public:
+  // `pool` (may be null; outlives the table) lends threads to large reads
+  // and updates (see VisitStripes).
   SparseTable(const TableConfig& config, std::unique_ptr<Optimizer> optimizer,
-              int stripes, uint64_t applied_step);
+              int stripes, uint64_t applied_step, ThreadPool* pool = nullptr);
 
   const TableConfig& config() const { return config_; }
   ConsistencyState& consistency() { return consistency_; }
@@ -169,10 +172,15 @@ class SparseTable {
   // stripe s owning order[begin[s] .. begin[s+1]).
   void GroupByStripe(absl::Span<const uint64_t> ids, std::vector<int>* begin,
                      std::vector<int32_t>* order) const;
-  // Calls fn(stripe, from, to) with each stripe that owns ids (order[from,
-  // to)) locked, one stripe at a time, in an order that avoids convoys.
+  // How many parts VisitStripes splits a batch of n ids into: one per
+  // kIdsPerPart ids, at most one per pool thread plus the caller.
+  int PartsFor(size_t n) const;
+  // Calls fn(part, stripe, from, to) with each stripe that owns ids
+  // (order[from, to)) locked. The stripes are cut into `parts` runs of
+  // about as many ids each, run in parallel (ParallelFor on the pool); a
+  // run visits its stripes one at a time, in an order that avoids convoys.
   template <typename Fn>
-  void VisitStripes(const std::vector<int>& begin, Fn&& fn);
+  void VisitStripes(const std::vector<int>& begin, int parts, Fn&& fn);
   Row NewRow(uint64_t id) const;
   // Updates hit count / last step (and the eviction indexes).
   void Touch(Stripe& s, uint64_t id, Row& row, uint64_t step)
@@ -225,6 +233,7 @@ class SparseTable {
   const bool index_by_hits_;    // LFU
   const std::unique_ptr<Stripe[]> stripes_;
   const int num_stripes_;
+  ThreadPool* const pool_;
   const uint64_t serial_;
   ConsistencyState consistency_;
 

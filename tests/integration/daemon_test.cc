@@ -244,6 +244,20 @@ INSTANTIATE_TEST_SUITE_P(Daemons, DaemonTest,
                            return n;
                          });
 
+TEST(PsDaemon, NegativeEngineThreadsExitsOne) {
+  TempDir dir;
+  SubprocessOptions o;
+  o.argv = {BinDir() + "/plexus-ps", "--data_dir=" + dir.Sub("data"),
+            "--engine_threads=-2"};
+  o.log_file = dir.Sub("log");
+  auto p = Subprocess::Start(o);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(*(*p)->Wait(absl::Seconds(30)), 1);
+  EXPECT_NE(ReadFile(o.log_file).find("--engine_threads must be >= -1"),
+            std::string::npos)
+      << ReadFile(o.log_file);
+}
+
 TEST(LocalCluster, StartsEveryProcessAndStopsThemCleanly) {
   TempDir dir;
   local::LocalClusterOptions o;
