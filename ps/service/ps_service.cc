@@ -411,7 +411,6 @@ void PsService::FillResponse(PullResult pull,
     const v1::SparseLookup& l = lookups[static_cast<int>(i)];
     v1::SparseRows* s = sparse->Add();
     s->set_table(l.table());
-    *s->mutable_ids() = l.ids();
     s->mutable_values()->mutable_spec()->set_dtype(ToProto(v.dtype));
     for (int64_t d : v.shape) s->mutable_values()->mutable_spec()->add_shape(d);
     s->mutable_values()->set_data(std::move(v.data));
