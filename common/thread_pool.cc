@@ -1,6 +1,8 @@
 #include "common/thread_pool.h"
 
 #include <glog/logging.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,9 +12,20 @@ namespace plexus {
 
 ThreadPool::ThreadPool(int num_threads) {
   CHECK_GE(num_threads, 1);
+  // The threads start with every asynchronous signal blocked (they inherit
+  // the mask), so a pool created before a daemon blocks SIGTERM for its
+  // signal thread never takes the daemon's SIGTERM and dies of it. Faults
+  // stay deliverable, for their stack traces.
+  sigset_t all, old;
+  sigfillset(&all);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) {
+    sigdelset(&all, sig);
+  }
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   threads_.reserve(num_threads);
   for (int i = 0; i < num_threads; ++i)
     threads_.emplace_back([this] { Loop(); });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 ThreadPool::~ThreadPool() {

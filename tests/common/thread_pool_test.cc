@@ -1,6 +1,7 @@
 #include "common/thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <vector>
@@ -51,6 +52,27 @@ TEST(ThreadPool, DestructorDrainsTheQueue) {
     for (int i = 0; i < 50; ++i) pool.Schedule([&] { ++n; });
   }
   EXPECT_EQ(n.load(), 50);
+}
+
+TEST(ThreadPool, ThreadsBlockTerminationSignalsButNotFaults) {
+  // A daemon's SIGTERM must reach its signal thread, never a pool thread
+  // (where it would kill the process); the creator's mask is unchanged.
+  sigset_t before;
+  pthread_sigmask(SIG_BLOCK, nullptr, &before);
+  ThreadPool pool(1);
+  sigset_t after;
+  pthread_sigmask(SIG_BLOCK, nullptr, &after);
+  EXPECT_EQ(sigismember(&after, SIGTERM), sigismember(&before, SIGTERM));
+  sigset_t in_pool;
+  absl::Notification done;
+  pool.Schedule([&] {
+    pthread_sigmask(SIG_BLOCK, nullptr, &in_pool);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  EXPECT_TRUE(sigismember(&in_pool, SIGTERM));
+  EXPECT_TRUE(sigismember(&in_pool, SIGINT));
+  EXPECT_FALSE(sigismember(&in_pool, SIGSEGV));
 }
 
 TEST(ParallelFor, RunsEveryPartOnce) {
