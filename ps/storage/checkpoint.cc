@@ -1314,12 +1314,13 @@ absl::Status StoreImpl::WriteDb(
         static_cast<int64_t>(num_rows / kSstMinRows), 1, cores));
     std::unique_ptr<uint32_t[]> part_of_row(new uint32_t[num_rows]);
     std::unique_ptr<IdRow[]> order(new IdRow[num_rows]);
-    // at[w * parts + p]: rows of slice w in part p, then where the next one
-    // goes.
+    // at[w * parts + p]: rows of slice w in part p, then where its first
+    // one goes. Each thread counts and places in its own copy (neighbouring
+    // slices' counters share cache lines).
     std::vector<size_t> at(slices * parts, 0);
     auto slice_begin = [&](size_t w) { return w * num_rows / slices; };
     RunParallel(slices, [&](size_t w) {
-      size_t* count = at.data() + w * parts;
+      std::vector<size_t> count(parts, 0);
       for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
         const auto p = static_cast<uint32_t>(
             std::upper_bound(split.begin(), split.end(), t.ids[r]) -
@@ -1327,6 +1328,7 @@ absl::Status StoreImpl::WriteDb(
         part_of_row[r] = p;
         ++count[p];
       }
+      std::copy(count.begin(), count.end(), at.begin() + w * parts);
     });
     std::vector<size_t> part_begin(parts + 1, 0);
     for (size_t p = 0, sum = 0; p < parts; ++p) {
@@ -1339,7 +1341,8 @@ absl::Status StoreImpl::WriteDb(
       part_begin[p + 1] = sum;
     }
     RunParallel(slices, [&](size_t w) {
-      size_t* next = at.data() + w * parts;
+      std::vector<size_t> next(at.begin() + w * parts,
+                               at.begin() + (w + 1) * parts);
       for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
         order[next[part_of_row[r]]++] = {t.ids[r], static_cast<uint32_t>(r)};
       }

@@ -610,7 +610,12 @@ void SparseTable::FinishCut(int threads) const {
       EnsureCopied(s);
     }
   };
+  // A small table is copied by the caller alone: starting a thread costs
+  // more than copying a few thousand rows.
+  constexpr int64_t kRowsPerThread = int64_t{1} << 14;
   threads = std::max(1, std::min(threads, num_stripes_));
+  threads = static_cast<int>(std::min<int64_t>(
+      threads, 1 + num_rows_.load(std::memory_order_relaxed) / kRowsPerThread));
   std::vector<std::thread> helpers;
   for (int t = 1; t < threads; ++t) helpers.emplace_back(copy);
   copy();

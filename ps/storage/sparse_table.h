@@ -89,8 +89,8 @@ class SparseTable {
   // unresized) until FinishCut() returns.
   void Cut(bool complete, int threads, bool defer, TableCut* out) const;
   // Copies every stripe still pending from the last deferred Cut, with up
-  // to `threads` threads (each takes the next stripe not taken yet; a
-  // stripe a pusher copied meanwhile is skipped).
+  // to `threads` threads, one per 16 K rows (each takes the next stripe not
+  // taken yet; a stripe a pusher copied meanwhile is skipped).
   void FinishCut(int threads) const;
   // Sizes out->data for a later Cut(complete) from the current row counts
   // (no lock needed beyond the stripes; an estimate).
