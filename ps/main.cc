@@ -27,10 +27,10 @@ DEFINE_int32(data_port, 0,
              "a free port, -1 turns it off. Plaintext, so it is off with TLS "
              "(and an explicit port with TLS is refused).");
 DEFINE_int32(engine_threads, -1,
-             "Threads that help one sparse pull or push of thousands of ids "
-             "through the table (each takes a share of its stripes), on top "
-             "of the thread serving the call. -1 (default): one per core but "
-             "one, at most 7; 0: none.");
+             "Threads that help one sparse pull or push of thousands of ids, "
+             "or a dense push of 128 K elements or more (each takes a share "
+             "of the stripes), on top of the thread serving the call. -1 "
+             "(default): one per core but one, at most 7; 0: none.");
 
 int main(int argc, char** argv) {
   plexus::InitProcess(&argc, &argv,

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/thread_pool.h"
 #include "ps/storage/consistency.h"
 #include "ps/storage/cut.h"
 #include "ps/storage/engine.h"
@@ -25,8 +26,11 @@ namespace plexus::ps {
 class DenseVariable {
  public:
   // Validates the slice and initial value, then allocates and initialises.
+  // `pool` (may be null; outlives the variable) lends threads to large
+  // updates.
   static absl::StatusOr<std::unique_ptr<DenseVariable>> Create(
-      const CreateVariableOptions& options, int stripes);
+      const CreateVariableOptions& options, int stripes,
+      ThreadPool* pool = nullptr);
 
   const VariableConfig& config() const { return config_; }
   RowRange rows() const { return rows_; }
@@ -65,9 +69,13 @@ class DenseVariable {
  private:
   DenseVariable(const CreateVariableOptions& options, RowRange rows,
                 int64_t width, std::unique_ptr<Optimizer> optimizer,
-                int stripes);
+                int stripes, ThreadPool* pool);
   // Applies rows [a, b) (local indexes) inside one stripe.
   void ApplySegment(int64_t a, int64_t b, const float* g);
+  // Apply's work on local rows [from, to) of the piece (starting at local
+  // row `base`), a stripe at a time.
+  void ApplyRows(int64_t from, int64_t to, int64_t base, const GradPiece& piece,
+                 const std::vector<bool>* mask);
 
   // Constant after construction.
   const VariableConfig config_;
@@ -76,6 +84,7 @@ class DenseVariable {
   const std::unique_ptr<Optimizer> optimizer_;
   const int num_slots_;
   const int64_t rows_per_stripe_;
+  ThreadPool* const pool_;
   ConsistencyState consistency_;
 
   // The mutexes; stripe i guards local rows [i*rows_per_stripe_, ...) of the

@@ -104,7 +104,8 @@ absl::StatusOr<bool> EngineImpl::CreateVariable(
     }
   }
   PLEXUS_ASSIGN_OR_RETURN(
-      auto var, DenseVariable::Create(options, options_.variable_stripes));
+      auto var,
+      DenseVariable::Create(options, options_.variable_stripes, pool_.get()));
   std::shared_ptr<DenseVariable> shared = std::move(var);
   ReaderMutexLock barrier(&cut_mu_);
   MutexLock lock(&registry_mu_);
@@ -657,7 +658,9 @@ absl::Status EngineImpl::ReplaceState(const ShardCut& state) {
     o.rows = vc.rows;
     o.applied_step = state.step_id;
     PLEXUS_ASSIGN_OR_RETURN(
-        auto v, DenseVariable::Create(o, options_.variable_stripes), "restore");
+        auto v,
+        DenseVariable::Create(o, options_.variable_stripes, pool_.get()),
+        "restore");
     PLEXUS_RETURN_IF_ERROR(v->Load(vc), "restore");
     if (tables.contains(vc.config.name) ||
         !vars.emplace(vc.config.name, std::move(v)).second) {

@@ -1,4 +1,4 @@
-// Large pulls and pushes split over the engine's threads
+// Large pulls and pushes (sparse and dense) split over the engine's threads
 // (EngineOptions::parallel_threads) give exactly what one thread gives.
 #include <gtest/gtest.h>
 
@@ -72,6 +72,46 @@ TEST(ParallelEngine, LargeBatchesMatchOneThread) {
         << "round " << round;
     EXPECT_FALSE(pa->sparse[0].missing_positions.empty());
   }
+}
+
+TEST(ParallelEngine, LargeDensePushesMatchOneThread) {
+  auto serial = NewEngine({.parallel_threads = 0});
+  auto parallel = NewEngine({.parallel_threads = 3});
+  VariableConfig c = testing::SimpleVariable("w", {1000, 300});
+  c.optimizer = {.kind = OptimizerConfig::Kind::kAdam,
+                 .learning_rate = 0.01,
+                 .epsilon = 1e-8,
+                 .beta1 = 0.9,
+                 .beta2 = 0.999};
+  c.initializer = {.kind = InitializerConfig::Kind::kNormal,
+                   .mean = 0,
+                   .stddev = 0.1,
+                   .seed = 5};
+  for (Engine* e : {serial.get(), parallel.get()}) {
+    ASSERT_TRUE(e->CreateVariable({.config = c}).ok());
+  }
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0, 1);
+  // Whole-variable pushes (split over the threads) and slices of a few rows
+  // (that start and end inside stripes).
+  for (RowRange rows : {RowRange{0, 1000}, RowRange{3, 997}, RowRange{0, 1000},
+                        RowRange{500, 501}, RowRange{0, 1000}}) {
+    std::vector<float> g(static_cast<size_t>(rows.size() * 300));
+    for (float& x : g) x = normal(rng);
+    auto t = testing::F32({rows.size(), 300}, g);
+    DenseGradient dg{"w", rows, t.view()};
+    for (Engine* e : {serial.get(), parallel.get()}) {
+      auto r = e->Push({.exactly_once = false}, {&dg, 1}, {});
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->rows_applied, rows.size());
+    }
+  }
+  DenseRead read{"w", {}};
+  auto a = serial->Pull({}, {&read, 1}, {});
+  auto b = parallel->Pull({}, {&read, 1}, {});
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->dense[0].data, b->dense[0].data);
 }
 
 TEST(ParallelEngine, RefusesANegativeThreadCount) {
