@@ -273,7 +273,7 @@ void SparseTable::VisitStripes(const std::vector<int>& begin, int parts,
   // Part p visits stripes [cut[p], cut[p + 1]): the first stripe whose ids
   // start at or after its share of them.
   const int n = begin[num_stripes_];
-  std::vector<int> cut(static_cast<size_t>(parts) + 1, num_stripes_);
+  absl::InlinedVector<int, 9> cut(static_cast<size_t>(parts) + 1, num_stripes_);
   cut[0] = 0;
   for (int p = 1; p < parts; ++p) {
     const int64_t share = int64_t{n} * p / parts;
