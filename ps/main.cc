@@ -28,7 +28,7 @@ DEFINE_int32(data_port, 0,
              "(and an explicit port with TLS is refused).");
 DEFINE_int32(engine_threads, -1,
              "Threads that help one sparse pull or push of thousands of ids, "
-             "or a dense push of 128 K elements or more (each takes a share "
+             "or a dense push of 512 K elements or more (each takes a share "
              "of the stripes), on top of the thread serving the call. -1 "
              "(default): one per core but one, at most 7; 0: none.");
 

@@ -287,7 +287,7 @@ struct EngineOptions {
   // Row-range stripes per dense variable slice. Default 16.
   int variable_stripes = 16;
   // Threads that help the calling thread through a sparse pull or push of
-  // thousands of ids, or a dense push of 128 K elements or more (each takes
+  // thousands of ids, or a dense push of 512 K elements or more (each takes
   // a share of the stripes). -1: one per core but the caller's, at most 7;
   // 0: none.
   int parallel_threads = -1;

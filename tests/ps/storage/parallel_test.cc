@@ -77,7 +77,7 @@ TEST(ParallelEngine, LargeBatchesMatchOneThread) {
 TEST(ParallelEngine, LargeDensePushesMatchOneThread) {
   auto serial = NewEngine({.parallel_threads = 0});
   auto parallel = NewEngine({.parallel_threads = 3});
-  VariableConfig c = testing::SimpleVariable("w", {1000, 300});
+  VariableConfig c = testing::SimpleVariable("w", {4000, 300});
   c.optimizer = {.kind = OptimizerConfig::Kind::kAdam,
                  .learning_rate = 0.01,
                  .epsilon = 1e-8,
@@ -94,8 +94,8 @@ TEST(ParallelEngine, LargeDensePushesMatchOneThread) {
   std::normal_distribution<float> normal(0, 1);
   // Whole-variable pushes (split over the threads) and slices of a few rows
   // (that start and end inside stripes).
-  for (RowRange rows : {RowRange{0, 1000}, RowRange{3, 997}, RowRange{0, 1000},
-                        RowRange{500, 501}, RowRange{0, 1000}}) {
+  for (RowRange rows : {RowRange{0, 4000}, RowRange{3, 3997}, RowRange{0, 4000},
+                        RowRange{500, 501}, RowRange{0, 4000}}) {
     std::vector<float> g(static_cast<size_t>(rows.size() * 300));
     for (float& x : g) x = normal(rng);
     auto t = testing::F32({rows.size(), 300}, g);
