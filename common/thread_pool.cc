@@ -8,6 +8,8 @@
 #include <atomic>
 #include <memory>
 
+#include "common/tsan.h"
+
 namespace plexus {
 
 ThreadPool::ThreadPool(int num_threads) {
@@ -30,14 +32,14 @@ ThreadPool::ThreadPool(int num_threads) {
 
 ThreadPool::~ThreadPool() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
   for (auto& t : threads_) t.join();
 }
 
 void ThreadPool::Schedule(std::function<void()> fn) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   queue_.push(std::move(fn));
 }
 
@@ -45,11 +47,11 @@ void ThreadPool::Loop() {
   while (true) {
     std::function<void()> fn;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || !queue_.empty();
       };
-      mu_.Await(absl::Condition(&ready));
+      Await(&mu_, absl::Condition(&ready));
       if (queue_.empty()) return;  // stopping and drained
       fn = std::move(queue_.front());
       queue_.pop();
@@ -74,7 +76,7 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn) {
   auto work = [state, parts](absl::FunctionRef<void(int)> f) {
     for (int i; (i = state->next.fetch_add(1)) < parts;) {
       f(i);
-      absl::MutexLock lock(&state->mu);
+      MutexLock lock(&state->mu);
       ++state->done;
     }
   };
@@ -83,11 +85,11 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn) {
     pool->Schedule([work, fn] { work(fn); });
   }
   work(fn);
-  absl::MutexLock lock(&state->mu);
+  MutexLock lock(&state->mu);
   auto all_done = [&state, parts]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
     return state->done == parts;
   };
-  state->mu.Await(absl::Condition(&all_done));
+  Await(&state->mu, absl::Condition(&all_done));
 }
 
 }  // namespace plexus

@@ -1,7 +1,7 @@
 #include "ps/storage/applied_keys.h"
 
 #include "absl/strings/str_cat.h"
-#include "ps/storage/lock.h"
+#include "common/tsan.h"
 
 namespace plexus::ps {
 

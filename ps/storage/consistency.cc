@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "ps/storage/lock.h"
+#include "common/tsan.h"
 
 namespace plexus::ps {
 

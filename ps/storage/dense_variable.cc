@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
 #include "common/status.h"
+#include "common/tsan.h"
 #include "ps/storage/initializer.h"
-#include "ps/storage/lock.h"
 
 namespace plexus::ps {
 

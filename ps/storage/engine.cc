@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "ps/storage/lock.h"
+#include "common/tsan.h"
 
 namespace plexus::ps {
 namespace {

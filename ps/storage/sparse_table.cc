@@ -11,9 +11,9 @@
 #include "common/hash.h"
 #include "common/id_index.h"
 #include "common/status.h"
+#include "common/tsan.h"
 #include "glog/logging.h"
 #include "ps/storage/initializer.h"
-#include "ps/storage/lock.h"
 
 namespace plexus::ps {
 namespace {

@@ -1,12 +1,11 @@
-// Private to ps/storage. Scoped locks over absl::Mutex that ThreadSanitizer
-// can see.
+// absl::Mutex locks that ThreadSanitizer can see.
 //
 // Debian's abseil is not built with -fsanitize=thread, so TSan cannot see the
-// happens-before edges that absl::Mutex creates and reports every access
-// guarded by one as a race. These wrappers add the edges by hand
-// (__tsan_acquire after locking, __tsan_release before unlocking) in TSan
-// builds and are plain absl::MutexLock / ReaderMutexLock otherwise. Use them
-// for every lock in ps/storage; for Mutex::Await* use AwaitWithDeadline below.
+// happens-before edges absl::Mutex creates and reports every access guarded
+// by one as a race. TsanAcquire(mu) after locking and TsanRelease(mu) before
+// unlocking add them by hand in TSan builds (no-ops otherwise); the scoped
+// locks below do it for you. Use them wherever TSan runs (ps/storage, the
+// thread pool); for Mutex::Await* use AwaitWithDeadline or Await below.
 //
 // Thread safety: as absl::Mutex.
 #pragma once
@@ -16,28 +15,32 @@
 #include "absl/time/time.h"
 
 #if defined(__SANITIZE_THREAD__)
-#define PLEXUS_PS_TSAN 1
+#define PLEXUS_TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define PLEXUS_PS_TSAN 1
+#define PLEXUS_TSAN 1
 #endif
 #endif
 
-#ifdef PLEXUS_PS_TSAN
+#ifdef PLEXUS_TSAN
 #include <sanitizer/tsan_interface.h>
 #endif
 
-namespace plexus::ps {
+namespace plexus {
 
-inline void TsanAcquire(const absl::Mutex* mu) {
-#ifdef PLEXUS_PS_TSAN
-  __tsan_acquire(const_cast<absl::Mutex*>(mu));
+inline void TsanAcquire(const void* addr) {
+#ifdef PLEXUS_TSAN
+  __tsan_acquire(const_cast<void*>(addr));
+#else
+  (void)addr;
 #endif
 }
 
-inline void TsanRelease(const absl::Mutex* mu) {
-#ifdef PLEXUS_PS_TSAN
-  __tsan_release(const_cast<absl::Mutex*>(mu));
+inline void TsanRelease(const void* addr) {
+#ifdef PLEXUS_TSAN
+  __tsan_release(const_cast<void*>(addr));
+#else
+  (void)addr;
 #endif
 }
 
@@ -88,8 +91,9 @@ inline void Unlock(absl::Mutex* mu) ABSL_UNLOCK_FUNCTION(mu) {
   mu->Unlock();
 }
 
-// mu->AwaitWithDeadline(cond, deadline) with the TSan edges of the unlock and
-// relock it does inside. REQUIRES: *mu held (exclusively).
+// mu->AwaitWithDeadline(cond, deadline) / mu->Await(cond) with the TSan
+// edges of the unlock and relock they do inside. REQUIRES: *mu held
+// (exclusively).
 inline bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
                               absl::Time deadline)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -98,5 +102,11 @@ inline bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
   TsanAcquire(mu);
   return ok;
 }
+inline void Await(absl::Mutex* mu, const absl::Condition& cond)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  TsanRelease(mu);
+  mu->Await(cond);
+  TsanAcquire(mu);
+}
 
-}  // namespace plexus::ps
+}  // namespace plexus
