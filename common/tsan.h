@@ -91,22 +91,40 @@ inline void Unlock(absl::Mutex* mu) ABSL_UNLOCK_FUNCTION(mu) {
   mu->Unlock();
 }
 
+// A condition evaluated with the edges of the mutex it runs under: absl
+// evaluates a waiter's condition on whichever thread unlocks, inside the
+// mutex, where TSan sees no lock.
+class TsanCondition {
+ public:
+  TsanCondition(const absl::Condition& cond, const absl::Mutex* mu)
+      : cond_(cond), mu_(mu) {}
+  bool operator()() const {
+    TsanAcquire(mu_);
+    const bool ready = cond_.Eval();
+    TsanRelease(mu_);
+    return ready;
+  }
+
+ private:
+  const absl::Condition& cond_;
+  const absl::Mutex* const mu_;
+};
+
 // mu->AwaitWithDeadline(cond, deadline) / mu->Await(cond) with the TSan
-// edges of the unlock and relock they do inside. REQUIRES: *mu held
-// (exclusively).
+// edges of the unlock and relock they do inside and of the condition's
+// evaluations. REQUIRES: *mu held (exclusively).
 inline bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
                               absl::Time deadline)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  const TsanCondition edged(cond, mu);
   TsanRelease(mu);
-  const bool ok = mu->AwaitWithDeadline(cond, deadline);
+  const bool ok = mu->AwaitWithDeadline(absl::Condition(&edged), deadline);
   TsanAcquire(mu);
   return ok;
 }
 inline void Await(absl::Mutex* mu, const absl::Condition& cond)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-  TsanRelease(mu);
-  mu->Await(cond);
-  TsanAcquire(mu);
+  AwaitWithDeadline(mu, cond, absl::InfiniteFuture());
 }
 
 }  // namespace plexus

@@ -848,9 +848,8 @@ class StoreImpl final : public CheckpointStore {
                                                     bool lazy,
                                                     int64_t* num_rows);
   // Waits until checkpoint `id` is not being written; false at `deadline`.
-  // A CondVar rather than an absl::Condition: absl evaluates Conditions on
-  // the unlocking thread, which TSan (with Debian's uninstrumented abseil)
-  // reports as a race; the waits carry lock.h's edges by hand.
+  // The waits carry common/tsan.h's edges by hand (Debian's abseil is not
+  // built for TSan).
   bool WaitForWrite(uint64_t id, absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     while (writing_ == id) {

@@ -110,13 +110,8 @@ bool ConsistencyState::PullReady(uint64_t step) const {
 absl::Status ConsistencyState::WaitForPull(uint64_t step, absl::Time deadline) {
   if (config_.mode == ConsistencyMode::kAsync) return absl::OkStatus();
   MutexLock lock(&mu_);
-  // absl evaluates the condition inside Await, possibly in another thread's
-  // Unlock, with mu_ held: tell TSan (lock.h) around it.
   auto ready = [this, step]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    TsanAcquire(&mu_);
-    const bool ready = PullReady(step);
-    TsanRelease(&mu_);
-    return ready;
+    return PullReady(step);
   };
   AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
   if (shutdown_) return absl::UnavailableError("engine is shutting down");
