@@ -58,10 +58,62 @@ uint32_t ExtendTable(uint32_t c, const uint8_t* p, size_t n) {
 }
 
 #if defined(__x86_64__)
+// ExtendHw runs three streams of kStripe bytes at once: the crc32
+// instruction has a latency of three cycles and a throughput of one, so one
+// dependent chain leaves two thirds of it idle (7% of a checkpoint writer's
+// CPU). The streams are then joined: for the raw register, crc(x, B) =
+// crc(0, B) ^ crc(x, zeros of |B|), and crc(x, zeros) is linear in x.
+constexpr size_t kStripe = 8192;
+
+// crc(x, kStripe zero bytes) as four byte-indexed tables.
+struct StripeShift {
+  std::array<std::array<uint32_t, 256>, 4> t;
+  StripeShift() {
+    static const uint8_t zeros[kStripe] = {};
+    uint32_t basis[32];
+    for (int b = 0; b < 32; ++b) {
+      basis[b] = ExtendTable(uint32_t{1} << b, zeros, kStripe);
+    }
+    for (int k = 0; k < 4; ++k) {
+      for (uint32_t v = 0; v < 256; ++v) {
+        uint32_t r = 0;
+        for (int b = 0; b < 8; ++b) {
+          if ((v >> b) & 1) r ^= basis[8 * k + b];
+        }
+        t[k][v] = r;
+      }
+    }
+  }
+  uint32_t operator()(uint32_t x) const {
+    return t[0][x & 0xFF] ^ t[1][(x >> 8) & 0xFF] ^ t[2][(x >> 16) & 0xFF] ^
+           t[3][x >> 24];
+  }
+};
+
 __attribute__((target("sse4.2"))) uint32_t ExtendHw(uint32_t c,
                                                     const uint8_t* p,
                                                     size_t n) {
   uint64_t c64 = c;
+  if (n >= 3 * kStripe) {
+    static const StripeShift* shift = new StripeShift();
+    do {
+      uint64_t a = c64, b = 0, d = 0;
+      for (size_t i = 0; i < kStripe; i += 8) {
+        uint64_t wa, wb, wd;
+        std::memcpy(&wa, p + i, 8);
+        std::memcpy(&wb, p + kStripe + i, 8);
+        std::memcpy(&wd, p + 2 * kStripe + i, 8);
+        a = _mm_crc32_u64(a, wa);
+        b = _mm_crc32_u64(b, wb);
+        d = _mm_crc32_u64(d, wd);
+      }
+      const uint32_t ab =
+          (*shift)(static_cast<uint32_t>(a)) ^ static_cast<uint32_t>(b);
+      c64 = (*shift)(ab) ^ static_cast<uint32_t>(d);
+      p += 3 * kStripe;
+      n -= 3 * kStripe;
+    } while (n >= 3 * kStripe);
+  }
   while (n >= 8) {
     uint64_t w;
     std::memcpy(&w, p, 8);

@@ -135,8 +135,10 @@ TEST(Crc32c, KnownValuesAndBothImplementationsAgree) {
   std::string data(100003, '\0');
   std::mt19937 rng(7);
   for (char& c : data) c = static_cast<char>(rng());
+  // Around the hardware version's three interleaved 8 KiB streams too.
   for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9},
-                   size_t{4096}, data.size()}) {
+                   size_t{4096}, size_t{24575}, size_t{24576}, size_t{24577},
+                   size_t{49152 + 13}, data.size()}) {
     EXPECT_EQ(Crc32cExtend(0, data.data(), n),
               Crc32cExtendPortable(0, data.data(), n));
   }
