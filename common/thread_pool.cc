@@ -11,23 +11,39 @@
 #include "common/tsan.h"
 
 namespace plexus {
+namespace {
+
+// While alive, the calling thread has every asynchronous signal blocked, so
+// the threads it starts inherit that mask: a thread started before a daemon
+// blocks SIGTERM for its signal thread never takes the daemon's SIGTERM and
+// dies of it. Faults stay deliverable, for their stack traces.
+class AsyncSignalsBlocked {
+ public:
+  AsyncSignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    for (int sig :
+         {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) {
+      sigdelset(&all, sig);
+    }
+    pthread_sigmask(SIG_BLOCK, &all, &old_);
+  }
+  ~AsyncSignalsBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  AsyncSignalsBlocked(const AsyncSignalsBlocked&) = delete;
+  AsyncSignalsBlocked& operator=(const AsyncSignalsBlocked&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   CHECK_GE(num_threads, 1);
-  // The threads start with every asynchronous signal blocked (they inherit
-  // the mask), so a pool created before a daemon blocks SIGTERM for its
-  // signal thread never takes the daemon's SIGTERM and dies of it. Faults
-  // stay deliverable, for their stack traces.
-  sigset_t all, old;
-  sigfillset(&all);
-  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) {
-    sigdelset(&all, sig);
-  }
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  AsyncSignalsBlocked blocked;
   threads_.reserve(num_threads);
   for (int i = 0; i < num_threads; ++i)
     threads_.emplace_back([this] { Loop(); });
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 ThreadPool::~ThreadPool() {
@@ -90,6 +106,22 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn) {
     return state->done == parts;
   };
   Await(&state->mu, absl::Condition(&all_done));
+}
+
+int PartsFor(const ThreadPool* pool, int64_t work, int64_t per_part) {
+  if (pool == nullptr) return 1;
+  return static_cast<int>(
+      std::clamp<int64_t>(work / per_part, 1, int64_t{pool->size()} + 1));
+}
+
+void RunOnThreads(int n, absl::FunctionRef<void(int)> fn) {
+  std::vector<std::thread> helpers;
+  {
+    AsyncSignalsBlocked blocked;
+    for (int i = 1; i < n; ++i) helpers.emplace_back([fn, i] { fn(i); });
+  }
+  if (n > 0) fn(0);
+  for (auto& h : helpers) h.join();
 }
 
 }  // namespace plexus

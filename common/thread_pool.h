@@ -4,6 +4,7 @@
 // threads. The destructor runs every closure already scheduled, then joins.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <queue>
 #include <thread>
@@ -42,5 +43,16 @@ class ThreadPool {
 // closure, and a helper that starts after every part is claimed returns at
 // once.
 void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn);
+
+// How many parts ParallelFor should split `work` units into: one per
+// `per_part` units, at most one per pool thread plus the caller (1 without a
+// pool).
+int PartsFor(const ThreadPool* pool, int64_t work, int64_t per_part);
+
+// Runs fn(0) .. fn(n - 1) on n threads started for the call (fn(0) on the
+// calling one) and joins them: for work that blocks (disk writes) or runs so
+// rarely that starting threads costs nothing beside it. Like a pool's, the
+// threads start with asynchronous signals blocked.
+void RunOnThreads(int n, absl::FunctionRef<void(int)> fn);
 
 }  // namespace plexus

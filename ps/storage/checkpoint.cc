@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/failpoint.h"
 #include "common/status.h"
+#include "common/thread_pool.h"
 #include "common/tsan.h"
 #include "glog/logging.h"
 #include "ps/storage/crc32c.h"
@@ -95,15 +96,6 @@ void SortById(IdRow* rows, size_t n) {
     std::swap(src, dst);
   }
   if (src != rows) std::copy(src, src + n, rows);
-}
-
-// Runs fn(0) .. fn(n - 1) on n threads, fn(0) on the caller's.
-template <typename Fn>
-void RunParallel(size_t n, const Fn& fn) {
-  std::vector<std::thread> helpers;
-  for (size_t i = 1; i < n; ++i) helpers.emplace_back([&fn, i] { fn(i); });
-  if (n > 0) fn(0);
-  for (auto& h : helpers) h.join();
 }
 
 // ---- error translation (the one place rocksdb::Status and errno become
@@ -1318,7 +1310,7 @@ absl::Status StoreImpl::WriteDb(
     // slices' counters share cache lines).
     std::vector<size_t> at(slices * parts, 0);
     auto slice_begin = [&](size_t w) { return w * num_rows / slices; };
-    RunParallel(slices, [&](size_t w) {
+    RunOnThreads(static_cast<int>(slices), [&](size_t w) {
       std::vector<size_t> count(parts, 0);
       for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
         const auto p = static_cast<uint32_t>(
@@ -1339,7 +1331,7 @@ absl::Status StoreImpl::WriteDb(
       }
       part_begin[p + 1] = sum;
     }
-    RunParallel(slices, [&](size_t w) {
+    RunOnThreads(static_cast<int>(slices), [&](size_t w) {
       std::vector<size_t> next(at.begin() + w * parts,
                                at.begin() + (w + 1) * parts);
       for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
@@ -1444,7 +1436,8 @@ absl::Status StoreImpl::WriteDb(
       part.cpu = ThreadCpuTime() - cpu_start;
       return finished;
     };
-    RunParallel(parts, [&](size_t p) { out[p].status = write_part(p); });
+    RunOnThreads(static_cast<int>(parts),
+                 [&](size_t p) { out[p].status = write_part(p); });
     // The parts sorted in parallel: the slowest one's sort counts.
     absl::Duration sort_time;
     for (const Part& part : out) {

@@ -169,23 +169,18 @@ void DenseVariable::Apply(const GradPiece& piece,
   constexpr int64_t kElemsPerPart = int64_t{1} << 18;
   const int64_t first = base / rows_per_stripe_;
   const int64_t stripes = (end - 1) / rows_per_stripe_ + 1 - first;
-  const int parts = pool_ == nullptr
-                        ? 1
-                        : static_cast<int>(std::clamp<int64_t>(
-                              (end - base) * width_ / kElemsPerPart, 1,
-                              std::min<int64_t>(stripes, pool_->size() + 1)));
-  ParallelFor(parts > 1 ? pool_ : nullptr, parts, [&](int p) {
+  const int parts = static_cast<int>(std::min<int64_t>(
+      stripes, PartsFor(pool_, (end - base) * width_, kElemsPerPart)));
+  ParallelFor(pool_, parts, [&](int p) {
     const int64_t from = (first + stripes * p / parts) * rows_per_stripe_;
     const int64_t to = (first + stripes * (p + 1) / parts) * rows_per_stripe_;
     ApplyRows(std::max(base, from), std::min(end, to), base, piece, mask);
   });
 }
 
-void DenseVariable::ApplyRows(int64_t from, int64_t to, int64_t base,
+void DenseVariable::ApplyRows(int64_t r, int64_t end, int64_t base,
                               const GradPiece& piece,
                               const std::vector<bool>* mask) {
-  int64_t r = from;
-  const int64_t end = to;
   while (r < end) {
     const int64_t stripe = r / rows_per_stripe_;
     const int64_t stop = std::min(end, (stripe + 1) * rows_per_stripe_);

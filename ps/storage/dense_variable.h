@@ -72,9 +72,9 @@ class DenseVariable {
                 int stripes, ThreadPool* pool);
   // Applies rows [a, b) (local indexes) inside one stripe.
   void ApplySegment(int64_t a, int64_t b, const float* g);
-  // Apply's work on local rows [from, to) of the piece (starting at local
+  // Apply's work on local rows [r, end) of the piece (starting at local
   // row `base`), a stripe at a time.
-  void ApplyRows(int64_t from, int64_t to, int64_t base, const GradPiece& piece,
+  void ApplyRows(int64_t r, int64_t end, int64_t base, const GradPiece& piece,
                  const std::vector<bool>* mask);
 
   // Constant after construction.

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <thread>
 
 #include "absl/container/inlined_vector.h"
 
@@ -261,10 +260,8 @@ void SparseTable::EraseRow(Stripe& s, uint64_t id) {
 
 int SparseTable::PartsFor(size_t n) const {
   // A part's ids take tens of microseconds: worth a hand-off to a thread.
-  constexpr size_t kIdsPerPart = 1024;
-  if (pool_ == nullptr) return 1;
-  return static_cast<int>(std::clamp<size_t>(
-      n / kIdsPerPart, 1, static_cast<size_t>(pool_->size()) + 1));
+  constexpr int64_t kIdsPerPart = 1024;
+  return plexus::PartsFor(pool_, static_cast<int64_t>(n), kIdsPerPart);
 }
 
 template <typename Fn>
@@ -282,7 +279,7 @@ void SparseTable::VisitStripes(const std::vector<int>& begin, int parts,
                                                       begin.end() - 1, share) -
                                      begin.begin()));
   }
-  ParallelFor(parts > 1 ? pool_ : nullptr, parts, [&](int p) {
+  ParallelFor(pool_, parts, [&](int p) {
     // Start at a per-thread rotating stripe and skip busy stripes on the
     // first pass, so concurrent batches do not walk the stripes in lockstep
     // (each waiting for the other, paying a wake-up per stripe).
@@ -616,10 +613,7 @@ void SparseTable::FinishCut(int threads) const {
   threads = std::max(1, std::min(threads, num_stripes_));
   threads = static_cast<int>(std::min<int64_t>(
       threads, 1 + num_rows_.load(std::memory_order_relaxed) / kRowsPerThread));
-  std::vector<std::thread> helpers;
-  for (int t = 1; t < threads; ++t) helpers.emplace_back(copy);
-  copy();
-  for (auto& h : helpers) h.join();
+  RunOnThreads(threads, [&](int) { copy(); });
 }
 
 void SparseTable::Cut(bool complete, int threads, bool defer,

@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
+#include "common/tsan.h"
 
 namespace plexus {
 namespace {
@@ -100,6 +101,31 @@ TEST(ParallelFor, CallerRunsThePartsWhenThePoolIsBusy) {
   ParallelFor(&pool, 10, [&](int i) { sum += i; });
   EXPECT_EQ(sum.load(), 45);
   release.Notify();
+}
+
+TEST(PartsFor, OnePartPerShareAtMostOnePerThreadPlusTheCaller) {
+  ThreadPool pool(3);
+  EXPECT_EQ(PartsFor(&pool, 0, 1024), 1);
+  EXPECT_EQ(PartsFor(&pool, 2047, 1024), 1);
+  EXPECT_EQ(PartsFor(&pool, 2048, 1024), 2);
+  EXPECT_EQ(PartsFor(&pool, 1 << 20, 1024), 4);
+  EXPECT_EQ(PartsFor(nullptr, 1 << 20, 1024), 1);
+}
+
+TEST(RunOnThreads, EachIndexOnItsOwnThread) {
+  // Three parts that each wait for all three can only finish on three
+  // threads at once; each index runs once.
+  absl::Mutex mu;
+  int arrived = 0;
+  std::vector<std::atomic<int>> runs(3);
+  RunOnThreads(3, [&](int i) {
+    ++runs[static_cast<size_t>(i)];
+    MutexLock lock(&mu);
+    ++arrived;
+    auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return arrived == 3; };
+    Await(&mu, absl::Condition(&all));
+  });
+  for (const auto& r : runs) EXPECT_EQ(r.load(), 1);
 }
 
 }  // namespace
