@@ -515,15 +515,6 @@ struct ReadOnlyDb {
   const std::vector<rocksdb::ColumnFamilyHandle*> handles;
 };
 
-void DecodeRow(const rocksdb::Slice& v, RowMeta* m, float* data,
-               size_t row_bytes) {
-  std::memcpy(&m->hit_count, v.data(), 8);
-  std::memcpy(&m->last_step, v.data() + 8, 8);
-  std::memcpy(&m->version, v.data() + 16, 8);
-  std::memcpy(&m->update_count, v.data() + 24, 8);
-  std::memcpy(data, v.data() + 32, row_bytes);
-}
-
 // The rows of one table in a verified checkpoint (lazy restore). Reads are
 // thread-safe (rocksdb::DB is). A read error or a malformed row is fatal:
 // the bytes were verified by crc32c when the restore began.
@@ -533,7 +524,8 @@ class RocksRowSource final : public RowSource {
                  rocksdb::ColumnFamilyHandle* cf, int64_t row_floats)
       : db_(std::move(db)),
         cf_(cf),
-        row_bytes_(static_cast<size_t>(row_floats) * 4) {}
+        row_floats_(row_floats),
+        record_bytes_(RowRecordBytes(row_floats)) {}
 
   bool Fetch(uint64_t id, RowMeta* meta, float* data) override {
     rocksdb::PinnableSlice v;
@@ -541,8 +533,8 @@ class RocksRowSource final : public RowSource {
         db_->db->Get(rocksdb::ReadOptions(), cf_, IdKey(id), &v);
     if (s.IsNotFound()) return false;
     CHECK(s.ok()) << "checkpoint read of row " << id << ": " << s.ToString();
-    CHECK_EQ(v.size(), 32 + row_bytes_) << "checkpoint row " << id;
-    DecodeRow(v, meta, data, row_bytes_);
+    CHECK_EQ(v.size(), record_bytes_) << "checkpoint row " << id;
+    DecodeRowRecord(v.data(), row_floats_, meta, data);
     return true;
   }
 
@@ -550,11 +542,11 @@ class RocksRowSource final : public RowSource {
                                         const float*)>& fn) override {
     std::unique_ptr<rocksdb::Iterator> it(
         db_->db->NewIterator(rocksdb::ReadOptions(), cf_));
-    std::vector<float> buf(row_bytes_ / 4);
+    std::vector<float> buf(static_cast<size_t>(row_floats_));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      CHECK_EQ(it->value().size(), 32 + row_bytes_) << "checkpoint row";
+      CHECK_EQ(it->value().size(), record_bytes_) << "checkpoint row";
       RowMeta m;
-      DecodeRow(it->value(), &m, buf.data(), row_bytes_);
+      DecodeRowRecord(it->value().data(), row_floats_, &m, buf.data());
       if (!fn(KeyId(Sv(it->key())), m, buf.data())) return;
     }
     CHECK(it->status().ok()) << "checkpoint scan: " << it->status().ToString();
@@ -563,7 +555,8 @@ class RocksRowSource final : public RowSource {
  private:
   const std::shared_ptr<ReadOnlyDb> db_;
   rocksdb::ColumnFamilyHandle* const cf_;
-  const size_t row_bytes_;
+  const int64_t row_floats_;
+  const size_t record_bytes_;
 };
 
 // ---- the shard manifest (text, one field per line) ----
@@ -1239,17 +1232,10 @@ absl::Status StoreImpl::WriteDb(
     const std::string name = TableCf(t.config.name);
     if (t.complete) PLEXUS_RETURN_IF_ERROR(drop(name));
     PLEXUS_ASSIGN_OR_RETURN(rocksdb::ColumnFamilyHandle * cf, get(name));
-    const size_t row_bytes = static_cast<size_t>(t.row_floats) * 4;
-    std::string value(32 + row_bytes, '\0');
-    // Row i of the cut as a RocksDB value into `out` (32 + row_bytes bytes):
-    // its bookkeeping, then its floats.
-    auto encode = [&](size_t i, char* out) {
-      const RowMeta& m = t.meta[i];
-      std::memcpy(out, &m.hit_count, 8);
-      std::memcpy(out + 8, &m.last_step, 8);
-      std::memcpy(out + 16, &m.version, 8);
-      std::memcpy(out + 24, &m.update_count, 8);
-      std::memcpy(out + 32, t.data.data() + i * t.row_floats, row_bytes);
+    // Row i of the cut as a RocksDB value: its record as it is.
+    const size_t record_bytes = t.record_bytes();
+    auto value = [&](size_t i) {
+      return rocksdb::Slice(t.record(i), record_bytes);
     };
     const size_t n = t.ids.size() + t.deleted.size();
     *rows_written += static_cast<int64_t>(n);
@@ -1257,8 +1243,7 @@ absl::Status StoreImpl::WriteDb(
     if (n < kSstMinRows) {
       // Small changes: write batches through the WAL.
       for (size_t i = 0; i < t.ids.size(); ++i) {
-        encode(i, value.data());
-        batch.Put(cf, IdKey(t.ids[i]), value);
+        batch.Put(cf, IdKey(t.ids[i]), value(i));
         PLEXUS_RETURN_IF_ERROR(flush(false));
       }
       for (uint64_t id : t.deleted) {
@@ -1359,9 +1344,9 @@ absl::Status StoreImpl::WriteDb(
       absl::Duration cpu;
     };
     std::vector<Part> out(parts);
-    // Bytes of a row worth prefetching ahead of its copy (the first lines;
-    // the hardware prefetcher follows a long row by itself).
-    const size_t prefetch_bytes = std::min<size_t>(row_bytes, 512);
+    // Bytes of a record worth prefetching ahead of its copy (the first
+    // lines; the hardware prefetcher follows a long row by itself).
+    const size_t prefetch_bytes = std::min<size_t>(record_bytes, 512);
     auto write_part = [&](size_t p) -> absl::Status {
       Part& part = out[p];
       part.path = job.staging / absl::StrCat("ingest-", ti, "-", p, ".sst");
@@ -1393,10 +1378,8 @@ absl::Status StoreImpl::WriteDb(
       }
       PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.write"));
       // The rows are scattered over the cut (stripe order): every row is a
-      // cache and TLB miss, so its lines and bookkeeping are prefetched a
-      // few rows ahead.
+      // cache miss, so its record's lines are prefetched a few rows ahead.
       constexpr size_t kAhead = 16;
-      std::string value(32 + row_bytes, '\0');
       char key[8];
       int64_t since_check = 0;
       size_t r = 0;
@@ -1404,18 +1387,14 @@ absl::Status StoreImpl::WriteDb(
         rocksdb::Status st;
         if (d >= d_end || (r < r_end && rows[r].id < del[d])) {
           if (r + kAhead < r_end) {
-            const size_t ahead = rows[r + kAhead].row;
-            const char* line = reinterpret_cast<const char*>(
-                t.data.data() + ahead * static_cast<size_t>(t.row_floats));
+            const char* line = t.record(rows[r + kAhead].row);
             for (size_t b = 0; b < prefetch_bytes; b += 64) {
               __builtin_prefetch(line + b);
             }
-            __builtin_prefetch(&t.meta[ahead]);
           }
-          encode(rows[r].row, value.data());
           PutIdKey(rows[r].id, key);
-          st = writer->Put(rocksdb::Slice(key, 8), value);
-          since_check += static_cast<int64_t>(value.size());
+          st = writer->Put(rocksdb::Slice(key, 8), value(rows[r].row));
+          since_check += static_cast<int64_t>(record_bytes);
           ++r;
         } else {
           PutIdKey(del[d++], key);
@@ -1712,27 +1691,18 @@ absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
         cut->tables.push_back(std::move(t));
         continue;
       }
-      const size_t row_bytes = static_cast<size_t>(t.row_floats) * 4;
+      const size_t record_bytes = t.record_bytes();
       t.ids.reserve(static_cast<size_t>(total));
-      t.meta.reserve(static_cast<size_t>(total));
-      t.data.reserve(static_cast<size_t>(total * t.row_floats));
+      t.records.reserve(static_cast<size_t>(total) * record_bytes);
       std::unique_ptr<rocksdb::Iterator> iter(
           db->NewIterator(rocksdb::ReadOptions(), cf->second));
       for (iter->SeekToFirst(); iter->Valid(); iter->Next()) {
         const rocksdb::Slice v = iter->value();
-        if (iter->key().size() != 8 || v.size() != 32 + row_bytes) {
+        if (iter->key().size() != 8 || v.size() != record_bytes) {
           return bad(absl::StrCat("row of table ", t.config.name));
         }
         t.ids.push_back(KeyId(Sv(iter->key())));
-        RowMeta m;
-        std::memcpy(&m.hit_count, v.data(), 8);
-        std::memcpy(&m.last_step, v.data() + 8, 8);
-        std::memcpy(&m.version, v.data() + 16, 8);
-        std::memcpy(&m.update_count, v.data() + 24, 8);
-        t.meta.push_back(m);
-        const size_t at = t.data.size();
-        t.data.resize(at + static_cast<size_t>(t.row_floats));
-        std::memcpy(t.data.data() + at, v.data() + 32, row_bytes);
+        t.records.insert(t.records.end(), v.data(), v.data() + v.size());
       }
       PLEXUS_RETURN_IF_ERROR(FromRocks(
           iter->status(), absl::StrCat("read table ", t.config.name)));

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -30,6 +32,28 @@ struct RowMeta {
   uint64_t version = 0;
   int64_t update_count = 0;
 };
+
+// A row record: its RowMeta (the four fields, 8 host-order bytes each) then
+// its floats. The layout of a cut's rows and of a checkpoint's RocksDB
+// values alike, so the writer hands a cut's records to RocksDB as they are.
+inline constexpr size_t kRowMetaBytes = 32;
+static_assert(sizeof(RowMeta) == kRowMetaBytes &&
+              std::is_trivially_copyable_v<RowMeta>);
+inline size_t RowRecordBytes(int64_t row_floats) {
+  return kRowMetaBytes + static_cast<size_t>(row_floats) * sizeof(float);
+}
+inline void EncodeRowRecord(const RowMeta& meta, const float* data,
+                            int64_t row_floats, char* out) {
+  std::memcpy(out, &meta, kRowMetaBytes);
+  std::memcpy(out + kRowMetaBytes, data,
+              static_cast<size_t>(row_floats) * sizeof(float));
+}
+inline void DecodeRowRecord(const char* in, int64_t row_floats, RowMeta* meta,
+                            float* data) {
+  std::memcpy(meta, in, kRowMetaBytes);
+  std::memcpy(data, in + kRowMetaBytes,
+              static_cast<size_t>(row_floats) * sizeof(float));
+}
 
 // Where a lazily restored table finds the rows it has not loaded yet: a
 // read-only view of a verified checkpoint. Implementations are thread-safe.
@@ -58,12 +82,31 @@ struct TableCut {
   bool complete = false;
   // Floats per row: the packed value then num_slots * dim slots.
   int64_t row_floats = 0;
-  // Rows present at the cut: ids[i]'s bookkeeping is meta[i], its data
-  // data[i * row_floats, (i + 1) * row_floats). In huge pages: the writer
+  // Rows present at the cut: ids[i]'s row is record i of `records`
+  // (record_bytes() each, see EncodeRowRecord). In huge pages: the writer
   // reads them in id order, i.e. at random.
   HugePageVector<uint64_t> ids;
-  HugePageVector<RowMeta> meta;
-  HugePageVector<float> data;
+  HugePageVector<char> records;
+  size_t record_bytes() const { return RowRecordBytes(row_floats); }
+  const char* record(size_t i) const {
+    return records.data() + i * record_bytes();
+  }
+  char* record(size_t i) { return records.data() + i * record_bytes(); }
+  // Sizes ids and records for n rows.
+  void Resize(size_t n) {
+    ids.resize(n);
+    records.resize(n * record_bytes());
+  }
+  RowMeta meta(size_t i) const {
+    RowMeta m;
+    std::memcpy(&m, record(i), kRowMetaBytes);
+    return m;
+  }
+  std::vector<float> row(size_t i) const {
+    std::vector<float> v(static_cast<size_t>(row_floats));
+    std::memcpy(v.data(), record(i) + kRowMetaBytes, v.size() * sizeof(float));
+    return v;
+  }
   // Rows removed (evicted) since the previous cut; absent at the cut.
   std::vector<uint64_t> deleted;
   // Rows evicted since creation (restored as is).
