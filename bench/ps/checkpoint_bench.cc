@@ -14,11 +14,13 @@
 //    done (a push into a stripe not yet copied copies it first);
 //  * full checkpoint: bytes, write time and GB/s (Commit), against the
 //    sequential write (write(2) in 4 MiB blocks, fsync of the file and its
-//    folder) of as many bytes to the same folder with the same concurrent
-//    pusher: `samples` of each, alternating (the disk's speed drifts),
-//    medians and the ratio of the medians; and where the
-//    write time of the checkpoint nearest the median went
-//    (CheckpointWritePhases);
+//    folder; buffered and O_DIRECT) of as many bytes to the same folder:
+//    `samples` of each, alternating (the disk's speed drifts), medians and
+//    the ratio of the medians, and where the write time of the checkpoint
+//    nearest the median went (CheckpointWritePhases); once with the shard
+//    doing nothing else ("alone", the checkpoint writer against the disk)
+//    and once while a trainer pushes without a break (one thread; on two
+//    cores it takes half the machine from the writer);
 //  * incremental checkpoints after 1 K / 10 K / 100 K changed rows: time,
 //    rows written, new bytes;
 //  * restore of the newest checkpoint into a fresh engine (a restarted
@@ -82,6 +84,19 @@ struct Incremental {
   int64_t new_bytes = 0;
 };
 
+// Full checkpoints against sequential writes of as many bytes, `samples` of
+// each, alternating: GB/s per sample, medians, and where the write time of
+// the checkpoint nearest the median went.
+struct Throughput {
+  std::vector<double> ckpt_samples, seq_samples, direct_samples, write_s;
+  std::vector<CheckpointWritePhases> phase_samples;
+  double ckpt = 0, seq = 0, direct = 0;  // medians
+  double median_write_s = 0;
+  CheckpointWritePhases phases;
+
+  void Summarise();
+};
+
 struct Result {
   int64_t rows = 0;
   double fill_s = 0;
@@ -90,16 +105,8 @@ struct Result {
   double prepare_ms = 0;
   double max_push_ms_during_cut = 0;
   int64_t bytes = 0;
-  double write_s = 0;
-  // Medians of the samples (below).
-  double ckpt_gbps = 0;
-  double seq_gbps = 0;
-  std::vector<double> ckpt_gbps_samples;
-  std::vector<double> seq_gbps_samples;
-  // The same sequential write with O_DIRECT.
-  double direct_gbps = 0;
-  std::vector<double> direct_gbps_samples;
-  CheckpointWritePhases phases;
+  // Full checkpoints alone and while a trainer pushes.
+  Throughput alone, loaded;
   std::vector<Incremental> incremental;
   double full_restore_ms = 0;
   double full_verify_ms = 0;
@@ -200,6 +207,21 @@ double Median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+void Throughput::Summarise() {
+  ckpt = Median(ckpt_samples);
+  seq = Median(seq_samples);
+  direct = Median(direct_samples);
+  median_write_s = Median(write_s);
+  size_t nearest = 0;
+  for (size_t i = 1; i < write_s.size(); ++i) {
+    if (std::abs(write_s[i] - median_write_s) <
+        std::abs(write_s[nearest] - median_write_s)) {
+      nearest = i;
+    }
+  }
+  if (!phase_samples.empty()) phases = phase_samples[nearest];
+}
+
 Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   Result r;
   r.rows = rows;
@@ -218,89 +240,81 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   r.fill_s = SecondsSince(t0);
 
   auto store = *CheckpointStore::Open(engine.get(), {.root = root.string()});
-  // A pusher running through the cut: its slowest push is the pause a
-  // trainer sees.
-  std::atomic<bool> stop{false}, measuring{false};
-  std::atomic<int64_t> max_push_us{0};
-  std::thread pusher([&] {
-    std::mt19937_64 rng(1);
-    std::vector<uint64_t> batch(256);
-    std::vector<float> g(256 * static_cast<size_t>(f.dim), 0.001f);
-    const int64_t shape[2] = {256, f.dim};
-    TensorView view{DType::kFloat32, shape,
-                    absl::string_view(reinterpret_cast<const char*>(g.data()),
-                                      g.size() * 4)};
-    while (!stop.load()) {
-      for (auto& id : batch) id = rng() % static_cast<uint64_t>(rows);
-      std::sort(batch.begin(), batch.end());
-      batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
-      batch.resize(256, batch.back());
-      SparseGradient sg{"emb", batch, view};
-      const auto s = Clock::now();
-      (void)engine->Push({.exactly_once = false}, {}, {&sg, 1});
-      const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
-                             Clock::now() - s)
-                             .count();
-      if (measuring.load()) {
-        int64_t cur = max_push_us.load();
-        while (us > cur && !max_push_us.compare_exchange_weak(cur, us)) {
-        }
-      }
-    }
-  });
-  // Full checkpoints alternate with sequential writes of as many bytes
-  // (same disk, same pusher, same fsync discipline), `samples` of each:
-  // the disk's speed drifts, so each figure is the median of its samples
-  // and the ratio is that of the medians. The pause is measured from
-  // Prepare until the write is done: with deferred copies a push that
-  // changes a stripe not yet copied copies it first.
+  // Each sample: a full checkpoint alone, then the sequential writes (same
+  // disk, same fsync discipline); then the same while a trainer pushes
+  // without a break (one thread: a core of its own where there are many,
+  // half the machine on two cores). The disk's speed drifts, so samples
+  // alternate and each figure is a median. Under load the pause is
+  // measured too: the slowest push from Prepare until the write is done
+  // (with deferred copies a push that changes a stripe not yet copied
+  // copies it first).
   uint64_t id = 0;
-  std::vector<double> ckpt_gbps, seq_gbps, direct_gbps, write_s, pause_ms,
-      prepare_ms;
-  std::vector<CheckpointWritePhases> phases;
-  for (int sample = 0; sample < f.samples; ++sample) {
+  std::vector<double> pause_ms, prepare_ms;
+  std::atomic<int64_t> max_push_us{0};
+  auto checkpoint = [&](Throughput* t, bool measure_pause) {
     ++id;
-    measuring = true;
     const absl::Time prepare_start = absl::Now();
     auto p = store->Prepare({.checkpoint_id = id});
-    prepare_ms.push_back(Ms(absl::Now() - prepare_start));
     Check(p.status(), "prepare");
+    if (measure_pause) {
+      prepare_ms.push_back(Ms(absl::Now() - prepare_start));
+      pause_ms.push_back(Ms(p->cut_pause));
+    }
     auto commit = store->Commit(id, absl::InfiniteDuration());
-    measuring = false;
     Check(commit.status(), "commit");
     // Keep only this one: the disk holds one checkpoint at a time.
     Check(store->Finalize(id, true, 1).status(), "finalize");
     r.bytes = commit->info.total_bytes;
-    write_s.push_back(absl::ToDoubleSeconds(commit->write_time));
-    ckpt_gbps.push_back(static_cast<double>(r.bytes) / write_s.back() / 1e9);
-    pause_ms.push_back(Ms(p->cut_pause));
-    phases.push_back(commit->phases);
-    seq_gbps.push_back(
+    t->write_s.push_back(absl::ToDoubleSeconds(commit->write_time));
+    t->ckpt_samples.push_back(static_cast<double>(r.bytes) / t->write_s.back() /
+                              1e9);
+    t->phase_samples.push_back(commit->phases);
+    t->seq_samples.push_back(
         SequentialWriteGbps(root / "sequential.bin", r.bytes, false));
-    direct_gbps.push_back(
+    t->direct_samples.push_back(
         SequentialWriteGbps(root / "sequential.bin", r.bytes, true));
+  };
+  for (int sample = 0; sample < f.samples; ++sample) {
+    checkpoint(&r.alone, false);
+    std::atomic<bool> stop{false}, measuring{false};
+    std::thread pusher([&] {
+      std::mt19937_64 rng(1 + sample);
+      std::vector<uint64_t> batch(256);
+      std::vector<float> g(256 * static_cast<size_t>(f.dim), 0.001f);
+      const int64_t shape[2] = {256, f.dim};
+      TensorView view{DType::kFloat32, shape,
+                      absl::string_view(reinterpret_cast<const char*>(g.data()),
+                                        g.size() * 4)};
+      while (!stop.load()) {
+        for (auto& i : batch) i = rng() % static_cast<uint64_t>(rows);
+        std::sort(batch.begin(), batch.end());
+        batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
+        batch.resize(256, batch.back());
+        SparseGradient sg{"emb", batch, view};
+        const auto s = Clock::now();
+        (void)engine->Push({.exactly_once = false}, {}, {&sg, 1});
+        const int64_t us =
+            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
+                                                                  s)
+                .count();
+        if (measuring.load()) {
+          int64_t cur = max_push_us.load();
+          while (us > cur && !max_push_us.compare_exchange_weak(cur, us)) {
+          }
+        }
+      }
+    });
+    measuring = true;
+    checkpoint(&r.loaded, true);
+    measuring = false;
+    stop = true;
+    pusher.join();
   }
-  stop = true;
-  pusher.join();
-  r.ckpt_gbps_samples = ckpt_gbps;
-  r.seq_gbps_samples = seq_gbps;
-  r.direct_gbps_samples = direct_gbps;
-  r.direct_gbps = Median(direct_gbps);
-  r.ckpt_gbps = Median(ckpt_gbps);
-  r.seq_gbps = Median(seq_gbps);
-  r.write_s = Median(write_s);
+  r.alone.Summarise();
+  r.loaded.Summarise();
   r.pause_ms = Median(pause_ms);
   r.prepare_ms = Median(prepare_ms);
   r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
-  // The phases of the sample whose write time is nearest the median.
-  size_t nearest = 0;
-  for (size_t i = 1; i < write_s.size(); ++i) {
-    if (std::abs(write_s[i] - r.write_s) <
-        std::abs(write_s[nearest] - r.write_s)) {
-      nearest = i;
-    }
-  }
-  r.phases = phases[nearest];
   if (f.full_only) {
     fs::remove_all(root);
     return r;
@@ -385,6 +399,56 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   return r;
 }
 
+std::string Samples(const std::vector<double>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    absl::StrAppendFormat(&out, "%s%.3f", i ? " " : "", v[i]);
+  }
+  return out;
+}
+
+void PrintThroughput(const char* label, const Throughput& t) {
+  std::printf(
+      "  %s, GB/s: checkpoint %s | sequential write %s | O_DIRECT %s\n"
+      "  %s: checkpoint median %.2f s = %.3f GB/s | sequential write median "
+      "%.3f GB/s, ratio %.0f%% | O_DIRECT sequential write median %.3f GB/s, "
+      "ratio %.0f%%\n"
+      "    write phases: copy %.2f s, sort %.2f s, SST write %.2f s (CPU "
+      "%.2f s), ingest %.2f s, batches+link %.2f s, fsync+manifest %.2f s\n",
+      label, Samples(t.ckpt_samples).c_str(), Samples(t.seq_samples).c_str(),
+      Samples(t.direct_samples).c_str(), label, t.median_write_s, t.ckpt, t.seq,
+      100.0 * t.ckpt / t.seq, t.direct, 100.0 * t.ckpt / t.direct,
+      absl::ToDoubleSeconds(t.phases.copy),
+      absl::ToDoubleSeconds(t.phases.sort),
+      absl::ToDoubleSeconds(t.phases.sst_write),
+      absl::ToDoubleSeconds(t.phases.sst_write_cpu),
+      absl::ToDoubleSeconds(t.phases.ingest),
+      absl::ToDoubleSeconds(t.phases.batches_and_link),
+      absl::ToDoubleSeconds(t.phases.sync));
+}
+
+// The JSON object of a Throughput.
+std::string ThroughputJson(const Throughput& t) {
+  const CheckpointWritePhases& p = t.phases;
+  return absl::StrCat(
+      "{\"write_s\":", t.median_write_s, ",\"checkpoint_gbps\":", t.ckpt,
+      ",\"sequential_write_gbps\":", t.seq, ",\"ratio\":", t.ckpt / t.seq,
+      ",\"direct_sequential_write_gbps\":", t.direct,
+      ",\"direct_ratio\":", t.ckpt / t.direct, ",\"checkpoint_gbps_samples\":[",
+      absl::StrJoin(t.ckpt_samples, ","),
+      "],\"sequential_write_gbps_samples\":[",
+      absl::StrJoin(t.seq_samples, ","),
+      "],\"direct_sequential_write_gbps_samples\":[",
+      absl::StrJoin(t.direct_samples, ","),
+      "],\"phases_s\":{\"copy\":", absl::ToDoubleSeconds(p.copy),
+      ",\"sort\":", absl::ToDoubleSeconds(p.sort),
+      ",\"sst_write\":", absl::ToDoubleSeconds(p.sst_write),
+      ",\"sst_write_cpu\":", absl::ToDoubleSeconds(p.sst_write_cpu),
+      ",\"ingest\":", absl::ToDoubleSeconds(p.ingest),
+      ",\"batches_and_link\":", absl::ToDoubleSeconds(p.batches_and_link),
+      ",\"sync\":", absl::ToDoubleSeconds(p.sync), "}}");
+}
+
 int Main(int argc, char** argv) {
   Flags f;
   for (int i = 1; i < argc; ++i) {
@@ -436,39 +500,16 @@ int Main(int argc, char** argv) {
                 static_cast<long long>(rows), static_cast<long long>(f.dim),
                 f.optimizer.c_str(), base.c_str());
     Result r = RunSize(f, rows, base / "checkpoints");
-    std::string ckpt_samples, seq_samples, direct_samples;
-    for (size_t i = 0; i < r.ckpt_gbps_samples.size(); ++i) {
-      absl::StrAppendFormat(&ckpt_samples, "%s%.3f", i ? " " : "",
-                            r.ckpt_gbps_samples[i]);
-      absl::StrAppendFormat(&seq_samples, "%s%.3f", i ? " " : "",
-                            r.seq_gbps_samples[i]);
-      absl::StrAppendFormat(&direct_samples, "%s%.3f", i ? " " : "",
-                            r.direct_gbps_samples[i]);
-    }
     std::printf(
         "  fill %.1f s | prepare %.1f ms, cut pause %.1f ms (slowest "
         "concurrent push during the checkpoints %.1f ms)\n"
-        "  full checkpoint %.1f MB, GB/s (%zu samples alternating with the "
-        "sequential writes): checkpoint %s | sequential write %s | O_DIRECT "
-        "%s\n"
-        "  full checkpoint median %.2f s = %.3f GB/s | sequential write median "
-        "%.3f GB/s | ratio %.0f%% | O_DIRECT sequential write median %.3f "
-        "GB/s, ratio %.0f%%\n",
+        "  full checkpoint %.1f MB, %zu samples, each: alone, then while a "
+        "trainer pushes; each followed by sequential writes of as many "
+        "bytes\n",
         r.fill_s, r.prepare_ms, r.pause_ms, r.max_push_ms_during_cut,
-        static_cast<double>(r.bytes) / 1e6, r.ckpt_gbps_samples.size(),
-        ckpt_samples.c_str(), seq_samples.c_str(), direct_samples.c_str(),
-        r.write_s, r.ckpt_gbps, r.seq_gbps, 100.0 * r.ckpt_gbps / r.seq_gbps,
-        r.direct_gbps, 100.0 * r.ckpt_gbps / r.direct_gbps);
-    std::printf(
-        "  write phases: copy %.2f s, sort %.2f s, SST write %.2f s (CPU %.2f "
-        "s), ingest %.2f s, batches+link %.2f s, fsync+manifest %.2f s\n",
-        absl::ToDoubleSeconds(r.phases.copy),
-        absl::ToDoubleSeconds(r.phases.sort),
-        absl::ToDoubleSeconds(r.phases.sst_write),
-        absl::ToDoubleSeconds(r.phases.sst_write_cpu),
-        absl::ToDoubleSeconds(r.phases.ingest),
-        absl::ToDoubleSeconds(r.phases.batches_and_link),
-        absl::ToDoubleSeconds(r.phases.sync));
+        static_cast<double>(r.bytes) / 1e6, r.alone.ckpt_samples.size());
+    PrintThroughput("alone", r.alone);
+    PrintThroughput("while a trainer pushes", r.loaded);
     for (const auto& inc : r.incremental) {
       std::printf(
           "  incremental, %7lld changed rows: %8.1f ms (pause %.2f ms), "
@@ -504,32 +545,13 @@ int Main(int argc, char** argv) {
                     "\",\"sizes\":[");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      absl::StrAppend(&j, i ? "," : "", "{\"rows\":", r.rows,
-                      ",\"pause_ms\":", r.pause_ms,
-                      ",\"prepare_ms\":", r.prepare_ms,
-                      ",\"max_push_ms_during_cut\":", r.max_push_ms_during_cut,
-                      ",\"bytes\":", r.bytes, ",\"write_s\":", r.write_s,
-                      ",\"checkpoint_gbps\":", r.ckpt_gbps,
-                      ",\"sequential_write_gbps\":", r.seq_gbps,
-                      ",\"ratio\":", r.ckpt_gbps / r.seq_gbps,
-                      ",\"checkpoint_gbps_samples\":[",
-                      absl::StrJoin(r.ckpt_gbps_samples, ","),
-                      "],\"sequential_write_gbps_samples\":[",
-                      absl::StrJoin(r.seq_gbps_samples, ","),
-                      "],\"direct_sequential_write_gbps\":", r.direct_gbps,
-                      ",\"direct_ratio\":", r.ckpt_gbps / r.direct_gbps,
-                      ",\"direct_sequential_write_gbps_samples\":[",
-                      absl::StrJoin(r.direct_gbps_samples, ","), "]");
       absl::StrAppend(
-          &j, ",\"phases_s\":{\"copy\":", absl::ToDoubleSeconds(r.phases.copy),
-          ",\"sort\":", absl::ToDoubleSeconds(r.phases.sort),
-          ",\"sst_write\":", absl::ToDoubleSeconds(r.phases.sst_write),
-          ",\"sst_write_cpu\":", absl::ToDoubleSeconds(r.phases.sst_write_cpu),
-          ",\"ingest\":", absl::ToDoubleSeconds(r.phases.ingest),
-          ",\"batches_and_link\":",
-          absl::ToDoubleSeconds(r.phases.batches_and_link),
-          ",\"sync\":", absl::ToDoubleSeconds(r.phases.sync),
-          "},\"incremental\":[");
+          &j, i ? "," : "", "{\"rows\":", r.rows, ",\"pause_ms\":", r.pause_ms,
+          ",\"prepare_ms\":", r.prepare_ms,
+          ",\"max_push_ms_during_cut\":", r.max_push_ms_during_cut,
+          ",\"bytes\":", r.bytes, ",\"alone\":", ThroughputJson(r.alone),
+          ",\"while_pushing\":", ThroughputJson(r.loaded),
+          ",\"incremental\":[");
       for (size_t k = 0; k < r.incremental.size(); ++k) {
         const Incremental& inc = r.incremental[k];
         absl::StrAppend(&j, k ? "," : "", "{\"changed_rows\":", inc.changed,

@@ -13,7 +13,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -53,50 +55,13 @@ constexpr char kManifestName[] = "PLEXUS_SHARD_MANIFEST";
 constexpr char kPublishedName[] = "PUBLISHED";
 constexpr char kStagingDir[] = ".staging";
 constexpr char kMetaCf[] = "meta";
+// Meta record: each table's row key stripes (RowKey); absent in checkpoints
+// written before the stripe led the key (all 0).
+constexpr char kKeyStripesRecord[] = "row_key_stripes";
 constexpr char kManifestMagic[] = "plexus-shard-checkpoint 1";
 // Tables with at least this many changed rows are written as one SST file
 // and ingested; fewer go through write batches (and the WAL).
 constexpr size_t kSstMinRows = 4096;
-
-// A row of a cut by id: where the bulk write finds it.
-struct IdRow {
-  uint64_t id;
-  uint32_t row;
-};
-
-// Sorts rows[0, n) by id: a least significant digit radix sort, a byte a
-// pass, several times faster than std::sort on the millions of rows of a
-// part. Passes over a byte every id shares (the high bytes of small ids,
-// those a part's id range fixes) are skipped.
-void SortById(IdRow* rows, size_t n) {
-  if (n < 1024) {
-    std::sort(rows, rows + n,
-              [](const IdRow& a, const IdRow& b) { return a.id < b.id; });
-    return;
-  }
-  std::vector<std::array<size_t, 256>> count(8);
-  for (auto& c : count) c.fill(0);
-  for (size_t i = 0; i < n; ++i) {
-    for (int b = 0; b < 8; ++b) ++count[b][(rows[i].id >> (8 * b)) & 0xff];
-  }
-  std::unique_ptr<IdRow[]> tmp(new IdRow[n]);
-  IdRow* src = rows;
-  IdRow* dst = tmp.get();
-  for (int b = 0; b < 8; ++b) {
-    std::array<size_t, 256>& at = count[b];
-    if (at[(src[0].id >> (8 * b)) & 0xff] == n) continue;
-    for (size_t d = 0, sum = 0; d < 256; ++d) {
-      const size_t c = at[d];
-      at[d] = sum;
-      sum += c;
-    }
-    for (size_t i = 0; i < n; ++i) {
-      dst[at[(src[i].id >> (8 * b)) & 0xff]++] = src[i];
-    }
-    std::swap(src, dst);
-  }
-  if (src != rows) std::copy(src, src + n, rows);
-}
 
 // ---- error translation (the one place rocksdb::Status and errno become
 // absl::Status) ----
@@ -382,21 +347,81 @@ void DecodeVariable(Dec& d, VariableCut* v) {
   v->width = d.I64();
 }
 
-// Row keys sort by id: big-endian.
-void PutIdKey(uint64_t id, char* k) {
-  for (int i = 0; i < 8; ++i) k[i] = static_cast<char>(id >> (56 - 8 * i));
+// Keys sort by number: big-endian. A dense variable's rows are keyed by
+// their first row (8 bytes).
+void PutBigEndian(uint64_t v, int bytes, char* k) {
+  for (int i = 0; i < bytes; ++i) {
+    k[i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+  }
 }
 std::string IdKey(uint64_t id) {
   std::string k(8, '\0');
-  PutIdKey(id, k.data());
+  PutBigEndian(id, 8, k.data());
   return k;
 }
+// The last 8 bytes of a key, big-endian.
 uint64_t KeyId(absl::string_view k) {
   uint64_t id = 0;
-  for (size_t i = 0; i < 8 && i < k.size(); ++i) {
+  for (size_t i = k.size() < 8 ? 0 : k.size() - 8; i < k.size(); ++i) {
     id = (id << 8) | static_cast<uint8_t>(k[i]);
   }
   return id;
+}
+
+// A sparse row's key in a table written with `stripes` > 0: its stripe
+// (RowStripe, 4 bytes) then its id (8 bytes), the order the engine's cut
+// holds rows in (TableCut), so a complete table is streamed to RocksDB as
+// the cut holds it. With `stripes` = 0 (checkpoints written before the
+// stripe led the key, and tests): the id alone.
+struct RowKey {
+  uint32_t stripe = 0;
+  uint64_t id = 0;
+  RowKey(int stripes, uint64_t row_id)
+      : stripe(stripes > 0 ? RowStripe(row_id, stripes) : 0), id(row_id) {}
+  friend bool operator<(const RowKey& a, const RowKey& b) {
+    return a.stripe != b.stripe ? a.stripe < b.stripe : a.id < b.id;
+  }
+};
+constexpr size_t kMaxRowKeyBytes = 12;
+size_t RowKeyBytes(int stripes) { return stripes > 0 ? 12 : 8; }
+// Writes the key into k (kMaxRowKeyBytes); its length.
+size_t PutRowKey(int stripes, const RowKey& key, char* k) {
+  if (stripes == 0) {
+    PutBigEndian(key.id, 8, k);
+    return 8;
+  }
+  PutBigEndian(key.stripe, 4, k);
+  PutBigEndian(key.id, 8, k + 4);
+  return 12;
+}
+std::string RowKeyString(int stripes, uint64_t id) {
+  char k[kMaxRowKeyBytes];
+  return std::string(k, PutRowKey(stripes, RowKey(stripes, id), k));
+}
+
+// The row key stripes of the tables in a checkpoint's meta column family
+// (`meta` may be null: none); tables it does not list have 0.
+absl::StatusOr<absl::flat_hash_map<std::string, int>> ReadKeyStripes(
+    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta) {
+  absl::flat_hash_map<std::string, int> stripes;
+  if (meta == nullptr) return stripes;
+  std::string v;
+  const rocksdb::Status s =
+      db->Get(rocksdb::ReadOptions(), meta, kKeyStripesRecord, &v);
+  if (s.IsNotFound()) return stripes;
+  PLEXUS_RETURN_IF_ERROR(FromRocks(s, "read row key stripes"));
+  Dec d(v);
+  const uint64_t n = d.U64();
+  for (uint64_t i = 0; i < n && d.ok(); ++i) {
+    std::string name = d.Str();
+    const uint32_t k = d.U32();
+    if (k > static_cast<uint32_t>(std::numeric_limits<int>::max())) break;
+    stripes[std::move(name)] = static_cast<int>(k);
+  }
+  if (!d.ok() || stripes.size() != n) {
+    return absl::DataLossError("bad row key stripes record");
+  }
+  return stripes;
 }
 
 absl::string_view Sv(const rocksdb::Slice& s) {
@@ -521,16 +546,18 @@ struct ReadOnlyDb {
 class RocksRowSource final : public RowSource {
  public:
   RocksRowSource(std::shared_ptr<ReadOnlyDb> db,
-                 rocksdb::ColumnFamilyHandle* cf, int64_t row_floats)
+                 rocksdb::ColumnFamilyHandle* cf, int64_t row_floats,
+                 int key_stripes)
       : db_(std::move(db)),
         cf_(cf),
+        key_stripes_(key_stripes),
         row_floats_(row_floats),
         record_bytes_(RowRecordBytes(row_floats)) {}
 
   bool Fetch(uint64_t id, RowMeta* meta, float* data) override {
     rocksdb::PinnableSlice v;
-    const rocksdb::Status s =
-        db_->db->Get(rocksdb::ReadOptions(), cf_, IdKey(id), &v);
+    const rocksdb::Status s = db_->db->Get(rocksdb::ReadOptions(), cf_,
+                                           RowKeyString(key_stripes_, id), &v);
     if (s.IsNotFound()) return false;
     CHECK(s.ok()) << "checkpoint read of row " << id << ": " << s.ToString();
     CHECK_EQ(v.size(), record_bytes_) << "checkpoint row " << id;
@@ -555,6 +582,7 @@ class RocksRowSource final : public RowSource {
  private:
   const std::shared_ptr<ReadOnlyDb> db_;
   rocksdb::ColumnFamilyHandle* const cf_;
+  const int key_stripes_;
   const int64_t row_floats_;
   const size_t record_bytes_;
 };
@@ -1225,13 +1253,29 @@ absl::Status StoreImpl::WriteDb(
     if (!wanted.contains(name)) stale.push_back(name);
   }
   for (const auto& name : stale) PLEXUS_RETURN_IF_ERROR(drop(name));
-  Enc tables_meta;
+  // Each table's row keys (RowKey): a complete table is written with its
+  // cut's stripes, so the cut streams out in key order; changes on top of
+  // a base keep the base's keys.
+  PLEXUS_ASSIGN_OR_RETURN(
+      auto base_key_stripes,
+      ReadKeyStripes(db, cfs.contains(kMetaCf) ? cfs[kMetaCf] : nullptr));
+  Enc tables_meta, key_stripes_meta;
   tables_meta.U64(cut.tables.size());
+  key_stripes_meta.U64(cut.tables.size());
   for (size_t ti = 0; ti < cut.tables.size(); ++ti) {
     const TableCut& t = cut.tables[ti];
     const std::string name = TableCf(t.config.name);
     if (t.complete) PLEXUS_RETURN_IF_ERROR(drop(name));
     PLEXUS_ASSIGN_OR_RETURN(rocksdb::ColumnFamilyHandle * cf, get(name));
+    int key_stripes = 0;
+    if (t.complete) {
+      key_stripes = options_.TEST_id_only_row_keys ? 0 : t.stripes;
+    } else if (auto it = base_key_stripes.find(t.config.name);
+               it != base_key_stripes.end()) {
+      key_stripes = it->second;
+    }
+    key_stripes_meta.Str(t.config.name);
+    key_stripes_meta.U32(static_cast<uint32_t>(key_stripes));
     // Row i of the cut as a RocksDB value: its record as it is.
     const size_t record_bytes = t.record_bytes();
     auto value = [&](size_t i) {
@@ -1243,95 +1287,57 @@ absl::Status StoreImpl::WriteDb(
     if (n < kSstMinRows) {
       // Small changes: write batches through the WAL.
       for (size_t i = 0; i < t.ids.size(); ++i) {
-        batch.Put(cf, IdKey(t.ids[i]), value(i));
+        batch.Put(cf, RowKeyString(key_stripes, t.ids[i]), value(i));
         PLEXUS_RETURN_IF_ERROR(flush(false));
       }
       for (uint64_t id : t.deleted) {
-        batch.Delete(cf, IdKey(id));
+        batch.Delete(cf, RowKeyString(key_stripes, id));
         PLEXUS_RETURN_IF_ERROR(flush(false));
       }
       continue;
     }
     // Bulk: sorted SST files, ingested (moved) into the column family: the
     // bytes are written once, with no WAL, memtable or compaction pass.
-    // The id range is cut at splitters sampled from the ids into parts, each
-    // sorted and written by its own thread into one file (disjoint key
-    // ranges, ingested together), so the sort runs in parallel too. Two
-    // threads per core: each O_DIRECT write blocks its thread until the
-    // disk has the bytes, and the other thread keeps the core busy meanwhile.
+    // The rows in key order are cut into equal parts, each written by its
+    // own thread into one file (disjoint key ranges, ingested together).
+    // Two threads per core: each O_DIRECT write blocks its thread until the
+    // disk has the bytes, and the other thread keeps the core busy
+    // meanwhile. A cut taken with the keys' stripes is in key order
+    // already; otherwise (changes on top of a base written with other
+    // stripes) `order` sorts it.
     absl::Time phase_start = absl::Now();
     const int64_t cores =
         options_.cut_threads > 0
             ? options_.cut_threads
             : std::max<int64_t>(1, std::thread::hardware_concurrency());
-    const size_t parts = static_cast<size_t>(std::clamp<int64_t>(
-        static_cast<int64_t>(t.ids.size() / kSstMinRows), 1, 2 * cores));
-    // Part p holds the ids in [split[p - 1], split[p]) (open at the ends).
-    std::vector<uint64_t> split;
-    if (parts > 1) {
-      const size_t samples = std::min(t.ids.size(), parts * 1024);
-      std::vector<uint64_t> sample(samples);
-      for (size_t i = 0; i < samples; ++i) {
-        sample[i] = t.ids[i * t.ids.size() / samples];
-      }
-      std::sort(sample.begin(), sample.end());
-      for (size_t p = 1; p < parts; ++p) {
-        split.push_back(sample[samples * p / parts]);
-      }
-    }
-    // The rows by part: part p's (id, row) pairs are order[part_begin[p],
-    // part_begin[p + 1]). Partitioned in parallel, count then scatter: each
-    // thread counts a slice of the rows per part, and after a prefix sum
-    // over (part, slice) moves its rows to their places, so no pass over
-    // all rows runs on one thread. The arrays are left uninitialised
-    // (every element is written once).
     const size_t num_rows = t.ids.size();
-    const size_t slices = static_cast<size_t>(std::clamp<int64_t>(
-        static_cast<int64_t>(num_rows / kSstMinRows), 1, cores));
-    std::unique_ptr<uint32_t[]> part_of_row(new uint32_t[num_rows]);
-    std::unique_ptr<IdRow[]> order(new IdRow[num_rows]);
-    // at[w * parts + p]: rows of slice w in part p, then where its first
-    // one goes. Each thread counts and places in its own copy (neighbouring
-    // slices' counters share cache lines).
-    std::vector<size_t> at(slices * parts, 0);
-    auto slice_begin = [&](size_t w) { return w * num_rows / slices; };
-    RunOnThreads(static_cast<int>(slices), [&](size_t w) {
-      std::vector<size_t> count(parts, 0);
-      for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
-        const auto p = static_cast<uint32_t>(
-            std::upper_bound(split.begin(), split.end(), t.ids[r]) -
-            split.begin());
-        part_of_row[r] = p;
-        ++count[p];
-      }
-      std::copy(count.begin(), count.end(), at.begin() + w * parts);
-    });
-    std::vector<size_t> part_begin(parts + 1, 0);
-    for (size_t p = 0, sum = 0; p < parts; ++p) {
-      part_begin[p] = sum;
-      for (size_t w = 0; w < slices; ++w) {
-        const size_t n_wp = at[w * parts + p];
-        at[w * parts + p] = sum;
-        sum += n_wp;
-      }
-      part_begin[p + 1] = sum;
+    const size_t parts = static_cast<size_t>(std::clamp<int64_t>(
+        static_cast<int64_t>(num_rows / kSstMinRows), 1, 2 * cores));
+    std::vector<uint32_t> order;
+    if (!(key_stripes > 0 && key_stripes == t.stripes)) {
+      std::vector<RowKey> keys;
+      keys.reserve(num_rows);
+      for (uint64_t id : t.ids) keys.emplace_back(key_stripes, id);
+      order.resize(num_rows);
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(),
+                [&](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
     }
-    RunOnThreads(static_cast<int>(slices), [&](size_t w) {
-      std::vector<size_t> next(at.begin() + w * parts,
-                               at.begin() + (w + 1) * parts);
-      for (size_t r = slice_begin(w); r < slice_begin(w + 1); ++r) {
-        order[next[part_of_row[r]]++] = {t.ids[r], static_cast<uint32_t>(r)};
-      }
-    });
-    part_of_row.reset();
-    std::vector<uint64_t> del = t.deleted;
+    // Position r in key order -> row of the cut.
+    auto row_at = [&](size_t r) { return order.empty() ? r : order[r]; };
+    auto part_begin = [&](size_t p) { return p * num_rows / parts; };
+    std::vector<RowKey> del;
+    del.reserve(t.deleted.size());
+    for (uint64_t id : t.deleted) del.emplace_back(key_stripes, id);
     std::sort(del.begin(), del.end());
-    // Part p deletes del[del_at[p], del_at[p + 1]).
+    // Part p deletes del[del_at[p], del_at[p + 1]): the keys below its
+    // first row's and at or above the previous part's first row's.
     std::vector<size_t> del_at(parts + 1, del.size());
     del_at[0] = 0;
     for (size_t p = 1; p < parts; ++p) {
+      const RowKey first(key_stripes, t.ids[row_at(part_begin(p))]);
       del_at[p] = static_cast<size_t>(
-          std::lower_bound(del.begin(), del.end(), split[p - 1]) - del.begin());
+          std::lower_bound(del.begin(), del.end(), first) - del.begin());
     }
     phases->sort += absl::Now() - phase_start;
     phase_start = absl::Now();
@@ -1340,7 +1346,6 @@ absl::Status StoreImpl::WriteDb(
       rocksdb::ExternalSstFileInfo info;
       absl::Status status;
       bool empty = true;
-      absl::Duration sort_time;
       absl::Duration cpu;
     };
     std::vector<Part> out(parts);
@@ -1350,15 +1355,12 @@ absl::Status StoreImpl::WriteDb(
     auto write_part = [&](size_t p) -> absl::Status {
       Part& part = out[p];
       part.path = job.staging / absl::StrCat("ingest-", ti, "-", p, ".sst");
-      IdRow* const rows = order.get() + part_begin[p];
-      const size_t r_end = part_begin[p + 1] - part_begin[p];
+      size_t r = part_begin(p);
+      const size_t r_end = part_begin(p + 1);
       size_t d = del_at[p];
       const size_t d_end = del_at[p + 1];
-      if (r_end == 0 && d == d_end) return absl::OkStatus();
+      if (r == r_end && d == d_end) return absl::OkStatus();
       part.empty = false;
-      const absl::Time sort_start = absl::Now();
-      SortById(rows, r_end);
-      part.sort_time = absl::Now() - sort_start;
       const absl::Duration cpu_start = ThreadCpuTime();
       // Direct I/O: the rows go from our buffer to the disk without a
       // copy into the page cache (buffered where the file system has no
@@ -1377,28 +1379,29 @@ absl::Status StoreImpl::WriteDb(
                       absl::StrCat("create ", part.path.string())));
       }
       PLEXUS_RETURN_IF_ERROR(PLEXUS_FAILPOINT("ps.checkpoint.write"));
-      // The rows are scattered over the cut (stripe order): every row is a
-      // cache miss, so its record's lines are prefetched a few rows ahead.
+      // Records out of key order are scattered over the cut, every one a
+      // cache miss: their lines are prefetched a few rows ahead.
       constexpr size_t kAhead = 16;
-      char key[8];
+      char key[kMaxRowKeyBytes];
       int64_t since_check = 0;
-      size_t r = 0;
       while (r < r_end || d < d_end) {
         rocksdb::Status st;
-        if (d >= d_end || (r < r_end && rows[r].id < del[d])) {
-          if (r + kAhead < r_end) {
-            const char* line = t.record(rows[r + kAhead].row);
+        const RowKey next =
+            r < r_end ? RowKey(key_stripes, t.ids[row_at(r)]) : RowKey(0, 0);
+        if (d >= d_end || (r < r_end && next < del[d])) {
+          if (!order.empty() && r + kAhead < r_end) {
+            const char* line = t.record(row_at(r + kAhead));
             for (size_t b = 0; b < prefetch_bytes; b += 64) {
               __builtin_prefetch(line + b);
             }
           }
-          PutIdKey(rows[r].id, key);
-          st = writer->Put(rocksdb::Slice(key, 8), value(rows[r].row));
+          const size_t len = PutRowKey(key_stripes, next, key);
+          st = writer->Put(rocksdb::Slice(key, len), value(row_at(r)));
           since_check += static_cast<int64_t>(record_bytes);
           ++r;
         } else {
-          PutIdKey(del[d++], key);
-          st = writer->Delete(rocksdb::Slice(key, 8));
+          const size_t len = PutRowKey(key_stripes, del[d++], key);
+          st = writer->Delete(rocksdb::Slice(key, len));
         }
         // The message is built only on failure: this runs once per row.
         if (!st.ok()) {
@@ -1417,15 +1420,8 @@ absl::Status StoreImpl::WriteDb(
     };
     RunOnThreads(static_cast<int>(parts),
                  [&](size_t p) { out[p].status = write_part(p); });
-    // The parts sorted in parallel: the slowest one's sort counts.
-    absl::Duration sort_time;
-    for (const Part& part : out) {
-      sort_time = std::max(sort_time, part.sort_time);
-      phases->sst_write_cpu += part.cpu;
-    }
-    phases->sort += sort_time;
-    phases->sst_write += absl::Now() - phase_start - sort_time;
-    order.reset();
+    for (const Part& part : out) phases->sst_write_cpu += part.cpu;
+    phases->sst_write += absl::Now() - phase_start;
     phase_start = absl::Now();
     // Moved (hard-linked) in and never rewritten (the global sequence
     // number is kept in the MANIFEST only), so the crc32c computed while
@@ -1501,6 +1497,7 @@ absl::Status StoreImpl::WriteDb(
   }
   batch.Put(meta, "shard", shard.out());
   batch.Put(meta, "tables", tables_meta.out());
+  batch.Put(meta, kKeyStripesRecord, key_stripes_meta.out());
   batch.Put(meta, "variables", vars_meta.out());
   batch.Put(meta, "applied_keys", keys.out());
   return flush(true);
@@ -1672,6 +1669,7 @@ absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
       cut->incarnations.emplace_back(w, dk.U64());
     }
     if (!dk.ok()) return bad("applied keys");
+    PLEXUS_ASSIGN_OR_RETURN(auto key_stripes, ReadKeyStripes(db, meta));
     PLEXUS_ASSIGN_OR_RETURN(std::string tables, get("tables"));
     Dec dt(tables);
     const uint64_t ntables = dt.U64();
@@ -1683,10 +1681,12 @@ absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
       t.complete = true;
       auto cf = cfs.find(TableCf(t.config.name));
       if (cf == cfs.end()) return bad(absl::StrCat("table ", t.config.name));
+      const auto ks = key_stripes.find(t.config.name);
+      const int stripes = ks == key_stripes.end() ? 0 : ks->second;
       if (lazy) {
         t.total_rows = total;
-        t.source =
-            std::make_shared<RocksRowSource>(holder, cf->second, t.row_floats);
+        t.source = std::make_shared<RocksRowSource>(holder, cf->second,
+                                                    t.row_floats, stripes);
         *num_rows += total;
         cut->tables.push_back(std::move(t));
         continue;
@@ -1698,7 +1698,8 @@ absl::StatusOr<std::unique_ptr<ShardCut>> StoreImpl::ReadCut(
           db->NewIterator(rocksdb::ReadOptions(), cf->second));
       for (iter->SeekToFirst(); iter->Valid(); iter->Next()) {
         const rocksdb::Slice v = iter->value();
-        if (iter->key().size() != 8 || v.size() != record_bytes) {
+        if (iter->key().size() != RowKeyBytes(stripes) ||
+            v.size() != record_bytes) {
           return bad(absl::StrCat("row of table ", t.config.name));
         }
         t.ids.push_back(KeyId(Sv(iter->key())));

@@ -116,6 +116,9 @@ struct CheckpointStoreOptions {
   int cut_threads = 0;
   // Bytes per RocksDB write batch. Default 4 MiB.
   int64_t write_batch_bytes = int64_t{4} << 20;
+  // Tests only: key complete tables' rows by id alone, as checkpoints
+  // written before the row key led with the row's stripe were.
+  bool TEST_id_only_row_keys = false;
 };
 
 // PrepareCheckpointRequest.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/hash.h"
 #include "ps/storage/applied_keys.h"
 #include "ps/storage/config.h"
 #include "ps/storage/huge_pages.h"
@@ -64,11 +65,19 @@ class RowSource {
   virtual ~RowSource() = default;
   // Copies row `id` (meta + row_floats floats) out; false if absent.
   virtual bool Fetch(uint64_t id, RowMeta* meta, float* data) = 0;
-  // Calls fn for every row in id order until it returns false.
+  // Calls fn for every row, in the checkpoint's key order, until it returns
+  // false.
   virtual void ForEach(
       const std::function<bool(uint64_t id, const RowMeta& meta,
                                const float* data)>& fn) = 0;
 };
+
+// The stripe of row `id` in a table of `stripes` stripes (SparseTable's
+// lock striping, and the leading part of a checkpoint's row key).
+inline uint32_t RowStripe(uint64_t id, int stripes) {
+  return static_cast<uint32_t>(Mix64(id ^ 0x5bd1e9955bd1e995ULL) %
+                               static_cast<uint64_t>(stripes));
+}
 
 // The rows of one sparse table in a cut.
 struct TableCut {
@@ -83,8 +92,11 @@ struct TableCut {
   // Floats per row: the packed value then num_slots * dim slots.
   int64_t row_floats = 0;
   // Rows present at the cut: ids[i]'s row is record i of `records`
-  // (record_bytes() each, see EncodeRowRecord). In huge pages: the writer
-  // reads them in id order, i.e. at random.
+  // (record_bytes() each, see EncodeRowRecord). A cut the engine takes
+  // holds them in (RowStripe(id, stripes), id) order, the order of a
+  // checkpoint's row keys, with `stripes` > 0; one read back from a
+  // checkpoint in no particular order, with `stripes` = 0.
+  int stripes = 0;
   HugePageVector<uint64_t> ids;
   HugePageVector<char> records;
   size_t record_bytes() const { return RowRecordBytes(row_floats); }

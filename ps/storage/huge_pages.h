@@ -1,13 +1,14 @@
 // Private to ps/storage. Memory for the large buffers of a cut (TableCut's
 // rows), backed by transparent huge pages where the kernel has them.
 //
-// Why: the checkpoint writer reads a cut's rows in id order, which is a
-// random walk over a buffer of up to gigabytes; with 4 KiB pages nearly
-// every row is a TLB miss, and that miss dominated the SST write. A buffer
-// of 2 MiB pages needs 512 times fewer TLB entries. Where THP is in
-// "madvise" mode (the Ubuntu default) a mapping gets huge pages only if it
-// is advised before its pages are first touched, hence an allocator rather
-// than an madvise on a buffer already filled.
+// Why: a cut's buffers are gigabytes, and where a cut's order is not its
+// checkpoint's key order the writer reads them at random; with 4 KiB pages
+// nearly every row is then a TLB miss (it dominated the SST write when the
+// writer read every cut in id order). A buffer of 2 MiB pages needs 512
+// times fewer TLB entries. Where THP is in "madvise" mode (the Ubuntu
+// default) a mapping gets huge pages only if it is advised before its pages
+// are first touched, hence an allocator rather than an madvise on a buffer
+// already filled.
 #pragma once
 
 #include <cstddef>

@@ -230,6 +230,18 @@ void ExpectSameRows(const TableCut& a, const TableCut& b) {
   }
 }
 
+// A cut the engine takes holds its rows in (stripe, id) order, the order of
+// a checkpoint's row keys.
+void ExpectKeyOrder(const TableCut& t) {
+  ASSERT_GT(t.stripes, 0);
+  for (size_t i = 1; i < t.ids.size(); ++i) {
+    const auto before =
+        std::make_pair(RowStripe(t.ids[i - 1], t.stripes), t.ids[i - 1]);
+    const auto at = std::make_pair(RowStripe(t.ids[i], t.stripes), t.ids[i]);
+    ASSERT_LT(before, at) << "row " << i;
+  }
+}
+
 // Finish() copies the stripes with copy_threads threads: the cut equals one
 // copied by a single thread, also while pushes change, create and evict rows
 // (and so copy stripes themselves) during the parallel copy.
@@ -253,13 +265,14 @@ TEST(DeferredCut, ParallelFinishEqualsSerial) {
   (*parallel)->Finish();
   const TableCut& a = (*serial)->tables[0];
   const TableCut& b = (*parallel)->tables[0];
+  EXPECT_EQ(a.stripes, 16);
+  ExpectKeyOrder(a);
   EXPECT_EQ(a.ids, b.ids);
   EXPECT_TRUE(a.records == b.records);
   ExpectSameRows(a, b);
   // Again with pushes racing the parallel copy: rows changed at step 1,
-  // rows created and the rest evicted at step 20. The same rows; their
-  // order within a stripe may differ (rows created after the cut can make
-  // its hash map grow, and rows removed after it come last).
+  // rows created and the rest evicted at step 20. The same rows in the same
+  // order (rows removed after the cut come from their pre-images).
   auto racing = e->TakeCut({.checkpoint_id = 3, .copy_threads = 4});
   ASSERT_TRUE(racing.ok()) << racing.status();
   std::thread pusher([&] {
@@ -275,6 +288,7 @@ TEST(DeferredCut, ParallelFinishEqualsSerial) {
   (*racing)->Finish();
   pusher.join();
   ExpectSameRows(a, (*racing)->tables[0]);
+  EXPECT_EQ(a.ids, (*racing)->tables[0].ids);
   EXPECT_EQ(e->DescribeTable("t")->rows_in_memory, 5);
 }
 
@@ -620,11 +634,11 @@ TEST_P(CheckpointTest, BulkChangesWithRemovalsRoundTrip) {
   }
 }
 
-// The bulk path cuts the ids at sampled splitters into one SST file per
-// writer thread (two per cut thread): with ids spread over the whole 64-bit
-// range, in no order, and tombstones interleaved with the changed rows,
-// every part must hold its own key range and the restored rows must be the
-// engine's, complete and incremental.
+// The bulk path cuts the rows in key order into one SST file per writer
+// thread (two per cut thread): with ids spread over the whole 64-bit range,
+// in no order, and tombstones interleaved with the changed rows, every part
+// must hold its own key range and the restored rows must be the engine's,
+// complete and incremental.
 TEST_P(CheckpointTest, BulkWriteSplitIntoManyPartsRoundTrips) {
   auto s = CheckpointStore::Open(e_.get(), {.root = root_, .cut_threads = 4});
   ASSERT_TRUE(s.ok()) << s.status();
@@ -667,6 +681,63 @@ TEST_P(CheckpointTest, BulkWriteSplitIntoManyPartsRoundTrips) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->num_rows, id == 1 ? 40002 : static_cast<int64_t>(kept.size()));
     if (id == 2) ExpectRowsEqual(*e_, *e2, "t", ids);
+  }
+}
+
+// Changes on top of a base keep the base's row keys: keys of the id alone
+// (checkpoints written before the stripe led the key) or of another stripe
+// count (an engine of other EngineOptions::table_stripes) are sorted on the
+// way out instead of streamed. Restored, the rows are the engine's either
+// way, complete and incremental, with tombstones between them.
+TEST_P(CheckpointTest, ChangesOnABaseWithOtherRowKeysRoundTrip) {
+  TableConfig ttl = SimpleTable("t", 4);
+  ttl.ttl_steps = 5;
+  std::vector<uint64_t> ids(20000);
+  for (uint64_t i = 0; i < ids.size(); ++i) {
+    ids[i] = (i + 1) * 0x9E3779B97F4A7C15ull;  // spread, unordered
+  }
+  std::vector<uint64_t> kept;
+  for (size_t i = 0; i < ids.size(); i += 2) kept.push_back(ids[i]);
+  for (bool id_only : {true, false}) {
+    SCOPED_TRACE(id_only ? "base keyed by id" : "base of 16 stripes");
+    const std::string root = tmp_.Sub(id_only ? "id_only" : "stripes16");
+    auto a = NewEngine({.table_stripes = 16});
+    ASSERT_TRUE(a->CreateTable({ttl}).ok());
+    ASSERT_TRUE(PushRows(*a, "t", ids, Iota(ids.size() * 4, -1, 0.0001f),
+                         {.step_id = 1, .exactly_once = false})
+                    .ok());
+    {
+      auto s = CheckpointStore::Open(
+          a.get(),
+          {.root = root, .cut_threads = 2, .TEST_id_only_row_keys = id_only});
+      ASSERT_TRUE(s.ok()) << s.status();
+      Checkpoint(**s, 1, 0);
+    }
+    // Restored by a shard of 8 stripes, which changes half the rows (the
+    // others expire) and writes the changes on top.
+    auto b = NewEngine({.table_stripes = 8});
+    auto sb = CheckpointStore::Open(b.get(), {.root = root, .cut_threads = 2});
+    ASSERT_TRUE(sb.ok()) << sb.status();
+    auto r = (*sb)->Restore(Opt({.checkpoint_id = 1}));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectRowsEqual(*a, *b, "t", ids);
+    ASSERT_TRUE(PushRows(*b, "t", kept, Iota(kept.size() * 4, 2, 0.0001f),
+                         {.step_id = 20, .exactly_once = false})
+                    .ok());
+    ASSERT_EQ(b->DescribeTable("t")->rows_in_memory,
+              static_cast<int64_t>(kept.size()));
+    PrepareResult p2;
+    Checkpoint(**sb, 2, 0, 1, &p2);
+    EXPECT_TRUE(p2.incremental);
+    EXPECT_EQ(p2.dirty_rows, static_cast<int64_t>(ids.size()));
+    sb->reset();
+    for (uint64_t id : {1u, 2u}) {
+      auto c = NewEngine({.table_stripes = 32});
+      auto sc = OpenStore(c.get(), root);
+      auto rc = sc->Restore(Opt({.checkpoint_id = id}));
+      ASSERT_TRUE(rc.ok()) << rc.status();
+      ExpectRowsEqual(id == 1 ? *a : *b, *c, "t", ids);
+    }
   }
 }
 
