@@ -625,9 +625,12 @@ void SparseTable::EnsureCopied(Stripe& s) const {
       order.push_back({id, static_cast<uint32_t>(row_of.size())});
       row_of.push_back(&row);
     };
+    // (Mostly nothing changed since the cut: the sets are not probed then.)
+    const bool any_born = !s.born_after.empty();
+    const bool any_preserved = !s.preserved.empty();
     for (const auto& [id, row] : s.rows) {
-      if (s.born_after.contains(id)) continue;
-      auto p = s.preserved.find(id);
+      if (any_born && s.born_after.contains(id)) continue;
+      auto p = any_preserved ? s.preserved.find(id) : s.preserved.end();
       take(id, p != s.preserved.end() ? p->second : row);
     }
     for (const auto& [id, row] : s.preserved) {
