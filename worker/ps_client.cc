@@ -470,6 +470,73 @@ class PsClientImpl : public PsClient {
     return total;
   }
 
+  absl::StatusOr<PushResult> PushPullDense(const std::string& variable,
+                                           absl::Span<const float> grads,
+                                           absl::Span<float> out,
+                                           const StepOptions& step) override {
+    if (grads.size() != out.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "push-pull of ", variable, ": ", grads.size(),
+          " gradient elements but room for ", out.size(), " values"));
+    }
+    if (!grads.empty() && grads.data() < out.data() + out.size() &&
+        out.data() < grads.data() + grads.size()) {
+      // A retried piece would send values that landed over its gradient.
+      return absl::InvalidArgumentError(
+          absl::StrCat("push-pull of ", variable,
+                       ": the gradient and value buffers overlap"));
+    }
+    PLEXUS_RETURN_IF_ERROR(EnsurePlaced(variable));
+    PushResult total;
+    absl::Status st =
+        WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
+          total = PushResult();
+          PLEXUS_ASSIGN_OR_RETURN(auto pieces,
+                                  DensePieces(*router, variable, grads.size()));
+          int64_t row_elems = RowElemsOf(*router, variable, grads.size());
+          absl::Mutex mu;
+          return ForEach(pieces.size(), [&](size_t i) {
+            const Piece& p = pieces[i];
+            v1::PushPullRequest req;
+            FillHeader(req.mutable_header(), *router, step);
+            req.set_push_seq(step.push_seq);
+            req.set_chunk_index(p.chunk);
+            req.set_num_chunks(p.num_chunks);
+            req.set_value_dtype(v1::DTYPE_FLOAT32);
+            v1::DenseSliceData* d = req.add_push_dense();
+            d->set_variable(variable);
+            d->mutable_rows()->set_row_begin(p.row_begin);
+            d->mutable_rows()->set_row_end(p.row_end);
+            SetDenseSpec(p.row_end - p.row_begin, *TrailingDims(variable),
+                         d->mutable_tensor());
+            v1::DenseSliceRef* r = req.add_pull_dense();
+            r->set_variable(variable);
+            *r->mutable_rows() = d->rows();
+            const int64_t elems = (p.row_end - p.row_begin) * row_elems;
+            float* dst = out.data() + p.row_begin * row_elems;
+            v1::PushPullResponse resp;
+            bool landed = false;
+            PLEXUS_RETURN_IF_ERROR(DataCall(
+                p.shard, &req, &resp,
+                {F32Bytes(grads.data() + p.row_begin * row_elems, elems)},
+                F32Buffer(dst, elems), &landed));
+            if (resp.dense_size() != 1) {
+              return absl::InternalError(
+                  "shard answered a dense push-pull with no slice");
+            }
+            {
+              absl::MutexLock lock(&mu);
+              Accumulate(resp.outcome(), resp.rows_applied(),
+                         resp.rows_not_admitted(), resp.skipped_non_finite(),
+                         &total);
+            }
+            return CopyF32(resp.dense(0).tensor(), elems, dst, landed);
+          });
+        });
+    if (!st.ok()) return st;
+    return total;
+  }
+
   std::unique_ptr<PsFuture> PullSparseAsync(const std::string& table,
                                             absl::Span<const uint64_t> ids,
                                             int64_t dim, absl::Span<float> out,
@@ -786,6 +853,23 @@ class PsClientImpl : public PsClient {
           shard, v1::DataFrameHeader::METHOD_PUSH, req, resp, deadline, tensors,
           [&](auto* stub, auto* c) { return stub->Push(c, *req, resp); }, {},
           nullptr);
+    });
+  }
+
+  // A push-pull: `tensors` as for a push, `into` and `landed` as for a
+  // pull.
+  absl::Status DataCall(uint32_t shard, v1::PushPullRequest* req,
+                        v1::PushPullResponse* resp,
+                        std::vector<absl::string_view> tensors,
+                        absl::Span<char> into, bool* landed) {
+    *landed = false;
+    const absl::Span<char> buffers[1] = {into};
+    return Retry(shard, [&](absl::Time deadline) {
+      return Attempt(
+          shard, v1::DataFrameHeader::METHOD_PUSH_PULL, req, resp, deadline,
+          tensors,
+          [&](auto* stub, auto* c) { return stub->PushPull(c, *req, resp); },
+          buffers, landed);
     });
   }
 

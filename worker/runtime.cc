@@ -105,6 +105,10 @@ class StepPsClient final : public PsClient {
   absl::StatusOr<PushResult> PushDense(const std::string& variable,
                                        absl::Span<const float> grads,
                                        const StepOptions& step) override;
+  absl::StatusOr<PushResult> PushPullDense(const std::string& variable,
+                                           absl::Span<const float> grads,
+                                           absl::Span<float> out,
+                                           const StepOptions& step) override;
   std::unique_ptr<PsFuture> PullSparseAsync(const std::string& table,
                                             absl::Span<const uint64_t> ids,
                                             int64_t dim, absl::Span<float> out,
@@ -477,6 +481,14 @@ absl::StatusOr<PushResult> StepPsClient::PushDense(
   StepOptions o = ForPush(step);
   if (absl::Status st = rt_->CheckLease(incarnation_); !st.ok()) return st;
   return inner_->PushDense(variable, grads, o);
+}
+
+absl::StatusOr<PushResult> StepPsClient::PushPullDense(
+    const std::string& variable, absl::Span<const float> grads,
+    absl::Span<float> out, const StepOptions& step) {
+  StepOptions o = ForPush(step);
+  if (absl::Status st = rt_->CheckLease(incarnation_); !st.ok()) return st;
+  return inner_->PushPullDense(variable, grads, out, o);
 }
 
 std::unique_ptr<PsFuture> StepPsClient::PushSparseAsync(

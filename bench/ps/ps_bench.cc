@@ -10,7 +10,8 @@
 // "direct" (PsClientOptions::direct_data_plane: Pull and Push as frames over
 // plain TCP, plexus-ps --data_port).
 //
-// Dense: push, pull and push+pull (a push then a pull; bytes of both count)
+// Dense: push, pull and push-pull (PsClient::PushPullDense, one call that
+// pushes then reads; bytes of both directions count)
 // of one fp32 variable of 1 KiB .. max_mb MiB, GB/s from the median call.
 // Sparse: pull and push of B ids (1 .. 65,536) of dim 8/64/256, uniform and
 // Zipf(1.1) ids over 1 M, rows/s from the median and p50/p99 latency.
@@ -314,16 +315,20 @@ int Run(const Flags& f) {
           return 1;
         }
         std::vector<float> buf(nrows * cols, 1e-3f);
-        for (const char* op : {"push", "pull", "push+pull"}) {
+        std::vector<float> values(buf.size());
+        for (const char* op : {"push", "pull", "push-pull"}) {
           std::string sop = op;
           auto t = Time(f.seconds, [&] {
-            if (sop != "pull") (void)c.PushDense(name, buf);
-            if (sop != "push") (void)c.PullDense(name, absl::MakeSpan(buf));
+            if (sop == "push") (void)c.PushDense(name, buf);
+            if (sop == "pull") (void)c.PullDense(name, absl::MakeSpan(buf));
+            if (sop == "push-pull") {
+              (void)c.PushPullDense(name, buf, absl::MakeSpan(values));
+            }
           });
           Row r{plane, "dense", sop, "-", shards, bytes, 0, cols};
           r.p50_s = Pct(t, 0.5);
           r.p99_s = Pct(t, 0.99);
-          r.gbps = (sop == "push+pull" ? 2.0 : 1.0) * bytes / r.p50_s / 1e9;
+          r.gbps = (sop == "push-pull" ? 2.0 : 1.0) * bytes / r.p50_s / 1e9;
           std::printf("%-6s %-9s %6d %12lld %10.1f %10.1f %9.3f %6.0f%%\n",
                       "dense", op, shards, static_cast<long long>(bytes),
                       r.p50_s * 1e6, r.p99_s * 1e6, r.gbps, 100 * r.gbps / tcp);

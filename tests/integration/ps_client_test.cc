@@ -498,6 +498,70 @@ TEST_P(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
     ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
 }
 
+// A dense push-pull in chunks: each chunk is pushed and read back in one
+// call, its values landing at their offset; the same key again is a
+// duplicate, chunk by chunk, that still reads; a buffer of the wrong size
+// or one overlapping the gradient is refused and nothing changes.
+TEST_P(PsClientChunking, DensePushPullAppliesOnceAndReadsBack) {
+  TempDir dir;
+  std::vector<std::string> shards;
+  auto cluster = StartShards(dir, 2, {}, &shards);
+  ASSERT_NE(cluster, nullptr);
+  auto client = PsClient::Connect({.shards = shards,
+                                   .dense_chunk_bytes = 64,
+                                   .direct_data_plane = GetParam()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  v1::VariableConfig v;
+  v.set_name("pp");
+  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+  v.mutable_spec()->add_shape(37);
+  v.mutable_spec()->add_shape(5);
+  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
+  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+  v.mutable_initializer()->mutable_constant()->set_value(1);
+  ASSERT_TRUE((*client)->CreateVariable(v).ok());
+  std::vector<float> grad(37 * 5);
+  for (size_t i = 0; i < grad.size(); ++i) grad[i] = static_cast<float>(i);
+  std::vector<float> out(grad.size(), -7.0f);
+  const worker::StepOptions step1{.step_id = 1, .closure_id = 9};
+  auto first = (*client)->PushPullDense("pp", grad, absl::MakeSpan(out), step1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->rows_applied, 37);
+  EXPECT_EQ(first->duplicate_pieces, 0);
+  for (size_t i = 0; i < out.size(); ++i)
+    ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
+  std::fill(out.begin(), out.end(), -7.0f);
+  auto again = (*client)->PushPullDense("pp", grad, absl::MakeSpan(out), step1);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->rows_applied, 0);
+  EXPECT_GE(again->duplicate_pieces, 13);
+  for (size_t i = 0; i < out.size(); ++i)
+    ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
+  auto second = (*client)->PushPullDense("pp", grad, absl::MakeSpan(out),
+                                         {.step_id = 2, .closure_id = 10});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->rows_applied, 37);
+  for (size_t i = 0; i < out.size(); ++i)
+    ASSERT_EQ(out[i], 1.0f - 2 * grad[i]) << i;
+  std::vector<float> small(7);
+  EXPECT_EQ((*client)
+                ->PushPullDense("pp", grad, absl::MakeSpan(small),
+                                {.step_id = 3, .closure_id = 11})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> both = grad;
+  EXPECT_EQ((*client)
+                ->PushPullDense("pp", both, absl::MakeSpan(both),
+                                {.step_id = 3, .closure_id = 11})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*client)->PullDense("pp", absl::MakeSpan(out)).ok());
+  for (size_t i = 0; i < out.size(); ++i)
+    ASSERT_EQ(out[i], 1.0f - 2 * grad[i]) << i;
+}
+
 INSTANTIATE_TEST_SUITE_P(Planes, PsClientChunking, ::testing::Bool(),
                          PlaneName);
 

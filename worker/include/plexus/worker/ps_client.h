@@ -162,6 +162,14 @@ class PsClient {
   virtual absl::StatusOr<PushResult> PushDense(
       const std::string& variable, absl::Span<const float> grads,
       const StepOptions& step = {}) = 0;
+  // Pushes a gradient of the whole variable and reads the values after it,
+  // in one round trip per piece (the PushPull call) instead of a push's and
+  // a pull's. A duplicate push (the same step key again) is not applied but
+  // still reads. `grads` and `out` have the variable's size and must not
+  // overlap; after an error `out` may hold part of the values.
+  virtual absl::StatusOr<PushResult> PushPullDense(
+      const std::string& variable, absl::Span<const float> grads,
+      absl::Span<float> out, const StepOptions& step = {}) = 0;
 
   // Asynchronous forms: `out` / `grads` must stay valid until the future
   // completes.
