@@ -432,42 +432,7 @@ class PsClientImpl : public PsClient {
   absl::StatusOr<PushResult> PushDense(const std::string& variable,
                                        absl::Span<const float> grads,
                                        const StepOptions& step) override {
-    PLEXUS_RETURN_IF_ERROR(EnsurePlaced(variable));
-    PushResult total;
-    absl::Status st =
-        WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
-          total = PushResult();
-          PLEXUS_ASSIGN_OR_RETURN(auto pieces,
-                                  DensePieces(*router, variable, grads.size()));
-          int64_t row_elems = RowElemsOf(*router, variable, grads.size());
-          absl::Mutex mu;
-          return ForEach(pieces.size(), [&](size_t i) {
-            const Piece& p = pieces[i];
-            v1::PushRequest req;
-            FillHeader(req.mutable_header(), *router, step);
-            req.set_push_seq(step.push_seq);
-            req.set_chunk_index(p.chunk);
-            req.set_num_chunks(p.num_chunks);
-            v1::DenseSliceData* d = req.add_dense();
-            d->set_variable(variable);
-            d->mutable_rows()->set_row_begin(p.row_begin);
-            d->mutable_rows()->set_row_end(p.row_end);
-            SetDenseSpec(p.row_end - p.row_begin, *TrailingDims(variable),
-                         d->mutable_tensor());
-            v1::PushResponse resp;
-            PLEXUS_RETURN_IF_ERROR(
-                DataCall(p.shard, &req, &resp,
-                         {F32Bytes(grads.data() + p.row_begin * row_elems,
-                                   (p.row_end - p.row_begin) * row_elems)}));
-            absl::MutexLock lock(&mu);
-            Accumulate(resp.outcome(), resp.rows_applied(),
-                       resp.rows_not_admitted(), resp.skipped_non_finite(),
-                       &total);
-            return absl::OkStatus();
-          });
-        });
-    if (!st.ok()) return st;
-    return total;
+    return PushDensePieces(variable, grads, {}, false, step);
   }
 
   absl::StatusOr<PushResult> PushPullDense(const std::string& variable,
@@ -486,55 +451,7 @@ class PsClientImpl : public PsClient {
           absl::StrCat("push-pull of ", variable,
                        ": the gradient and value buffers overlap"));
     }
-    PLEXUS_RETURN_IF_ERROR(EnsurePlaced(variable));
-    PushResult total;
-    absl::Status st =
-        WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
-          total = PushResult();
-          PLEXUS_ASSIGN_OR_RETURN(auto pieces,
-                                  DensePieces(*router, variable, grads.size()));
-          int64_t row_elems = RowElemsOf(*router, variable, grads.size());
-          absl::Mutex mu;
-          return ForEach(pieces.size(), [&](size_t i) {
-            const Piece& p = pieces[i];
-            v1::PushPullRequest req;
-            FillHeader(req.mutable_header(), *router, step);
-            req.set_push_seq(step.push_seq);
-            req.set_chunk_index(p.chunk);
-            req.set_num_chunks(p.num_chunks);
-            req.set_value_dtype(v1::DTYPE_FLOAT32);
-            v1::DenseSliceData* d = req.add_push_dense();
-            d->set_variable(variable);
-            d->mutable_rows()->set_row_begin(p.row_begin);
-            d->mutable_rows()->set_row_end(p.row_end);
-            SetDenseSpec(p.row_end - p.row_begin, *TrailingDims(variable),
-                         d->mutable_tensor());
-            v1::DenseSliceRef* r = req.add_pull_dense();
-            r->set_variable(variable);
-            *r->mutable_rows() = d->rows();
-            const int64_t elems = (p.row_end - p.row_begin) * row_elems;
-            float* dst = out.data() + p.row_begin * row_elems;
-            v1::PushPullResponse resp;
-            bool landed = false;
-            PLEXUS_RETURN_IF_ERROR(DataCall(
-                p.shard, &req, &resp,
-                {F32Bytes(grads.data() + p.row_begin * row_elems, elems)},
-                F32Buffer(dst, elems), &landed));
-            if (resp.dense_size() != 1) {
-              return absl::InternalError(
-                  "shard answered a dense push-pull with no slice");
-            }
-            {
-              absl::MutexLock lock(&mu);
-              Accumulate(resp.outcome(), resp.rows_applied(),
-                         resp.rows_not_admitted(), resp.skipped_non_finite(),
-                         &total);
-            }
-            return CopyF32(resp.dense(0).tensor(), elems, dst, landed);
-          });
-        });
-    if (!st.ok()) return st;
-    return total;
+    return PushDensePieces(variable, grads, out, true, step);
   }
 
   std::unique_ptr<PsFuture> PullSparseAsync(const std::string& table,
@@ -656,6 +573,78 @@ class PsClientImpl : public PsClient {
     r->skipped_non_finite += skipped;
     if (outcome == v1::PUSH_OUTCOME_DUPLICATE) ++r->duplicate_pieces;
     if (outcome == v1::PUSH_OUTCOME_AGGREGATED) ++r->aggregated_pieces;
+  }
+
+  // PushDense (pull false) and PushPullDense (pull true, the values after
+  // the push into `out`): a Push or PushPull per piece, in parallel.
+  absl::StatusOr<PushResult> PushDensePieces(const std::string& variable,
+                                             absl::Span<const float> grads,
+                                             absl::Span<float> out, bool pull,
+                                             const StepOptions& step) {
+    PLEXUS_RETURN_IF_ERROR(EnsurePlaced(variable));
+    PushResult total;
+    absl::Status st =
+        WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
+          total = PushResult();
+          PLEXUS_ASSIGN_OR_RETURN(auto pieces,
+                                  DensePieces(*router, variable, grads.size()));
+          int64_t row_elems = RowElemsOf(*router, variable, grads.size());
+          absl::Mutex mu;
+          auto add = [&](const auto& resp) {
+            absl::MutexLock lock(&mu);
+            Accumulate(resp.outcome(), resp.rows_applied(),
+                       resp.rows_not_admitted(), resp.skipped_non_finite(),
+                       &total);
+          };
+          return ForEach(pieces.size(), [&](size_t i) -> absl::Status {
+            const Piece& p = pieces[i];
+            const int64_t elems = (p.row_end - p.row_begin) * row_elems;
+            const int64_t at = p.row_begin * row_elems;
+            // The piece's push: key, rows and spec (its bytes travel
+            // separately, see DataCall).
+            auto fill = [&](auto* req, v1::DenseSliceData* d) {
+              FillHeader(req->mutable_header(), *router, step);
+              req->set_push_seq(step.push_seq);
+              req->set_chunk_index(p.chunk);
+              req->set_num_chunks(p.num_chunks);
+              d->set_variable(variable);
+              d->mutable_rows()->set_row_begin(p.row_begin);
+              d->mutable_rows()->set_row_end(p.row_end);
+              SetDenseSpec(p.row_end - p.row_begin, *TrailingDims(variable),
+                           d->mutable_tensor());
+            };
+            if (!pull) {
+              v1::PushRequest req;
+              fill(&req, req.add_dense());
+              v1::PushResponse resp;
+              PLEXUS_RETURN_IF_ERROR(DataCall(
+                  p.shard, &req, &resp, {F32Bytes(grads.data() + at, elems)}));
+              add(resp);
+              return absl::OkStatus();
+            }
+            v1::PushPullRequest req;
+            v1::DenseSliceData* d = req.add_push_dense();
+            fill(&req, d);
+            req.set_value_dtype(v1::DTYPE_FLOAT32);
+            v1::DenseSliceRef* r = req.add_pull_dense();
+            r->set_variable(variable);
+            *r->mutable_rows() = d->rows();
+            v1::PushPullResponse resp;
+            bool landed = false;
+            PLEXUS_RETURN_IF_ERROR(DataCall(
+                p.shard, &req, &resp, {F32Bytes(grads.data() + at, elems)},
+                F32Buffer(out.data() + at, elems), &landed));
+            if (resp.dense_size() != 1) {
+              return absl::InternalError(
+                  "shard answered a dense push-pull with no slice");
+            }
+            add(resp);
+            return CopyF32(resp.dense(0).tensor(), elems, out.data() + at,
+                           landed);
+          });
+        });
+    if (!st.ok()) return st;
+    return total;
   }
 
   void FillHeader(v1::RequestHeader* h, const ShardRouter& router,

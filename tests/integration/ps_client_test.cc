@@ -406,11 +406,39 @@ INSTANTIATE_TEST_SUITE_P(Planes, PsClientRestart, ::testing::Bool(), PlaneName);
 namespace plexus {
 namespace {
 
+// Two shards, a client sending dense chunks of 3 rows of 5 fp32 (60 bytes;
+// 64 does not hold a fourth), and a variable `name` of 37 x 5 rows (SGD,
+// learning rate 1, every value 1).
+class PsClientChunking : public ::testing::TestWithParam<bool> {
+ protected:
+  void StartWithVariable(const std::string& name) {
+    std::vector<std::string> shards;
+    cluster_ = StartShards(dir_, 2, {}, &shards);
+    ASSERT_NE(cluster_, nullptr);
+    auto client = PsClient::Connect({.shards = shards,
+                                     .dense_chunk_bytes = 64,
+                                     .direct_data_plane = GetParam()});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+    v1::VariableConfig v;
+    v.set_name(name);
+    v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+    v.mutable_spec()->add_shape(37);
+    v.mutable_spec()->add_shape(5);
+    v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
+    v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+    v.mutable_initializer()->mutable_constant()->set_value(1);
+    ASSERT_TRUE(client_->CreateVariable(v).ok());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<local::LocalCluster> cluster_;
+  std::unique_ptr<PsClient> client_;
+};
+
 // With a 1 MiB message limit on both sides, a 6 MiB dense variable and a
 // 20,000-row sparse push/pull are split into pieces that each fit, and
 // reassemble exactly.
-class PsClientChunking : public ::testing::TestWithParam<bool> {};
-
 TEST_P(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
   TempDir dir;
   std::vector<std::string> shards;
@@ -462,38 +490,21 @@ TEST_P(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
 // odd row counts land at the right offsets, and a repeated push with the
 // same key is a duplicate chunk by chunk.
 TEST_P(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
-  TempDir dir;
-  std::vector<std::string> shards;
-  auto cluster = StartShards(dir, 2, {}, &shards);
-  ASSERT_NE(cluster, nullptr);
-  // 3 rows of 5 fp32 per chunk (60 bytes; 64 does not hold a fourth).
-  auto client = PsClient::Connect({.shards = shards,
-                                   .dense_chunk_bytes = 64,
-                                   .direct_data_plane = GetParam()});
-  ASSERT_TRUE(client.ok()) << client.status();
-  v1::VariableConfig v;
-  v.set_name("odd");
-  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-  v.mutable_spec()->add_shape(37);
-  v.mutable_spec()->add_shape(5);
-  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
-  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
-  v.mutable_initializer()->mutable_constant()->set_value(1);
-  ASSERT_TRUE((*client)->CreateVariable(v).ok());
+  ASSERT_NO_FATAL_FAILURE(StartWithVariable("odd"));
   std::vector<float> grad(37 * 5);
   for (size_t i = 0; i < grad.size(); ++i) grad[i] = static_cast<float>(i);
   worker::StepOptions step{.step_id = 1, .closure_id = 9, .push_seq = 0};
-  auto first = (*client)->PushDense("odd", grad, step);
+  auto first = client_->PushDense("odd", grad, step);
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->rows_applied, 37);
   EXPECT_EQ(first->duplicate_pieces, 0);
-  auto again = (*client)->PushDense("odd", grad, step);
+  auto again = client_->PushDense("odd", grad, step);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->rows_applied, 0);
   // Each shard's slice in chunks of 3 rows: at least ceil(37 / 3) chunks.
   EXPECT_GE(again->duplicate_pieces, 13);
   std::vector<float> out(grad.size());
-  ASSERT_TRUE((*client)->PullDense("odd", absl::MakeSpan(out)).ok());
+  ASSERT_TRUE(client_->PullDense("odd", absl::MakeSpan(out)).ok());
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
 }
@@ -503,61 +514,45 @@ TEST_P(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
 // duplicate, chunk by chunk, that still reads; a buffer of the wrong size
 // or one overlapping the gradient is refused and nothing changes.
 TEST_P(PsClientChunking, DensePushPullAppliesOnceAndReadsBack) {
-  TempDir dir;
-  std::vector<std::string> shards;
-  auto cluster = StartShards(dir, 2, {}, &shards);
-  ASSERT_NE(cluster, nullptr);
-  auto client = PsClient::Connect({.shards = shards,
-                                   .dense_chunk_bytes = 64,
-                                   .direct_data_plane = GetParam()});
-  ASSERT_TRUE(client.ok()) << client.status();
-  v1::VariableConfig v;
-  v.set_name("pp");
-  v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
-  v.mutable_spec()->add_shape(37);
-  v.mutable_spec()->add_shape(5);
-  v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
-  v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
-  v.mutable_initializer()->mutable_constant()->set_value(1);
-  ASSERT_TRUE((*client)->CreateVariable(v).ok());
+  ASSERT_NO_FATAL_FAILURE(StartWithVariable("pp"));
   std::vector<float> grad(37 * 5);
   for (size_t i = 0; i < grad.size(); ++i) grad[i] = static_cast<float>(i);
   std::vector<float> out(grad.size(), -7.0f);
   const worker::StepOptions step1{.step_id = 1, .closure_id = 9};
-  auto first = (*client)->PushPullDense("pp", grad, absl::MakeSpan(out), step1);
+  auto first = client_->PushPullDense("pp", grad, absl::MakeSpan(out), step1);
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->rows_applied, 37);
   EXPECT_EQ(first->duplicate_pieces, 0);
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
   std::fill(out.begin(), out.end(), -7.0f);
-  auto again = (*client)->PushPullDense("pp", grad, absl::MakeSpan(out), step1);
+  auto again = client_->PushPullDense("pp", grad, absl::MakeSpan(out), step1);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->rows_applied, 0);
   EXPECT_GE(again->duplicate_pieces, 13);
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
-  auto second = (*client)->PushPullDense("pp", grad, absl::MakeSpan(out),
-                                         {.step_id = 2, .closure_id = 10});
+  auto second = client_->PushPullDense("pp", grad, absl::MakeSpan(out),
+                                       {.step_id = 2, .closure_id = 10});
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->rows_applied, 37);
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - 2 * grad[i]) << i;
   std::vector<float> small(7);
-  EXPECT_EQ((*client)
+  EXPECT_EQ(client_
                 ->PushPullDense("pp", grad, absl::MakeSpan(small),
                                 {.step_id = 3, .closure_id = 11})
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
   std::vector<float> both = grad;
-  EXPECT_EQ((*client)
+  EXPECT_EQ(client_
                 ->PushPullDense("pp", both, absl::MakeSpan(both),
                                 {.step_id = 3, .closure_id = 11})
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE((*client)->PullDense("pp", absl::MakeSpan(out)).ok());
+  ASSERT_TRUE(client_->PullDense("pp", absl::MakeSpan(out)).ok());
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - 2 * grad[i]) << i;
 }
