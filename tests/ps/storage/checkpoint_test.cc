@@ -135,10 +135,13 @@ TEST(Crc32c, KnownValuesAndBothImplementationsAgree) {
   std::string data(100003, '\0');
   std::mt19937 rng(7);
   for (char& c : data) c = static_cast<char>(rng());
-  // Around the hardware version's three interleaved 8 KiB streams too.
-  for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9},
-                   size_t{4096}, size_t{24575}, size_t{24576}, size_t{24577},
-                   size_t{49152 + 13}, data.size()}) {
+  // Around the hardware version's three interleaved 8 KiB and 1 KiB streams
+  // too (a RocksDB block is 16 KiB, its trailer 5 bytes).
+  for (size_t n :
+       {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{3071},
+        size_t{3072}, size_t{3073}, size_t{4096}, size_t{16384}, size_t{16389},
+        size_t{24575}, size_t{24576}, size_t{24577}, size_t{24576 + 3072 + 5},
+        size_t{49152 + 13}, data.size()}) {
     EXPECT_EQ(Crc32cExtend(0, data.data(), n),
               Crc32cExtendPortable(0, data.data(), n));
   }
