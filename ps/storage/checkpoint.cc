@@ -378,6 +378,12 @@ struct RowKey {
   uint64_t id = 0;
   RowKey(int stripes, uint64_t row_id)
       : stripe(stripes > 0 ? RowStripe(row_id, stripes) : 0), id(row_id) {}
+  // The first key of stripe `s`.
+  static RowKey StripeStart(uint32_t s) {
+    RowKey k(0, 0);
+    k.stripe = s;
+    return k;
+  }
   friend bool operator<(const RowKey& a, const RowKey& b) {
     return a.stripe != b.stripe ? a.stripe < b.stripe : a.id < b.id;
   }
@@ -1024,8 +1030,9 @@ void StoreImpl::RunWrite(WriteJob job) {
   const absl::Time start = absl::Now();
   const uint64_t id = job.cut->checkpoint_id;
   CheckpointWritePhases phases;
-  job.cut->Finish();  // copy the stripes nobody changed since the cut
-  phases.copy = absl::Now() - start;
+  // The stripes nobody changed since the cut are copied out by WriteDb,
+  // table by table (streamed tables stripe by stripe as they are written);
+  // ShardCut::Finish (the destructor) copies any still pending.
   auto info = Write(job, &phases);
   if (!info.ok()) {
     RemoveAllQuietly(job.staging);
@@ -1284,6 +1291,18 @@ absl::Status StoreImpl::WriteDb(
     const size_t n = t.ids.size() + t.deleted.size();
     *rows_written += static_cast<int64_t>(n);
     EncodeTable(tables_meta, t, t.total_rows);
+    // A bulk write in the cut's own order copies each stripe out of the
+    // engine just before writing it (cache-warm, and the copy overlaps the
+    // other parts' writes); anything else needs every row first.
+    const bool stream =
+        n >= kSstMinRows && key_stripes > 0 && key_stripes == t.stripes &&
+        t.copy_stripes != nullptr &&
+        t.stripe_begin.size() == static_cast<size_t>(t.stripes) + 1;
+    if (!stream && t.copy_stripes != nullptr) {
+      const absl::Time copy_start = absl::Now();
+      t.copy_stripes(0, t.stripes - 1);
+      phases->copy += absl::Now() - copy_start;
+    }
     if (n < kSstMinRows) {
       // Small changes: write batches through the WAL.
       for (size_t i = 0; i < t.ids.size(); ++i) {
@@ -1311,8 +1330,9 @@ absl::Status StoreImpl::WriteDb(
             ? options_.cut_threads
             : std::max<int64_t>(1, std::thread::hardware_concurrency());
     const size_t num_rows = t.ids.size();
-    const size_t parts = static_cast<size_t>(std::clamp<int64_t>(
+    size_t parts = static_cast<size_t>(std::clamp<int64_t>(
         static_cast<int64_t>(num_rows / kSstMinRows), 1, 2 * cores));
+    if (stream) parts = std::min(parts, static_cast<size_t>(t.stripes));
     std::vector<uint32_t> order;
     if (!(key_stripes > 0 && key_stripes == t.stripes)) {
       std::vector<RowKey> keys;
@@ -1325,17 +1345,28 @@ absl::Status StoreImpl::WriteDb(
     }
     // Position r in key order -> row of the cut.
     auto row_at = [&](size_t r) { return order.empty() ? r : order[r]; };
-    auto part_begin = [&](size_t p) { return p * num_rows / parts; };
+    // Part p writes positions [part_begin(p), part_begin(p + 1)): a run of
+    // whole stripes, [first_stripe(p), first_stripe(p + 1)), when streamed
+    // (their rows are not copied yet), else an equal slice.
+    auto first_stripe = [&](size_t p) {
+      return static_cast<int>(p * static_cast<size_t>(t.stripes) / parts);
+    };
+    auto part_begin = [&](size_t p) {
+      return stream ? t.stripe_begin[static_cast<size_t>(first_stripe(p))]
+                    : p * num_rows / parts;
+    };
     std::vector<RowKey> del;
     del.reserve(t.deleted.size());
     for (uint64_t id : t.deleted) del.emplace_back(key_stripes, id);
     std::sort(del.begin(), del.end());
     // Part p deletes del[del_at[p], del_at[p + 1]): the keys below its
-    // first row's and at or above the previous part's first row's.
+    // first key and at or above the previous part's.
     std::vector<size_t> del_at(parts + 1, del.size());
     del_at[0] = 0;
     for (size_t p = 1; p < parts; ++p) {
-      const RowKey first(key_stripes, t.ids[row_at(part_begin(p))]);
+      const RowKey first =
+          stream ? RowKey::StripeStart(static_cast<uint32_t>(first_stripe(p)))
+                 : RowKey(key_stripes, t.ids[row_at(part_begin(p))]);
       del_at[p] = static_cast<size_t>(
           std::lower_bound(del.begin(), del.end(), first) - del.begin());
     }
@@ -1384,8 +1415,16 @@ absl::Status StoreImpl::WriteDb(
       constexpr size_t kAhead = 16;
       char key[kMaxRowKeyBytes];
       int64_t since_check = 0;
+      // Streamed: rows before `copied` are out of the engine; `stripe` is
+      // the next one to copy.
+      int stripe = stream ? first_stripe(p) : 0;
+      size_t copied = stream ? r : r_end;
       while (r < r_end || d < d_end) {
         rocksdb::Status st;
+        while (r < r_end && r >= copied) {
+          t.copy_stripes(stripe, stripe);
+          copied = t.stripe_begin[static_cast<size_t>(++stripe)];
+        }
         const RowKey next =
             r < r_end ? RowKey(key_stripes, t.ids[row_at(r)]) : RowKey(0, 0);
         if (d >= d_end || (r < r_end && next < del[d])) {

@@ -149,9 +149,12 @@ struct PrepareResult {
 // Where a checkpoint's write time went (wall clock of the writer thread;
 // the phases add up to about CommitResult::write_time).
 struct CheckpointWritePhases {
-  // Copying the sparse rows nobody changed since the cut out of the engine.
+  // Copying the sparse rows nobody changed since the cut out of the engine
+  // before writing them (a bulk write in the cut's own key order copies
+  // each stripe just before writing it, inside sst_write).
   absl::Duration copy;
-  // Sorting changed rows by id for the bulk (SST) path.
+  // Sorting rows into key order for the bulk (SST) path where the cut's
+  // order is not the keys' (and the tombstones).
   absl::Duration sort;
   // Writing the bulk SST files (parallel threads, wall clock), and the CPU
   // time those threads used (the rest of their time they waited for the

@@ -97,6 +97,12 @@ struct TableCut {
   // checkpoint's row keys, with `stripes` > 0; one read back from a
   // checkpoint in no particular order, with `stripes` = 0.
   int stripes = 0;
+  // Engine cuts: stripe s's rows are at [stripe_begin[s],
+  // stripe_begin[s + 1]), and copy_stripes(first, last) copies stripes
+  // [first, last] of a deferred cut now where nobody has (ShardCut::Finish
+  // copies them all), so a writer can stream the cut stripe by stripe.
+  std::vector<size_t> stripe_begin;
+  std::function<void(int first, int last)> copy_stripes;
   HugePageVector<uint64_t> ids;
   HugePageVector<char> records;
   size_t record_bytes() const { return RowRecordBytes(row_floats); }

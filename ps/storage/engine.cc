@@ -600,6 +600,9 @@ absl::StatusOr<std::unique_ptr<ShardCut>> EngineImpl::TakeCut(
     auto pre = prepared.find(&t);
     if (pre != prepared.end()) cut->tables[i] = std::move(pre->second);
     t.Cut(complete, threads, options.defer_copy, &cut->tables[i]);
+    cut->tables[i].copy_stripes = [table = tables[i]](int first, int last) {
+      table->CopyStripes(first, last);
+    };
     serials[t.config().name] = t.serial();
   }
   cut->variables.resize(vars.size());

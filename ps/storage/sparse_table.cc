@@ -673,6 +673,14 @@ void SparseTable::EnsureCopied(Stripe& s) const {
   s.pending = nullptr;
 }
 
+void SparseTable::CopyStripes(int first, int last) const {
+  for (int i = std::max(first, 0); i <= last && i < num_stripes_; ++i) {
+    Stripe& s = stripes_[i];
+    MutexLock lock(&s.mu);
+    EnsureCopied(s);
+  }
+}
+
 void SparseTable::FinishCut(int threads) const {
   // Stripes by a shared counter rather than a fixed share per thread: the
   // stripes pushers already copied cost nothing, so fixed shares would be
@@ -740,6 +748,7 @@ void SparseTable::Cut(bool complete, int threads, bool defer,
   const size_t total = begin[num_stripes_];
   // Sized once, here: the deferred copies write into these buffers.
   out->Resize(total);
+  out->stripe_begin = begin;
   out->total_rows = num_rows_.load(std::memory_order_relaxed) +
                     source_rows_.load(std::memory_order_relaxed);
   dirty_entries_.store(0, std::memory_order_relaxed);

@@ -92,6 +92,10 @@ class SparseTable {
   // to `threads` threads, one per 16 K rows (each takes the next stripe not
   // taken yet; a stripe a pusher copied meanwhile is skipped).
   void FinishCut(int threads) const;
+  // Copies stripes [first, last] of the last deferred Cut where still
+  // pending, on the calling thread (a writer streaming the cut stripe by
+  // stripe).
+  void CopyStripes(int first, int last) const;
   // Sizes out->data for a later Cut(complete) from the current row counts
   // (no lock needed beyond the stripes; an estimate).
   void PrepareCut(bool complete, TableCut* out) const;
