@@ -378,9 +378,9 @@ struct RowKey {
   uint64_t id = 0;
   RowKey(int stripes, uint64_t row_id)
       : stripe(stripes > 0 ? RowStripe(row_id, stripes) : 0), id(row_id) {}
-  // The first key of stripe `s`.
-  static RowKey StripeStart(uint32_t s) {
-    RowKey k(0, 0);
+  // The key of row `row_id` of stripe `s`, the stripe known already.
+  static RowKey At(uint32_t s, uint64_t row_id) {
+    RowKey k(0, row_id);
     k.stripe = s;
     return k;
   }
@@ -1317,8 +1317,9 @@ absl::Status StoreImpl::WriteDb(
     }
     // Bulk: sorted SST files, ingested (moved) into the column family: the
     // bytes are written once, with no WAL, memtable or compaction pass.
-    // The rows in key order are cut into equal parts, each written by its
-    // own thread into one file (disjoint key ranges, ingested together).
+    // The rows in key order are cut into parts (runs of whole stripes when
+    // streamed, else equal slices), each written by its own thread into one
+    // file (disjoint key ranges, ingested together).
     // Two threads per core: each O_DIRECT write blocks its thread until the
     // disk has the bytes, and the other thread keeps the core busy
     // meanwhile. A cut taken with the keys' stripes is in key order
@@ -1365,7 +1366,7 @@ absl::Status StoreImpl::WriteDb(
     del_at[0] = 0;
     for (size_t p = 1; p < parts; ++p) {
       const RowKey first =
-          stream ? RowKey::StripeStart(static_cast<uint32_t>(first_stripe(p)))
+          stream ? RowKey::At(static_cast<uint32_t>(first_stripe(p)), 0)
                  : RowKey(key_stripes, t.ids[row_at(part_begin(p))]);
       del_at[p] = static_cast<size_t>(
           std::lower_bound(del.begin(), del.end(), first) - del.begin());
@@ -1425,8 +1426,11 @@ absl::Status StoreImpl::WriteDb(
           t.copy_stripes(stripe, stripe);
           copied = t.stripe_begin[static_cast<size_t>(++stripe)];
         }
+        // Streamed, row r is in the stripe just copied (no need to hash it).
         const RowKey next =
-            r < r_end ? RowKey(key_stripes, t.ids[row_at(r)]) : RowKey(0, 0);
+            r >= r_end ? RowKey(0, 0)
+            : stream   ? RowKey::At(static_cast<uint32_t>(stripe - 1), t.ids[r])
+                       : RowKey(key_stripes, t.ids[row_at(r)]);
         if (d >= d_end || (r < r_end && next < del[d])) {
           if (!order.empty() && r + kAhead < r_end) {
             const char* line = t.record(row_at(r + kAhead));

@@ -688,9 +688,7 @@ void SparseTable::FinishCut(int threads) const {
   std::atomic<int> next{0};
   auto copy = [&] {
     for (int i = next.fetch_add(1); i < num_stripes_; i = next.fetch_add(1)) {
-      Stripe& s = stripes_[i];
-      MutexLock lock(&s.mu);
-      EnsureCopied(s);
+      CopyStripes(i, i);
     }
   };
   // A small table is copied by the caller alone: starting a thread costs
