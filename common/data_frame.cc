@@ -26,6 +26,9 @@ namespace {
 constexpr size_t kPrefixBytes = 12;
 // A header is a few ids, a key and an error message.
 constexpr uint32_t kMaxHeaderBytes = 64 << 10;
+// A FrameReader's buffer: a 4 KiB pull's reply, or a push of a few rows,
+// with room to spare.
+constexpr size_t kReadBufferBytes = 16 << 10;
 
 // Waits until `fd` is ready for `events` or the deadline passes.
 absl::Status WaitFd(int fd, short events, absl::Time deadline) {
@@ -75,30 +78,6 @@ absl::Status WriteAll(int fd, iovec* iov, int n, absl::Time deadline) {
       iov->iov_base = static_cast<char*>(iov->iov_base) + done;
       iov->iov_len -= done;
     }
-  }
-  return absl::OkStatus();
-}
-
-// Reads exactly `n` bytes. `at_start`: an end of stream before the first
-// byte is a clean close.
-absl::Status ReadAll(int fd, char* out, size_t n, absl::Time deadline,
-                     bool at_start) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, out + got, n - got);
-    if (r > 0) {
-      got += static_cast<size_t>(r);
-      continue;
-    }
-    if (r == 0) {
-      return absl::UnavailableError(
-          at_start && got == 0 ? "data plane connection closed by the peer"
-                               : "data plane connection closed mid-frame");
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return Lost("read", errno);
-    absl::Status st = WaitFd(fd, POLLIN, deadline);
-    if (!st.ok()) return st;
   }
   return absl::OkStatus();
 }
@@ -204,10 +183,57 @@ absl::Status WriteDataFrame(int fd, v1::DataFrameHeader header,
   return st;
 }
 
-absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
-                            v1::DataFrameHeader* header, uint64_t* body_bytes) {
+FrameReader::FrameReader(int fd)
+    : fd_(fd), buffer_(new char[kReadBufferBytes]) {}
+
+absl::Status FrameReader::Read(char* out, size_t n, absl::Time deadline,
+                               bool at_start) {
+  size_t got = std::min(n, end_ - begin_);
+  std::memcpy(out, buffer_.get() + begin_, got);
+  begin_ += got;
+  // Between frames nothing is usually in flight yet: wait before reading
+  // rather than read in vain first.
+  bool wait = at_start && got == 0;
+  while (got < n) {
+    if (wait) {
+      absl::Status st = WaitFd(fd_, POLLIN, deadline);
+      if (!st.ok()) return st;
+    }
+    // What is left of a small frame (and whatever follows it) comes into
+    // the buffer in one read; a large remainder goes straight to `out`.
+    const bool buffered = n - got < kReadBufferBytes;
+    char* dst = buffered ? buffer_.get() : out + got;
+    ssize_t r = read(fd_, dst, buffered ? kReadBufferBytes : n - got);
+    if (r > 0) {
+      size_t take = static_cast<size_t>(r);
+      if (buffered) {
+        begin_ = 0;
+        end_ = take;
+        take = std::min(take, n - got);
+        std::memcpy(out + got, buffer_.get(), take);
+        begin_ = take;
+      }
+      got += take;
+      wait = false;
+      continue;
+    }
+    if (r == 0) {
+      return absl::UnavailableError(
+          at_start && got == 0 ? "data plane connection closed by the peer"
+                               : "data plane connection closed mid-frame");
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return Lost("read", errno);
+    wait = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FrameReader::ReadHeader(absl::Time deadline, int64_t max_body,
+                                     v1::DataFrameHeader* header,
+                                     uint64_t* body_bytes) {
   char prefix[kPrefixBytes];
-  absl::Status st = ReadAll(fd, prefix, kPrefixBytes, deadline, true);
+  absl::Status st = Read(prefix, kPrefixBytes, deadline, true);
   if (!st.ok()) return st;
   uint32_t head_len;
   std::memcpy(&head_len, prefix, 4);
@@ -223,7 +249,7 @@ absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
                      " bytes, over the limit of ", max_body));
   }
   std::string head(head_len, '\0');
-  st = ReadAll(fd, head.data(), head_len, deadline, false);
+  st = Read(head.data(), head_len, deadline, false);
   if (!st.ok()) return st;
   if (!header->ParseFromString(head)) {
     return absl::DataLossError("data plane: a malformed frame header");
@@ -239,18 +265,17 @@ absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
   return absl::OkStatus();
 }
 
-absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
-                          uint64_t body_bytes, absl::Time deadline,
-                          google::protobuf::Message* msg,
-                          absl::Span<const absl::Span<char>> into,
-                          bool* landed) {
+absl::Status FrameReader::ReadBody(const v1::DataFrameHeader& header,
+                                   uint64_t body_bytes, absl::Time deadline,
+                                   google::protobuf::Message* msg,
+                                   absl::Span<const absl::Span<char>> into,
+                                   bool* landed) {
   const int n = header.attachment_bytes_size();
   uint64_t attached = 0;
   for (uint64_t a : header.attachment_bytes()) attached += a;
   const size_t message_bytes = body_bytes - attached;
   std::unique_ptr<char[]> head(new char[message_bytes + 1]);
-  PLEXUS_RETURN_IF_ERROR(
-      ReadAll(fd, head.get(), message_bytes, deadline, false));
+  PLEXUS_RETURN_IF_ERROR(Read(head.get(), message_bytes, deadline, false));
   // The attachments go straight into the caller's buffers where they fit
   // exactly, else each into a string the message then owns.
   bool fits = msg != nullptr && n > 0 && into.size() == static_cast<size_t>(n);
@@ -268,7 +293,7 @@ absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
       dst = parts[i].data();
     }
     PLEXUS_RETURN_IF_ERROR(
-        ReadAll(fd, dst, header.attachment_bytes(i), deadline, false));
+        Read(dst, header.attachment_bytes(i), deadline, false));
   }
   if (msg == nullptr) return absl::OkStatus();
   if (!msg->ParseFromArray(head.get(), static_cast<int>(message_bytes))) {

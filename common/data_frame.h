@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -50,22 +51,45 @@ std::vector<std::string*> TensorDataFields(google::protobuf::Message* msg);
 absl::Status WriteRawDataFrame(int fd, const v1::DataFrameHeader& header,
                                absl::string_view body, absl::Time deadline);
 
-// Reads a frame's header. The body (*body_bytes long, at most `max_body`)
-// follows; read it with ReadDataBody before the next frame. At a clean end of
-// stream before the first byte, UNAVAILABLE with "closed".
-absl::Status ReadDataHeader(int fd, absl::Time deadline, int64_t max_body,
-                            v1::DataFrameHeader* header, uint64_t* body_bytes);
-// Reads the body that `header` announced into `msg` (null: read and drop
-// it), its attachments moved into the message's tensors. INVALID_ARGUMENT
-// when the bytes are not a `msg` (the stream stays in step).
-// With `into` given and the attachments exactly its sizes, they are read
-// straight into those buffers instead (the message's data fields stay
-// empty) and *landed is set true; otherwise *landed is false.
-absl::Status ReadDataBody(int fd, const v1::DataFrameHeader& header,
-                          uint64_t body_bytes, absl::Time deadline,
-                          google::protobuf::Message* msg,
-                          absl::Span<const absl::Span<char>> into = {},
-                          bool* landed = nullptr);
+// The reading side of one connection. Frames are read through a small
+// buffer, so that a small frame (prefix, header, body and attachments) comes
+// in with one read(2) after one poll(2) instead of five reads; an
+// attachment larger than what is buffered is read straight into its
+// destination. Bytes read past the end of a frame stay in the buffer for the
+// next one, so keep one reader per connection for as long as it is used.
+// Thread safety: one thread at a time.
+class FrameReader {
+ public:
+  explicit FrameReader(int fd);
+  FrameReader(const FrameReader&) = delete;
+  FrameReader& operator=(const FrameReader&) = delete;
+
+  // Reads a frame's header. The body (*body_bytes long, at most `max_body`)
+  // follows; read it with ReadBody before the next frame. At a clean end of
+  // stream before the first byte, UNAVAILABLE with "closed".
+  absl::Status ReadHeader(absl::Time deadline, int64_t max_body,
+                          v1::DataFrameHeader* header, uint64_t* body_bytes);
+  // Reads the body that `header` announced into `msg` (null: read and drop
+  // it), its attachments moved into the message's tensors. INVALID_ARGUMENT
+  // when the bytes are not a `msg` (the stream stays in step).
+  // With `into` given and the attachments exactly its sizes, they are read
+  // straight into those buffers instead (the message's data fields stay
+  // empty) and *landed is set true; otherwise *landed is false.
+  absl::Status ReadBody(const v1::DataFrameHeader& header, uint64_t body_bytes,
+                        absl::Time deadline, google::protobuf::Message* msg,
+                        absl::Span<const absl::Span<char>> into = {},
+                        bool* landed = nullptr);
+
+ private:
+  // Reads exactly `n` bytes, from the buffer first. `at_start`: an end of
+  // stream before the first byte is a clean close.
+  absl::Status Read(char* out, size_t n, absl::Time deadline, bool at_start);
+
+  const int fd_;
+  std::unique_ptr<char[]> buffer_;
+  size_t begin_ = 0;  // unread bytes are [begin_, end_)
+  size_t end_ = 0;
+};
 
 // Connects to "host:port" (IPv4 or a name), TCP_NODELAY, non-blocking.
 // UNAVAILABLE when nothing listens there.

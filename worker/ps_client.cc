@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -96,29 +97,36 @@ absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out,
   return absl::OkStatus();
 }
 
-// A connection of the direct data plane, closed with its owner.
-class OwnedFd {
+// A connection of the direct data plane and its reading side (which may
+// hold bytes read ahead), closed with its owner.
+class DataConnection {
  public:
-  OwnedFd() = default;
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  OwnedFd(OwnedFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  OwnedFd& operator=(OwnedFd&& o) noexcept {
+  DataConnection() = default;
+  explicit DataConnection(int fd)
+      : fd_(fd), reader_(std::make_unique<FrameReader>(fd)) {}
+  DataConnection(DataConnection&& o) noexcept
+      : fd_(std::exchange(o.fd_, -1)), reader_(std::move(o.reader_)) {}
+  DataConnection& operator=(DataConnection&& o) noexcept {
     if (this != &o) {
       Reset();
       fd_ = std::exchange(o.fd_, -1);
+      reader_ = std::move(o.reader_);
     }
     return *this;
   }
-  ~OwnedFd() { Reset(); }
+  ~DataConnection() { Reset(); }
   bool valid() const { return fd_ >= 0; }
-  int get() const { return fd_; }
+  int fd() const { return fd_; }
+  FrameReader& reader() { return *reader_; }
 
  private:
   void Reset() {
+    reader_.reset();
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
   }
   int fd_ = -1;
+  std::unique_ptr<FrameReader> reader_;
 };
 
 // The state of an asynchronous call, shared by the future and the task that
@@ -905,7 +913,7 @@ class PsClientImpl : public PsClient {
       absl::Span<const absl::Span<char>> into, bool* landed) {
     const std::string grpc_address = Router()->map().shards(shard).address();
     std::string address, key;
-    OwnedFd conn;
+    DataConnection conn;
     {
       absl::MutexLock lock(&mu_);
       auto it = direct_.find(grpc_address);
@@ -973,7 +981,7 @@ class PsClientImpl : public PsClient {
         d.use_grpc_until = absl::Now() + kUnreachableFallback;
         return std::nullopt;
       }
-      conn = OwnedFd(*fd);
+      conn = DataConnection(*fd);
     }
     v1::DataFrameHeader h;
     h.set_method(method);
@@ -984,20 +992,20 @@ class PsClientImpl : public PsClient {
     v1::DataFrameHeader reply;
     uint64_t reply_bytes = 0;
     absl::Status st =
-        WriteDataFrame(conn.get(), std::move(h), req, deadline, tensors);
+        WriteDataFrame(conn.fd(), std::move(h), req, deadline, tensors);
     if (st.ok()) {
-      st = ReadDataHeader(conn.get(), deadline, options_.max_message_bytes,
-                          &reply, &reply_bytes);
+      st = conn.reader().ReadHeader(deadline, options_.max_message_bytes,
+                                    &reply, &reply_bytes);
     }
     if (st.ok() && reply.code() == 0) {
-      st = ReadDataBody(conn.get(), reply, reply_bytes, deadline, resp, into,
-                        landed);
+      st = conn.reader().ReadBody(reply, reply_bytes, deadline, resp, into,
+                                  landed);
       if (absl::IsInvalidArgument(st)) {
         st = absl::DataLossError(
             absl::StrCat("data plane of ", address, ": ", st.message()));
       }
     } else if (st.ok()) {
-      st = ReadDataBody(conn.get(), reply, reply_bytes, deadline, nullptr);
+      st = conn.reader().ReadBody(reply, reply_bytes, deadline, nullptr);
     }
     if (!st.ok()) {
       // The connection is dropped (part of a frame may be out): a lost
@@ -1033,7 +1041,7 @@ class PsClientImpl : public PsClient {
     absl::MutexLock lock(&mu_);
     direct_.erase(grpc_address);
   }
-  void ReturnIdle(const std::string& grpc_address, OwnedFd conn) {
+  void ReturnIdle(const std::string& grpc_address, DataConnection conn) {
     absl::MutexLock lock(&mu_);
     auto it = direct_.find(grpc_address);
     if (it != direct_.end() && it->second.idle.size() < kMaxIdlePerShard) {
@@ -1115,7 +1123,7 @@ class PsClientImpl : public PsClient {
   struct DirectPlane {
     std::string address;  // empty: ask GetShardInfo (again)
     std::string key;
-    std::vector<OwnedFd> idle;
+    std::vector<DataConnection> idle;
     // Until then calls use gRPC: the shard offers no plane, or it could not
     // be reached.
     absl::Time use_grpc_until = absl::InfinitePast();

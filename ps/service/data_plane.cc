@@ -83,8 +83,8 @@ class Scratch {
 // zero-filled strings), each at a 64-byte boundary, and handed to `serve` as
 // views.
 template <typename Req, typename Resp, typename Serve>
-absl::Status Run(int fd, const v1::DataFrameHeader& h, uint64_t body_bytes,
-                 Scratch* scratch,
+absl::Status Run(FrameReader* reader, const v1::DataFrameHeader& h,
+                 uint64_t body_bytes, Scratch* scratch,
                  std::unique_ptr<google::protobuf::Message>* resp,
                  bool* in_step, Serve serve) {
   Req req;
@@ -100,8 +100,8 @@ absl::Status Run(int fd, const v1::DataFrameHeader& h, uint64_t body_bytes,
     at += aligned(n);
   }
   bool landed = false;
-  absl::Status read = ReadDataBody(fd, h, body_bytes, absl::InfiniteFuture(),
-                                   &req, into, &landed);
+  absl::Status read = reader->ReadBody(h, body_bytes, absl::InfiniteFuture(),
+                                       &req, into, &landed);
   // Bytes that are not a Req were read whole (INVALID_ARGUMENT).
   *in_step = read.ok() || absl::IsInvalidArgument(read);
   PLEXUS_RETURN_IF_ERROR(read);
@@ -113,8 +113,9 @@ absl::Status Run(int fd, const v1::DataFrameHeader& h, uint64_t body_bytes,
 }
 
 // Reads and runs one request (its header is read); see Run for *in_step.
-absl::Status Dispatch(PsService* service, int fd, const v1::DataFrameHeader& h,
-                      uint64_t body_bytes, Scratch* scratch,
+absl::Status Dispatch(PsService* service, FrameReader* reader,
+                      const v1::DataFrameHeader& h, uint64_t body_bytes,
+                      Scratch* scratch,
                       std::unique_ptr<google::protobuf::Message>* resp,
                       bool* in_step) {
   const absl::Time deadline = h.deadline_unix_us() > 0
@@ -123,26 +124,26 @@ absl::Status Dispatch(PsService* service, int fd, const v1::DataFrameHeader& h,
   switch (h.method()) {
     case v1::DataFrameHeader::METHOD_PULL:
       return Run<v1::PullRequest, v1::PullResponse>(
-          fd, h, body_bytes, scratch, resp, in_step,
+          reader, h, body_bytes, scratch, resp, in_step,
           [&](const auto& req, auto tensors, auto* out) {
             // A pull carries no tensors.
             return service->ServePull(req, deadline, out);
           });
     case v1::DataFrameHeader::METHOD_PUSH:
       return Run<v1::PushRequest, v1::PushResponse>(
-          fd, h, body_bytes, scratch, resp, in_step,
+          reader, h, body_bytes, scratch, resp, in_step,
           [&](const auto& req, auto tensors, auto* out) {
             return service->ServePush(req, out, tensors);
           });
     case v1::DataFrameHeader::METHOD_PUSH_PULL:
       return Run<v1::PushPullRequest, v1::PushPullResponse>(
-          fd, h, body_bytes, scratch, resp, in_step,
+          reader, h, body_bytes, scratch, resp, in_step,
           [&](const auto& req, auto tensors, auto* out) {
             return service->ServePushPull(req, deadline, out, tensors);
           });
     default: {
       absl::Status read =
-          ReadDataBody(fd, h, body_bytes, absl::InfiniteFuture(), nullptr);
+          reader->ReadBody(h, body_bytes, absl::InfiniteFuture(), nullptr);
       *in_step = read.ok();
       PLEXUS_RETURN_IF_ERROR(read);
       return absl::UnimplementedError(absl::StrCat(
@@ -298,13 +299,13 @@ void DataPlaneServer::AcceptLoop() {
 
 void DataPlaneServer::ServeConnection(Connection* c) {
   Scratch scratch;
+  FrameReader reader(c->fd);
   while (true) {
     scratch.Trim();
     v1::DataFrameHeader h;
     uint64_t body_bytes = 0;
-    absl::Status st =
-        ReadDataHeader(c->fd, absl::InfiniteFuture(),
-                       options_.max_message_bytes, &h, &body_bytes);
+    absl::Status st = reader.ReadHeader(
+        absl::InfiniteFuture(), options_.max_message_bytes, &h, &body_bytes);
     if (!st.ok()) {
       // A client that hangs up (or a shutdown) is the normal end; a
       // malformed frame is worth a line.
@@ -343,7 +344,8 @@ void DataPlaneServer::ServeConnection(Connection* c) {
       close_after = true;
     } else {
       bool in_step = true;
-      st = Dispatch(service_, c->fd, h, body_bytes, &scratch, &resp, &in_step);
+      st =
+          Dispatch(service_, &reader, h, body_bytes, &scratch, &resp, &in_step);
       if (!in_step) {
         if (!absl::IsUnavailable(st)) LOG(WARNING) << st;
         Record(method, st.code(), start);

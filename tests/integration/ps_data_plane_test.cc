@@ -124,8 +124,9 @@ class DataPlaneTest : public ::testing::Test {
     if (!fd.ok()) return fd.status();
     absl::Status st = WriteRawDataFrame(*fd, h, body, deadline);
     uint64_t bytes = 0;
-    if (st.ok()) st = ReadDataHeader(*fd, deadline, 1 << 20, reply, &bytes);
-    if (st.ok()) st = ReadDataBody(*fd, *reply, bytes, deadline, nullptr);
+    FrameReader reader(*fd);
+    if (st.ok()) st = reader.ReadHeader(deadline, 1 << 20, reply, &bytes);
+    if (st.ok()) st = reader.ReadBody(*reply, bytes, deadline, nullptr);
     if (fd_out != nullptr) {
       *fd_out = *fd;
     } else {
@@ -158,8 +159,8 @@ TEST_F(DataPlaneTest, AWrongKeyIsUnauthenticatedAndChangesNothing) {
   // The shard closed the connection after saying so.
   v1::DataFrameHeader more;
   uint64_t bytes = 0;
-  EXPECT_TRUE(absl::IsUnavailable(ReadDataHeader(
-      fd, absl::Now() + absl::Seconds(30), 1 << 20, &more, &bytes)));
+  EXPECT_TRUE(absl::IsUnavailable(FrameReader(fd).ReadHeader(
+      absl::Now() + absl::Seconds(30), 1 << 20, &more, &bytes)));
   close(fd);
   EXPECT_EQ(Row7(), (std::vector<float>{-1, -2}));
 }
@@ -226,7 +227,7 @@ TEST_F(DataPlaneTest, GarbageAndOversizedFramesCloseOnlyTheirConnection) {
     v1::DataFrameHeader reply;
     uint64_t bytes = 0;
     EXPECT_TRUE(absl::IsUnavailable(
-        ReadDataHeader(*fd, deadline, 1 << 20, &reply, &bytes)));
+        FrameReader(*fd).ReadHeader(deadline, 1 << 20, &reply, &bytes)));
     close(*fd);
   }
   {

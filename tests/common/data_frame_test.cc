@@ -1,0 +1,224 @@
+// The direct data plane's framing (common/data_frame.h) over a real
+// socket pair: frames written back to back, one byte at a time, larger and
+// smaller than the reader's buffer, and streams that end early.
+#include "common/data_frame.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/types/span.h"
+
+namespace plexus {
+namespace {
+
+class DataFrameTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds_), 0);
+  }
+  void TearDown() override {
+    for (int fd : fds_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  int writer() const { return fds_[0]; }
+  int reader() const { return fds_[1]; }
+
+  static absl::Time Deadline() { return absl::Now() + absl::Seconds(30); }
+
+  // A push of one sparse update whose gradient bytes are `bytes` of a
+  // pattern that starts at `seed`.
+  static v1::PushRequest Push(size_t bytes, int seed) {
+    v1::PushRequest req;
+    req.set_push_seq(static_cast<uint32_t>(seed));
+    v1::SparseUpdate* u = req.add_sparse();
+    u->set_table("t" + std::to_string(seed));
+    u->add_ids(static_cast<uint64_t>(seed));
+    std::string data(bytes, '\0');
+    for (size_t i = 0; i < bytes; ++i) {
+      data[i] = static_cast<char>((i * 7 + static_cast<size_t>(seed)) & 0xff);
+    }
+    u->mutable_grads()->set_data(data);
+    return req;
+  }
+
+  // Serialises frames into one string (what a peer would send).
+  static std::string Frames(const std::vector<v1::PushRequest>& reqs) {
+    int p[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
+    std::string out;
+    std::thread drain([&] {
+      char buf[1 << 16];
+      ssize_t n;
+      while ((n = read(p[1], buf, sizeof(buf))) > 0) out.append(buf, n);
+    });
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      v1::DataFrameHeader h;
+      h.set_request_id(i + 1);
+      v1::PushRequest copy = reqs[i];
+      EXPECT_TRUE(WriteDataFrame(p[0], h, &copy, Deadline()).ok());
+    }
+    close(p[0]);
+    drain.join();
+    close(p[1]);
+    return out;
+  }
+
+  // A thread sending bytes to the reading end (Send). Joined when it goes
+  // out of scope, after the reading end shuts down: a sender still writing
+  // (a test that failed before reading everything) then stops.
+  class Sender {
+   public:
+    Sender(int reader, std::thread thread)
+        : reader_(reader), thread_(std::move(thread)) {}
+    ~Sender() {
+      shutdown(reader_, SHUT_RD);
+      thread_.join();
+    }
+
+   private:
+    const int reader_;
+    std::thread thread_;
+  };
+
+  // Sends `bytes` in pieces of `piece` bytes, then ends the stream.
+  std::unique_ptr<Sender> Send(std::string bytes, size_t piece) {
+    const int fd = writer();
+    return std::make_unique<Sender>(
+        reader(), std::thread([fd, bytes = std::move(bytes), piece] {
+          for (size_t at = 0; at < bytes.size();) {
+            const size_t n = std::min(piece, bytes.size() - at);
+            ssize_t w = send(fd, bytes.data() + at, n, MSG_NOSIGNAL);
+            if (w > 0) {
+              at += static_cast<size_t>(w);
+            } else if (errno == EAGAIN) {
+              pollfd p{fd, POLLOUT, 0};
+              poll(&p, 1, -1);
+            } else {
+              return;  // the reading end shut down
+            }
+          }
+          shutdown(fd, SHUT_WR);
+        }));
+  }
+
+  // Reads frames in turn and checks each against `want`.
+  static void ExpectFrames(FrameReader* r,
+                           const std::vector<v1::PushRequest>& want) {
+    for (size_t i = 0; i < want.size(); ++i) {
+      v1::DataFrameHeader h;
+      uint64_t body = 0;
+      ASSERT_TRUE(r->ReadHeader(Deadline(), 64 << 20, &h, &body).ok());
+      EXPECT_EQ(h.request_id(), i + 1);
+      v1::PushRequest got;
+      ASSERT_TRUE(r->ReadBody(h, body, Deadline(), &got).ok());
+      EXPECT_EQ(got.SerializeAsString(), want[i].SerializeAsString())
+          << "frame " << i;
+    }
+  }
+
+  int fds_[2] = {-1, -1};
+};
+
+TEST_F(DataFrameTest, FramesOfEverySizeBackToBackAreReadInTurn) {
+  // Smaller than the reader's buffer, larger, and several in one read.
+  const std::vector<v1::PushRequest> want = {
+      Push(16, 1),       Push(4096, 2), Push(3 << 20, 3), Push(0, 4),
+      Push(16 << 10, 5), Push(100, 6),  Push(40 << 10, 7)};
+  auto sender = Send(Frames(want), 1 << 20);
+  FrameReader r(reader());
+  ExpectFrames(&r, want);
+}
+
+TEST_F(DataFrameTest, FramesTrickledAByteAtATimeAreReadWhole) {
+  const std::vector<v1::PushRequest> want = {Push(300, 1), Push(20000, 2)};
+  auto sender = Send(Frames(want), 1);
+  FrameReader r(reader());
+  ExpectFrames(&r, want);
+}
+
+TEST_F(DataFrameTest, AttachmentsLandInTheCallersBuffersWhenTheyFit) {
+  const std::vector<v1::PushRequest> want = {Push(5000, 1), Push(70000, 2)};
+  auto sender = Send(Frames(want), 1 << 20);
+  FrameReader r(reader());
+  for (size_t i = 0; i < want.size(); ++i) {
+    v1::DataFrameHeader h;
+    uint64_t body = 0;
+    ASSERT_TRUE(r.ReadHeader(Deadline(), 64 << 20, &h, &body).ok());
+    const std::string& data = want[i].sparse(0).grads().data();
+    std::string landed_bytes(data.size(), '\0');
+    absl::Span<char> into[] = {absl::MakeSpan(landed_bytes)};
+    bool landed = false;
+    v1::PushRequest got;
+    ASSERT_TRUE(r.ReadBody(h, body, Deadline(), &got, into, &landed).ok());
+    EXPECT_TRUE(landed);
+    EXPECT_EQ(landed_bytes, data) << "frame " << i;
+    EXPECT_TRUE(got.sparse(0).grads().data().empty());
+    EXPECT_EQ(got.sparse(0).table(), want[i].sparse(0).table());
+  }
+}
+
+TEST_F(DataFrameTest, AnEndBeforeAFrameIsACleanCloseAndInsideOneIsNot) {
+  const std::string frame = Frames({Push(1000, 1)});
+  // One whole frame, then half of the next, then the end of the stream.
+  auto sender = Send(frame + frame.substr(0, frame.size() / 2), 64);
+  FrameReader r(reader());
+  v1::DataFrameHeader h;
+  uint64_t body = 0;
+  ASSERT_TRUE(r.ReadHeader(Deadline(), 1 << 20, &h, &body).ok());
+  ASSERT_TRUE(r.ReadBody(h, body, Deadline(), nullptr).ok());
+  ASSERT_TRUE(r.ReadHeader(Deadline(), 1 << 20, &h, &body).ok());
+  absl::Status st = r.ReadBody(h, body, Deadline(), nullptr);
+  EXPECT_TRUE(absl::IsUnavailable(st)) << st;
+  EXPECT_NE(st.message().find("mid-frame"), std::string::npos) << st;
+
+  FrameReader fresh(reader());
+  st = fresh.ReadHeader(Deadline(), 1 << 20, &h, &body);
+  EXPECT_TRUE(absl::IsUnavailable(st)) << st;
+  EXPECT_NE(st.message().find("closed by the peer"), std::string::npos) << st;
+}
+
+TEST_F(DataFrameTest, AnOversizedFrameIsRefusedBeforeItsBodyIsRead) {
+  const std::string frame = Frames({Push(1000, 1)});
+  auto sender = Send(frame, 1 << 20);
+  FrameReader r(reader());
+  v1::DataFrameHeader h;
+  uint64_t body = 0;
+  absl::Status st = r.ReadHeader(Deadline(), 100, &h, &body);
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+}
+
+TEST_F(DataFrameTest, AMalformedHeaderIsDataLoss) {
+  // A prefix announcing a 4-byte header and no body, then 4 bytes that are
+  // not a DataFrameHeader.
+  char frame[16] = {4};
+  std::memset(frame + 12, 0xff, 4);
+  auto sender = Send(std::string(frame, sizeof(frame)), 1 << 20);
+  FrameReader r(reader());
+  v1::DataFrameHeader h;
+  uint64_t body = 0;
+  absl::Status st = r.ReadHeader(Deadline(), 100, &h, &body);
+  EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+}
+
+TEST_F(DataFrameTest, NothingSentByTheDeadlineIsDeadlineExceeded) {
+  FrameReader r(reader());
+  v1::DataFrameHeader h;
+  uint64_t body = 0;
+  absl::Status st =
+      r.ReadHeader(absl::Now() + absl::Milliseconds(20), 1 << 20, &h, &body);
+  EXPECT_TRUE(absl::IsDeadlineExceeded(st)) << st;
+}
+
+}  // namespace
+}  // namespace plexus
