@@ -196,18 +196,23 @@ MetricsRegistry* Metrics() {
   return r;
 }
 
+RpcMetrics GetRpcMetrics(const std::string& method, const std::string& code) {
+  RpcMetrics m;
+  m.requests = Metrics()->GetCounter("plexus_rpc_requests_total",
+                                     "RPCs served, by method and code.",
+                                     {{"method", method}, {"code", code}});
+  m.duration = Metrics()->GetHistogram(
+      "plexus_rpc_duration_seconds",
+      "Time from a call's arrival to its status, by method.",
+      {{"method", method}});
+  return m;
+}
+
 void RecordRpc(const std::string& method, const std::string& code,
                absl::Duration took) {
-  Metrics()
-      ->GetCounter("plexus_rpc_requests_total",
-                   "RPCs served, by method and code.",
-                   {{"method", method}, {"code", code}})
-      ->Increment();
-  Metrics()
-      ->GetHistogram("plexus_rpc_duration_seconds",
-                     "Time from a call's arrival to its status, by method.",
-                     {{"method", method}})
-      ->Observe(absl::ToDoubleSeconds(took));
+  const RpcMetrics m = GetRpcMetrics(method, code);
+  m.requests->Increment();
+  m.duration->Observe(absl::ToDoubleSeconds(took));
 }
 
 }  // namespace plexus

@@ -123,4 +123,12 @@ MetricsRegistry* Metrics();
 void RecordRpc(const std::string& method, const std::string& code,
                absl::Duration took);
 
+// The two metrics RecordRpc updates for (method, code), for a caller that
+// records many calls and keeps them rather than look them up every time.
+struct RpcMetrics {
+  Counter* requests = nullptr;
+  Histogram* duration = nullptr;
+};
+RpcMetrics GetRpcMetrics(const std::string& method, const std::string& code);
+
 }  // namespace plexus

@@ -4,7 +4,9 @@
 // trip, memcpy) and gRPC's own floor (an empty unary call).
 //
 //   ps_bench [--bin_dir DIR] [--shards 1,2] [--data_plane grpc,direct]
-//            [--seconds 0.3] [--max_mb 256] [--json FILE]
+//            [--seconds 0.3] [--max_mb 256] [--dense_kb 4,1024]
+//            [--dims 8,64,256] [--batches 1,16,256,4096,65536]
+//            [--no_dense] [--no_sparse] [--json FILE]
 //
 // Each row names its data plane: "grpc" (every call a gRPC call) or
 // "direct" (PsClientOptions::direct_data_plane: Pull and Push as frames over
@@ -12,7 +14,8 @@
 //
 // Dense: push, pull and push-pull (PsClient::PushPullDense, one call that
 // pushes then reads; bytes of both directions count)
-// of one fp32 variable of 1 KiB .. max_mb MiB, GB/s from the median call.
+// of one fp32 variable of 1 KiB .. max_mb MiB (or the --dense_kb sizes),
+// GB/s from the median call.
 // Sparse: pull and push of B ids (1 .. 65,536) of dim 8/64/256, uniform and
 // Zipf(1.1) ids over 1 M, rows/s from the median and p50/p99 latency.
 // Targets (issue 4): dense >= 1 MiB at >= 75% of loopback TCP; sparse pull
@@ -59,6 +62,8 @@ struct Flags {
   int64_t max_mb = 256;
   std::vector<int64_t> dims = {8, 64, 256};
   std::vector<int64_t> batches = {1, 16, 256, 4096, 65536};
+  // Dense sizes, KiB; empty: 1 KiB, 4 KiB, ... up to max_mb.
+  std::vector<int64_t> dense_kb;
   bool dense = true;
   bool sparse = true;
   std::vector<std::string> planes = {"grpc", "direct"};
@@ -298,8 +303,14 @@ int Run(const Flags& f) {
       std::printf("\n# data plane: %s\n", plane.c_str());
       std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s\n", "dense", "op",
                   "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp");
-      for (int64_t bytes = 1024; f.dense && bytes <= f.max_mb << 20;
+      std::vector<int64_t> sizes;
+      for (int64_t kb : f.dense_kb) sizes.push_back(kb << 10);
+      for (int64_t bytes = 1024; f.dense_kb.empty() && bytes <= f.max_mb << 20;
            bytes *= 4) {
+        sizes.push_back(bytes);
+      }
+      for (int64_t bytes : sizes) {
+        if (!f.dense) break;
         int64_t cols = std::min<int64_t>(256, bytes / 4);
         int64_t nrows = bytes / 4 / cols;
         std::string name = absl::StrCat("w", bytes);
@@ -468,6 +479,8 @@ int main(int argc, char** argv) {
           "(default:\n"
           "                  the client's, 1024; 0: one message per shard)\n"
           "  --max_mb 256    largest dense variable, MiB\n"
+          "  --dense_kb 4,1024  dense sizes to run, KiB (default: 1 KiB,\n"
+          "                  4 KiB, ... up to --max_mb)\n"
           "  --dims 8,64,256 sparse row widths\n"
           "  --batches 1,16,256,4096,65536  sparse ids per call\n"
           "  --no_dense, --no_sparse  skip a part\n"
@@ -498,8 +511,10 @@ int main(int argc, char** argv) {
       f.dense_chunk_bytes = std::stoll(next()) << 10;
     } else if (a == "--seconds") {
       f.seconds = std::stod(next());
-    } else if (a == "--dims" || a == "--batches") {
-      std::vector<int64_t>& v = a == "--dims" ? f.dims : f.batches;
+    } else if (a == "--dims" || a == "--batches" || a == "--dense_kb") {
+      std::vector<int64_t>& v = a == "--dims"      ? f.dims
+                                : a == "--batches" ? f.batches
+                                                   : f.dense_kb;
       v.clear();
       for (auto s : absl::StrSplit(next(), ',')) {
         int64_t n = 0;

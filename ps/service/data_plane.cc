@@ -152,19 +152,47 @@ absl::Status Dispatch(PsService* service, FrameReader* reader,
   }
 }
 
-// Counted with the gRPC calls under the same method names (the metrics do
-// not depend on the plane), and by plane in a counter of its own.
-void Record(const char* method, absl::StatusCode code, absl::Time start) {
-  const std::string code_name = absl::StatusCodeToString(code);
-  RecordRpc(absl::StrCat("/plexus.v1.ParameterServer/", method), code_name,
-            absl::Now() - start);
-  Metrics()
-      ->GetCounter("plexus_ps_data_plane_requests_total",
-                   "Calls served by the direct data plane (also counted in "
-                   "plexus_rpc_requests_total), by method and code.",
-                   {{"method", method}, {"code", code_name}})
-      ->Increment();
-}
+// A connection's calls are counted with the gRPC calls under the same
+// method names (the metrics do not depend on the plane), and by plane in a
+// counter of its own. The connection keeps its handles on those metrics by
+// method and code: looked up (label strings rendered, the registry locked)
+// once per pair rather than on every call.
+class CallMetrics {
+ public:
+  void Record(v1::DataFrameHeader::Method m, absl::StatusCode code,
+              absl::Time start) {
+    const size_t method = static_cast<size_t>(m) < kMethods
+                              ? static_cast<size_t>(m)
+                              : 0;  // "unknown"
+    // (A code beyond absl's is not one a call ends with.)
+    if (static_cast<size_t>(code) >= kCodes) code = absl::StatusCode::kUnknown;
+    Handles& h = handles_[method][static_cast<size_t>(code)];
+    if (h.requests == nullptr) {
+      const char* name = MethodName(m);
+      const std::string code_name = absl::StatusCodeToString(code);
+      h.rpc = GetRpcMetrics(absl::StrCat("/plexus.v1.ParameterServer/", name),
+                            code_name);
+      h.requests = Metrics()->GetCounter(
+          "plexus_ps_data_plane_requests_total",
+          "Calls served by the direct data plane (also counted in "
+          "plexus_rpc_requests_total), by method and code.",
+          {{"method", name}, {"code", code_name}});
+    }
+    h.rpc.requests->Increment();
+    h.rpc.duration->Observe(absl::ToDoubleSeconds(absl::Now() - start));
+    h.requests->Increment();
+  }
+
+ private:
+  // Methods 0..3 (0: unspecified, reported as unknown); codes 0..16.
+  static constexpr size_t kMethods = 4;
+  static constexpr size_t kCodes = 17;
+  struct Handles {
+    RpcMetrics rpc;
+    Counter* requests = nullptr;
+  };
+  Handles handles_[kMethods][kCodes];
+};
 
 }  // namespace
 
@@ -300,6 +328,7 @@ void DataPlaneServer::AcceptLoop() {
 void DataPlaneServer::ServeConnection(Connection* c) {
   Scratch scratch;
   FrameReader reader(c->fd);
+  CallMetrics metrics;
   while (true) {
     scratch.Trim();
     v1::DataFrameHeader h;
@@ -313,7 +342,6 @@ void DataPlaneServer::ServeConnection(Connection* c) {
       break;
     }
     const absl::Time start = absl::Now();
-    const char* method = MethodName(h.method());
     {
       absl::MutexLock lock(&calls_mu_);
       ++calls_;
@@ -348,7 +376,7 @@ void DataPlaneServer::ServeConnection(Connection* c) {
           Dispatch(service_, &reader, h, body_bytes, &scratch, &resp, &in_step);
       if (!in_step) {
         if (!absl::IsUnavailable(st)) LOG(WARNING) << st;
-        Record(method, st.code(), start);
+        metrics.Record(h.method(), st.code(), start);
         break;
       }
     }
@@ -358,7 +386,7 @@ void DataPlaneServer::ServeConnection(Connection* c) {
       reply.set_message(std::string(st.message()));
       if (auto info = GetErrorInfo(st)) *reply.mutable_error_info() = *info;
     }
-    Record(method, st.code(), start);
+    metrics.Record(h.method(), st.code(), start);
     absl::Status w = WriteDataFrame(c->fd, std::move(reply), resp.get(),
                                     absl::Now() + kWriteTimeout);
     if (!w.ok() || close_after) break;

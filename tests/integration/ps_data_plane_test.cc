@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/data_frame.h"
 #include "common/grpc_status.h"
 #include "common/process.h"
@@ -246,21 +249,43 @@ TEST_F(DataPlaneTest, GarbageAndOversizedFramesCloseOnlyTheirConnection) {
 }
 
 TEST_F(DataPlaneTest, CallsAreCountedOnTheMetricsPage) {
+  // The value of a series on the metrics page (0 if absent).
+  auto count = [&](const std::string& series) -> double {
+    httplib::Client http("127.0.0.1", admin_port_);
+    auto res = http.Get("/metrics");
+    EXPECT_TRUE(res) << "no answer from the admin port";
+    if (!res) return -1;
+    for (absl::string_view line : absl::StrSplit(res->body, '\n')) {
+      if (absl::ConsumePrefix(&line, series + " ")) {
+        double v = 0;
+        EXPECT_TRUE(absl::SimpleAtod(line, &v)) << line;
+        return v;
+      }
+    }
+    return 0;
+  };
+  const std::string ok =
+      "plexus_ps_data_plane_requests_total{method=\"Pull\",code=\"OK\"}";
+  const std::string not_found =
+      "plexus_ps_data_plane_requests_total{method=\"Pull\",code=\"NOT_FOUND\"}";
+  const std::string rpc_not_found =
+      "plexus_rpc_requests_total{method=\"/plexus.v1.ParameterServer/Pull\","
+      "code=\"NOT_FOUND\"}";
+  const double ok_before = count(ok);
   std::vector<uint64_t> ids = {7};
   std::vector<float> out(2);
+  // Two pulls that succeed and one that does not, on the same connection:
+  // each is counted under its own code.
   ASSERT_TRUE(client_->PullSparse("t", ids, 2, absl::MakeSpan(out)).ok());
-  httplib::Client http("127.0.0.1", admin_port_);
-  auto res = http.Get("/metrics");
-  ASSERT_TRUE(res) << "no answer from the admin port";
-  EXPECT_NE(
-      res->body.find("plexus_ps_data_plane_requests_total{method=\"Pull\","
-                     "code=\"OK\"}"),
-      std::string::npos)
-      << res->body.substr(0, 2000);
-  EXPECT_NE(
-      res->body.find("plexus_ps_data_plane_requests_total{method=\"Push\","
-                     "code=\"OK\"}"),
-      std::string::npos);
+  EXPECT_TRUE(absl::IsNotFound(
+      client_->PullSparse("nope", ids, 2, absl::MakeSpan(out))));
+  ASSERT_TRUE(client_->PullSparse("t", ids, 2, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(count(ok), ok_before + 2);
+  EXPECT_EQ(count(not_found), 1);
+  EXPECT_EQ(count(rpc_not_found), 1);
+  EXPECT_GT(count("plexus_ps_data_plane_requests_total{method=\"Push\","
+                  "code=\"OK\"}"),
+            0);
 }
 
 // With --data_port=-1 a shard offers no direct plane, and a client that asks
