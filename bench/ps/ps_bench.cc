@@ -43,6 +43,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/init.h"
@@ -426,11 +427,16 @@ int Run(const Flags& f) {
           pull4k = r.p50_s * 1e6;
         }
       }
+      // A figure whose rows were not run says so.
+      auto pct = [](double v) {
+        return v == 1e9 ? std::string("not run") : absl::StrFormat("%.0f%%", v);
+      };
       std::printf(
-          "# %-6s %d shard(s): dense >= 1 MiB worst %.0f%% of TCP; sparse "
-          "4096x64 pull worst %.0f%%; 4 KiB pull p50 %.1f us\n",
-          plane.c_str(), shards, dense_min == 1e9 ? 0 : dense_min,
-          sparse_min == 1e9 ? 0 : sparse_min, pull4k);
+          "# %-6s %d shard(s): dense >= 1 MiB worst %s of TCP; sparse "
+          "4096x64 pull worst %s; 4 KiB pull p50 %s\n",
+          plane.c_str(), shards, pct(dense_min).c_str(),
+          pct(sparse_min).c_str(),
+          pull4k == 0 ? "not run" : absl::StrFormat("%.1f us", pull4k).c_str());
     }
   }
   if (!f.json.empty()) {
