@@ -112,6 +112,16 @@ class DataFrameTest : public ::testing::Test {
         }));
   }
 
+  // What reading a header says when the peer sends `bytes`, with a frame
+  // limit of `max_body`.
+  absl::Status ReadHeaderOf(std::string bytes, int64_t max_body) {
+    auto sender = Send(std::move(bytes), 1 << 20);
+    FrameReader r(reader());
+    v1::DataFrameHeader h;
+    uint64_t body = 0;
+    return r.ReadHeader(Deadline(), max_body, &h, &body);
+  }
+
   // Reads frames in turn and checks each against `want`.
   static void ExpectFrames(FrameReader* r,
                            const std::vector<v1::PushRequest>& want) {
@@ -189,12 +199,7 @@ TEST_F(DataFrameTest, AnEndBeforeAFrameIsACleanCloseAndInsideOneIsNot) {
 }
 
 TEST_F(DataFrameTest, AnOversizedFrameIsRefusedBeforeItsBodyIsRead) {
-  const std::string frame = Frames({Push(1000, 1)});
-  auto sender = Send(frame, 1 << 20);
-  FrameReader r(reader());
-  v1::DataFrameHeader h;
-  uint64_t body = 0;
-  absl::Status st = r.ReadHeader(Deadline(), 100, &h, &body);
+  absl::Status st = ReadHeaderOf(Frames({Push(1000, 1)}), 100);
   EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
 }
 
@@ -203,11 +208,7 @@ TEST_F(DataFrameTest, AMalformedHeaderIsDataLoss) {
   // not a DataFrameHeader.
   char frame[16] = {4};
   std::memset(frame + 12, 0xff, 4);
-  auto sender = Send(std::string(frame, sizeof(frame)), 1 << 20);
-  FrameReader r(reader());
-  v1::DataFrameHeader h;
-  uint64_t body = 0;
-  absl::Status st = r.ReadHeader(Deadline(), 100, &h, &body);
+  absl::Status st = ReadHeaderOf(std::string(frame, sizeof(frame)), 100);
   EXPECT_TRUE(absl::IsDataLoss(st)) << st;
 }
 
