@@ -34,6 +34,9 @@ namespace plexus::worker {
 namespace {
 
 constexpr int64_t kHeadroomBytes = 64 << 10;
+// A sparse row's bytes in a message beside its values: its id and its share
+// of the framing.
+constexpr int64_t kSparseRowFraming = 16;
 
 // A map the client made for a standalone set of shards.
 class StaticMapSource : public ShardMapSource {
@@ -286,14 +289,16 @@ class PsClientImpl : public PsClient {
     }
     return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
       SparsePlan plan = PlanSparse(*router, table, ids);
-      // Unique rows per shard, pulled in chunks that fit a message, into
-      // the caller's buffer where the plan is the identity.
+      // Unique rows per shard, pulled in pieces (RowsPerPiece), into the
+      // caller's buffer where the plan is the identity.
       std::vector<std::unique_ptr<float[]>> own(router->num_shards());
       std::vector<float*> rows(router->num_shards(), out.data());
       std::vector<std::tuple<uint32_t, size_t, size_t>>
           work;  // shard, begin, end
-      size_t per_chunk = RowsPerMessage(dim);
       for (uint32_t s = 0; s < router->num_shards(); ++s) {
+        const size_t per_chunk =
+            RowsPerPiece(plan.ids[s].size(), dim * int64_t{sizeof(float)},
+                         kSparseRowFraming);
         if (!plan.identity) {
           own[s].reset(new float[plan.ids[s].size() * dim]);
           rows[s] = own[s].get();
@@ -365,9 +370,10 @@ class PsClientImpl : public PsClient {
           }
           std::vector<std::tuple<uint32_t, size_t, size_t, uint32_t, uint32_t>>
               work;
-          size_t per_chunk = RowsPerMessage(dim);
           for (uint32_t s = 0; s < router->num_shards(); ++s) {
             size_t n = plan.ids[s].size();
+            const size_t per_chunk = RowsPerPiece(
+                n, dim * int64_t{sizeof(float)}, kSparseRowFraming);
             uint32_t chunks =
                 static_cast<uint32_t>((n + per_chunk - 1) / per_chunk);
             for (uint32_t c = 0; c < chunks; ++c) {
@@ -520,8 +526,7 @@ class PsClientImpl : public PsClient {
     return rows == 0 ? 0 : static_cast<int64_t>(total_elems) / rows;
   }
 
-  // Dense pieces per shard, each further split by rows to fit a message and
-  // options_.dense_chunk_bytes.
+  // Dense pieces per shard, each further split by rows (RowsPerPiece).
   absl::StatusOr<std::vector<Piece>> DensePieces(const ShardRouter& router,
                                                  const std::string& variable,
                                                  size_t total_elems) const {
@@ -533,17 +538,13 @@ class PsClientImpl : public PsClient {
     }
     int64_t row_elems =
         rows == 0 ? 1 : static_cast<int64_t>(total_elems) / rows;
-    int64_t chunk_bytes = options_.max_message_bytes - kHeadroomBytes;
-    if (options_.dense_chunk_bytes > 0) {
-      chunk_bytes = std::min(chunk_bytes, options_.dense_chunk_bytes);
-    }
-    int64_t per_chunk = std::max<int64_t>(
-        1,
-        chunk_bytes / std::max<int64_t>(1, row_elems * int64_t{sizeof(float)}));
     PLEXUS_ASSIGN_OR_RETURN(auto slices, router.SplitDense(variable, 0, rows));
     std::vector<Piece> pieces;
     for (const DensePiece& s : slices) {
       int64_t n = s.row_end - s.row_begin;
+      const auto per_chunk = static_cast<int64_t>(RowsPerPiece(
+          static_cast<size_t>(n), row_elems * int64_t{sizeof(float)},
+          /*framing=*/0));
       uint32_t chunks = static_cast<uint32_t>((n + per_chunk - 1) / per_chunk);
       for (uint32_t c = 0; c < chunks; ++c) {
         Piece p;
@@ -558,10 +559,22 @@ class PsClientImpl : public PsClient {
     return pieces;
   }
 
-  size_t RowsPerMessage(int64_t dim) const {
-    int64_t row_bytes = dim * int64_t{sizeof(float)} + 16;  // + id and framing
-    return static_cast<size_t>(std::max<int64_t>(
-        1, (options_.max_message_bytes - kHeadroomBytes) / row_bytes));
+  // Rows per piece when `n` rows of `row_bytes` go to a shard: at most
+  // what fits a message (with `framing` bytes more per row: a sparse row's
+  // id and its share of the message) and options_.chunk_bytes of rows, at
+  // least one, and the pieces as even as they can be (1 MiB in 512 KiB
+  // pieces is two halves; 1.1 MiB three thirds rather than 512 + 512 +
+  // 100 KiB).
+  size_t RowsPerPiece(size_t n, int64_t row_bytes, int64_t framing) const {
+    int64_t most = (options_.max_message_bytes - kHeadroomBytes) /
+                   std::max<int64_t>(1, row_bytes + framing);
+    if (options_.chunk_bytes > 0) {
+      most = std::min(most,
+                      options_.chunk_bytes / std::max<int64_t>(1, row_bytes));
+    }
+    const size_t per = static_cast<size_t>(std::max<int64_t>(1, most));
+    const size_t pieces = std::max<size_t>(1, (n + per - 1) / per);
+    return std::max<size_t>(1, (n + pieces - 1) / pieces);
   }
 
   static void Tensor3(int64_t rows, const v1::TensorSpec& spec,

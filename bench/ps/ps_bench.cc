@@ -68,7 +68,7 @@ struct Flags {
   bool dense = true;
   bool sparse = true;
   std::vector<std::string> planes = {"grpc", "direct"};
-  int64_t dense_chunk_bytes = -1;  // -1: PsClientOptions' default
+  int64_t chunk_bytes = -1;  // -1: PsClientOptions' default
   std::string json;
 };
 
@@ -293,7 +293,7 @@ int Run(const Flags& f) {
       co.shards = addrs;
       co.timeout = absl::Seconds(120);
       co.direct_data_plane = plane == "direct";
-      if (f.dense_chunk_bytes >= 0) co.dense_chunk_bytes = f.dense_chunk_bytes;
+      if (f.chunk_bytes >= 0) co.chunk_bytes = f.chunk_bytes;
       auto client = worker::PsClient::Connect(co);
       if (!client.ok()) {
         std::fprintf(stderr, "ps_bench: %s\n",
@@ -481,9 +481,9 @@ int main(int argc, char** argv) {
           "the\n"
           "                  direct TCP frames of plexus-ps --data_port)\n"
           "  --seconds 0.3   time budget per row\n"
-          "  --dense_chunk_kb N  PsClientOptions::dense_chunk_bytes in KiB "
-          "(default:\n"
-          "                  the client's, 1024; 0: one message per shard)\n"
+          "  --chunk_kb N    PsClientOptions::chunk_bytes in KiB (default: "
+          "the\n"
+          "                  client's, 640; 0: one message per shard)\n"
           "  --max_mb 256    largest dense variable, MiB\n"
           "  --dense_kb 4,1024  dense sizes to run, KiB (default: 1 KiB,\n"
           "                  4 KiB, ... up to --max_mb)\n"
@@ -513,8 +513,8 @@ int main(int argc, char** argv) {
         }
         f.planes.emplace_back(s);
       }
-    } else if (a == "--dense_chunk_kb") {
-      f.dense_chunk_bytes = std::stoll(next()) << 10;
+    } else if (a == "--chunk_kb") {
+      f.chunk_bytes = std::stoll(next()) << 10;
     } else if (a == "--seconds") {
       f.seconds = std::stod(next());
     } else if (a == "--dims" || a == "--batches" || a == "--dense_kb") {

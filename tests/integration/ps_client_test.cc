@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <map>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -415,9 +416,8 @@ class PsClientChunking : public ::testing::TestWithParam<bool> {
     std::vector<std::string> shards;
     cluster_ = StartShards(dir_, 2, {}, &shards);
     ASSERT_NE(cluster_, nullptr);
-    auto client = PsClient::Connect({.shards = shards,
-                                     .dense_chunk_bytes = 64,
-                                     .direct_data_plane = GetParam()});
+    auto client = PsClient::Connect(
+        {.shards = shards, .chunk_bytes = 64, .direct_data_plane = GetParam()});
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
     v1::VariableConfig v;
@@ -486,7 +486,7 @@ TEST_P(PsClientChunking, LargeTensorsAreSplitUnderTheMessageLimit) {
   for (size_t i = 0; i < rows.size(); ++i) ASSERT_EQ(rows[i], -g[i]) << i;
 }
 
-// Dense chunks smaller than a message (PsClientOptions.dense_chunk_bytes):
+// Dense chunks smaller than a message (PsClientOptions.chunk_bytes):
 // odd row counts land at the right offsets, and a repeated push with the
 // same key is a duplicate chunk by chunk.
 TEST_P(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
@@ -507,6 +507,42 @@ TEST_P(PsClientChunking, DenseChunksLandInPlaceAndApplyOnce) {
   ASSERT_TRUE(client_->PullDense("odd", absl::MakeSpan(out)).ok());
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - grad[i]) << i;
+}
+
+// Sparse pushes and pulls go in pieces of at most chunk_bytes of rows too
+// (3 rows of dim 5 in 64 bytes): repeated ids are summed first, every row
+// lands where its id is, and a repeated push is a duplicate piece by piece.
+TEST_P(PsClientChunking, SparsePiecesReassembleAndApplyOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartWithVariable("unused"));
+  ASSERT_TRUE(client_->CreateTable(SgdTable("rows", 5, 1)).ok());
+  std::vector<uint64_t> ids;
+  for (uint64_t i = 0; i < 40; ++i) ids.push_back(1000 + (i * 37) % 31);
+  std::vector<float> grad(ids.size() * 5);
+  for (size_t i = 0; i < grad.size(); ++i) grad[i] = static_cast<float>(i);
+  // The expected rows: zeros minus the summed gradients of each id.
+  std::map<uint64_t, std::vector<float>> want;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto& row =
+        want.try_emplace(ids[i], std::vector<float>(5, 0.0f)).first->second;
+    for (int j = 0; j < 5; ++j) row[j] -= grad[i * 5 + j];
+  }
+  worker::StepOptions step{.step_id = 1, .closure_id = 4, .push_seq = 0};
+  auto first = client_->PushSparse("rows", ids, 5, grad, step);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->rows_applied, static_cast<int64_t>(want.size()));
+  EXPECT_EQ(first->duplicate_pieces, 0);
+  auto again = client_->PushSparse("rows", ids, 5, grad, step);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->rows_applied, 0);
+  // 31 distinct ids over two shards in pieces of at most 3 rows.
+  EXPECT_GE(again->duplicate_pieces, 11);
+  std::vector<float> out(ids.size() * 5, -99.0f);
+  ASSERT_TRUE(client_->PullSparse("rows", ids, 5, absl::MakeSpan(out)).ok());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(std::vector<float>(out.begin() + i * 5, out.begin() + i * 5 + 5),
+              want[ids[i]])
+        << "id " << ids[i] << " at " << i;
+  }
 }
 
 // A dense push-pull in chunks: each chunk is pushed and read back in one
