@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/tsan.h"
 
 namespace plexus::failpoint {
 namespace internal {
@@ -46,7 +47,7 @@ struct Point {
 class Registry {
  public:
   absl::Status Set(absl::string_view name, const Action& action) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     Point& p = points_[std::string(name)];
     bool was_on = p.action.kind != Kind::kOff;
     bool is_on = action.kind != Kind::kOff;
@@ -57,13 +58,13 @@ class Registry {
   }
 
   void Release(absl::string_view name) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = points_.find(std::string(name));
     if (it != points_.end()) ++it->second.releases;
   }
 
   void ClearAll() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (auto& [name, p] : points_) {
       if (p.action.kind != Kind::kOff) internal::g_enabled_count.fetch_sub(1);
       p.action = Action();
@@ -72,23 +73,24 @@ class Registry {
   }
 
   int64_t HitCount(absl::string_view name) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = points_.find(std::string(name));
     return it == points_.end() ? 0 : it->second.hits;
   }
 
   bool WaitUntilHanging(absl::string_view name, absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     std::string key(name);
     auto cond = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       auto it = points_.find(key);
       return it != points_.end() && it->second.hanging > 0;
     };
-    return mu_.AwaitWithTimeout(absl::Condition(&cond), timeout);
+    return AwaitWithDeadline(&mu_, absl::Condition(&cond),
+                             absl::Now() + timeout);
   }
 
   absl::Status Evaluate(absl::string_view name) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = points_.find(std::string(name));
     if (it == points_.end() || it->second.action.kind == Kind::kOff) {
       return absl::OkStatus();
@@ -108,7 +110,7 @@ class Registry {
   }
 
   std::vector<std::string> Active() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     std::vector<std::string> out;
     for (const auto& [name, p] : points_) {
       if (p.action.kind != Kind::kOff)
@@ -139,9 +141,9 @@ class Registry {
         const absl::Duration sleep = action.sleep;
         LOG(WARNING) << "failpoint " << name << ": sleeping "
                      << absl::FormatDuration(sleep);
-        mu_.Unlock();
+        Unlock(&mu_);
         absl::SleepFor(sleep);
-        mu_.Lock();
+        Lock(&mu_);
         LOG(WARNING) << "failpoint " << name << ": slept";
         return absl::OkStatus();
       }
@@ -152,7 +154,7 @@ class Registry {
         auto released = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
           return p.releases != seen;
         };
-        mu_.Await(absl::Condition(&released));
+        Await(&mu_, absl::Condition(&released));
         --p.hanging;
         LOG(WARNING) << "failpoint " << name << ": released";
         return absl::OkStatus();

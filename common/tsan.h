@@ -80,7 +80,12 @@ class ABSL_SCOPED_LOCKABLE ReaderMutexLock {
   absl::Mutex* const mu_;
 };
 
-// mu->TryLock() / mu->Unlock() with the TSan edges; prefer the scoped locks.
+// mu->Lock() / mu->TryLock() / mu->Unlock() with the TSan edges; prefer the
+// scoped locks.
+inline void Lock(absl::Mutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) {
+  mu->Lock();
+  TsanAcquire(mu);
+}
 inline bool TryLock(absl::Mutex* mu) ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true, mu) {
   if (!mu->TryLock()) return false;
   TsanAcquire(mu);

@@ -10,8 +10,9 @@
 //  * prepare: Prepare's latency (the cut's buffers are allocated and
 //    faulted in, then the cut is taken);
 //  * pause: how long the cut held pushes back (ShardCut::pause), and the
-//    slowest push a concurrent pusher saw from Prepare until the write was
-//    done (a push into a stripe not yet copied copies it first);
+//    latency of a concurrent pusher's pushes from Prepare until the write
+//    was done (p50, p99, slowest: a push into a stripe being copied waits
+//    for that stripe's copy, and saves pre-images of rows not copied yet);
 //  * full checkpoint: bytes, write time and GB/s (Commit), against the
 //    sequential write (write(2) in 4 MiB blocks, fsync of the file and its
 //    folder; buffered and O_DIRECT) of as many bytes to the same folder:
@@ -104,6 +105,8 @@ struct Result {
   // Prepare's latency (sizing the cut's buffers, then the cut), median.
   double prepare_ms = 0;
   double max_push_ms_during_cut = 0;
+  // The concurrent pushes' latency percentiles over the same windows.
+  double push_p50_ms = 0, push_p99_ms = 0;
   int64_t bytes = 0;
   // Full checkpoints alone and while a trainer pushes.
   Throughput alone, loaded;
@@ -251,6 +254,7 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   uint64_t id = 0;
   std::vector<double> pause_ms, prepare_ms;
   std::atomic<int64_t> max_push_us{0};
+  std::vector<double> push_ms;  // every push measured (pusher thread, joined)
   auto checkpoint = [&](Throughput* t, bool measure_pause) {
     ++id;
     const absl::Time prepare_start = absl::Now();
@@ -298,6 +302,7 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
                                                                   s)
                 .count();
         if (measuring.load()) {
+          push_ms.push_back(static_cast<double>(us) / 1000.0);
           int64_t cur = max_push_us.load();
           while (us > cur && !max_push_us.compare_exchange_weak(cur, us)) {
           }
@@ -315,6 +320,11 @@ Result RunSize(const Flags& f, int64_t rows, const fs::path& root) {
   r.pause_ms = Median(pause_ms);
   r.prepare_ms = Median(prepare_ms);
   r.max_push_ms_during_cut = static_cast<double>(max_push_us.load()) / 1000.0;
+  if (!push_ms.empty()) {
+    std::sort(push_ms.begin(), push_ms.end());
+    r.push_p50_ms = push_ms[push_ms.size() / 2];
+    r.push_p99_ms = push_ms[push_ms.size() * 99 / 100];
+  }
   if (f.full_only) {
     fs::remove_all(root);
     return r;
@@ -501,13 +511,15 @@ int Main(int argc, char** argv) {
                 f.optimizer.c_str(), base.c_str());
     Result r = RunSize(f, rows, base / "checkpoints");
     std::printf(
-        "  fill %.1f s | prepare %.1f ms, cut pause %.1f ms (slowest "
-        "concurrent push during the checkpoints %.1f ms)\n"
+        "  fill %.1f s | prepare %.1f ms, cut pause %.1f ms (concurrent "
+        "pushes during the checkpoints: p50 %.2f ms, p99 %.2f ms, slowest "
+        "%.1f ms)\n"
         "  full checkpoint %.1f MB, %zu samples, each: alone, then while a "
         "trainer pushes; each followed by sequential writes of as many "
         "bytes\n",
-        r.fill_s, r.prepare_ms, r.pause_ms, r.max_push_ms_during_cut,
-        static_cast<double>(r.bytes) / 1e6, r.alone.ckpt_samples.size());
+        r.fill_s, r.prepare_ms, r.pause_ms, r.push_p50_ms, r.push_p99_ms,
+        r.max_push_ms_during_cut, static_cast<double>(r.bytes) / 1e6,
+        r.alone.ckpt_samples.size());
     PrintThroughput("alone", r.alone);
     PrintThroughput("while a trainer pushes", r.loaded);
     for (const auto& inc : r.incremental) {
@@ -549,7 +561,9 @@ int Main(int argc, char** argv) {
           &j, i ? "," : "", "{\"rows\":", r.rows, ",\"pause_ms\":", r.pause_ms,
           ",\"prepare_ms\":", r.prepare_ms,
           ",\"max_push_ms_during_cut\":", r.max_push_ms_during_cut,
-          ",\"bytes\":", r.bytes, ",\"alone\":", ThroughputJson(r.alone),
+          ",\"push_p50_ms\":", r.push_p50_ms,
+          ",\"push_p99_ms\":", r.push_p99_ms, ",\"bytes\":", r.bytes,
+          ",\"alone\":", ThroughputJson(r.alone),
           ",\"while_pushing\":", ThroughputJson(r.loaded),
           ",\"incremental\":[");
       for (size_t k = 0; k < r.incremental.size(); ++k) {

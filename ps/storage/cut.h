@@ -159,10 +159,10 @@ struct ShardCut {
   ~ShardCut() { Finish(); }
 
   // A cut taken with deferred copies (CutOptions::defer_copy) holds its
-  // sparse rows only after Finish(): until then each table stripe is copied
-  // by the first thread that changes it. Finish copies the stripes still
-  // pending with CutOptions::copy_threads threads. Idempotent; the
-  // destructor calls it. Call it from one thread.
+  // sparse rows only after Finish() (or the writer's copy_stripes): until
+  // then a change to a row of the cut first saves the row's pre-image.
+  // Finish copies the stripes still pending with CutOptions::copy_threads
+  // threads. Idempotent; the destructor calls it. Call it from one thread.
   void Finish() {
     if (finish_) {
       auto f = std::move(finish_);

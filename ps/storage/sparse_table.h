@@ -82,11 +82,12 @@ class SparseTable {
   // REQUIRES: no concurrent mutation of this table (the engine's cut barrier
   // is held exclusively); stripes are still locked, one at a time.
   // `threads` > 1 copies stripes in parallel. With `defer`, Cut only fixes
-  // which rows go where (O(stripes + dirty ids)) and marks the stripes; each
-  // stripe is then copied by the first thread that changes it (before the
-  // change) or by FinishCut(), whichever comes first, so the copy still
-  // shows the state at the cut. `out` must stay alive (and its vectors
-  // unresized) until FinishCut() returns.
+  // which rows go where (O(stripes + dirty ids)) and marks the stripes; a
+  // change to a marked stripe first saves the pre-image of the row it
+  // changes (copy on write), and each stripe is copied later (CopyStripes,
+  // FinishCut, or the next Cut) from its rows and those pre-images, so the
+  // copy still shows the state at the cut. `out` must stay alive (and its
+  // vectors unresized) until FinishCut() returns.
   void Cut(bool complete, int threads, bool defer, TableCut* out) const;
   // Copies every stripe still pending from the last deferred Cut, with up
   // to `threads` threads, one per 16 K rows (each takes the next stripe not
