@@ -101,35 +101,15 @@ absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out,
 }
 
 // A connection of the direct data plane and its reading side (which may
-// hold bytes read ahead), closed with its owner.
-class DataConnection {
- public:
-  DataConnection() = default;
-  explicit DataConnection(int fd)
-      : fd_(fd), reader_(std::make_unique<FrameReader>(fd)) {}
-  DataConnection(DataConnection&& o) noexcept
-      : fd_(std::exchange(o.fd_, -1)), reader_(std::move(o.reader_)) {}
-  DataConnection& operator=(DataConnection&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      fd_ = std::exchange(o.fd_, -1);
-      reader_ = std::move(o.reader_);
-    }
-    return *this;
-  }
-  ~DataConnection() { Reset(); }
-  bool valid() const { return fd_ >= 0; }
-  int fd() const { return fd_; }
-  FrameReader& reader() { return *reader_; }
+// hold bytes read ahead); the socket is closed with it.
+struct DataConnection {
+  explicit DataConnection(int fd) : fd(fd), reader(fd) {}
+  ~DataConnection() { close(fd); }
+  DataConnection(const DataConnection&) = delete;
+  DataConnection& operator=(const DataConnection&) = delete;
 
- private:
-  void Reset() {
-    reader_.reset();
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-  int fd_ = -1;
-  std::unique_ptr<FrameReader> reader_;
+  const int fd;
+  FrameReader reader;
 };
 
 // The state of an asynchronous call, shared by the future and the task that
@@ -926,7 +906,7 @@ class PsClientImpl : public PsClient {
       absl::Span<const absl::Span<char>> into, bool* landed) {
     const std::string grpc_address = Router()->map().shards(shard).address();
     std::string address, key;
-    DataConnection conn;
+    std::unique_ptr<DataConnection> conn;
     {
       absl::MutexLock lock(&mu_);
       auto it = direct_.find(grpc_address);
@@ -978,7 +958,7 @@ class PsClientImpl : public PsClient {
         return std::nullopt;
       }
     }
-    if (!conn.valid()) {
+    if (conn == nullptr) {
       absl::StatusOr<int> fd = ConnectTcp(address, deadline);
       if (!fd.ok()) {
         // Unreachable (a firewall, a name only gRPC resolves, a shard gone):
@@ -994,7 +974,7 @@ class PsClientImpl : public PsClient {
         d.use_grpc_until = absl::Now() + kUnreachableFallback;
         return std::nullopt;
       }
-      conn = DataConnection(*fd);
+      conn = std::make_unique<DataConnection>(*fd);
     }
     v1::DataFrameHeader h;
     h.set_method(method);
@@ -1005,20 +985,20 @@ class PsClientImpl : public PsClient {
     v1::DataFrameHeader reply;
     uint64_t reply_bytes = 0;
     absl::Status st =
-        WriteDataFrame(conn.fd(), std::move(h), req, deadline, tensors);
+        WriteDataFrame(conn->fd, std::move(h), req, deadline, tensors);
     if (st.ok()) {
-      st = conn.reader().ReadHeader(deadline, options_.max_message_bytes,
-                                    &reply, &reply_bytes);
+      st = conn->reader.ReadHeader(deadline, options_.max_message_bytes, &reply,
+                                   &reply_bytes);
     }
     if (st.ok() && reply.code() == 0) {
-      st = conn.reader().ReadBody(reply, reply_bytes, deadline, resp, into,
-                                  landed);
+      st = conn->reader.ReadBody(reply, reply_bytes, deadline, resp, into,
+                                 landed);
       if (absl::IsInvalidArgument(st)) {
         st = absl::DataLossError(
             absl::StrCat("data plane of ", address, ": ", st.message()));
       }
     } else if (st.ok()) {
-      st = conn.reader().ReadBody(reply, reply_bytes, deadline, nullptr);
+      st = conn->reader.ReadBody(reply, reply_bytes, deadline, nullptr);
     }
     if (!st.ok()) {
       // The connection is dropped (part of a frame may be out): a lost
@@ -1054,7 +1034,8 @@ class PsClientImpl : public PsClient {
     absl::MutexLock lock(&mu_);
     direct_.erase(grpc_address);
   }
-  void ReturnIdle(const std::string& grpc_address, DataConnection conn) {
+  void ReturnIdle(const std::string& grpc_address,
+                  std::unique_ptr<DataConnection> conn) {
     absl::MutexLock lock(&mu_);
     auto it = direct_.find(grpc_address);
     if (it != direct_.end() && it->second.idle.size() < kMaxIdlePerShard) {
@@ -1136,7 +1117,7 @@ class PsClientImpl : public PsClient {
   struct DirectPlane {
     std::string address;  // empty: ask GetShardInfo (again)
     std::string key;
-    std::vector<DataConnection> idle;
+    std::vector<std::unique_ptr<DataConnection>> idle;
     // Until then calls use gRPC: the shard offers no plane, or it could not
     // be reached.
     absl::Time use_grpc_until = absl::InfinitePast();
