@@ -54,8 +54,11 @@ class ShardRouter {
   uint64_t version() const { return map_.version(); }
   uint32_t num_shards() const { return map_.num_shards(); }
 
-  // The shard holding row `id` of the table whose HashName is `table_hash`.
-  uint32_t ShardOfRow(uint64_t table_hash, uint64_t id) const;
+  // The shard holding row `id` of the table whose HashName is `table_hash`
+  // (0 without hashing when there is one shard).
+  uint32_t ShardOfRow(uint64_t table_hash, uint64_t id) const {
+    return one_shard_ ? 0 : HashedShardOfRow(table_hash, id);
+  }
 
   // Splits rows [row_begin, row_end) of a dense variable by shard, in row
   // order. NOT_FOUND for an unplaced variable; INVALID_ARGUMENT for a range
@@ -67,8 +70,11 @@ class ShardRouter {
   absl::StatusOr<int64_t> DenseRows(const std::string& variable) const;
 
  private:
+  uint32_t HashedShardOfRow(uint64_t table_hash, uint64_t id) const;
+
   v1::ShardMap map_;
   absl::flat_hash_map<std::string, int> dense_index_;  // name -> map_ index
+  const bool one_shard_ = map_.num_shards() == 1;
 };
 
 }  // namespace plexus

@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -122,6 +123,15 @@ void RunOnThreads(int n, absl::FunctionRef<void(int)> fn) {
   }
   if (n > 0) fn(0);
   for (auto& h : helpers) h.join();
+}
+
+int UsableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    return std::max(1, CPU_COUNT(&set));
+  }
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
 }  // namespace plexus

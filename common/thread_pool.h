@@ -49,6 +49,10 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn);
 // pool).
 int PartsFor(const ThreadPool* pool, int64_t work, int64_t per_part);
 
+// CPUs this process may run on (its affinity mask, which a container's or
+// a batch job's cpuset narrows); at least 1.
+int UsableCpus();
+
 // Runs fn(0) .. fn(n - 1) on n threads started for the call (fn(0) on the
 // calling one) and joins them: for work that blocks (disk writes) or runs so
 // rarely that starting threads costs nothing beside it. Like a pool's, the

@@ -37,6 +37,8 @@ constexpr int64_t kHeadroomBytes = 64 << 10;
 // A sparse row's bytes in a message beside its values: its id and its share
 // of the framing.
 constexpr int64_t kSparseRowFraming = 16;
+// The smallest piece PsClientOptions::min_pieces splits a call into.
+constexpr int64_t kMinPieceBytes = 128 << 10;
 
 // A map the client made for a standalone set of shards.
 class StaticMapSource : public ShardMapSource {
@@ -182,6 +184,8 @@ class PsClientImpl : public PsClient {
         identity_(std::move(identity)),
         own_source_(std::move(own_source)),
         source_(own_source_ ? own_source_.get() : options_.map_source),
+        min_pieces_(options_.min_pieces > 0 ? options_.min_pieces
+                                            : std::max(1, UsableCpus() / 4)),
         pool_(options_.num_threads > 0 ? options_.num_threads : 8) {}
 
   absl::Status Init() {
@@ -269,25 +273,40 @@ class PsClientImpl : public PsClient {
     }
     return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
       SparsePlan plan = PlanSparse(*router, table, ids);
-      // Unique rows per shard, pulled in pieces (RowsPerPiece), into the
-      // caller's buffer where the plan is the identity.
-      std::vector<std::unique_ptr<float[]>> own(router->num_shards());
-      std::vector<float*> rows(router->num_shards(), out.data());
+      const uint32_t shards = router->num_shards();
+      // Unique rows, pulled in pieces (RowsPerPiece): into the caller's
+      // buffer where the plan is the identity, else into `own` (shard s's
+      // rows from first[s] on), from where each piece copies its rows to
+      // the caller's positions as soon as it lands (in parallel; positions
+      // of unique row u: at[start[u] .. start[u + 1])).
+      std::vector<size_t> first(shards + 1, 0);
+      for (uint32_t s = 0; s < shards; ++s)
+        first[s + 1] = first[s] + plan.ids[s].size();
+      std::unique_ptr<float[]> own;
+      std::vector<uint32_t> start, at;
+      if (!plan.identity) {
+        own.reset(new float[first[shards] * dim]);
+        start.assign(first[shards] + 1, 0);
+        for (auto [s, k] : plan.where) ++start[first[s] + k + 1];
+        for (size_t u = 0; u < first[shards]; ++u) start[u + 1] += start[u];
+        at.resize(ids.size());
+        std::vector<uint32_t> next(start.begin(), start.end() - 1);
+        for (size_t i = 0; i < ids.size(); ++i) {
+          auto [s, k] = plan.where[i];
+          at[next[first[s] + k]++] = static_cast<uint32_t>(i);
+        }
+      }
       std::vector<std::tuple<uint32_t, size_t, size_t>>
           work;  // shard, begin, end
-      for (uint32_t s = 0; s < router->num_shards(); ++s) {
+      for (uint32_t s = 0; s < shards; ++s) {
         const size_t per_chunk =
             RowsPerPiece(plan.ids[s].size(), dim * int64_t{sizeof(float)},
                          kSparseRowFraming);
-        if (!plan.identity) {
-          own[s].reset(new float[plan.ids[s].size() * dim]);
-          rows[s] = own[s].get();
-        }
         for (size_t b = 0; b < plan.ids[s].size(); b += per_chunk) {
           work.emplace_back(s, b, std::min(plan.ids[s].size(), b + per_chunk));
         }
       }
-      PLEXUS_RETURN_IF_ERROR(ForEach(work.size(), [&](size_t w) {
+      return ForEach(work.size(), [&](size_t w) {
         auto [s, b, e] = work[w];
         v1::PullRequest req;
         FillHeader(req.mutable_header(), *router, step);
@@ -297,7 +316,8 @@ class PsClientImpl : public PsClient {
         l->set_create_missing(true);
         l->mutable_ids()->Add(plan.ids[s].begin() + b, plan.ids[s].begin() + e);
         v1::PullResponse resp;
-        float* dst = rows[s] + b * dim;
+        float* dst =
+            (plan.identity ? out.data() : own.get() + first[s] * dim) + b * dim;
         const int64_t elems = static_cast<int64_t>(e - b) * dim;
         bool landed = false;
         PLEXUS_RETURN_IF_ERROR(
@@ -305,15 +325,17 @@ class PsClientImpl : public PsClient {
         if (resp.sparse_size() != 1) {
           return absl::InternalError("shard answered a pull with no rows");
         }
-        return CopyF32(resp.sparse(0).values(), elems, dst, landed);
-      }));
-      if (plan.identity) return absl::OkStatus();
-      for (size_t i = 0; i < ids.size(); ++i) {
-        auto [s, k] = plan.where[i];
-        std::memcpy(out.data() + i * dim, rows[s] + size_t{k} * dim,
-                    dim * sizeof(float));
-      }
-      return absl::OkStatus();
+        PLEXUS_RETURN_IF_ERROR(
+            CopyF32(resp.sparse(0).values(), elems, dst, landed));
+        if (plan.identity) return absl::OkStatus();
+        for (size_t u = first[s] + b; u < first[s] + e; ++u) {
+          for (uint32_t j = start[u]; j < start[u + 1]; ++j) {
+            std::memcpy(out.data() + size_t{at[j]} * dim, own.get() + u * dim,
+                        dim * sizeof(float));
+          }
+        }
+        return absl::OkStatus();
+      });
     });
   }
 
@@ -546,14 +568,18 @@ class PsClientImpl : public PsClient {
   // pieces is two halves; 1.1 MiB three thirds rather than 512 + 512 +
   // 100 KiB).
   size_t RowsPerPiece(size_t n, int64_t row_bytes, int64_t framing) const {
-    int64_t most = (options_.max_message_bytes - kHeadroomBytes) /
-                   std::max<int64_t>(1, row_bytes + framing);
+    row_bytes = std::max<int64_t>(1, row_bytes);
+    int64_t most =
+        (options_.max_message_bytes - kHeadroomBytes) / (row_bytes + framing);
     if (options_.chunk_bytes > 0) {
-      most = std::min(most,
-                      options_.chunk_bytes / std::max<int64_t>(1, row_bytes));
+      most = std::min(most, options_.chunk_bytes / row_bytes);
     }
     const size_t per = static_cast<size_t>(std::max<int64_t>(1, most));
-    const size_t pieces = std::max<size_t>(1, (n + per - 1) / per);
+    // At least min_pieces_ pieces of kMinPieceBytes or more.
+    const int64_t parallel = std::min<int64_t>(
+        min_pieces_, static_cast<int64_t>(n) * row_bytes / kMinPieceBytes);
+    const size_t pieces = std::max<size_t>(
+        {size_t{1}, (n + per - 1) / per, static_cast<size_t>(parallel)});
     return std::max<size_t>(1, (n + pieces - 1) / pieces);
   }
 
@@ -1129,6 +1155,7 @@ class PsClientImpl : public PsClient {
   std::atomic<uint64_t> next_request_id_{0};
   // Last: their threads finish before the rest is destroyed. Async calls run
   // on their own pool, so they never wait for a slot they occupy.
+  const int min_pieces_;
   ThreadPool pool_;
   ThreadPool async_pool_{4};
 };

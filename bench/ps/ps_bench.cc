@@ -20,6 +20,11 @@
 // Zipf(1.1) ids over 1 M, rows/s from the median and p50/p99 latency.
 // Targets (issue 4): dense >= 1 MiB at >= 75% of loopback TCP; sparse pull
 // of 4,096 x 64 at >= 50% of it; p50 of a 4 KiB dense pull < 100 us.
+// Beside each row: srv_us, the shards' mean time per piece served (from
+// their /metrics, plexus_rpc_duration_seconds: the request read to the reply
+// ready), and pieces, the calls the shards saw per client call. A row whose
+// srv_us is close to its p50 is bound by the shard; one far below it by the
+// client or the transfer.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -40,13 +45,16 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/init.h"
+#include "common/thread_pool.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "plexus/worker/ps_client.h"
 #include "tools/local/local_cluster.h"
@@ -69,6 +77,7 @@ struct Flags {
   bool sparse = true;
   std::vector<std::string> planes = {"grpc", "direct"};
   int64_t chunk_bytes = -1;  // -1: PsClientOptions' default
+  int min_pieces = 0;        // 0: PsClientOptions' default
   std::string json;
 };
 
@@ -223,7 +232,56 @@ struct Row {
   int shards = 0;
   int64_t bytes = 0, ids = 0, dim = 0;
   double p50_s = 0, p99_s = 0, gbps = 0, rows_per_s = 0;
+  double server_s = 0, pieces = 0;  // per piece served; per client call
 };
+
+// The shards' plexus_rpc_duration_seconds for one method, summed over
+// their /metrics pages: seconds spent and calls served.
+struct ServedTotals {
+  double seconds = 0, calls = 0;
+};
+ServedTotals Served(const std::vector<int>& admin_ports,
+                    const std::string& method) {
+  ServedTotals t;
+  const std::string label =
+      absl::StrCat("{method=\"/plexus.v1.ParameterServer/", method, "\"}");
+  for (int port : admin_ports) {
+    httplib::Client http("127.0.0.1", port);
+    http.set_read_timeout(5);
+    httplib::Result r = http.Get("/metrics");
+    if (!r || r->status != 200) continue;
+    for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
+      double v = 0;
+      for (auto [suffix, into] :
+           {std::pair{"_sum", &t.seconds}, std::pair{"_count", &t.calls}}) {
+        const std::string key =
+            absl::StrCat("plexus_rpc_duration_seconds", suffix, label, " ");
+        if (absl::StartsWith(line, key) &&
+            absl::SimpleAtod(line.substr(key.size()), &v)) {
+          *into += v;
+        }
+      }
+    }
+  }
+  return t;
+}
+
+// Times fn as Time does and fills the row's p50, p99 and what the shards
+// saw meanwhile (server_s, pieces) for `method`.
+template <typename F>
+void Measure(double budget, const std::vector<int>& admin_ports,
+             const std::string& method, F fn, Row* r) {
+  const ServedTotals before = Served(admin_ports, method);
+  const std::vector<double> t = Time(budget, fn);
+  const ServedTotals after = Served(admin_ports, method);
+  r->p50_s = Pct(t, 0.5);
+  r->p99_s = Pct(t, 0.99);
+  const double calls = after.calls - before.calls;
+  if (calls > 0) {
+    r->server_s = (after.seconds - before.seconds) / calls;
+    r->pieces = calls / static_cast<double>(t.size() + 1);  // + the warm-up
+  }
+}
 
 std::string JsonRow(const Row& r) {
   return absl::StrCat(
@@ -231,12 +289,20 @@ std::string JsonRow(const Row& r) {
       "\",\"dist\":\"", r.dist, "\",\"shards\":", r.shards,
       ",\"bytes\":", r.bytes, ",\"ids\":", r.ids, ",\"dim\":", r.dim,
       ",\"p50_s\":", r.p50_s, ",\"p99_s\":", r.p99_s, ",\"gbps\":", r.gbps,
-      ",\"rows_per_s\":", r.rows_per_s, "}");
+      ",\"rows_per_s\":", r.rows_per_s, ",\"server_s\":", r.server_s,
+      ",\"pieces\":", r.pieces, "}");
 }
 
 int Run(const Flags& f) {
   std::printf("# ps_bench: PsClient -> %s -> plexus-ps on 127.0.0.1\n",
               absl::StrJoin(f.planes, " | ").c_str());
+  const worker::PsClientOptions defaults;
+  std::printf(
+      "# client pieces: at most %lld KiB, at least %s per shard (%d CPUs)\n",
+      static_cast<long long>(
+          (f.chunk_bytes >= 0 ? f.chunk_bytes : defaults.chunk_bytes) >> 10),
+      f.min_pieces > 0 ? absl::StrCat(f.min_pieces).c_str() : "one per 4 CPUs",
+      UsableCpus());
   // A limit is what the machine can do: the best of three samples (a busy
   // moment only lowers one).
   double tcp = 0;
@@ -265,8 +331,12 @@ int Run(const Flags& f) {
       return 1;
     }
     std::vector<std::string> addrs;
+    std::vector<int> admin_ports;
     for (const auto& m : (*cluster)->members()) {
-      if (m.role == "ps") addrs.push_back(m.address);
+      if (m.role == "ps") {
+        addrs.push_back(m.address);
+        admin_ports.push_back(m.admin_port);
+      }
     }
     // The gRPC floor on the same shard, same process: an empty unary call
     // (grpc.health.v1.Health/Check) on one warm channel. What a pull costs
@@ -294,6 +364,7 @@ int Run(const Flags& f) {
       co.timeout = absl::Seconds(120);
       co.direct_data_plane = plane == "direct";
       if (f.chunk_bytes >= 0) co.chunk_bytes = f.chunk_bytes;
+      co.min_pieces = f.min_pieces;
       auto client = worker::PsClient::Connect(co);
       if (!client.ok()) {
         std::fprintf(stderr, "ps_bench: %s\n",
@@ -302,8 +373,9 @@ int Run(const Flags& f) {
       }
       worker::PsClient& c = **client;
       std::printf("\n# data plane: %s\n", plane.c_str());
-      std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s\n", "dense", "op",
-                  "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp");
+      std::printf("%-6s %-9s %6s %12s %10s %10s %9s %7s %8s %6s\n", "dense",
+                  "op", "shards", "bytes", "p50_us", "p99_us", "GB/s", "%tcp",
+                  "srv_us", "pieces");
       std::vector<int64_t> sizes;
       for (int64_t kb : f.dense_kb) sizes.push_back(kb << 10);
       for (int64_t bytes = 1024; f.dense_kb.empty() && bytes <= f.max_mb << 20;
@@ -330,27 +402,34 @@ int Run(const Flags& f) {
         std::vector<float> values(buf.size());
         for (const char* op : {"push", "pull", "push-pull"}) {
           std::string sop = op;
-          auto t = Time(f.seconds, [&] {
-            if (sop == "push") (void)c.PushDense(name, buf);
-            if (sop == "pull") (void)c.PullDense(name, absl::MakeSpan(buf));
-            if (sop == "push-pull") {
-              (void)c.PushPullDense(name, buf, absl::MakeSpan(values));
-            }
-          });
           Row r{plane, "dense", sop, "-", shards, bytes, 0, cols};
-          r.p50_s = Pct(t, 0.5);
-          r.p99_s = Pct(t, 0.99);
+          Measure(
+              f.seconds, admin_ports,
+              sop == "push"   ? "Push"
+              : sop == "pull" ? "Pull"
+                              : "PushPull",
+              [&] {
+                if (sop == "push") (void)c.PushDense(name, buf);
+                if (sop == "pull") (void)c.PullDense(name, absl::MakeSpan(buf));
+                if (sop == "push-pull") {
+                  (void)c.PushPullDense(name, buf, absl::MakeSpan(values));
+                }
+              },
+              &r);
           r.gbps = (sop == "push-pull" ? 2.0 : 1.0) * bytes / r.p50_s / 1e9;
-          std::printf("%-6s %-9s %6d %12lld %10.1f %10.1f %9.3f %6.0f%%\n",
-                      "dense", op, shards, static_cast<long long>(bytes),
-                      r.p50_s * 1e6, r.p99_s * 1e6, r.gbps, 100 * r.gbps / tcp);
+          std::printf(
+              "%-6s %-9s %6d %12lld %10.1f %10.1f %9.3f %6.0f%% %8.1f %6.1f\n",
+              "dense", op, shards, static_cast<long long>(bytes), r.p50_s * 1e6,
+              r.p99_s * 1e6, r.gbps, 100 * r.gbps / tcp, r.server_s * 1e6,
+              r.pieces);
           rows.push_back(r);
         }
         (void)v;
       }
-      std::printf("\n%-6s %-5s %-7s %6s %6s %4s %10s %10s %12s %9s %7s\n",
-                  "sparse", "op", "dist", "shards", "ids", "dim", "p50_us",
-                  "p99_us", "rows/s", "GB/s", "%tcp");
+      std::printf(
+          "\n%-6s %-5s %-7s %6s %6s %4s %10s %10s %12s %9s %7s %8s %6s\n",
+          "sparse", "op", "dist", "shards", "ids", "dim", "p50_us", "p99_us",
+          "rows/s", "GB/s", "%tcp", "srv_us", "pieces");
       std::mt19937_64 rng(42);
       Zipf zipf(1000000, 1.1);
       for (int64_t dim : f.sparse ? f.dims : std::vector<int64_t>{}) {
@@ -378,24 +457,26 @@ int Run(const Flags& f) {
             std::vector<float> vals(b * dim, 1e-3f);
             for (const char* op : {"pull", "push"}) {
               std::string sop = op;
-              auto tm = Time(f.seconds, [&] {
-                if (sop == "pull") {
-                  (void)c.PullSparse(table, ids, dim, absl::MakeSpan(vals));
-                } else {
-                  (void)c.PushSparse(table, ids, dim, vals);
-                }
-              });
               Row r{plane, "sparse", sop, dist, shards, b * dim * 4, b, dim};
-              r.p50_s = Pct(tm, 0.5);
-              r.p99_s = Pct(tm, 0.99);
+              Measure(
+                  f.seconds, admin_ports, sop == "pull" ? "Pull" : "Push",
+                  [&] {
+                    if (sop == "pull") {
+                      (void)c.PullSparse(table, ids, dim, absl::MakeSpan(vals));
+                    } else {
+                      (void)c.PushSparse(table, ids, dim, vals);
+                    }
+                  },
+                  &r);
               r.rows_per_s = b / r.p50_s;
               r.gbps = r.bytes / r.p50_s / 1e9;
               std::printf(
                   "%-6s %-5s %-7s %6d %6lld %4lld %10.1f %10.1f %12.0f %9.3f "
-                  "%6.0f%%\n",
+                  "%6.0f%% %8.1f %6.1f\n",
                   "sparse", op, dist, shards, static_cast<long long>(b),
                   static_cast<long long>(dim), r.p50_s * 1e6, r.p99_s * 1e6,
-                  r.rows_per_s, r.gbps, 100 * r.gbps / tcp);
+                  r.rows_per_s, r.gbps, 100 * r.gbps / tcp, r.server_s * 1e6,
+                  r.pieces);
               rows.push_back(r);
             }
           }
@@ -484,6 +565,8 @@ int main(int argc, char** argv) {
           "  --chunk_kb N    PsClientOptions::chunk_bytes in KiB (default: "
           "the\n"
           "                  client's, 640; 0: one message per shard)\n"
+          "  --min_pieces N  PsClientOptions::min_pieces (default: the\n"
+          "                  client's, one per 4 CPUs; 1: chunk_kb alone)\n"
           "  --max_mb 256    largest dense variable, MiB\n"
           "  --dense_kb 4,1024  dense sizes to run, KiB (default: 1 KiB,\n"
           "                  4 KiB, ... up to --max_mb)\n"
@@ -515,6 +598,8 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--chunk_kb") {
       f.chunk_bytes = std::stoll(next()) << 10;
+    } else if (a == "--min_pieces") {
+      f.min_pieces = std::stoi(next());
     } else if (a == "--seconds") {
       f.seconds = std::stod(next());
     } else if (a == "--dims" || a == "--batches" || a == "--dense_kb") {

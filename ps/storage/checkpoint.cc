@@ -1327,9 +1327,7 @@ absl::Status StoreImpl::WriteDb(
     // stripes) `order` sorts it.
     absl::Time phase_start = absl::Now();
     const int64_t cores =
-        options_.cut_threads > 0
-            ? options_.cut_threads
-            : std::max<int64_t>(1, std::thread::hardware_concurrency());
+        options_.cut_threads > 0 ? options_.cut_threads : int64_t{UsableCpus()};
     const size_t num_rows = t.ids.size();
     size_t parts = static_cast<size_t>(std::clamp<int64_t>(
         static_cast<int64_t>(num_rows / kSstMinRows), 1, 2 * cores));

@@ -60,8 +60,7 @@ GradPiece SumDense(const std::vector<GradPiece>& pieces, int64_t width,
 
 std::unique_ptr<ThreadPool> MakePool(int threads) {
   if (threads < 0) {
-    threads = std::min<int>(
-        7, static_cast<int>(std::thread::hardware_concurrency()) - 1);
+    threads = std::min<int>(7, UsableCpus() - 1);
   }
   if (threads <= 0) return nullptr;
   return std::make_unique<ThreadPool>(threads);
@@ -529,9 +528,7 @@ absl::StatusOr<std::unique_ptr<ShardCut>> EngineImpl::TakeCut(
     return absl::InvalidArgumentError("cut: checkpoint id must not be 0");
   }
   const int threads =
-      options.copy_threads > 0
-          ? options.copy_threads
-          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+      options.copy_threads > 0 ? options.copy_threads : UsableCpus();
   auto cut = std::make_unique<ShardCut>();
   // Outside the barrier: size the row buffers (and fault their pages in) so
   // that the barrier only copies.

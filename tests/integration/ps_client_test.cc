@@ -10,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/error_info.h"
 #include "common/grpc_status.h"
@@ -591,6 +592,54 @@ TEST_P(PsClientChunking, DensePushPullAppliesOnceAndReadsBack) {
   ASSERT_TRUE(client_->PullDense("pp", absl::MakeSpan(out)).ok());
   for (size_t i = 0; i < out.size(); ++i)
     ASSERT_EQ(out[i], 1.0f - 2 * grad[i]) << i;
+}
+
+// PsClientOptions::min_pieces splits a shard's rows further than
+// chunk_bytes does, into pieces of 128 KiB or more: a 1 MiB variable over two
+// shards (512 KiB each, under the 640 KiB chunk) goes as two pieces with
+// min_pieces 1, as eight with 8 (four of 128 KiB per shard), and as four
+// with 2; a 64 KiB variable stays one piece per shard. Values land in place
+// and the repeat of each push is a duplicate piece by piece.
+TEST_P(PsClientChunking, MinPiecesSplitsLargeCallsOnly) {
+  TempDir dir;
+  std::vector<std::string> shards;
+  auto cluster = StartShards(dir, 2, {}, &shards);
+  ASSERT_NE(cluster, nullptr);
+  for (int64_t rows : {2048, 128}) {  // of 512 bytes: 1 MiB, 64 KiB
+    for (auto [min_pieces, pieces_1mib] :
+         {std::pair{1, 2}, std::pair{8, 8}, std::pair{2, 4}}) {
+      SCOPED_TRACE(absl::StrCat(rows, " rows, min_pieces ", min_pieces));
+      auto client = PsClient::Connect({.shards = shards,
+                                       .min_pieces = min_pieces,
+                                       .direct_data_plane = GetParam()});
+      ASSERT_TRUE(client.ok()) << client.status();
+      v1::VariableConfig v;
+      v.set_name(absl::StrCat("v", rows, "_", min_pieces));
+      v.mutable_spec()->set_dtype(v1::DTYPE_FLOAT32);
+      v.mutable_spec()->add_shape(rows);
+      v.mutable_spec()->add_shape(128);
+      v.mutable_optimizer()->mutable_sgd()->set_learning_rate(1);
+      v.mutable_consistency()->set_mode(v1::CONSISTENCY_MODE_ASYNC);
+      ASSERT_TRUE((*client)->CreateVariable(v).ok());
+      std::vector<float> grad(rows * 128);
+      for (size_t i = 0; i < grad.size(); ++i)
+        grad[i] = static_cast<float>(i % 977);
+      // A push key of its own (the same key on another variable would be
+      // a duplicate of the earlier push, piece for piece).
+      const worker::StepOptions step{
+          .step_id = 1, .closure_id = static_cast<uint64_t>(rows + min_pieces)};
+      auto first = (*client)->PushDense(v.name(), grad, step);
+      ASSERT_TRUE(first.ok()) << first.status();
+      EXPECT_EQ(first->rows_applied, rows);
+      auto again = (*client)->PushDense(v.name(), grad, step);
+      ASSERT_TRUE(again.ok()) << again.status();
+      EXPECT_EQ(again->rows_applied, 0);
+      EXPECT_EQ(again->duplicate_pieces, rows == 2048 ? pieces_1mib : 2);
+      std::vector<float> out(grad.size(), 5.0f);
+      ASSERT_TRUE((*client)->PullDense(v.name(), absl::MakeSpan(out)).ok());
+      for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], -grad[i]) << i;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Planes, PsClientChunking, ::testing::Bool(),

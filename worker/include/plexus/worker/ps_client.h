@@ -64,6 +64,14 @@ struct PsClientOptions {
   // 1 MiB sparse call (512 KiB give or take a few rows) stays one piece.
   // <= 0: one message per shard, up to max_message_bytes. Default 640 KiB.
   int64_t chunk_bytes = 640 << 10;
+  // A shard's rows of one call also go in at least this many pieces where
+  // each piece still holds 128 KiB or more, so that a machine with cores to
+  // spare moves a 1 MiB call in parallel pieces smaller than chunk_bytes.
+  // ps_bench on a 16-core machine, one shard, direct plane: TODO.
+  // 0 (default): one per 4 CPUs this process may run on (1 up to 7 CPUs,
+  // which leaves 2-core machines at chunk_bytes alone); 1: chunk_bytes
+  // alone.
+  int min_pieces = 0;
   // Pull and Push go over the shards' direct data plane (plain TCP frames,
   // ps.proto "Direct data plane"; plexus-ps --data_port, on by default)
   // where a shard offers one, and over gRPC where it does not (TLS, an older
