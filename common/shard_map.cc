@@ -121,7 +121,9 @@ ShardRouter::ShardRouter(v1::ShardMap map) : map_(std::move(map)) {
 }
 
 uint32_t ShardRouter::HashedShardOfRow(uint64_t table_hash, uint64_t id) const {
-  uint64_t v = HashRow(table_hash, id) % map_.num_virtual_shards();
+  const uint64_t h = HashRow(table_hash, id);
+  const uint64_t v =
+      virtual_mask_ != 0 ? h & virtual_mask_ : h % map_.num_virtual_shards();
   return map_.virtual_shard_to_shard(static_cast<int>(v));
 }
 

@@ -10,6 +10,7 @@
 // Thread safety: ShardRouter is immutable after construction; share it freely.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -75,6 +76,12 @@ class ShardRouter {
   v1::ShardMap map_;
   absl::flat_hash_map<std::string, int> dense_index_;  // name -> map_ index
   const bool one_shard_ = map_.num_shards() == 1;
+  // num_virtual_shards - 1 where it is a power of two (the default, 64 per
+  // shard, for 1, 2, 4, ... shards): hash & mask is hash % count, without a
+  // division. 0 otherwise.
+  const uint64_t virtual_mask_ = std::has_single_bit(map_.num_virtual_shards())
+                                     ? uint64_t{map_.num_virtual_shards()} - 1
+                                     : 0;
 };
 
 }  // namespace plexus

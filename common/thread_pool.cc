@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 
+#include "absl/strings/numbers.h"
 #include "common/tsan.h"
 
 namespace plexus {
@@ -37,7 +39,33 @@ class AsyncSignalsBlocked {
   sigset_t old_;
 };
 
+// Polls done() until it holds (true) or `limit` passes (false), yielding
+// the CPU between looks.
+template <typename Done>
+bool SpinUntil(absl::Duration limit, Done done) {
+  if (done()) return true;
+  if (limit <= absl::ZeroDuration()) return false;
+  const absl::Time until = absl::Now() + limit;
+  do {
+    std::this_thread::yield();
+    if (done()) return true;
+  } while (absl::Now() < until);
+  return false;
+}
+
 }  // namespace
+
+absl::Duration PoolSpin() {
+  static const absl::Duration spin = [] {
+    const char* env = std::getenv("PLEXUS_POOL_SPIN_US");
+    int64_t us = 0;
+    if (env != nullptr && absl::SimpleAtoi(env, &us) && us >= 0) {
+      return absl::Microseconds(us);
+    }
+    return UsableCpus() >= 8 ? absl::Microseconds(50) : absl::ZeroDuration();
+  }();
+  return spin;
+}
 
 ThreadPool::ThreadPool(int num_threads) {
   CHECK_GE(num_threads, 1);
@@ -58,10 +86,14 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::Schedule(std::function<void()> fn) {
   MutexLock lock(&mu_);
   queue_.push(std::move(fn));
+  queued_.fetch_add(1, std::memory_order_release);
 }
 
 void ThreadPool::Loop() {
+  const absl::Duration spin = PoolSpin();
   while (true) {
+    SpinUntil(spin,
+              [this] { return queued_.load(std::memory_order_acquire) > 0; });
     std::function<void()> fn;
     {
       MutexLock lock(&mu_);
@@ -72,6 +104,7 @@ void ThreadPool::Loop() {
       if (queue_.empty()) return;  // stopping and drained
       fn = std::move(queue_.front());
       queue_.pop();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
     }
     fn();
   }
@@ -86,15 +119,17 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn) {
   // find no part left and never touch `fn`.
   struct State {
     std::atomic<int> next{0};
+    // Parts finished; changed under mu (so that a waiter in Await sees it),
+    // read without it while the caller polls.
+    std::atomic<int> done{0};
     absl::Mutex mu;
-    int done ABSL_GUARDED_BY(mu) = 0;
   };
   auto state = std::make_shared<State>();
   auto work = [state, parts](absl::FunctionRef<void(int)> f) {
     for (int i; (i = state->next.fetch_add(1)) < parts;) {
       f(i);
       MutexLock lock(&state->mu);
-      ++state->done;
+      state->done.fetch_add(1, std::memory_order_release);
     }
   };
   const int helpers = std::min(parts - 1, pool->size());
@@ -102,10 +137,16 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn) {
     pool->Schedule([work, fn] { work(fn); });
   }
   work(fn);
-  MutexLock lock(&state->mu);
-  auto all_done = [&state, parts]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
-    return state->done == parts;
+  auto all_done = [&state, parts] {
+    return state->done.load(std::memory_order_acquire) == parts;
   };
+  if (SpinUntil(PoolSpin(), all_done)) {
+    // The last helper may still hold mu for its count: wait for it, so the
+    // caller's happens-after covers every part (and TSan sees it).
+    MutexLock lock(&state->mu);
+    return;
+  }
+  MutexLock lock(&state->mu);
   Await(&state->mu, absl::Condition(&all_done));
 }
 

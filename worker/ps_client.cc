@@ -184,8 +184,9 @@ class PsClientImpl : public PsClient {
         identity_(std::move(identity)),
         own_source_(std::move(own_source)),
         source_(own_source_ ? own_source_.get() : options_.map_source),
-        min_pieces_(options_.min_pieces > 0 ? options_.min_pieces
-                                            : std::max(1, UsableCpus() / 4)),
+        min_pieces_(options_.min_pieces > 0
+                        ? options_.min_pieces
+                        : std::clamp(UsableCpus() / 2, 1, 8)),
         pool_(options_.num_threads > 0 ? options_.num_threads : 8) {}
 
   absl::Status Init() {

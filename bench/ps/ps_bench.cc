@@ -301,7 +301,8 @@ int Run(const Flags& f) {
       "# client pieces: at most %lld KiB, at least %s per shard (%d CPUs)\n",
       static_cast<long long>(
           (f.chunk_bytes >= 0 ? f.chunk_bytes : defaults.chunk_bytes) >> 10),
-      f.min_pieces > 0 ? absl::StrCat(f.min_pieces).c_str() : "one per 4 CPUs",
+      f.min_pieces > 0 ? absl::StrCat(f.min_pieces).c_str()
+                       : "one per 2 CPUs, at most 8",
       UsableCpus());
   // A limit is what the machine can do: the best of three samples (a busy
   // moment only lowers one).
@@ -566,7 +567,8 @@ int main(int argc, char** argv) {
           "the\n"
           "                  client's, 640; 0: one message per shard)\n"
           "  --min_pieces N  PsClientOptions::min_pieces (default: the\n"
-          "                  client's, one per 4 CPUs; 1: chunk_kb alone)\n"
+          "                  client's, one per 2 CPUs up to 8; 1: chunk_kb "
+          "alone)\n"
           "  --max_mb 256    largest dense variable, MiB\n"
           "  --dense_kb 4,1024  dense sizes to run, KiB (default: 1 KiB,\n"
           "                  4 KiB, ... up to --max_mb)\n"

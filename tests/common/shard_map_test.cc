@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "common/hash.h"
 
 namespace plexus {
@@ -19,6 +22,37 @@ TEST(ShardMap, DefaultMapSpreadsVirtualShardsOverEveryShard) {
   for (int c : counts) {
     EXPECT_GT(c, 9000);
     EXPECT_LT(c, 11000);
+  }
+}
+
+// Placement is virtual_shard_to_shard[HashRow(table, id) % virtual shards]
+// (common.proto) whatever shortcut the router takes: one shard, a power of
+// two of virtual shards (a mask), or neither (a division). Rows must never
+// move between releases: checkpoints and live shards depend on it.
+TEST(ShardMap, RowsGoWhereTheMapDefinitionPutsThem) {
+  const uint64_t t = HashName("emb");
+  for (int shards : {1, 2, 3, 4}) {
+    for (uint32_t virtual_shards : {0u, 6u, 64u, 100u}) {
+      if (virtual_shards != 0 && virtual_shards < static_cast<uint32_t>(shards))
+        continue;
+      std::vector<std::string> addresses;
+      for (int i = 0; i < shards; ++i)
+        addresses.push_back("h:" + std::to_string(i + 1));
+      auto map = MakeShardMap(1, addresses, virtual_shards);
+      ASSERT_TRUE(map.ok()) << map.status();
+      ShardRouter r(*map);
+      for (uint64_t id : {uint64_t{0}, uint64_t{1}, uint64_t{12345},
+                          ~uint64_t{0}, uint64_t{1} << 40}) {
+        for (uint64_t k = 0; k < 200; ++k) {
+          const uint64_t row = id + k * 7919;
+          EXPECT_EQ(r.ShardOfRow(t, row),
+                    map->virtual_shard_to_shard(static_cast<int>(
+                        HashRow(t, row) % map->num_virtual_shards())))
+              << shards << " shards, " << map->num_virtual_shards()
+              << " virtual, row " << row;
+        }
+      }
+    }
   }
 }
 

@@ -67,10 +67,13 @@ struct PsClientOptions {
   // A shard's rows of one call also go in at least this many pieces where
   // each piece still holds 128 KiB or more, so that a machine with cores to
   // spare moves a 1 MiB call in parallel pieces smaller than chunk_bytes.
-  // ps_bench on a 16-core machine, one shard, direct plane: TODO.
-  // 0 (default): one per 4 CPUs this process may run on (1 up to 7 CPUs,
-  // which leaves 2-core machines at chunk_bytes alone); 1: chunk_bytes
-  // alone.
+  // ps_bench on a 16-core H200 host, direct plane, two runs each, worst
+  // 1 MiB dense row as % of loopback TCP (1 shard; 2 shards) and the uniform
+  // 4,096 x 64 sparse pull: min_pieces 1 (chunk_bytes alone): 62-70%;
+  // 65-77%; 29-38%. 4: 78-79%; 93-99%; 37-38%. 8: 110-114%; 117-125%;
+  // 46-54%.
+  // 0 (default): one per 2 CPUs this process may run on, at most 8 (1 on
+  // 2-3 CPUs, which leaves chunk_bytes alone); 1: chunk_bytes alone.
   int min_pieces = 0;
   // Pull and Push go over the shards' direct data plane (plain TCP frames,
   // ps.proto "Direct data plane"; plexus-ps --data_port, on by default)
