@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
@@ -344,6 +345,27 @@ void SparseTable::VisitStripes(const std::vector<int>& begin, int parts,
       }
       fn(p, stripe, begin[s], begin[s + 1]);
       Unlock(&stripe.mu);
+    }
+    // A holder keeps a stripe for microseconds, while sleeping on its lock
+    // costs a wake-up (tens of microseconds on a VM): busy stripes are
+    // retried for up to PoolSpin() before the visit waits for them.
+    const absl::Duration spin = PoolSpin();
+    const absl::Time until = busy.empty() || spin == absl::ZeroDuration()
+                                 ? absl::InfinitePast()
+                                 : absl::Now() + spin;
+    while (!busy.empty() && absl::Now() < until) {
+      std::this_thread::yield();
+      size_t kept = 0;
+      for (int s : busy) {
+        Stripe& stripe = stripes_[s];
+        if (!TryLock(&stripe.mu)) {
+          busy[kept++] = s;
+          continue;
+        }
+        fn(p, stripe, begin[s], begin[s + 1]);
+        Unlock(&stripe.mu);
+      }
+      busy.resize(kept);
     }
     for (int s : busy) {
       Stripe& stripe = stripes_[s];
