@@ -60,7 +60,8 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn);
 int PartsFor(const ThreadPool* pool, int64_t work, int64_t per_part);
 
 // How long an idle pool thread polls for work before it sleeps (see
-// ThreadPool); zero below 8 usable CPUs.
+// ThreadPool; sparse tables retry a busy stripe as long before they wait
+// for its lock); zero below 8 usable CPUs.
 absl::Duration PoolSpin();
 
 // CPUs this process may run on (its affinity mask, which a container's or
