@@ -5,6 +5,7 @@
 # (the project's GPU machines: Ubuntu 24.04, see ../shared/PITFALLS.md).
 #
 #   scripts/gpu_bundle.sh [--build DIR] [--out DIR] [--with-nccl]
+#                         [--only NAME,...] [--with-perf]
 #
 # Build first (scripts/build.sh, or the targets gpu_test reduce_bench
 # nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench
@@ -26,29 +27,60 @@
 #     system's ucx/ folder, which must match the library's version;
 #   - NCCL (218 MB; the target has it) unless --with-nccl.
 # Binaries are copied without debug information (strip --strip-debug) to keep
-# the folder small.
+# the folder small; their symbol tables stay, so profiles name functions.
+#
+# --only ps_bench,plexus-ps,plexus-coordinator: just those binaries (built
+# in DIR/bin or DIR/tests) and their libraries, and no run.sh: a slim folder
+# for running them by hand. --with-perf adds this machine's perf and every
+# library it needs in perf/ (about 33 MB; the GPU machines have no perf):
+#   LD_LIBRARY_PATH=perf/lib perf/perf record -a -g -D 3000 -- \
+#     env LD_LIBRARY_PATH=lib PLEXUS_BIN_DIR=bin bin/ps_bench --shards 1 \
+#     --no_dense --dims 64 --batches 4096 --sparse_ops pull --seconds 5
+# (-D skips ps_bench's limit measurements). Three binaries with perf come to
+# about 68 MB, over the machines' 64 MiB carry limit: carry the folder as a
+# tar -cJf archive (about 17 MB) and unpack it there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build"
 out=""
 with_nccl=0
+only=""
+with_perf=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --with-nccl) with_nccl=1; shift ;;
+    --only) only="$2"; shift 2 ;;
+    --with-perf) with_perf=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu_bundle.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [ -n "$out" ] || out="$build/gpu-bundle"
 
-binaries=("$build/tests/gpu_test" "$build/bin/reduce_bench"
-          "$build/bin/nccl_bench" "$build/bin/plexus-ps"
-          "$build/bin/mlp_example" "$build/bin/ps_bench"
-          "$build/bin/checkpoint_bench" "$build/bin/plexus-coordinator"
-          "$build/bin/ctr_example" "$build/bin/plexus")
+if [ -n "$only" ]; then
+  binaries=()
+  for name in ${only//,/ }; do
+    if [ -x "$build/bin/$name" ]; then
+      binaries+=("$build/bin/$name")
+    else
+      binaries+=("$build/tests/$name")
+    fi
+  done
+else
+  binaries=("$build/tests/gpu_test" "$build/bin/reduce_bench"
+            "$build/bin/nccl_bench" "$build/bin/plexus-ps"
+            "$build/bin/mlp_example" "$build/bin/ps_bench"
+            "$build/bin/checkpoint_bench" "$build/bin/plexus-coordinator"
+            "$build/bin/ctr_example" "$build/bin/plexus")
+fi
 for b in "${binaries[@]}"; do
+  if [ ! -x "$b" ] && [ -n "$only" ]; then
+    echo "gpu_bundle.sh: $b is missing: build it first" \
+         "(cmake --build $build --target $(basename "$b"))" >&2
+    exit 1
+  fi
   if [ ! -x "$b" ]; then
     echo "gpu_bundle.sh: $b is missing: build it first (needs nvcc and NCCL:" \
          "cmake --build $build --target gpu_test reduce_bench nccl_bench plexus-ps mlp_example ps_bench checkpoint_bench plexus-coordinator ctr_example plexus)" >&2
@@ -86,6 +118,29 @@ for b in "${binaries[@]}"; do
 done
 [ "$missing" = 0 ] || exit 1
 
+if [ "$with_perf" = 1 ]; then
+  perf_bin="$(command -v perf || true)"
+  if [ -z "$perf_bin" ]; then
+    echo "gpu_bundle.sh: --with-perf: no perf here (apt-get install linux-perf)" >&2
+    exit 1
+  fi
+  mkdir -p "$out/perf/lib"
+  cp -L "$perf_bin" "$out/perf/perf"
+  # Everything but the C library family and the C++ runtime, which the
+  # target has (newer).
+  while read -r name arrow path _; do
+    [ "$arrow" = "=>" ] || continue
+    if [[ "$name" =~ ^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libstdc\+\+\.so|libgcc_s\.so) ]]; then
+      continue
+    fi
+    if [ "$path" = "not" ]; then
+      echo "gpu_bundle.sh: perf needs $name, which is not found here" >&2
+      exit 1
+    fi
+    cp -L "$path" "$out/perf/lib/$name"
+  done < <(ldd "$perf_bin")
+fi
+
 commit="$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 dirty=""
 git -C "$root" diff --quiet HEAD -- 2>/dev/null || dirty=" (working tree had changes)"
@@ -97,6 +152,12 @@ git -C "$root" diff --quiet HEAD -- 2>/dev/null || dirty=" (working tree had cha
   echo "libraries:"
   (cd "$out/lib" && ls -1)
 } > "$out/MANIFEST"
+
+if [ -n "$only" ]; then
+  echo "gpu_bundle.sh: $out ($(du -sh "$out" | cut -f1)): $only, no run.sh;" \
+       "run them with LD_LIBRARY_PATH=$out/lib"
+  exit 0
+fi
 
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash

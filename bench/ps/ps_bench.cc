@@ -6,7 +6,8 @@
 //   ps_bench [--bin_dir DIR] [--shards 1,2] [--data_plane grpc,direct]
 //            [--seconds 0.3] [--max_mb 256] [--dense_kb 4,1024]
 //            [--dims 8,64,256] [--batches 1,16,256,4096,65536]
-//            [--no_dense] [--no_sparse] [--json FILE]
+//            [--no_dense] [--no_sparse] [--sparse_ops pull]
+//            [--chunk_kb N] [--min_pieces N] [--json FILE]
 //
 // Each row names its data plane: "grpc" (every call a gRPC call) or
 // "direct" (PsClientOptions::direct_data_plane: Pull and Push as frames over
@@ -75,6 +76,7 @@ struct Flags {
   std::vector<int64_t> dense_kb;
   bool dense = true;
   bool sparse = true;
+  bool sparse_push = true;  // --sparse_ops pull: pulls only (profiles)
   std::vector<std::string> planes = {"grpc", "direct"};
   int64_t chunk_bytes = -1;  // -1: PsClientOptions' default
   int min_pieces = 0;        // 0: PsClientOptions' default
@@ -458,6 +460,7 @@ int Run(const Flags& f) {
             std::vector<float> vals(b * dim, 1e-3f);
             for (const char* op : {"pull", "push"}) {
               std::string sop = op;
+              if (sop == "push" && !f.sparse_push) continue;
               Row r{plane, "sparse", sop, dist, shards, b * dim * 4, b, dim};
               Measure(
                   f.seconds, admin_ports, sop == "pull" ? "Pull" : "Push",
@@ -575,6 +578,7 @@ int main(int argc, char** argv) {
           "  --dims 8,64,256 sparse row widths\n"
           "  --batches 1,16,256,4096,65536  sparse ids per call\n"
           "  --no_dense, --no_sparse  skip a part\n"
+          "  --sparse_ops pull  sparse pulls only (default pull,push)\n"
           "  --json FILE     also write the rows as JSON\n");
       return 0;
     } else if (a == "--bin_dir") {
@@ -621,6 +625,13 @@ int main(int argc, char** argv) {
       f.dense = false;
     } else if (a == "--no_sparse") {
       f.sparse = false;
+    } else if (a == "--sparse_ops") {
+      const std::string ops = next();
+      if (ops != "pull" && ops != "pull,push" && ops != "push,pull") {
+        std::fprintf(stderr, "ps_bench: --sparse_ops is pull or pull,push\n");
+        return 2;
+      }
+      f.sparse_push = ops != "pull";
     } else if (a == "--max_mb") {
       f.max_mb = std::stoll(next());
     } else if (a == "--json") {
