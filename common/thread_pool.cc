@@ -39,20 +39,6 @@ class AsyncSignalsBlocked {
   sigset_t old_;
 };
 
-// Polls done() until it holds (true) or `limit` passes (false), yielding
-// the CPU between looks.
-template <typename Done>
-bool SpinUntil(absl::Duration limit, Done done) {
-  if (done()) return true;
-  if (limit <= absl::ZeroDuration()) return false;
-  const absl::Time until = absl::Now() + limit;
-  do {
-    std::this_thread::yield();
-    if (done()) return true;
-  } while (absl::Now() < until);
-  return false;
-}
-
 }  // namespace
 
 absl::Duration PoolSpin() {

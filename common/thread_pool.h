@@ -64,6 +64,21 @@ int PartsFor(const ThreadPool* pool, int64_t work, int64_t per_part);
 // for its lock); zero below 8 usable CPUs.
 absl::Duration PoolSpin();
 
+// Calls done() until it returns true (then true) or `limit` has passed
+// (then false; done() runs once when limit is zero), yielding the CPU
+// between calls.
+template <typename Done>
+bool SpinUntil(absl::Duration limit, Done done) {
+  if (done()) return true;
+  if (limit <= absl::ZeroDuration()) return false;
+  const absl::Time until = absl::Now() + limit;
+  do {
+    std::this_thread::yield();
+    if (done()) return true;
+  } while (absl::Now() < until);
+  return false;
+}
+
 // CPUs this process may run on (its affinity mask, which a container's or
 // a batch job's cpuset narrows); at least 1.
 int UsableCpus();

@@ -1132,6 +1132,8 @@ class PsClientImpl : public PsClient {
   const CallerIdentity identity_;
   const std::unique_ptr<StaticMapSource> own_source_;
   ShardMapSource* const source_;
+  // PsClientOptions::min_pieces resolved (0: from the CPU count).
+  const int min_pieces_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const ShardRouter> router_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<v1::ParameterServer::Stub>>
@@ -1156,7 +1158,6 @@ class PsClientImpl : public PsClient {
   std::atomic<uint64_t> next_request_id_{0};
   // Last: their threads finish before the rest is destroyed. Async calls run
   // on their own pool, so they never wait for a slot they occupy.
-  const int min_pieces_;
   ThreadPool pool_;
   ThreadPool async_pool_{4};
 };

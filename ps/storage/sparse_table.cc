@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
@@ -334,40 +333,31 @@ void SparseTable::VisitStripes(const std::vector<int>& begin, int parts,
     if (count == 0) return;
     thread_local uint32_t rotation = 0;
     const int start = static_cast<int>(rotation++ % count);
-    absl::InlinedVector<int, 16> busy;
+    absl::InlinedVector<int, 64> todo;  // stripes with ids, in visit order
     for (int i = 0; i < count; ++i) {
       const int s = first + (start + i) % count;
-      if (begin[s] == begin[s + 1]) continue;
-      Stripe& stripe = stripes_[s];
-      if (!TryLock(&stripe.mu)) {
-        busy.push_back(s);
-        continue;
-      }
-      fn(p, stripe, begin[s], begin[s + 1]);
-      Unlock(&stripe.mu);
+      if (begin[s] != begin[s + 1]) todo.push_back(s);
     }
-    // A holder keeps a stripe for microseconds, while sleeping on its lock
-    // costs a wake-up (tens of microseconds on a VM): busy stripes are
-    // retried for up to PoolSpin() before the visit waits for them.
-    const absl::Duration spin = PoolSpin();
-    const absl::Time until = busy.empty() || spin == absl::ZeroDuration()
-                                 ? absl::InfinitePast()
-                                 : absl::Now() + spin;
-    while (!busy.empty() && absl::Now() < until) {
-      std::this_thread::yield();
+    // Visits the free stripes of `todo` and keeps the busy ones. A holder
+    // keeps a stripe for microseconds, while sleeping on its lock costs a
+    // wake-up (tens of microseconds on a VM): the busy ones are tried again
+    // for up to PoolSpin() before the visit waits for them.
+    auto visit_free = [&] {
       size_t kept = 0;
-      for (int s : busy) {
+      for (int s : todo) {
         Stripe& stripe = stripes_[s];
         if (!TryLock(&stripe.mu)) {
-          busy[kept++] = s;
+          todo[kept++] = s;
           continue;
         }
         fn(p, stripe, begin[s], begin[s + 1]);
         Unlock(&stripe.mu);
       }
-      busy.resize(kept);
-    }
-    for (int s : busy) {
+      todo.resize(kept);
+      return todo.empty();
+    };
+    if (SpinUntil(PoolSpin(), visit_free)) return;
+    for (int s : todo) {
       Stripe& stripe = stripes_[s];
       MutexLock lock(&stripe.mu);
       fn(p, stripe, begin[s], begin[s + 1]);
