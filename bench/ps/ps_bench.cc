@@ -4,7 +4,8 @@
 // trip, memcpy) and gRPC's own floor (an empty unary call).
 //
 //   ps_bench [--bin_dir DIR] [--shards 1,2] [--data_plane grpc,direct]
-//            [--seconds 0.3] [--max_mb 256] [--dense_kb 4,1024]
+//            [--seconds 0.3] [--max_calls 1000] [--max_mb 256]
+//            [--dense_kb 4,1024]
 //            [--dims 8,64,256] [--batches 1,16,256,4096,65536]
 //            [--no_dense] [--no_sparse] [--sparse_ops pull]
 //            [--chunk_kb N] [--min_pieces N] [--json FILE]
@@ -69,6 +70,7 @@ struct Flags {
   std::string bin_dir;
   std::vector<int> shards = {1, 2};
   double seconds = 0.3;
+  size_t max_calls = 1000;  // per row
   int64_t max_mb = 256;
   std::vector<int64_t> dims = {8, 64, 256};
   std::vector<int64_t> batches = {1, 16, 256, 4096, 65536};
@@ -87,15 +89,15 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-// Runs fn until `budget` seconds pass (at least 3 times, at most 1000) and
-// returns the per-call times, sorted.
+// Runs fn until `budget` seconds pass (at least 3 times, at most
+// `max_calls`) and returns the per-call times, sorted.
 template <typename F>
-std::vector<double> Time(double budget, F fn) {
+std::vector<double> Time(double budget, F fn, size_t max_calls = 1000) {
   std::vector<double> t;
   auto start = Clock::now();
   fn();  // warm-up
   while (t.size() < 3 ||
-         (Seconds(Clock::now() - start) < budget && t.size() < 1000)) {
+         (Seconds(Clock::now() - start) < budget && t.size() < max_calls)) {
     auto a = Clock::now();
     fn();
     t.push_back(Seconds(Clock::now() - a));
@@ -271,10 +273,10 @@ ServedTotals Served(const std::vector<int>& admin_ports,
 // Times fn as Time does and fills the row's p50, p99 and what the shards
 // saw meanwhile (server_s, pieces) for `method`.
 template <typename F>
-void Measure(double budget, const std::vector<int>& admin_ports,
+void Measure(const Flags& f, const std::vector<int>& admin_ports,
              const std::string& method, F fn, Row* r) {
   const ServedTotals before = Served(admin_ports, method);
-  const std::vector<double> t = Time(budget, fn);
+  const std::vector<double> t = Time(f.seconds, fn, f.max_calls);
   const ServedTotals after = Served(admin_ports, method);
   r->p50_s = Pct(t, 0.5);
   r->p99_s = Pct(t, 0.99);
@@ -407,7 +409,7 @@ int Run(const Flags& f) {
           std::string sop = op;
           Row r{plane, "dense", sop, "-", shards, bytes, 0, cols};
           Measure(
-              f.seconds, admin_ports,
+              f, admin_ports,
               sop == "push"   ? "Push"
               : sop == "pull" ? "Pull"
                               : "PushPull",
@@ -463,7 +465,7 @@ int Run(const Flags& f) {
               if (sop == "push" && !f.sparse_push) continue;
               Row r{plane, "sparse", sop, dist, shards, b * dim * 4, b, dim};
               Measure(
-                  f.seconds, admin_ports, sop == "pull" ? "Pull" : "Push",
+                  f, admin_ports, sop == "pull" ? "Pull" : "Push",
                   [&] {
                     if (sop == "pull") {
                       (void)c.PullSparse(table, ids, dim, absl::MakeSpan(vals));
@@ -566,6 +568,8 @@ int main(int argc, char** argv) {
           "the\n"
           "                  direct TCP frames of plexus-ps --data_port)\n"
           "  --seconds 0.3   time budget per row\n"
+          "  --max_calls 1000  most calls per row (raise it with --seconds\n"
+          "                  for a profile)\n"
           "  --chunk_kb N    PsClientOptions::chunk_bytes in KiB (default: "
           "the\n"
           "                  client's, 640; 0: one message per shard)\n"
@@ -608,6 +612,8 @@ int main(int argc, char** argv) {
       f.min_pieces = std::stoi(next());
     } else if (a == "--seconds") {
       f.seconds = std::stod(next());
+    } else if (a == "--max_calls") {
+      f.max_calls = std::stoull(next());
     } else if (a == "--dims" || a == "--batches" || a == "--dense_kb") {
       std::vector<int64_t>& v = a == "--dims"      ? f.dims
                                 : a == "--batches" ? f.batches
