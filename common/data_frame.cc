@@ -67,6 +67,19 @@ absl::Status Lost(const char* what, int err) {
       "data plane connection lost (", what, ": ", std::strerror(err), ")"));
 }
 
+// Drops the first `done` bytes of the n pieces at *iov.
+void Advance(size_t done, iovec** iov, int* n) {
+  while (*n > 0 && done >= (*iov)->iov_len) {
+    done -= (*iov)->iov_len;
+    ++*iov;
+    --*n;
+  }
+  if (*n > 0) {
+    (*iov)->iov_base = static_cast<char*>((*iov)->iov_base) + done;
+    (*iov)->iov_len -= done;
+  }
+}
+
 absl::Status WriteAll(int fd, iovec* iov, int n, absl::Time deadline) {
   while (n > 0) {
     ssize_t w = writev(fd, iov, std::min(n, IOV_MAX));
@@ -79,16 +92,7 @@ absl::Status WriteAll(int fd, iovec* iov, int n, absl::Time deadline) {
       }
       return Lost("write", errno);
     }
-    size_t done = static_cast<size_t>(w);
-    while (n > 0 && done >= iov->iov_len) {
-      done -= iov->iov_len;
-      ++iov;
-      --n;
-    }
-    if (n > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + done;
-      iov->iov_len -= done;
-    }
+    Advance(static_cast<size_t>(w), &iov, &n);
   }
   return absl::OkStatus();
 }
@@ -240,6 +244,35 @@ absl::Status FrameReader::Read(char* out, size_t n, absl::Time deadline,
   return absl::OkStatus();
 }
 
+absl::Status FrameReader::ReadInto(absl::Span<const absl::Span<char>> into,
+                                   absl::Time deadline) {
+  // What is buffered first, then the rest with readv(2) straight into the
+  // buffers (many rows of a sparse pull: one call per IOV_MAX of them).
+  std::vector<iovec> left;
+  for (absl::Span<char> b : into) {
+    const size_t got = std::min(b.size(), end_ - begin_);
+    std::memcpy(b.data(), buffer_.get() + begin_, got);
+    begin_ += got;
+    if (got < b.size()) left.push_back({b.data() + got, b.size() - got});
+  }
+  iovec* iov = left.data();
+  int n = static_cast<int>(left.size());
+  while (n > 0) {
+    ssize_t r = readv(fd_, iov, std::min(n, IOV_MAX));
+    if (r > 0) {
+      Advance(static_cast<size_t>(r), &iov, &n);
+      continue;
+    }
+    if (r == 0) {
+      return absl::UnavailableError("data plane connection closed mid-frame");
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return Lost("read", errno);
+    PLEXUS_RETURN_IF_ERROR(WaitFd(fd_, POLLIN, deadline));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FrameReader::ReadHeader(absl::Time deadline, int64_t max_body,
                                      v1::DataFrameHeader* header,
                                      uint64_t* body_bytes) {
@@ -287,24 +320,18 @@ absl::Status FrameReader::ReadBody(const v1::DataFrameHeader& header,
   const size_t message_bytes = body_bytes - attached;
   std::unique_ptr<char[]> head(new char[message_bytes + 1]);
   PLEXUS_RETURN_IF_ERROR(Read(head.get(), message_bytes, deadline, false));
-  // The attachments go straight into the caller's buffers where they fit
-  // exactly, else each into a string the message then owns.
-  bool fits = msg != nullptr && n > 0 && into.size() == static_cast<size_t>(n);
-  for (int i = 0; fits && i < n; ++i) {
-    fits = into[i].size() == header.attachment_bytes(i);
-  }
+  // The attachments go straight into the caller's buffers where they fill
+  // them exactly, else each into a string the message then owns.
+  uint64_t room = 0;
+  for (absl::Span<char> b : into) room += b.size();
+  const bool fits = msg != nullptr && n > 0 && room == attached;
   if (landed != nullptr) *landed = fits;
   std::vector<std::string> parts(fits ? 0 : n);
-  for (int i = 0; i < n; ++i) {
-    char* dst;
-    if (fits) {
-      dst = into[i].data();
-    } else {
-      parts[i].resize(header.attachment_bytes(i));
-      dst = parts[i].data();
-    }
+  if (fits) PLEXUS_RETURN_IF_ERROR(ReadInto(into, deadline));
+  for (size_t i = 0; i < parts.size(); ++i) {
+    parts[i].resize(header.attachment_bytes(static_cast<int>(i)));
     PLEXUS_RETURN_IF_ERROR(
-        Read(dst, header.attachment_bytes(i), deadline, false));
+        Read(parts[i].data(), parts[i].size(), deadline, false));
   }
   if (msg == nullptr) return absl::OkStatus();
   if (!msg->ParseFromArray(head.get(), static_cast<int>(message_bytes))) {

@@ -72,9 +72,10 @@ class FrameReader {
   // Reads the body that `header` announced into `msg` (null: read and drop
   // it), its attachments moved into the message's tensors. INVALID_ARGUMENT
   // when the bytes are not a `msg` (the stream stays in step).
-  // With `into` given and the attachments exactly its sizes, they are read
-  // straight into those buffers instead (the message's data fields stay
-  // empty) and *landed is set true; otherwise *landed is false.
+  // With `into` given and the attachments exactly as long as its buffers
+  // together, they are read straight into those instead, filling them in
+  // turn (the message's data fields stay empty), and *landed is set true;
+  // otherwise *landed is false.
   absl::Status ReadBody(const v1::DataFrameHeader& header, uint64_t body_bytes,
                         absl::Time deadline, google::protobuf::Message* msg,
                         absl::Span<const absl::Span<char>> into = {},
@@ -84,6 +85,9 @@ class FrameReader {
   // Reads exactly `n` bytes, from the buffer first. `at_start`: an end of
   // stream before the first byte is a clean close.
   absl::Status Read(char* out, size_t n, absl::Time deadline, bool at_start);
+  // Reads exactly as many bytes as `into` holds, filling it in turn.
+  absl::Status ReadInto(absl::Span<const absl::Span<char>> into,
+                        absl::Time deadline);
 
   const int fd_;
   std::unique_ptr<char[]> buffer_;

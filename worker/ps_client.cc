@@ -85,20 +85,27 @@ absl::string_view F32Bytes(const float* data, int64_t elems) {
                            static_cast<size_t>(elems) * sizeof(float));
 }
 
-// Copies a pulled fp32 tensor to `out`, or, when its bytes `landed` there
-// already (the direct plane read them straight in), checks its dtype.
-absl::Status CopyF32(const v1::Tensor& t, int64_t elems, float* out,
-                     bool landed) {
+// Copies a pulled fp32 tensor into the buffers `into` (in order: its first
+// bytes fill into[0], the next into[1], ...), or, when its bytes `landed`
+// there already (the direct plane read them straight in), checks its dtype.
+absl::Status CopyF32(const v1::Tensor& t,
+                     absl::Span<const absl::Span<char>> into, bool landed) {
   if (landed && t.spec().dtype() == v1::DTYPE_FLOAT32) {
     return absl::OkStatus();
   }
-  if (t.spec().dtype() != v1::DTYPE_FLOAT32 ||
-      t.data().size() != static_cast<size_t>(elems) * sizeof(float)) {
-    return absl::InternalError(absl::StrCat(
-        "shard returned ", t.data().size(), " bytes of dtype ",
-        v1::DType_Name(t.spec().dtype()), ", expected ", elems, " fp32"));
+  size_t bytes = 0;
+  for (absl::Span<char> b : into) bytes += b.size();
+  if (t.spec().dtype() != v1::DTYPE_FLOAT32 || t.data().size() != bytes) {
+    return absl::InternalError(
+        absl::StrCat("shard returned ", t.data().size(), " bytes of dtype ",
+                     v1::DType_Name(t.spec().dtype()), ", expected ",
+                     bytes / sizeof(float), " fp32"));
   }
-  std::memcpy(out, t.data().data(), t.data().size());
+  const char* from = t.data().data();
+  for (absl::Span<char> b : into) {
+    std::memcpy(b.data(), from, b.size());
+    from += b.size();
+  }
   return absl::OkStatus();
 }
 
@@ -275,18 +282,17 @@ class PsClientImpl : public PsClient {
     return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
       SparsePlan plan = PlanSparse(*router, table, ids);
       const uint32_t shards = router->num_shards();
-      // Unique rows, pulled in pieces (RowsPerPiece): into the caller's
-      // buffer where the plan is the identity, else into `own` (shard s's
-      // rows from first[s] on), from where each piece copies its rows to
-      // the caller's positions as soon as it lands (in parallel; positions
-      // of unique row u: at[start[u] .. start[u + 1])).
+      // Unique rows, pulled in pieces (RowsPerPiece), land straight in the
+      // caller's buffer: unique row u (shard s's rows from first[s] on) at
+      // the first caller position that names it. Where the plan is the
+      // identity that is u itself; else at[start[u]], of the positions of
+      // u, at[start[u] .. start[u + 1]) in order, to which each piece
+      // copies its rows as soon as they land (in parallel).
       std::vector<size_t> first(shards + 1, 0);
       for (uint32_t s = 0; s < shards; ++s)
         first[s + 1] = first[s] + plan.ids[s].size();
-      std::unique_ptr<float[]> own;
       std::vector<uint32_t> start, at;
       if (!plan.identity) {
-        own.reset(new float[first[shards] * dim]);
         start.assign(first[shards] + 1, 0);
         for (auto [s, k] : plan.where) ++start[first[s] + k + 1];
         for (size_t u = 0; u < first[shards]; ++u) start[u + 1] += start[u];
@@ -297,6 +303,9 @@ class PsClientImpl : public PsClient {
           at[next[first[s] + k]++] = static_cast<uint32_t>(i);
         }
       }
+      auto row_of = [&](size_t u) {
+        return out.data() + (plan.identity ? u : at[start[u]]) * dim;
+      };
       std::vector<std::tuple<uint32_t, size_t, size_t>>
           work;  // shard, begin, end
       for (uint32_t s = 0; s < shards; ++s) {
@@ -317,21 +326,27 @@ class PsClientImpl : public PsClient {
         l->set_create_missing(true);
         l->mutable_ids()->Add(plan.ids[s].begin() + b, plan.ids[s].begin() + e);
         v1::PullResponse resp;
-        float* dst =
-            (plan.identity ? out.data() : own.get() + first[s] * dim) + b * dim;
-        const int64_t elems = static_cast<int64_t>(e - b) * dim;
+        // Where the piece's rows land: runs of adjacent rows.
+        std::vector<absl::Span<char>> into;
+        for (size_t u = first[s] + b; u < first[s] + e; ++u) {
+          absl::Span<char> row = F32Buffer(row_of(u), dim);
+          if (!into.empty() &&
+              into.back().data() + into.back().size() == row.data()) {
+            into.back() = {into.back().data(), into.back().size() + row.size()};
+          } else {
+            into.push_back(row);
+          }
+        }
         bool landed = false;
-        PLEXUS_RETURN_IF_ERROR(
-            DataCall(s, &req, &resp, F32Buffer(dst, elems), &landed));
+        PLEXUS_RETURN_IF_ERROR(DataCall(s, &req, &resp, into, &landed));
         if (resp.sparse_size() != 1) {
           return absl::InternalError("shard answered a pull with no rows");
         }
-        PLEXUS_RETURN_IF_ERROR(
-            CopyF32(resp.sparse(0).values(), elems, dst, landed));
+        PLEXUS_RETURN_IF_ERROR(CopyF32(resp.sparse(0).values(), into, landed));
         if (plan.identity) return absl::OkStatus();
         for (size_t u = first[s] + b; u < first[s] + e; ++u) {
-          for (uint32_t j = start[u]; j < start[u + 1]; ++j) {
-            std::memcpy(out.data() + size_t{at[j]} * dim, own.get() + u * dim,
+          for (uint32_t j = start[u] + 1; j < start[u + 1]; ++j) {
+            std::memcpy(out.data() + size_t{at[j]} * dim, row_of(u),
                         dim * sizeof(float));
           }
         }
@@ -434,14 +449,14 @@ class PsClientImpl : public PsClient {
         v1::PullResponse resp;
         float* dst = out.data() + p.row_begin * row_elems;
         const int64_t elems = (p.row_end - p.row_begin) * row_elems;
+        const absl::Span<char> into[] = {F32Buffer(dst, elems)};
         bool landed = false;
-        PLEXUS_RETURN_IF_ERROR(
-            DataCall(p.shard, &req, &resp, F32Buffer(dst, elems), &landed));
+        PLEXUS_RETURN_IF_ERROR(DataCall(p.shard, &req, &resp, into, &landed));
         if (resp.dense_size() != 1) {
           return absl::InternalError(
               "shard answered a dense pull with no slice");
         }
-        return CopyF32(resp.dense(0).tensor(), elems, dst, landed);
+        return CopyF32(resp.dense(0).tensor(), into, landed);
       });
     });
   }
@@ -658,17 +673,17 @@ class PsClientImpl : public PsClient {
             r->set_variable(variable);
             *r->mutable_rows() = d->rows();
             v1::PushPullResponse resp;
+            const absl::Span<char> into[] = {F32Buffer(out.data() + at, elems)};
             bool landed = false;
-            PLEXUS_RETURN_IF_ERROR(DataCall(
-                p.shard, &req, &resp, {F32Bytes(grads.data() + at, elems)},
-                F32Buffer(out.data() + at, elems), &landed));
+            PLEXUS_RETURN_IF_ERROR(
+                DataCall(p.shard, &req, &resp,
+                         {F32Bytes(grads.data() + at, elems)}, into, &landed));
             if (resp.dense_size() != 1) {
               return absl::InternalError(
                   "shard answered a dense push-pull with no slice");
             }
             add(resp);
-            return CopyF32(resp.dense(0).tensor(), elems, out.data() + at,
-                           landed);
+            return CopyF32(resp.dense(0).tensor(), into, landed);
           });
         });
     if (!st.ok()) return st;
@@ -844,19 +859,18 @@ class PsClientImpl : public PsClient {
   // gRPC; retried as Retry says.
   // `req` is unchanged on return (the direct plane lends its tensor bytes
   // to the socket and puts them back).
-  // `into`: where the reply's one tensor goes when the direct plane can
-  // read it straight there (*landed then says so; the tensor's data field
-  // stays empty).
+  // `into`: where the reply's one tensor goes, its bytes filling the
+  // buffers in turn, when the direct plane can read it straight there
+  // (*landed then says so; the tensor's data field stays empty).
   absl::Status DataCall(uint32_t shard, v1::PullRequest* req,
-                        v1::PullResponse* resp, absl::Span<char> into,
-                        bool* landed) {
+                        v1::PullResponse* resp,
+                        absl::Span<const absl::Span<char>> into, bool* landed) {
     *landed = false;
-    const absl::Span<char> buffers[1] = {into};
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
           shard, v1::DataFrameHeader::METHOD_PULL, req, resp, deadline, {},
-          [&](auto* stub, auto* c) { return stub->Pull(c, *req, resp); },
-          buffers, landed);
+          [&](auto* stub, auto* c) { return stub->Pull(c, *req, resp); }, into,
+          landed);
     });
   }
   // `tensors`: the bytes of req's tensors (whose data fields are empty), in
@@ -878,15 +892,14 @@ class PsClientImpl : public PsClient {
   absl::Status DataCall(uint32_t shard, v1::PushPullRequest* req,
                         v1::PushPullResponse* resp,
                         std::vector<absl::string_view> tensors,
-                        absl::Span<char> into, bool* landed) {
+                        absl::Span<const absl::Span<char>> into, bool* landed) {
     *landed = false;
-    const absl::Span<char> buffers[1] = {into};
     return Retry(shard, [&](absl::Time deadline) {
       return Attempt(
           shard, v1::DataFrameHeader::METHOD_PUSH_PULL, req, resp, deadline,
           tensors,
           [&](auto* stub, auto* c) { return stub->PushPull(c, *req, resp); },
-          buffers, landed);
+          into, landed);
     });
   }
 

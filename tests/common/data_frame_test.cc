@@ -178,6 +178,38 @@ TEST_F(DataFrameTest, AttachmentsLandInTheCallersBuffersWhenTheyFit) {
   }
 }
 
+// Buffers that together hold an attachment exactly are filled in turn (a
+// sparse pull's rows landing at their callers' positions); buffers one byte
+// short are not used, and the bytes stay in the message.
+TEST_F(DataFrameTest, AttachmentsFillSeveralBuffersInTurn) {
+  const std::vector<v1::PushRequest> want = {Push(70000, 1), Push(5000, 2)};
+  auto sender = Send(Frames(want), 4096);
+  FrameReader r(reader());
+  for (size_t i = 0; i < want.size(); ++i) {
+    v1::DataFrameHeader h;
+    uint64_t body = 0;
+    ASSERT_TRUE(r.ReadHeader(Deadline(), 64 << 20, &h, &body).ok());
+    const std::string& data = want[i].sparse(0).grads().data();
+    const size_t a = 7, b = data.size() / 3, c = data.size() - a - b;
+    const size_t short_by = i == 1 ? 1 : 0;
+    std::string x(a, '\0'), y(b, '\0'), z(c - short_by, '\0');
+    absl::Span<char> into[] = {absl::MakeSpan(x), absl::MakeSpan(y),
+                               absl::MakeSpan(z)};
+    bool landed = true;
+    v1::PushRequest got;
+    ASSERT_TRUE(r.ReadBody(h, body, Deadline(), &got, into, &landed).ok());
+    if (short_by == 0) {
+      EXPECT_TRUE(landed);
+      EXPECT_EQ(x + y + z, data) << "frame " << i;
+      EXPECT_TRUE(got.sparse(0).grads().data().empty());
+    } else {
+      EXPECT_FALSE(landed);
+      EXPECT_EQ(got.sparse(0).grads().data(), data);
+      EXPECT_EQ(x + y + z, std::string(data.size() - 1, '\0'));
+    }
+  }
+}
+
 TEST_F(DataFrameTest, AnEndBeforeAFrameIsACleanCloseAndInsideOneIsNot) {
   const std::string frame = Frames({Push(1000, 1)});
   // One whole frame, then half of the next, then the end of the stream.
