@@ -48,7 +48,7 @@ absl::Duration PoolSpin() {
     if (env != nullptr && absl::SimpleAtoi(env, &us) && us >= 0) {
       return absl::Microseconds(us);
     }
-    return UsableCpus() >= 8 ? absl::Microseconds(50) : absl::ZeroDuration();
+    return UsableCpus() >= 8 ? kDefaultPoolSpin : absl::ZeroDuration();
   }();
   return spin;
 }

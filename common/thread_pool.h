@@ -2,10 +2,10 @@
 //
 // On a machine of 8 or more usable CPUs an idle pool thread, and a
 // ParallelFor caller waiting for its helpers, first polls for up to
-// PoolSpin() (50 us; $PLEXUS_POOL_SPIN_US overrides, 0 turns it off) before
-// it sleeps: work handed over within that window starts without a wake-up,
-// which costs tens of microseconds on a virtual machine, about a PS round
-// trip. The poll yields the CPU between looks.
+// PoolSpin() (kDefaultPoolSpin; $PLEXUS_POOL_SPIN_US overrides, 0 turns it
+// off) before it sleeps: work handed over within that window starts without
+// a wake-up, which costs tens of microseconds on a virtual machine, about a
+// PS round trip. The poll yields the CPU between looks.
 //
 // Thread safety: Schedule() may be called from any thread, including pool
 // threads. The destructor runs every closure already scheduled, then joins.
@@ -60,9 +60,14 @@ void ParallelFor(ThreadPool* pool, int parts, absl::FunctionRef<void(int)> fn);
 int PartsFor(const ThreadPool* pool, int64_t work, int64_t per_part);
 
 // How long an idle pool thread polls for work before it sleeps (see
-// ThreadPool; sparse tables retry a busy stripe as long before they wait
-// for its lock); zero below 8 usable CPUs.
+// ThreadPool; sparse tables retry a busy stripe, and data-plane connections
+// look for bytes, as long before they wait); zero below 8 usable CPUs.
 absl::Duration PoolSpin();
+// PoolSpin() from 8 usable CPUs up, unless the environment says otherwise.
+// Long enough to span a PS call of a few hundred rows: on a 16-core VM a
+// 4,096 x 64 sparse pull took 290-350 us polling for 50 us, 255-300 us
+// polling for 200 (bench/ps/ps_bench).
+inline constexpr absl::Duration kDefaultPoolSpin = absl::Microseconds(200);
 
 // Calls done() until it returns true (then true) or `limit` has passed
 // (then false; done() runs once when limit is zero), yielding the CPU

@@ -151,14 +151,14 @@ class Future : public PsFuture {
   std::shared_ptr<CallState> state_;
 };
 
-// The sparse rows of one request grouped by shard: unique ids and, for each
+// The sparse rows of a push grouped by shard: unique ids and, for each
 // position of the caller's ids, where its row is in the unique list.
 struct SparsePlan {
   std::vector<std::vector<uint64_t>> ids;  // per shard, unique
   // For caller position i: shard and index into ids[shard].
   std::vector<std::pair<uint32_t, uint32_t>> where;
   // One shard and no repeated id: ids[0] is the caller's ids, in order, so
-  // rows can land in (and gradients leave from) the caller's buffer.
+  // gradients leave from the caller's buffer.
   bool identity = false;
 };
 
@@ -181,6 +181,14 @@ SparsePlan PlanSparse(const ShardRouter& router, const std::string& table,
   }
   plan.identity = router.num_shards() == 1 && plan.ids[0].size() == ids.size();
   return plan;
+}
+
+// Which of `parts` parts of a shard's ids `id` is in: a hash of the id of
+// its own (unlike the shard's, which mixes in the table, and IdIndex's).
+uint32_t PartOf(uint64_t id, uint32_t parts) {
+  uint64_t h = (id ^ (id >> 31)) * 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 29;
+  return static_cast<uint32_t>(((h >> 32) * parts) >> 32);
 }
 
 class PsClientImpl : public PsClient {
@@ -280,75 +288,92 @@ class PsClientImpl : public PsClient {
                        ids.size(), " ids of dim ", dim));
     }
     return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
-      SparsePlan plan = PlanSparse(*router, table, ids);
+      // Each id goes to a piece: one of the parts of its shard's ids, split
+      // by a hash of the id as RowsPerPiece splits that many rows. Every
+      // position naming an id is in the same piece, which pulls the id once,
+      // lands its row straight at the first of them and copies it to the
+      // rest, so that past the one pass here that assigns the pieces, all
+      // the work (removing repeats, the calls, the copies) runs in parallel.
+      const int64_t row_bytes = dim * int64_t{sizeof(float)};
       const uint32_t shards = router->num_shards();
-      // Unique rows, pulled in pieces (RowsPerPiece), land straight in the
-      // caller's buffer: unique row u (shard s's rows from first[s] on) at
-      // the first caller position that names it. Where the plan is the
-      // identity that is u itself; else at[start[u]], of the positions of
-      // u, at[start[u] .. start[u + 1]) in order, to which each piece
-      // copies its rows as soon as they land (in parallel).
-      std::vector<size_t> first(shards + 1, 0);
-      for (uint32_t s = 0; s < shards; ++s)
-        first[s + 1] = first[s] + plan.ids[s].size();
-      std::vector<uint32_t> start, at;
-      if (!plan.identity) {
-        start.assign(first[shards] + 1, 0);
-        for (auto [s, k] : plan.where) ++start[first[s] + k + 1];
-        for (size_t u = 0; u < first[shards]; ++u) start[u + 1] += start[u];
-        at.resize(ids.size());
-        std::vector<uint32_t> next(start.begin(), start.end() - 1);
-        for (size_t i = 0; i < ids.size(); ++i) {
-          auto [s, k] = plan.where[i];
-          at[next[first[s] + k]++] = static_cast<uint32_t>(i);
-        }
+      const uint64_t th = HashName(table);
+      std::vector<uint32_t> piece_of(ids.size());
+      std::vector<size_t> shard_ids(shards, 0);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        piece_of[i] = router->ShardOfRow(th, ids[i]);
+        ++shard_ids[piece_of[i]];
       }
-      auto row_of = [&](size_t u) {
-        return out.data() + (plan.identity ? u : at[start[u]]) * dim;
-      };
-      std::vector<std::tuple<uint32_t, size_t, size_t>>
-          work;  // shard, begin, end
+      std::vector<uint32_t> parts(shards), first_piece(shards + 1, 0);
       for (uint32_t s = 0; s < shards; ++s) {
-        const size_t per_chunk =
-            RowsPerPiece(plan.ids[s].size(), dim * int64_t{sizeof(float)},
-                         kSparseRowFraming);
-        for (size_t b = 0; b < plan.ids[s].size(); b += per_chunk) {
-          work.emplace_back(s, b, std::min(plan.ids[s].size(), b + per_chunk));
-        }
+        const size_t per =
+            RowsPerPiece(shard_ids[s], row_bytes, kSparseRowFraming);
+        parts[s] = static_cast<uint32_t>((shard_ids[s] + per - 1) / per);
+        first_piece[s + 1] = first_piece[s] + parts[s];
       }
-      return ForEach(work.size(), [&](size_t w) {
-        auto [s, b, e] = work[w];
-        v1::PullRequest req;
-        FillHeader(req.mutable_header(), *router, step);
-        req.set_value_dtype(v1::DTYPE_FLOAT32);
-        v1::SparseLookup* l = req.add_sparse();
-        l->set_table(table);
-        l->set_create_missing(true);
-        l->mutable_ids()->Add(plan.ids[s].begin() + b, plan.ids[s].begin() + e);
-        v1::PullResponse resp;
-        // Where the piece's rows land: runs of adjacent rows.
-        std::vector<absl::Span<char>> into;
-        for (size_t u = first[s] + b; u < first[s] + e; ++u) {
-          absl::Span<char> row = F32Buffer(row_of(u), dim);
-          if (!into.empty() &&
-              into.back().data() + into.back().size() == row.data()) {
-            into.back() = {into.back().data(), into.back().size() + row.size()};
+      std::vector<uint32_t> piece_ids(first_piece[shards], 0);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        const uint32_t s = piece_of[i];
+        piece_of[i] = first_piece[s] + PartOf(ids[i], parts[s]);
+        ++piece_ids[piece_of[i]];
+      }
+      // A part may come out a little over RowsPerPiece's share: it goes in
+      // as many calls as the message limit asks.
+      const size_t most = MostRowsPerCall(row_bytes, kSparseRowFraming);
+      return ForEach(piece_ids.size(), [&](size_t p) {
+        if (piece_ids[p] == 0) return absl::OkStatus();
+        const uint32_t shard = static_cast<uint32_t>(
+            std::upper_bound(first_piece.begin(), first_piece.end(), p) -
+            first_piece.begin() - 1);
+        std::vector<uint64_t> unique;  // the piece's ids, each once
+        std::vector<uint32_t> at;      // and where each is named first
+        std::vector<std::pair<uint32_t, uint32_t>> repeats;  // (position, k)
+        unique.reserve(piece_ids[p]);
+        at.reserve(piece_ids[p]);
+        IdIndex index(piece_ids[p]);
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (piece_of[i] != p) continue;
+          auto [k, fresh] =
+              index.Insert(ids[i], static_cast<uint32_t>(unique.size()));
+          if (fresh) {
+            unique.push_back(ids[i]);
+            at.push_back(static_cast<uint32_t>(i));
           } else {
-            into.push_back(row);
+            repeats.emplace_back(static_cast<uint32_t>(i), k);
           }
         }
-        bool landed = false;
-        PLEXUS_RETURN_IF_ERROR(DataCall(s, &req, &resp, into, &landed));
-        if (resp.sparse_size() != 1) {
-          return absl::InternalError("shard answered a pull with no rows");
-        }
-        PLEXUS_RETURN_IF_ERROR(CopyF32(resp.sparse(0).values(), into, landed));
-        if (plan.identity) return absl::OkStatus();
-        for (size_t u = first[s] + b; u < first[s] + e; ++u) {
-          for (uint32_t j = start[u] + 1; j < start[u + 1]; ++j) {
-            std::memcpy(out.data() + size_t{at[j]} * dim, row_of(u),
-                        dim * sizeof(float));
+        for (size_t b = 0; b < unique.size(); b += most) {
+          const size_t e = std::min(unique.size(), b + most);
+          v1::PullRequest req;
+          FillHeader(req.mutable_header(), *router, step);
+          req.set_value_dtype(v1::DTYPE_FLOAT32);
+          v1::SparseLookup* l = req.add_sparse();
+          l->set_table(table);
+          l->set_create_missing(true);
+          l->mutable_ids()->Add(unique.begin() + b, unique.begin() + e);
+          // Where the rows land: runs of adjacent positions.
+          std::vector<absl::Span<char>> into;
+          for (size_t k = b; k < e; ++k) {
+            absl::Span<char> row = F32Buffer(out.data() + at[k] * dim, dim);
+            if (!into.empty() &&
+                into.back().data() + into.back().size() == row.data()) {
+              into.back() = {into.back().data(),
+                             into.back().size() + row.size()};
+            } else {
+              into.push_back(row);
+            }
           }
+          v1::PullResponse resp;
+          bool landed = false;
+          PLEXUS_RETURN_IF_ERROR(DataCall(shard, &req, &resp, into, &landed));
+          if (resp.sparse_size() != 1) {
+            return absl::InternalError("shard answered a pull with no rows");
+          }
+          PLEXUS_RETURN_IF_ERROR(
+              CopyF32(resp.sparse(0).values(), into, landed));
+        }
+        for (auto [i, k] : repeats) {
+          std::memcpy(out.data() + size_t{i} * dim,
+                      out.data() + size_t{at[k]} * dim, dim * sizeof(float));
         }
         return absl::OkStatus();
       });
@@ -585,18 +610,25 @@ class PsClientImpl : public PsClient {
   // 100 KiB).
   size_t RowsPerPiece(size_t n, int64_t row_bytes, int64_t framing) const {
     row_bytes = std::max<int64_t>(1, row_bytes);
-    int64_t most =
-        (options_.max_message_bytes - kHeadroomBytes) / (row_bytes + framing);
-    if (options_.chunk_bytes > 0) {
-      most = std::min(most, options_.chunk_bytes / row_bytes);
-    }
-    const size_t per = static_cast<size_t>(std::max<int64_t>(1, most));
+    const size_t per = MostRowsPerCall(row_bytes, framing);
     // At least min_pieces_ pieces of kMinPieceBytes or more.
     const int64_t parallel = std::min<int64_t>(
         min_pieces_, static_cast<int64_t>(n) * row_bytes / kMinPieceBytes);
     const size_t pieces = std::max<size_t>(
         {size_t{1}, (n + per - 1) / per, static_cast<size_t>(parallel)});
     return std::max<size_t>(1, (n + pieces - 1) / pieces);
+  }
+
+  // The most rows of `row_bytes` (and `framing`) one call carries: what
+  // fits a message and options_.chunk_bytes; at least one.
+  size_t MostRowsPerCall(int64_t row_bytes, int64_t framing) const {
+    row_bytes = std::max<int64_t>(1, row_bytes);
+    int64_t most =
+        (options_.max_message_bytes - kHeadroomBytes) / (row_bytes + framing);
+    if (options_.chunk_bytes > 0) {
+      most = std::min(most, options_.chunk_bytes / row_bytes);
+    }
+    return static_cast<size_t>(std::max<int64_t>(1, most));
   }
 
   static void Tensor3(int64_t rows, const v1::TensorSpec& spec,

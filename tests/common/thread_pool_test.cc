@@ -15,14 +15,15 @@ namespace plexus {
 namespace {
 
 // Idle threads poll for PLEXUS_POOL_SPIN_US where it is set (the
-// ThreadPoolPolling run sets 200), else for 50 us from 8 usable CPUs up.
+// ThreadPoolPolling run sets 200), else for kDefaultPoolSpin from 8
+// usable CPUs up.
 TEST(ThreadPool, PollingFollowsTheEnvironmentOrTheCpuCount) {
   const char* env = std::getenv("PLEXUS_POOL_SPIN_US");
   if (env != nullptr) {
     EXPECT_EQ(PoolSpin(), absl::Microseconds(std::atoi(env)));
   } else {
-    EXPECT_EQ(PoolSpin(), UsableCpus() >= 8 ? absl::Microseconds(50)
-                                            : absl::ZeroDuration());
+    EXPECT_EQ(PoolSpin(),
+              UsableCpus() >= 8 ? kDefaultPoolSpin : absl::ZeroDuration());
   }
   EXPECT_GE(UsableCpus(), 1);
 }
