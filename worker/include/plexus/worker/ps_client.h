@@ -158,7 +158,8 @@ class PsClient {
 
   // Reads rows `ids` of `table` (dim elements each) into `out`
   // (ids.size() * dim floats). Missing rows are created (create_missing).
-  // Rows land in `out` as they arrive, so after an error it may hold some.
+  // A repeated id is pulled once and copied to its other positions. Rows
+  // land in `out` as they arrive, so after an error it may hold some.
   virtual absl::Status PullSparse(const std::string& table,
                                   absl::Span<const uint64_t> ids, int64_t dim,
                                   absl::Span<float> out,
