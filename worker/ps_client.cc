@@ -28,6 +28,7 @@
 #include "common/status.h"
 #include "common/thread_pool.h"
 #include "common/tls.h"
+#include "common/tsan.h"
 #include "plexus/v1/ps.grpc.pb.h"
 
 namespace plexus::worker {
@@ -45,12 +46,12 @@ class StaticMapSource : public ShardMapSource {
  public:
   explicit StaticMapSource(v1::ShardMap map) : map_(std::move(map)) {}
   absl::StatusOr<v1::ShardMap> Fetch() override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return map_;
   }
   // Places a dense variable (standalone mode owns placement).
   absl::StatusOr<v1::ShardMap> Place(const std::string& name, int64_t rows) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     PLEXUS_RETURN_IF_ERROR(PlaceDenseVariable(name, rows, &map_));
     return map_;
   }
@@ -128,7 +129,13 @@ struct CallState {
   absl::Status status;  // written once, before done is notified
   void Done(absl::Status st) {
     status = std::move(st);
+    TsanRelease(&done);  // absl::Notification's edge, for TSan (common/tsan.h)
     done.Notify();
+  }
+  // Status once done has been notified.
+  const absl::Status& Result() {
+    TsanAcquire(&done);
+    return status;
   }
 };
 
@@ -140,11 +147,11 @@ class Future : public PsFuture {
     if (!state_->done.WaitForNotificationWithDeadline(deadline)) {
       return absl::DeadlineExceededError("PS call still running");
     }
-    return state_->status;
+    return state_->Result();
   }
   absl::Status Wait() override {
     state_->done.WaitForNotification();
-    return state_->status;
+    return state_->Result();
   }
 
  private:
@@ -442,7 +449,7 @@ class PsClientImpl : public PsClient {
                 DataCall(s, &req, &resp,
                          {F32Bytes(sums[s] + b * dim,
                                    static_cast<int64_t>(e - b) * dim)}));
-            absl::MutexLock lock(&mu);
+            MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
                        &total);
@@ -666,7 +673,7 @@ class PsClientImpl : public PsClient {
           int64_t row_elems = RowElemsOf(*router, variable, grads.size());
           absl::Mutex mu;
           auto add = [&](const auto& resp) {
-            absl::MutexLock lock(&mu);
+            MutexLock lock(&mu);
             Accumulate(resp.outcome(), resp.rows_applied(),
                        resp.rows_not_admitted(), resp.skipped_non_finite(),
                        &total);
@@ -735,11 +742,11 @@ class PsClientImpl : public PsClient {
   }
 
   std::shared_ptr<const ShardRouter> Router() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return router_;
   }
   void SetRouter(std::shared_ptr<const ShardRouter> r) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     router_ = std::move(r);
   }
 
@@ -790,7 +797,7 @@ class PsClientImpl : public PsClient {
   // created here or described by a shard.
   std::optional<std::vector<int64_t>> TrailingDims(
       const std::string& variable) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = trailing_dims_.find(variable);
     if (it == trailing_dims_.end()) return std::nullopt;
     return it->second;
@@ -800,7 +807,7 @@ class PsClientImpl : public PsClient {
     std::vector<int64_t> dims(
         spec.shape().begin() + std::min(1, spec.shape_size()),
         spec.shape().end());
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     trailing_dims_[variable] = std::move(dims);
   }
   // The spec of a [rows, trailing...] fp32 tensor (its bytes travel
@@ -855,7 +862,7 @@ class PsClientImpl : public PsClient {
   v1::ParameterServer::Stub* Stub(uint32_t shard) {
     auto router = Router();
     const std::string& address = router->map().shards(shard).address();
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto& stub = stubs_[address];
     if (stub == nullptr) {
       grpc::ChannelArguments args;
@@ -980,7 +987,7 @@ class PsClientImpl : public PsClient {
     std::string address, key;
     std::unique_ptr<DataConnection> conn;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto it = direct_.find(grpc_address);
       if (it != direct_.end() && absl::Now() < it->second.use_grpc_until) {
         return std::nullopt;
@@ -1020,7 +1027,7 @@ class PsClientImpl : public PsClient {
         LOG(INFO) << "PS client: shard " << shard << " (" << grpc_address
                   << ") offers no direct data plane; using gRPC";
       }
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       DirectPlane& d = direct_[grpc_address];
       d.address = address;
       d.key = key;
@@ -1039,7 +1046,7 @@ class PsClientImpl : public PsClient {
                      << "shard " << shard << " at " << address << " ("
                      << fd.status().message() << "); using gRPC for "
                      << absl::FormatDuration(kUnreachableFallback);
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         DirectPlane& d = direct_[grpc_address];
         d.address.clear();
         d.idle.clear();
@@ -1103,12 +1110,12 @@ class PsClientImpl : public PsClient {
   }
 
   void ForgetDirect(const std::string& grpc_address) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     direct_.erase(grpc_address);
   }
   void ReturnIdle(const std::string& grpc_address,
                   std::unique_ptr<DataConnection> conn) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = direct_.find(grpc_address);
     if (it != direct_.end() && it->second.idle.size() < kMaxIdlePerShard) {
       it->second.idle.push_back(std::move(conn));
@@ -1137,7 +1144,7 @@ class PsClientImpl : public PsClient {
       }
       absl::Duration wait;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         wait = backoff * absl::Uniform(rng_, 0.5, 1.5);
       }
       if (absl::Now() + wait >= deadline) {
@@ -1164,7 +1171,7 @@ class PsClientImpl : public PsClient {
     ParallelFor(&pool_, static_cast<int>(n), [&](int i) {
       absl::Status st = fn(static_cast<size_t>(i));
       if (!st.ok()) {
-        absl::MutexLock lock(&mu);
+        MutexLock lock(&mu);
         if (first.ok()) first = st;
       }
     });
