@@ -190,6 +190,24 @@ SparsePlan PlanSparse(const ShardRouter& router, const std::string& table,
   return plan;
 }
 
+// The pieces of a sparse pull (PsClientImpl::AssignPieces): each id goes to
+// one of the parts of its shard's ids, split by a hash of the id (PartOf) as
+// RowsPerPiece splits that many rows. Every position naming an id is in the
+// same piece, which pulls the id once, lands its row straight at the first
+// of them and copies it to the rest: past the one pass that assigns the
+// pieces, all the work (removing repeats, the calls, the copies) runs in
+// parallel, piece by piece.
+struct SparsePieces {
+  std::vector<uint32_t> piece_of;  // per caller position
+  std::vector<uint32_t> first;     // shard s's pieces: [first[s], first[s+1])
+  std::vector<uint32_t> ids;       // per piece, the positions it has
+  uint32_t ShardOf(size_t piece) const {
+    return static_cast<uint32_t>(
+        std::upper_bound(first.begin(), first.end(), piece) - first.begin() -
+        1);
+  }
+};
+
 // Which of `parts` parts of a shard's ids `id` is in: a hash of the id of
 // its own (unlike the shard's, which mixes in the table, and IdIndex's).
 uint32_t PartOf(uint64_t id, uint32_t parts) {
@@ -295,50 +313,22 @@ class PsClientImpl : public PsClient {
                        ids.size(), " ids of dim ", dim));
     }
     return WithMapRetry([&](std::shared_ptr<const ShardRouter> router) {
-      // Each id goes to a piece: one of the parts of its shard's ids, split
-      // by a hash of the id as RowsPerPiece splits that many rows. Every
-      // position naming an id is in the same piece, which pulls the id once,
-      // lands its row straight at the first of them and copies it to the
-      // rest, so that past the one pass here that assigns the pieces, all
-      // the work (removing repeats, the calls, the copies) runs in parallel.
       const int64_t row_bytes = dim * int64_t{sizeof(float)};
-      const uint32_t shards = router->num_shards();
-      const uint64_t th = HashName(table);
-      std::vector<uint32_t> piece_of(ids.size());
-      std::vector<size_t> shard_ids(shards, 0);
-      for (size_t i = 0; i < ids.size(); ++i) {
-        piece_of[i] = router->ShardOfRow(th, ids[i]);
-        ++shard_ids[piece_of[i]];
-      }
-      std::vector<uint32_t> parts(shards), first_piece(shards + 1, 0);
-      for (uint32_t s = 0; s < shards; ++s) {
-        const size_t per =
-            RowsPerPiece(shard_ids[s], row_bytes, kSparseRowFraming);
-        parts[s] = static_cast<uint32_t>((shard_ids[s] + per - 1) / per);
-        first_piece[s + 1] = first_piece[s] + parts[s];
-      }
-      std::vector<uint32_t> piece_ids(first_piece[shards], 0);
-      for (size_t i = 0; i < ids.size(); ++i) {
-        const uint32_t s = piece_of[i];
-        piece_of[i] = first_piece[s] + PartOf(ids[i], parts[s]);
-        ++piece_ids[piece_of[i]];
-      }
+      const SparsePieces pieces = AssignPieces(*router, table, ids, row_bytes);
       // A part may come out a little over RowsPerPiece's share: it goes in
       // as many calls as the message limit asks.
       const size_t most = MostRowsPerCall(row_bytes, kSparseRowFraming);
-      return ForEach(piece_ids.size(), [&](size_t p) {
-        if (piece_ids[p] == 0) return absl::OkStatus();
-        const uint32_t shard = static_cast<uint32_t>(
-            std::upper_bound(first_piece.begin(), first_piece.end(), p) -
-            first_piece.begin() - 1);
+      return ForEach(pieces.ids.size(), [&](size_t p) {
+        if (pieces.ids[p] == 0) return absl::OkStatus();
+        const uint32_t shard = pieces.ShardOf(p);
         std::vector<uint64_t> unique;  // the piece's ids, each once
         std::vector<uint32_t> at;      // and where each is named first
         std::vector<std::pair<uint32_t, uint32_t>> repeats;  // (position, k)
-        unique.reserve(piece_ids[p]);
-        at.reserve(piece_ids[p]);
-        IdIndex index(piece_ids[p]);
+        unique.reserve(pieces.ids[p]);
+        at.reserve(pieces.ids[p]);
+        IdIndex index(pieces.ids[p]);
         for (size_t i = 0; i < ids.size(); ++i) {
-          if (piece_of[i] != p) continue;
+          if (pieces.piece_of[i] != p) continue;
           auto [k, fresh] =
               index.Insert(ids[i], static_cast<uint32_t>(unique.size()));
           if (fresh) {
@@ -624,6 +614,37 @@ class PsClientImpl : public PsClient {
     const size_t pieces = std::max<size_t>(
         {size_t{1}, (n + per - 1) / per, static_cast<size_t>(parallel)});
     return std::max<size_t>(1, (n + pieces - 1) / pieces);
+  }
+
+  // The pieces of a sparse pull of `ids` (rows of `row_bytes`) from
+  // `table`: one pass over the ids (see SparsePieces).
+  SparsePieces AssignPieces(const ShardRouter& router, const std::string& table,
+                            absl::Span<const uint64_t> ids,
+                            int64_t row_bytes) const {
+    SparsePieces pieces;
+    const uint32_t shards = router.num_shards();
+    const uint64_t th = HashName(table);
+    pieces.piece_of.resize(ids.size());
+    std::vector<size_t> shard_ids(shards, 0);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      pieces.piece_of[i] = router.ShardOfRow(th, ids[i]);
+      ++shard_ids[pieces.piece_of[i]];
+    }
+    std::vector<uint32_t> parts(shards);
+    pieces.first.assign(shards + 1, 0);
+    for (uint32_t s = 0; s < shards; ++s) {
+      const size_t per =
+          RowsPerPiece(shard_ids[s], row_bytes, kSparseRowFraming);
+      parts[s] = static_cast<uint32_t>((shard_ids[s] + per - 1) / per);
+      pieces.first[s + 1] = pieces.first[s] + parts[s];
+    }
+    pieces.ids.assign(pieces.first[shards], 0);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      uint32_t& p = pieces.piece_of[i];
+      p = pieces.first[p] + PartOf(ids[i], parts[p]);
+      ++pieces.ids[p];
+    }
+    return pieces;
   }
 
   // The most rows of `row_bytes` (and `framing`) one call carries: what
