@@ -327,12 +327,12 @@ absl::Status FrameReader::ReadBody(const v1::DataFrameHeader& header,
   const bool fits = msg != nullptr && n > 0 && room == attached;
   if (landed != nullptr) *landed = fits;
   std::vector<std::string> parts(fits ? 0 : n);
-  if (fits) PLEXUS_RETURN_IF_ERROR(ReadInto(into, deadline));
+  std::vector<absl::Span<char>> own;
   for (size_t i = 0; i < parts.size(); ++i) {
     parts[i].resize(header.attachment_bytes(static_cast<int>(i)));
-    PLEXUS_RETURN_IF_ERROR(
-        Read(parts[i].data(), parts[i].size(), deadline, false));
+    own.push_back(absl::MakeSpan(parts[i]));
   }
+  PLEXUS_RETURN_IF_ERROR(ReadInto(fits ? into : own, deadline));
   if (msg == nullptr) return absl::OkStatus();
   if (!msg->ParseFromArray(head.get(), static_cast<int>(message_bytes))) {
     return absl::InvalidArgumentError(

@@ -33,10 +33,13 @@
 # in DIR/bin or DIR/tests) and their libraries, and no run.sh: a slim folder
 # for running them by hand. --with-perf adds this machine's perf and every
 # library it needs in perf/ (about 33 MB; the GPU machines have no perf):
-#   LD_LIBRARY_PATH=perf/lib perf/perf record -a -g -D 3000 -- \
+#   LD_LIBRARY_PATH=perf/lib perf/perf record -F 1999 -D 3000 -- \
 #     env LD_LIBRARY_PATH=lib PLEXUS_BIN_DIR=bin bin/ps_bench --shards 1 \
-#     --no_dense --dims 64 --batches 4096 --sparse_ops pull --seconds 5
-# (-D skips ps_bench's limit measurements). Three binaries with perf come to
+#     --data_plane direct --no_dense --dims 64 --batches 4096 \
+#     --sparse_ops pull --seconds 4 --max_calls 100000
+# (-D skips ps_bench's start and limit measurements, --max_calls lets a row
+# run its whole --seconds; the binaries have no frame pointers, so -g call
+# graphs say little). Three binaries with perf come to
 # about 68 MB, over the machines' 64 MiB carry limit: carry the folder as a
 # tar -cJf archive (about 17 MB) and unpack it there.
 set -euo pipefail

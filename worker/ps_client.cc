@@ -194,13 +194,20 @@ SparsePlan PlanSparse(const ShardRouter& router, const std::string& table,
 // one of the parts of its shard's ids, split by a hash of the id (PartOf) as
 // RowsPerPiece splits that many rows. Every position naming an id is in the
 // same piece, which pulls the id once, lands its row straight at the first
-// of them and copies it to the rest: past the one pass that assigns the
-// pieces, all the work (removing repeats, the calls, the copies) runs in
-// parallel, piece by piece.
+// of them and copies it to the rest: past the passes over the ids that
+// group them by piece, all the work (removing repeats, the calls, the
+// copies) runs in parallel, piece by piece, each on its own positions.
 struct SparsePieces {
-  std::vector<uint32_t> piece_of;  // per caller position
-  std::vector<uint32_t> first;     // shard s's pieces: [first[s], first[s+1])
-  std::vector<uint32_t> ids;       // per piece, the positions it has
+  std::vector<uint32_t> first;  // shard s's pieces: [first[s], first[s + 1])
+  // Piece p's caller positions, in order: positions[start[p] ..
+  // start[p + 1]).
+  std::vector<uint32_t> start;
+  std::vector<uint32_t> positions;
+  size_t size() const { return start.size() - 1; }
+  absl::Span<const uint32_t> Of(size_t piece) const {
+    return absl::MakeConstSpan(positions).subspan(
+        start[piece], start[piece + 1] - start[piece]);
+  }
   uint32_t ShardOf(size_t piece) const {
     return static_cast<uint32_t>(
         std::upper_bound(first.begin(), first.end(), piece) - first.begin() -
@@ -318,24 +325,24 @@ class PsClientImpl : public PsClient {
       // A part may come out a little over RowsPerPiece's share: it goes in
       // as many calls as the message limit asks.
       const size_t most = MostRowsPerCall(row_bytes, kSparseRowFraming);
-      return ForEach(pieces.ids.size(), [&](size_t p) {
-        if (pieces.ids[p] == 0) return absl::OkStatus();
+      return ForEach(pieces.size(), [&](size_t p) {
+        const absl::Span<const uint32_t> positions = pieces.Of(p);
+        if (positions.empty()) return absl::OkStatus();
         const uint32_t shard = pieces.ShardOf(p);
         std::vector<uint64_t> unique;  // the piece's ids, each once
         std::vector<uint32_t> at;      // and where each is named first
         std::vector<std::pair<uint32_t, uint32_t>> repeats;  // (position, k)
-        unique.reserve(pieces.ids[p]);
-        at.reserve(pieces.ids[p]);
-        IdIndex index(pieces.ids[p]);
-        for (size_t i = 0; i < ids.size(); ++i) {
-          if (pieces.piece_of[i] != p) continue;
+        unique.reserve(positions.size());
+        at.reserve(positions.size());
+        IdIndex index(positions.size());
+        for (uint32_t i : positions) {
           auto [k, fresh] =
               index.Insert(ids[i], static_cast<uint32_t>(unique.size()));
           if (fresh) {
             unique.push_back(ids[i]);
-            at.push_back(static_cast<uint32_t>(i));
+            at.push_back(i);
           } else {
-            repeats.emplace_back(static_cast<uint32_t>(i), k);
+            repeats.emplace_back(i, k);
           }
         }
         for (size_t b = 0; b < unique.size(); b += most) {
@@ -617,18 +624,18 @@ class PsClientImpl : public PsClient {
   }
 
   // The pieces of a sparse pull of `ids` (rows of `row_bytes`) from
-  // `table`: one pass over the ids (see SparsePieces).
+  // `table` (see SparsePieces).
   SparsePieces AssignPieces(const ShardRouter& router, const std::string& table,
                             absl::Span<const uint64_t> ids,
                             int64_t row_bytes) const {
     SparsePieces pieces;
     const uint32_t shards = router.num_shards();
     const uint64_t th = HashName(table);
-    pieces.piece_of.resize(ids.size());
+    std::vector<uint32_t> piece_of(ids.size());  // the shard, then the piece
     std::vector<size_t> shard_ids(shards, 0);
     for (size_t i = 0; i < ids.size(); ++i) {
-      pieces.piece_of[i] = router.ShardOfRow(th, ids[i]);
-      ++shard_ids[pieces.piece_of[i]];
+      piece_of[i] = router.ShardOfRow(th, ids[i]);
+      ++shard_ids[piece_of[i]];
     }
     std::vector<uint32_t> parts(shards);
     pieces.first.assign(shards + 1, 0);
@@ -638,11 +645,19 @@ class PsClientImpl : public PsClient {
       parts[s] = static_cast<uint32_t>((shard_ids[s] + per - 1) / per);
       pieces.first[s + 1] = pieces.first[s] + parts[s];
     }
-    pieces.ids.assign(pieces.first[shards], 0);
+    pieces.start.assign(pieces.first[shards] + 1, 0);
     for (size_t i = 0; i < ids.size(); ++i) {
-      uint32_t& p = pieces.piece_of[i];
+      uint32_t& p = piece_of[i];
       p = pieces.first[p] + PartOf(ids[i], parts[p]);
-      ++pieces.ids[p];
+      ++pieces.start[p + 1];
+    }
+    for (size_t p = 1; p < pieces.start.size(); ++p) {
+      pieces.start[p] += pieces.start[p - 1];
+    }
+    pieces.positions.resize(ids.size());
+    std::vector<uint32_t> next(pieces.start.begin(), pieces.start.end() - 1);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      pieces.positions[next[piece_of[i]]++] = static_cast<uint32_t>(i);
     }
     return pieces;
   }
